@@ -1,0 +1,9 @@
+"""Linear operators: the abstraction and the MRI forward-model pieces."""
+
+from .base import Compose, FunctionOperator, Identity, LinearOperator, Scaled, dot_test
+from .mri import FFT, CoilSensitivity, Mask, Sense
+
+__all__ = [
+    "LinearOperator", "FunctionOperator", "Compose", "Scaled", "Identity", "dot_test",
+    "FFT", "CoilSensitivity", "Mask", "Sense",
+]
