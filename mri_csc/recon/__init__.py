@@ -1,0 +1,9 @@
+"""Reconstruction: the public :func:`reconstruct`, its problem set-up and the method registry."""
+
+from . import baselines  # noqa: F401  (registers the baseline methods)
+from .api import ReconResult, reconstruct
+from .problem import ReconProblem, data_scale, make_problem
+from .registry import Method, available_methods, get_method, register_method
+
+__all__ = ["reconstruct", "ReconResult", "ReconProblem", "make_problem", "data_scale",
+           "Method", "register_method", "get_method", "available_methods"]

@@ -1,0 +1,102 @@
+"""The public entry point: :func:`reconstruct`."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+from ..backend import Device
+from .problem import make_problem
+from .registry import get_method
+
+__all__ = ["ReconResult", "reconstruct"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ReconResult:
+    """What :func:`reconstruct` returns.
+
+    Attributes
+    ----------
+    image : array
+        Complex image ``(ny, nx)`` or ``(nz, ny, nx)`` on the device asked for, in
+        the units of the input k-space (the internal data scaling is undone).
+    history : list of dict
+        Per-iteration records (``iter``, ``time`` in seconds, and the method's
+        own keys such as ``objective``, ``primal_residual``, ``dual_residual``, ``rho``).
+    method : str
+    params : dict
+        The parameters used, defaults filled in.
+    scale : float
+        The data scale the k-space was divided by before solving.
+    time : float
+        Wall time of the solve in seconds (validation and scaling included).
+    device : str
+    """
+
+    image: object
+    history: list
+    method: str
+    params: dict = field(default_factory=dict)
+    scale: float = 1.0
+    time: float = 0.0
+    device: str = "cpu"
+
+
+def reconstruct(kspace, coil_maps, *, mask=None, method: str = "csc", device: "str | Device" = "cpu",
+                show_pbar: bool = False, scale: "bool | float" = True, **params) -> ReconResult:
+    """Reconstruct an image from undersampled multi-coil Cartesian k-space.
+
+    Parameters
+    ----------
+    kspace : array, ``(coils, ny, nx)`` or ``(coils, nz, ny, nx)``, complex
+        Measured k-space, zero where not sampled.
+    coil_maps : array, same shape as ``kspace``
+        Coil sensitivities (e.g. from :func:`mri_csc.sim.estimate_maps`).
+        Where every map is zero the image is taken to be zero.
+    mask : array, optional
+        Sampling mask broadcasting against ``kspace``; inferred from the
+        non-zero k-space samples when ``None``.
+    method : str
+        A registered method: ``"csc"``, ``"zero-filled"``, ``"sense"``,
+        ``"l1wavelet"``, ``"tv"`` (SigPy), ``"bart-l1wavelet"``, ``"bart-tv"``
+        (when the ``bart`` binary is installed); see
+        :func:`mri_csc.recon.available_methods`.
+    device : str
+        ``"cpu"``, ``"gpu"`` or ``"gpu:N"``. Inputs are moved there once.
+    show_pbar : bool
+        Show a tqdm progress bar over iterations.
+    scale : bool or float
+        Scale the data first (BART-style, see :func:`mri_csc.recon.problem.data_scale`)
+        so that default regularisation weights carry across data sets.
+    **params
+        The method's parameters (e.g. ``lam``, ``max_iter``); unknown names raise.
+
+    Returns
+    -------
+    ReconResult
+    """
+    t0 = time.perf_counter()
+    spec = get_method(method)
+    unknown = sorted(set(params) - set(spec.params))
+    if unknown:
+        raise ValueError(
+            f"unknown parameter(s) {unknown} for method {method!r}; accepted: {sorted(spec.params)}"
+        )
+    reason = spec.available()
+    if reason:
+        raise ValueError(f"method {method!r} is not available here: {reason}")
+    problem = make_problem(kspace, coil_maps, mask, device=device, scale=scale)
+    if problem.device.kind == "gpu" and not spec.gpu:
+        raise ValueError(f"method {method!r} runs on the CPU only; got device={device!r}")
+    full = {**spec.params, **params}
+    with problem.device.use():
+        image, history = spec.func(problem, show_pbar=show_pbar, **full)
+        image = image * image.real.dtype.type(problem.scale)
+    elapsed = time.perf_counter() - t0
+    log.info("%s: %d iterations in %.2f s on %s", method, len(history), elapsed, problem.device)
+    return ReconResult(image=image, history=list(history), method=method, params=full,
+                       scale=problem.scale, time=elapsed, device=str(problem.device))
