@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Callable, Sequence
 
-from ..backend import get_xp
+from ..backend import get_xp, to_device
 
 __all__ = ["LinearOperator", "FunctionOperator", "Compose", "Scaled", "Identity"]
 
@@ -165,16 +165,18 @@ class FunctionOperator(LinearOperator):
         return self._fh(y)
 
 
-def dot_test(op: LinearOperator, rng=None, dtype="complex64") -> float:
+def dot_test(op: LinearOperator, rng=None, dtype="complex64", device="cpu") -> float:
     r"""Relative error of the dot-product test :math:`|\langle Ax,y\rangle-\langle x,A^Hy\rangle|/(\|Ax\|\|y\|)`.
 
-    Random NumPy vectors are drawn from ``rng`` (a ``numpy.random.Generator``).
+    Random vectors are drawn on the CPU from ``rng`` (a ``numpy.random.Generator``
+    or seed) and moved to ``device``, where ``op`` must live.
     """
     import numpy as np  # noqa: PLC0415
 
     rng = np.random.default_rng(rng)
     x = (rng.standard_normal(op.ishape) + 1j * rng.standard_normal(op.ishape)).astype(dtype)
     y = (rng.standard_normal(op.oshape) + 1j * rng.standard_normal(op.oshape)).astype(dtype)
+    x, y = to_device(x, device), to_device(y, device)
     ax = op(x)
     ahy = op.H(y)
     xp = get_xp(ax)

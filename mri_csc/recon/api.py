@@ -6,7 +6,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-from ..backend import Device
+from ..backend import Device, resolve_device
 from .problem import make_problem
 from .registry import get_method
 
@@ -80,6 +80,7 @@ def reconstruct(kspace, coil_maps, *, mask=None, method: str = "csc", device: "s
     ReconResult
     """
     t0 = time.perf_counter()
+    device = resolve_device(device)
     spec = get_method(method)
     unknown = sorted(set(params) - set(spec.params))
     if unknown:
