@@ -1,0 +1,122 @@
+r"""BART ``pics`` baselines: ``bart-l1wavelet`` and ``bart-tv``.
+
+Each call writes the (already scaled) k-space, coil maps and sampling pattern
+as ``.cfl`` files in a temporary folder, runs the ``bart`` binary and reads the
+image back.
+
+- ``bart-l1wavelet``: ``bart pics -R W:7:0:λ`` (ℓ1 on Daubechies wavelets, FISTA),
+  :math:`\min_x \tfrac12\|Ax-y\|^2 + \lambda\|\Psi x\|_1`.
+- ``bart-tv``: ``bart pics -R T:3:0:λ`` (isotropic TV over x and y, ADMM),
+  :math:`\min_x \tfrac12\|Ax-y\|^2 + \lambda\|\nabla x\|_1`.
+
+Layout: our ``(coils, ny, nx)`` goes to BART's ``(x, y, z, coils)`` as
+``(ny, nx, 1, coils)`` (see :func:`mri_csc.io.formats.to_bart`); BART's centred
+unitary FFT matches ours, so the maps carry over unchanged.
+
+Scaling: ``pics`` normally rescales the data itself. :func:`mri_csc.reconstruct`
+has already divided the k-space by its BART-style scale, so ``-w 1`` is passed
+to switch BART's own scaling off; λ therefore means the same thing as for the
+other methods, and :func:`~mri_csc.reconstruct` multiplies the scale back.
+
+``bart`` is looked up on ``PATH`` (or ``$BART``); when absent, the methods stay
+registered but report why they are unavailable. CPU only.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+import tempfile
+
+import numpy as np
+
+from ..backend import to_numpy
+from ..solvers import History
+from .problem import ReconProblem
+from .registry import register_method
+
+__all__ = ["bart_binary", "bart_available", "bart_pics"]
+
+log = logging.getLogger(__name__)
+
+
+def bart_binary() -> str | None:
+    """Path to the ``bart`` executable (``$BART`` first, then ``PATH``), or None."""
+    env = os.environ.get("BART")
+    if env and os.access(env, os.X_OK):
+        return env
+    return shutil.which("bart")
+
+
+def bart_available() -> str | None:
+    """None when BART can be run, else the reason."""
+    return None if bart_binary() else "the 'bart' binary is not on PATH (install BART or set $BART)"
+
+
+def _bart_dims(a: np.ndarray) -> np.ndarray:
+    """Our ``(coils, *spatial)`` → BART ``(x, y, z, coils)``."""
+    from ..io.formats import to_bart  # noqa: PLC0415
+
+    return to_bart(a)
+
+
+def bart_pics(problem: ReconProblem, regularizer: str, *, max_iter: int, randshift: bool = True,
+              extra: tuple[str, ...] = ()) -> tuple[np.ndarray, History]:
+    """Run ``bart pics`` with one ``-R`` regulariser on a scaled problem."""
+    from ..io.cfl import read_cfl, write_cfl  # noqa: PLC0415
+
+    exe = bart_binary()
+    if exe is None:
+        raise RuntimeError(bart_available())
+    if problem.device.kind != "cpu":
+        raise ValueError("BART methods run on the CPU only")
+    history = History()
+    k = to_numpy(problem.kspace)
+    maps = to_numpy(problem.maps)
+    mask = np.broadcast_to(to_numpy(problem.mask), k.shape[1:])
+    with tempfile.TemporaryDirectory(prefix="mri_csc_bart_") as tmp:
+        kb, sb, pb, ob = (os.path.join(tmp, n) for n in ("kspace", "sens", "pattern", "out"))
+        write_cfl(kb, _bart_dims(k))
+        write_cfl(sb, _bart_dims(maps))
+        write_cfl(pb, _bart_dims(mask[None]))
+        cmd = [exe, "pics", "-w", "1", "-R", regularizer, "-i", str(int(max_iter)), "-p", pb,
+               *(() if randshift else ("-n",)), *extra, kb, sb, ob]
+        log.debug("running %s", " ".join(cmd))
+        proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS":
+                              os.environ.get("OMP_NUM_THREADS", str(os.cpu_count() or 1))})
+        if proc.returncode != 0:
+            msg = (proc.stderr or proc.stdout).strip().splitlines()
+            raise RuntimeError(f"bart pics failed (exit {proc.returncode}): {msg[-1] if msg else 'no output'}")
+        out = read_cfl(ob)
+    out = np.asarray(out)
+    if out.size != int(np.prod(problem.image_shape)):
+        raise RuntimeError(f"bart pics returned shape {out.shape}; expected image shape {problem.image_shape}")
+    img = out.reshape(problem.image_shape)  # BART (ny, nx[, 1]) / (nz, ny, nx): only singletons dropped
+    history.append(iterations=int(max_iter))
+    dtype = np.complex128 if k.dtype == np.complex128 else np.complex64
+    image = img.astype(dtype) * problem.support
+    return problem.device.xp.asarray(image), history
+
+
+def bart_l1wavelet(problem: ReconProblem, *, lam: float = 0.005, max_iter: int = 100, randshift: bool = True,
+                   show_pbar: bool = False):
+    """``bart pics -R W:7:0:λ`` (ℓ1-wavelet)."""
+    if lam < 0:
+        raise ValueError(f"lam must be >= 0; got {lam}")
+    return bart_pics(problem, f"W:7:0:{lam}", max_iter=max_iter, randshift=randshift)
+
+
+def bart_tv(problem: ReconProblem, *, lam: float = 0.005, max_iter: int = 100, randshift: bool = True,
+            show_pbar: bool = False):
+    """``bart pics -R T:3:0:λ`` (isotropic TV over x, y)."""
+    if lam < 0:
+        raise ValueError(f"lam must be >= 0; got {lam}")
+    return bart_pics(problem, f"T:3:0:{lam}", max_iter=max_iter, randshift=randshift)
+
+
+register_method("bart-l1wavelet", bart_l1wavelet, {"lam": 0.005, "max_iter": 100, "randshift": True},
+                "BART pics, l1 on wavelets (-R W:7:0:lam)", gpu=False, available=bart_available)
+register_method("bart-tv", bart_tv, {"lam": 0.005, "max_iter": 100, "randshift": True},
+                "BART pics, total variation (-R T:3:0:lam)", gpu=False, available=bart_available)
