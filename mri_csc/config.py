@@ -1,0 +1,399 @@
+"""TOML experiment configs: load, override, validate, resolve, write back.
+
+A config describes one evaluation: the data (a phantom, simulated coils, a
+phase model, a sampling mask, noise), the methods to compare and how to score
+them. Every key is checked; unknown keys are errors. Errors are
+:class:`ConfigError` (a ``ValueError``) and read
+``<file>: <key>: expected <what>; got <value>``.
+
+Example (all sections; omitted keys take the defaults shown)::
+
+    name = "quick_shepp_logan"          # used for the default output folder
+    description = "..."
+
+    [data]
+    phantom = "shepp-logan"             # "shepp-logan", "brain" or a NIfTI file (relative to this file)
+    slice = 90                          # slice of a 3D volume (optional; default: the middle one)
+    shape = [128, 128]
+
+    [phase]
+    model = "random"                    # "random", "polynomial" or "none"
+    amplitude = 3.141592653589793       # peak phase in radians
+
+    [coils]
+    count = 8                           # simulated coils
+    maps = "true"                       # "true": the simulated maps; "espirit": estimate from the data
+    espirit = "sigpy"                   # "sigpy" or "bart" (for maps = "espirit")
+    calib_width = 24                    # ESPIRiT calibration width
+
+    [mask]
+    kind = "poisson"                    # "poisson", "random-lines", "equispaced-lines", "uniform-random"
+    accel = 4.0
+    calib = 24                          # fully sampled centre (optional; the simulator's default)
+    seed = 0                            # seeds the mask, the phase and the noise
+
+    [noise]
+    snr_db = 30.0
+
+    [[methods]]                         # one table per method, run in this order
+    name = "tv"                         # a registered method (mri-csc methods)
+    label = "SigPy TV"                  # display name (default: the name); must be unique
+    params = { lam = 0.005, max_iter = 100 }
+
+    [metrics]
+    crop = 0                            # border crop in pixels (int, or one per axis)
+    foreground = "support"              # "support" (inside the object) or "none" (whole image)
+
+    [output]
+    dir = "runs/quick_shepp_logan"      # relative to the working directory
+
+    [run]
+    device = "cpu"
+
+Overrides (``mri-csc eval --set``) use dotted keys with TOML values:
+``mask.accel=8``, ``data.shape=[64,64]``, ``methods.tv.params.max_iter=5``
+(a method table is addressed by its index, name or label), and
+``methods=[{name="zero-filled"},{name="tv"}]``. A value that is not valid TOML
+is taken as a string (``mask.kind=random-lines``).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+__all__ = ["ConfigError", "load_config", "validate_config", "apply_overrides", "parse_override",
+           "to_toml", "check_methods", "DEFAULTS"]
+
+PHANTOMS = ("shepp-logan", "brain")
+PHASE_MODELS = ("random", "polynomial", "none")
+MASK_KINDS = ("poisson", "random-lines", "equispaced-lines", "uniform-random")
+
+DEFAULTS: dict[str, Any] = {
+    "name": "experiment",
+    "description": "",
+    "data": {"phantom": "shepp-logan", "slice": None, "shape": [128, 128]},
+    "phase": {"model": "random", "amplitude": math.pi},
+    "coils": {"count": 8, "maps": "true", "espirit": "sigpy", "calib_width": 24},
+    "mask": {"kind": "poisson", "accel": 4.0, "calib": None, "seed": 0},
+    "noise": {"snr_db": 30.0},
+    "methods": [],
+    "metrics": {"crop": 0, "foreground": "support"},
+    "output": {"dir": None},
+    "run": {"device": "cpu"},
+}
+
+
+class ConfigError(ValueError):
+    """An invalid config: names the file, the key, what was expected and what was found."""
+
+
+def _err(src, key, expected, got) -> ConfigError:
+    return ConfigError(f"{src}: {key}: expected {expected}; got {got!r}")
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def load_config(path: "str | os.PathLike", overrides: list[str] | None = None, *,
+                methods: bool = True) -> dict:
+    """Read, override, validate and resolve a TOML config.
+
+    Parameters
+    ----------
+    path : str or path
+    overrides : list of str
+        ``"dotted.key=value"`` strings (see module docstring), applied in order.
+    methods : bool
+        Also check method names and parameters against the registry.
+
+    Returns
+    -------
+    dict
+        The resolved config: every key present, defaults filled in, the
+        phantom path made absolute, plus ``"source"`` (the file).
+    """
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"{p}: no such config file")
+    try:
+        with open(p, "rb") as f:
+            raw = tomllib.load(f)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{p}: not valid TOML ({e})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{p}: not a text (UTF-8) TOML file") from None
+    raw = apply_overrides(raw, overrides or [], src=p)
+    cfg = validate_config(raw, src=p)
+    if methods:
+        check_methods(cfg, src=p)
+    return cfg
+
+
+def parse_override(text: str):
+    """``"a.b=value"`` → (["a", "b"], parsed value)."""
+    if "=" not in text:
+        raise ConfigError(f"--set {text!r}: expected key=value (e.g. mask.accel=8)")
+    key, value = text.split("=", 1)
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"--set {text!r}: expected a dotted key before '=' (e.g. mask.accel=8)")
+    try:
+        parsed = tomllib.loads(f"v = {value}")["v"]
+    except tomllib.TOMLDecodeError:
+        parsed = value.strip()
+    return key.split("."), parsed
+
+
+def apply_overrides(raw: dict, overrides: list[str], src="--set") -> dict:
+    """Apply ``--set`` overrides to a raw (unvalidated) config dict; returns a new dict."""
+    out = copy.deepcopy(raw)
+    for text in overrides:
+        parts, value = parse_override(text)
+        node = out
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
+            if isinstance(node, list):
+                idx = _list_index(node, part, text)
+                if last:
+                    node[idx] = value
+                else:
+                    node = node[idx]
+                continue
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {text!r}: {'.'.join(parts[:i])} is not a table")
+            if last:
+                node[part] = value
+            else:
+                node = node.setdefault(part, [] if part == "methods" else {})
+    return out
+
+
+def _list_index(node: list, part: str, text: str) -> int:
+    if part.lstrip("-").isdigit():
+        idx = int(part)
+        if not -len(node) <= idx < len(node):
+            raise ConfigError(f"--set {text!r}: index {idx} out of range (there are {len(node)} entries)")
+        return idx
+    hits = [i for i, t in enumerate(node) if isinstance(t, dict) and part in (t.get("label"), t.get("name"))]
+    if len(hits) != 1:
+        names = [t.get("label", t.get("name")) for t in node if isinstance(t, dict)]
+        raise ConfigError(f"--set {text!r}: {'no' if not hits else 'more than one'} entry named {part!r}; "
+                          f"entries: {names} (or use an index)")
+    return hits[0]
+
+
+def _section(raw, name, src) -> dict:
+    v = raw.get(name, {})
+    if not isinstance(v, dict):
+        raise _err(src, name, "a table", v)
+    unknown = sorted(set(v) - set(DEFAULTS[name]))
+    if unknown:
+        raise ConfigError(f"{src}: unknown key {name}.{unknown[0]}; expected one of {sorted(DEFAULTS[name])}")
+    return {**DEFAULTS[name], **v}
+
+
+def _choice(src, key, v, choices):
+    if v not in choices:
+        raise _err(src, key, f"one of {list(choices)}", v)
+    return v
+
+
+def validate_config(raw: dict, src="config") -> dict:
+    """Check every key and fill in defaults; raise :class:`ConfigError` on the first problem."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{src}: expected a TOML table at the top level")
+    unknown = sorted(set(raw) - set(DEFAULTS))
+    if unknown:
+        raise ConfigError(f"{src}: unknown key {unknown[0]!r}; expected one of {sorted(DEFAULTS)}")
+    cfg: dict[str, Any] = {}
+    base = Path(src).parent if isinstance(src, Path) else Path.cwd()
+    for key in ("name", "description"):
+        v = raw.get(key, DEFAULTS[key] if key == "description" else Path(str(src)).stem)
+        if not isinstance(v, str):
+            raise _err(src, key, "a string", v)
+        cfg[key] = v
+
+    d = _section(raw, "data", src)
+    ph = d["phantom"]
+    if not isinstance(ph, str) or not ph:
+        raise _err(src, "data.phantom", f"one of {list(PHANTOMS)} or a NIfTI file path", ph)
+    if ph not in PHANTOMS:
+        if not ph.lower().endswith((".nii", ".nii.gz")):
+            raise _err(src, "data.phantom", f"one of {list(PHANTOMS)} or a .nii/.nii.gz file", ph)
+        cand = Path(ph) if Path(ph).is_absolute() else base / ph
+        if not cand.exists() and Path(ph).exists():
+            cand = Path(ph)
+        if not cand.exists():
+            raise _err(src, "data.phantom", "an existing NIfTI file", str(cand))
+        d["phantom"] = str(cand.resolve())
+    if d["slice"] is not None and (not _is_int(d["slice"]) or d["slice"] < 0):
+        raise _err(src, "data.slice", "a non-negative integer", d["slice"])
+    sh = d["shape"]
+    if not (isinstance(sh, list) and len(sh) in (2, 3) and all(_is_int(n) and n >= 8 for n in sh)):
+        raise _err(src, "data.shape", "a list of 2 (or 3) integers >= 8, e.g. [128, 128]", sh)
+    cfg["data"] = d
+
+    p = _section(raw, "phase", src)
+    _choice(src, "phase.model", p["model"], PHASE_MODELS)
+    if not _is_num(p["amplitude"]) or p["amplitude"] < 0:
+        raise _err(src, "phase.amplitude", "a non-negative number (radians)", p["amplitude"])
+    p["amplitude"] = float(p["amplitude"])
+    cfg["phase"] = p
+
+    c = _section(raw, "coils", src)
+    if not _is_int(c["count"]) or not 1 <= c["count"] <= 64:
+        raise _err(src, "coils.count", "an integer from 1 to 64", c["count"])
+    _choice(src, "coils.maps", c["maps"], ("true", "espirit"))
+    _choice(src, "coils.espirit", c["espirit"], ("sigpy", "bart"))
+    if not _is_int(c["calib_width"]) or c["calib_width"] < 4:
+        raise _err(src, "coils.calib_width", "an integer >= 4", c["calib_width"])
+    cfg["coils"] = c
+
+    m = _section(raw, "mask", src)
+    _choice(src, "mask.kind", m["kind"], MASK_KINDS)
+    if not _is_num(m["accel"]) or m["accel"] < 1:
+        raise _err(src, "mask.accel", "a number >= 1", m["accel"])
+    m["accel"] = float(m["accel"])
+    if m["calib"] is not None and (not _is_int(m["calib"]) or m["calib"] < 0):
+        raise _err(src, "mask.calib", "a non-negative integer", m["calib"])
+    if not _is_int(m["seed"]) or m["seed"] < 0:
+        raise _err(src, "mask.seed", "a non-negative integer", m["seed"])
+    cfg["mask"] = m
+
+    n = _section(raw, "noise", src)
+    if n["snr_db"] is not None and not _is_num(n["snr_db"]):
+        raise _err(src, "noise.snr_db", "a number (dB) or omitted", n["snr_db"])
+    n["snr_db"] = None if n["snr_db"] is None else float(n["snr_db"])
+    cfg["noise"] = n
+
+    meths = raw.get("methods", [])
+    if not isinstance(meths, list) or not meths:
+        raise _err(src, "methods", "a non-empty list of [[methods]] tables", meths)
+    out_methods, labels = [], set()
+    for i, t in enumerate(meths):
+        key = f"methods[{i}]"
+        if not isinstance(t, dict):
+            raise _err(src, key, "a table with name, label, params", t)
+        unknown = sorted(set(t) - {"name", "label", "params"})
+        if unknown:
+            raise ConfigError(f"{src}: unknown key {key}.{unknown[0]}; expected one of ['label', 'name', 'params']")
+        if not isinstance(t.get("name"), str) or not t["name"]:
+            raise _err(src, f"{key}.name", "a method name (string; see mri-csc methods)", t.get("name"))
+        label = t.get("label", t["name"])
+        if not isinstance(label, str) or not label:
+            raise _err(src, f"{key}.label", "a non-empty string", label)
+        if label in labels:
+            raise _err(src, f"{key}.label", "a label not used by another method", label)
+        labels.add(label)
+        params = t.get("params", {})
+        if not isinstance(params, dict):
+            raise _err(src, f"{key}.params", "a table of parameters", params)
+        out_methods.append({"name": t["name"], "label": label, "params": dict(params)})
+    cfg["methods"] = out_methods
+
+    mt = _section(raw, "metrics", src)
+    crop = mt["crop"]
+    if not ((_is_int(crop) and crop >= 0) or (isinstance(crop, list) and all(_is_int(x) and x >= 0 for x in crop))):
+        raise _err(src, "metrics.crop", "a non-negative integer or a list of them", crop)
+    _choice(src, "metrics.foreground", mt["foreground"], ("support", "none"))
+    cfg["metrics"] = mt
+
+    o = _section(raw, "output", src)
+    if o["dir"] is not None and (not isinstance(o["dir"], str) or not o["dir"]):
+        raise _err(src, "output.dir", "a folder path (string)", o["dir"])
+    if o["dir"] is None:
+        o["dir"] = str(Path("runs") / cfg["name"])
+    cfg["output"] = o
+
+    r = _section(raw, "run", src)
+    if not isinstance(r["device"], str) or not (r["device"] in ("cpu", "gpu") or r["device"].startswith("gpu:")):
+        raise _err(src, "run.device", "'cpu', 'gpu' or 'gpu:N'", r["device"])
+    cfg["run"] = r
+    cfg["source"] = str(src)
+    return cfg
+
+
+def check_methods(cfg: dict, src="config") -> None:
+    """Check every method name and parameter against the registry (before any work)."""
+    from .recon import available_methods, get_method  # noqa: PLC0415
+
+    for i, m in enumerate(cfg["methods"]):
+        try:
+            spec = get_method(m["name"])
+        except ValueError:
+            raise ConfigError(f"{src}: methods[{i}].name: unknown method {m['name']!r}; "
+                              f"registered methods: {available_methods()}") from None
+        unknown = sorted(set(m["params"]) - set(spec.params))
+        if unknown:
+            raise ConfigError(f"{src}: methods[{i}].params: unknown parameter {unknown[0]!r} for method "
+                              f"{m['name']!r}; accepted: {sorted(spec.params)}")
+        for k, v in m["params"].items():
+            default = spec.params[k]
+            if _is_num(default) and not isinstance(default, bool) and not _is_num(v):
+                raise _err(src, f"methods[{i}].params.{k}", f"a number (like the default {default!r})", v)
+            if isinstance(default, bool) and not isinstance(v, bool):
+                raise _err(src, f"methods[{i}].params.{k}", "true or false", v)
+        reason = spec.available()
+        if reason:
+            raise ConfigError(f"{src}: methods[{i}].name: method {m['name']!r} is not available here: {reason}")
+
+
+# ----------------------------------------------------------------------------- TOML writer
+
+def _toml_value(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        if math.isnan(v):
+            return "nan"
+        if math.isinf(v):
+            return "inf" if v > 0 else "-inf"
+        return repr(v)
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{ " + ", ".join(f"{_key(k)} = {_toml_value(x)}" for k, x in v.items()) + " }"
+    raise TypeError(f"cannot write {type(v).__name__} to TOML")
+
+
+def _key(k: str) -> str:
+    return k if k.replace("_", "").replace("-", "").isalnum() else _toml_value(k)
+
+
+def to_toml(cfg: dict) -> str:
+    """Write a (resolved) config as TOML; ``None`` values are left out; ``source`` becomes a comment."""
+    lines = []
+    if "source" in cfg:
+        lines.append(f"# resolved from {cfg['source']}")
+    tables = []
+    for k, v in cfg.items():
+        if k == "source" or v is None:
+            continue
+        if isinstance(v, dict):
+            tables.append((k, v))
+        elif isinstance(v, list) and v and all(isinstance(x, dict) for x in v):
+            tables.append((k, v))
+        else:
+            lines.append(f"{_key(k)} = {_toml_value(v)}")
+    for k, v in tables:
+        if isinstance(v, dict):
+            lines += ["", f"[{_key(k)}]"] + [f"{_key(a)} = {_toml_value(b)}" for a, b in v.items() if b is not None]
+        else:
+            for t in v:
+                lines += ["", f"[[{_key(k)}]]"] + [f"{_key(a)} = {_toml_value(b)}" for a, b in t.items()
+                                                  if b is not None]
+    return "\n".join(lines) + "\n"
