@@ -1,0 +1,392 @@
+r"""Batch reconstruction: submit per-slice tasks, retry, resume, assemble per-volume outputs.
+
+Output folder layout::
+
+    OUT/
+      <name>.h5 | <name>_mag.nii.gz + <name>_phase.nii.gz | <name>.npy   # one per input file
+      .partial/
+        manifest.json                # the settings of the run (checked on --resume)
+        <name>/slice_00000.npy ...   # per-slice results, each written atomically
+        <name>/hybrid_kspace.npy     # 3-D volumes only: k-space after the readout iFFT
+
+A volume's output is assembled (atomically) once all its slices exist; its
+``.partial/<name>/`` folder is then removed. Failed slices leave their
+volume's finished slices in ``.partial/`` for ``resume=True``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .engine import open_client
+from .tasks import FileError, SliceTask, VolumeSpec, discover
+from .worker import SliceConfig, compute_slice, prepare_volume, run_slice, slice_result_path, volume_dir
+
+__all__ = ["reconstruct_batch", "BatchReport", "SliceFailure", "serial_reconstruct", "OUTPUT_FORMATS",
+           "MAPS_MODES"]
+
+log = logging.getLogger(__name__)
+
+OUTPUT_FORMATS = {"h5": ".h5", "nii": ".nii.gz", "npy": ".npy"}
+MAPS_MODES = (None, "espirit", "file")
+PARTIAL = ".partial"
+
+
+@dataclass
+class SliceFailure:
+    """A slice that failed after all its retries."""
+
+    path: str
+    slice: int
+    error: str
+
+
+@dataclass
+class BatchReport:
+    """What :func:`reconstruct_batch` did.
+
+    Attributes
+    ----------
+    outputs : dict
+        Input path → list of output files written (or found, on resume).
+    n_slices : int
+        Slices in all readable inputs.
+    n_computed : int
+        Slices reconstructed in this run.
+    n_skipped : int
+        Slices already finished by an earlier run (``resume=True``).
+    failures : list of SliceFailure
+        Slices that failed after ``retries`` retries (their volumes are not assembled).
+    file_errors : list of FileError
+        Inputs that could not be read at all.
+    elapsed : float
+        Wall time in seconds, cluster start-up included.
+    slice_times : list of float
+        Compute time of each slice reconstructed in this run, in seconds.
+    dashboard : str or None
+    n_workers : int
+    """
+
+    outputs: dict = field(default_factory=dict)
+    n_slices: int = 0
+    n_computed: int = 0
+    n_skipped: int = 0
+    failures: list = field(default_factory=list)
+    file_errors: list = field(default_factory=list)
+    elapsed: float = 0.0
+    slice_times: list = field(default_factory=list)
+    dashboard: str | None = None
+    n_workers: int = 0
+
+    @property
+    def ok(self) -> bool:
+        """True when every input was read and every slice reconstructed."""
+        return not self.failures and not self.file_errors
+
+    def summary(self) -> str:
+        """A few human-readable lines."""
+        lines = [f"{len(self.outputs)} volume(s) written, {self.n_computed} slice(s) reconstructed, "
+                 f"{self.n_skipped} resumed, {len(self.failures)} failed, {len(self.file_errors)} unreadable "
+                 f"input(s) in {self.elapsed:.1f} s on {self.n_workers} worker(s)"]
+        lines += [f"  failed: {f.path} slice {f.slice}: {f.error}" for f in self.failures]
+        lines += [f"  unreadable: {e.path}: {e.error}" for e in self.file_errors]
+        return "\n".join(lines)
+
+
+def _check_args(method, params, maps, output_format, retries, seed, device):
+    from mri_csc.recon import get_method  # noqa: PLC0415
+
+    spec = get_method(method)  # clear ValueError listing the methods
+    if params is None:
+        params = {}
+    if not isinstance(params, dict):
+        raise TypeError(f"params must be a dict of method parameters; got {type(params).__name__}")
+    unknown = sorted(set(params) - set(spec.params))
+    if unknown:
+        raise ValueError(f"unknown parameter(s) {unknown} for method {method!r}; accepted: {sorted(spec.params)}")
+    reason = spec.available()
+    if reason:
+        raise ValueError(f"method {method!r} is not available here: {reason}")
+    if maps not in MAPS_MODES:
+        raise ValueError(f"maps must be None (from the file, else ESPIRiT), 'espirit' or 'file'; got {maps!r}")
+    if output_format not in OUTPUT_FORMATS:
+        raise ValueError(f"output_format must be one of {sorted(OUTPUT_FORMATS)}; got {output_format!r}")
+    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+        raise ValueError(f"retries must be an integer >= 0; got {retries!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer; got {seed!r}")
+    kind = str(device).split(":")[0].lower()
+    if kind not in ("cpu", "gpu", "cuda"):
+        raise ValueError(f"device must be 'cpu' or 'gpu'; got {device!r}")
+    if kind != "cpu" and not spec.gpu:
+        raise ValueError(f"method {method!r} runs on the CPU only; got device={device!r}")
+    return params
+
+
+def _output_path(out_dir: Path, vol: VolumeSpec, output_format: str) -> Path:
+    return out_dir / f"{vol.name}{OUTPUT_FORMATS[output_format]}"
+
+
+def _output_files(out_dir: Path, vol: VolumeSpec, output_format: str) -> list[Path]:
+    from mri_csc.io import image_outputs  # noqa: PLC0415
+
+    return image_outputs(_output_path(out_dir, vol, output_format))
+
+
+def _manifest(method, params, maps, seed, output_format, layout, calib_width) -> dict:
+    return {"method": method, "params": {k: repr(v) for k, v in sorted(params.items())}, "maps": maps,
+            "seed": int(seed), "output_format": output_format, "layout": layout, "calib_width": calib_width}
+
+
+def _assemble(vol: VolumeSpec, cfg: SliceConfig, out_dir: Path, output_format: str) -> list[Path]:
+    """Stack a volume's slice results and write its output atomically, then drop its partial files."""
+    from mri_csc.io import write_image  # noqa: PLC0415
+
+    first = np.load(slice_result_path(cfg, SliceTask(vol, 0)))
+    stack = np.empty((vol.n_slices, *first.shape), np.complex64)
+    for i in range(vol.n_slices):
+        stack[i] = np.load(slice_result_path(cfg, SliceTask(vol, i)))
+    if vol.layout == "volume":  # slices along the readout x: (nx, nz, ny) -> (nz, ny, nx)
+        stack = np.moveaxis(stack, 0, -1)
+    image = stack[0] if vol.n_slices == 1 and vol.layout != "volume" and not vol.stacked else stack
+    written = write_image(_output_path(out_dir, vol, output_format), image, overwrite=False)
+    shutil.rmtree(volume_dir(cfg, vol), ignore_errors=True)
+    return [Path(p) for p in written]
+
+
+def serial_reconstruct(inputs, *, method: str = "csc", params: dict | None = None, maps=None,
+                       seed: int = 0, layout: str = "auto", calib_width: int = 24, device: str = "cpu",
+                       scratch=None) -> dict[str, np.ndarray]:
+    """The serial reference loop: ``{input path: image stack}``, slice by slice in this process.
+
+    Uses the same per-slice reading, map estimation and random streams as
+    :func:`reconstruct_batch`, without Dask or any output file (3-D volumes need
+    a ``scratch`` folder for their hybrid-space copy).
+    """
+    params = _check_args(method, params, maps, "npy", 0, seed, device)
+    volumes, errors = discover(inputs, layout)
+    if errors:
+        raise ValueError("unreadable input(s): " + "; ".join(f"{e.path}: {e.error}" for e in errors))
+    scratch = Path(scratch) if scratch is not None else None
+    cfg = SliceConfig(str(scratch) if scratch else "", method, dict(params), maps, device, int(seed), calib_width)
+    out = {}
+    for vol in volumes:
+        if vol.layout == "volume":
+            if scratch is None:
+                raise ValueError(f"{vol.path}: a 3-D volume needs scratch= for its hybrid-space copy")
+            prepare_volume(vol, cfg)
+        imgs = np.stack([compute_slice(SliceTask(vol, i), cfg) for i in range(vol.n_slices)])
+        out[vol.path] = np.moveaxis(imgs, 0, -1) if vol.layout == "volume" else imgs
+    return out
+
+
+def reconstruct_batch(inputs, out_dir, *, method: str = "csc", params: dict | None = None,
+                      maps: str | None = None, device: str = "cpu", scheduler: str | None = None,
+                      n_workers: int | None = None, retries: int = 2, resume: bool = False, seed: int = 0,
+                      output_format: str = "h5", show_pbar: bool = False, layout: str = "auto",
+                      calib_width: int = 24, timeout: float = 10.0) -> BatchReport:
+    r"""Reconstruct many files slice by slice on a Dask cluster.
+
+    Each input file becomes one output volume. Every 2-D slice is one Dask task
+    that reads its own slice from the file (only ``(path, index)`` travels),
+    reconstructs it with :func:`mri_csc.reconstruct` and writes its image
+    atomically under ``out_dir/.partial/``; a volume is assembled once all its
+    slices exist.
+
+    Parameters
+    ----------
+    inputs : str, path or list of them
+        Files (fastMRI/ISMRMRD ``.h5``, ``.mrd``, ``.npy``/``.npz`` stacks
+        ``(slices, coils, ny, nx)``, ``.cfl``), folders or glob patterns.
+    out_dir : str or path
+        Output folder (created if missing). With a remote ``scheduler`` it must be
+        on a file system the workers share.
+    method : str
+        A registered method (see :func:`mri_csc.recon.available_methods`).
+    params : dict, optional
+        The method's parameters.
+    maps : {None, "espirit", "file"}
+        ``None``: the file's coil maps when it has them, else ESPIRiT per slice;
+        ``"espirit"``: always estimate per slice; ``"file"``: the file's maps,
+        and a slice of a file without maps fails.
+    device : {"cpu", "gpu"}
+        ``"gpu"`` starts one worker per GPU (dask-cuda) unless ``scheduler`` is given.
+    scheduler : str, optional
+        Address of a running Dask scheduler; ``None`` starts a local cluster.
+    n_workers : int, optional
+        Local workers (default: one per core); one thread each.
+    retries : int
+        Retries of a failing slice before it is reported (a worker that dies is
+        handled by Dask separately: its tasks move to other workers).
+    resume : bool
+        Keep the finished slices of an earlier run in ``out_dir`` and compute the
+        rest. The run's settings must match the earlier ones.
+    seed : int
+        Root of the per-slice random streams (see :func:`mri_csc.batch.tasks.slice_seed_sequence`).
+    output_format : {"h5", "nii", "npy"}
+        fastMRI-style ``<name>.h5`` (``reconstruction`` magnitude and
+        ``reconstruction_complex``), NIfTI ``<name>_mag.nii.gz``/``<name>_phase.nii.gz``,
+        or a complex ``<name>.npy``.
+    show_pbar : bool
+        A progress bar over slices.
+    layout : {"auto", "slices", "volume"}
+        ``"volume"``: inputs are 3-D k-space ``(coils, nz, ny, nx)`` with the fully
+        sampled readout on the last axis, sliced along x after an inverse FFT;
+        outputs are ``(nz, ny, nx)``. ``"auto"``: stacks of 2-D slices (3-D
+        ISMRMRD encodings are detected).
+    calib_width : int
+        ESPIRiT calibration width when maps are estimated.
+    timeout : float
+        Seconds to wait for ``scheduler``.
+
+    Returns
+    -------
+    BatchReport
+
+    Raises
+    ------
+    ValueError, TypeError
+        On bad arguments, a glob that matches nothing, or outputs that already
+        exist (without ``resume``), before any cluster starts.
+    ConnectionError
+        When ``scheduler`` cannot be reached.
+    """
+    t0 = time.perf_counter()
+    params = _check_args(method, params, maps, output_format, retries, seed, device)
+    volumes, file_errors = discover(inputs, layout)
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"out_dir {str(out_dir)!r} exists and is not a folder")
+    partial = out_dir / PARTIAL
+    manifest = _manifest(method, params, maps, seed, output_format, layout, calib_width)
+    mpath = partial / "manifest.json"
+    if mpath.exists():
+        if not resume:
+            raise ValueError(f"{out_dir} holds an unfinished batch run ({mpath}); pass resume=True (--resume) "
+                             f"to complete it, or remove {partial}")
+        old = json.loads(mpath.read_text())
+        diff = sorted(k for k in manifest if old.get(k) != manifest[k])
+        if diff:
+            raise ValueError(f"resume=True but the settings differ from the unfinished run in {out_dir}: "
+                             + ", ".join(f"{k}: {old.get(k)!r} then, {manifest[k]!r} now" for k in diff))
+    report = BatchReport(file_errors=list(file_errors))
+    todo: list[VolumeSpec] = []
+    for vol in volumes:
+        outs = _output_files(out_dir, vol, output_format)
+        existing = [p for p in outs if p.exists()]
+        if existing and not resume:
+            raise ValueError(f"output {existing[0]} exists; refusing to overwrite it (remove it, choose another "
+                             "out_dir, or pass resume=True to skip finished volumes)")
+        if existing and len(existing) == len(outs):
+            report.outputs[vol.path] = [str(p) for p in outs]
+            report.n_skipped += vol.n_slices
+            report.n_slices += vol.n_slices
+            continue
+        todo.append(vol)
+        report.n_slices += vol.n_slices
+    cfg = SliceConfig(str(partial), method, dict(params), maps, str(device), int(seed), int(calib_width))
+    if not todo:
+        log.info("nothing to do: every volume is finished")
+        report.elapsed = time.perf_counter() - t0
+        if mpath.exists():
+            shutil.rmtree(partial, ignore_errors=True)
+        return report
+
+    partial.mkdir(parents=True, exist_ok=True)
+    if not mpath.exists():
+        from mri_csc.io import atomic_path  # noqa: PLC0415
+
+        with atomic_path(mpath) as tmp:
+            tmp.write_text(json.dumps(manifest, indent=2))
+
+    tasks: list[SliceTask] = []
+    done_before: dict[str, int] = {}
+    for vol in todo:
+        volume_dir(cfg, vol).mkdir(parents=True, exist_ok=True)
+        for i in range(vol.n_slices):
+            t = SliceTask(vol, i)
+            if slice_result_path(cfg, t).exists():
+                done_before[vol.path] = done_before.get(vol.path, 0) + 1
+            else:
+                tasks.append(t)
+    report.n_skipped += sum(done_before.values())
+
+    remaining = {vol.path: vol.n_slices - done_before.get(vol.path, 0) for vol in todo}
+    failed_vols: set[str] = set()
+
+    def finish(vol: VolumeSpec):
+        try:
+            report.outputs[vol.path] = [str(p) for p in _assemble(vol, cfg, out_dir, output_format)]
+        except Exception as exc:  # e.g. an output that appeared meanwhile
+            report.file_errors.append(FileError(vol.path, f"assembling the output failed: "
+                                                          f"{type(exc).__name__}: {exc}"))
+
+    for vol in todo:  # finished by an earlier run but not assembled
+        if remaining[vol.path] == 0:
+            finish(vol)
+
+    if tasks:
+        from distributed import as_completed  # noqa: PLC0415
+        from tqdm.auto import tqdm  # noqa: PLC0415
+
+        with open_client(scheduler, n_workers, device, timeout=timeout) as (client, info):
+            report.dashboard, report.n_workers = info.dashboard, info.n_workers
+            if info.dashboard:
+                log.info("Dask dashboard: %s", info.dashboard)
+            by_key: dict[str, SliceTask] = {}
+            prep: dict[str, object] = {}
+            futures = []
+            for vol in todo:
+                if vol.layout == "volume" and remaining[vol.path]:
+                    prep[vol.path] = client.submit(prepare_volume, vol, cfg, key=f"prepare-{vol.name}",
+                                                   retries=retries, pure=False)
+            for t in tasks:
+                key = f"slice-{t.key}"
+                by_key[key] = t
+                futures.append(client.submit(run_slice, t, cfg, prep.get(t.volume.path), key=key,
+                                             retries=retries, pure=False))
+            pbar = tqdm(total=report.n_slices, initial=report.n_skipped, desc="slices", unit="slice",
+                        disable=not show_pbar)
+            try:
+                for fut in as_completed(futures, loop=client.loop):
+                    t = by_key[fut.key]
+                    vol = t.volume
+                    if fut.status == "error" and vol.path in prep and prep[vol.path].status == "error":
+                        if vol.path not in failed_vols:  # the readout iFFT failed: one report per file
+                            exc = prep[vol.path].exception()
+                            report.file_errors.append(FileError(vol.path, f"{type(exc).__name__}: {exc}"))
+                        failed_vols.add(vol.path)
+                    elif fut.status == "error":
+                        exc = fut.exception()
+                        msg = f"{type(exc).__name__}: {exc}"
+                        log.warning("slice %d of %s failed: %s", t.index, vol.path, msg)
+                        report.failures.append(SliceFailure(vol.path, t.index, msg))
+                        failed_vols.add(vol.path)
+                    else:
+                        rec = fut.result()
+                        report.n_computed += not rec["skipped"]
+                        if not rec["skipped"]:
+                            report.slice_times.append(rec["time"])
+                    remaining[vol.path] -= 1
+                    pbar.update()
+                    fut.release()
+                    if remaining[vol.path] == 0 and vol.path not in failed_vols:
+                        finish(vol)
+            finally:
+                pbar.close()
+                for p in prep.values():
+                    p.release()
+
+    if not report.failures and all(v.path in report.outputs for v in todo):
+        shutil.rmtree(partial, ignore_errors=True)
+    report.failures.sort(key=lambda f: (f.path, f.slice))
+    report.elapsed = time.perf_counter() - t0
+    log.info("%s", report.summary())
+    return report

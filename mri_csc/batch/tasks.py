@@ -1,0 +1,316 @@
+r"""Discovering inputs and turning them into per-slice tasks.
+
+A batch is a list of *volumes* (one per input file), each cut into 2D
+*slices*; one slice is one task. The client only ever ships a
+:class:`SliceTask` (a path and an index) to the workers, never k-space: each
+worker reads its own slice from the file.
+
+Inputs
+------
+- fastMRI ``.h5`` (``kspace`` of shape ``(slices, coils, kx, ky)``) and
+  ISMRMRD ``.h5`` files: one task per slice.
+- ``.npy`` / ``.npz`` stacks of shape ``(slices, coils, ny, nx)`` (``.npz``
+  with a ``kspace`` array, optionally ``maps`` and ``mask``); a 3-D array
+  ``(coils, ny, nx)`` is one slice.
+- BART ``.cfl``/``.hdr`` pairs, read through :func:`mri_csc.io.read_kspace`.
+- 3-D Cartesian volumes (``layout="volume"``): k-space of shape
+  ``(coils, kx, ky, kz)`` whose **first spatial axis ``kx`` is the fully
+  sampled readout**. A preparation task takes the inverse FFT along ``kx``
+  once per volume (hybrid space ``(x, coils, ky, kz)``, written under the
+  output folder's ``.partial/``); each readout position ``x`` is then an
+  independent 2-D problem ``(coils, ky, kz)``, and the output volume is
+  ``(nx, ny, nz)``. Coil maps in the file are image-domain
+  ``(coils, nx, ny, nz)`` and are cut the same way.
+
+Files of different shapes may be mixed in one batch: every file is its own
+volume with its own output, so shapes need only agree *within* a file (which
+its array layout guarantees).
+
+Random streams
+--------------
+Every slice gets its own :class:`numpy.random.SeedSequence`,
+``SeedSequence(seed, spawn_key=(file_key, slice))``: exactly the child that
+``SeedSequence(seed).spawn(...)[file_key].spawn(...)[slice]`` would produce,
+with ``file_key`` a CRC-32 of the volume's output name. It depends only on
+the seed, the file's name and the slice index, so results do not depend on
+scheduling order, the number of workers, or which other files are in the
+batch.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import zipfile
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["VolumeSpec", "SliceTask", "FileError", "expand_inputs", "slice_count", "discover",
+           "slice_seed_sequence", "LAYOUTS"]
+
+log = logging.getLogger(__name__)
+
+LAYOUTS = ("auto", "slices", "volume")
+_SUFFIXES = (".h5", ".hdf5", ".mrd", ".npy", ".npz", ".cfl")
+
+
+@dataclass(frozen=True)
+class VolumeSpec:
+    """One input file, reconstructed into one output volume.
+
+    Attributes
+    ----------
+    path : str
+        Absolute path of the input file.
+    name : str
+        Output stem (the file name without its suffix), unique within the batch.
+    kind : str
+        ``"fastmri"``, ``"ismrmrd"``, ``"npy"``, ``"npz"`` or ``"cfl"``.
+    layout : str
+        ``"slices"`` (a stack of 2-D slices) or ``"volume"`` (3-D k-space,
+        sliced along the readout after an inverse FFT).
+    n_slices : int
+    file_key : int
+        Stable key of the file for its random streams (CRC-32 of ``name``).
+    stacked : bool
+        Whether the file holds a stack of slices (read with ``slice=i``) rather
+        than a single ``(coils, ny, nx)`` slice.
+    """
+
+    path: str
+    name: str
+    kind: str
+    layout: str
+    n_slices: int
+    file_key: int
+    stacked: bool = True
+
+
+@dataclass(frozen=True)
+class SliceTask:
+    """One 2-D problem: slice ``index`` of ``volume``."""
+
+    volume: VolumeSpec
+    index: int
+
+    @property
+    def key(self) -> str:
+        """A stable, unique task key such as ``"brain_001/0003"``."""
+        return f"{self.volume.name}/{self.index:05d}"
+
+
+@dataclass(frozen=True)
+class FileError:
+    """An input file that could not be used, and why."""
+
+    path: str
+    error: str
+
+
+def slice_seed_sequence(seed: int, file_key: int, index: int) -> np.random.SeedSequence:
+    """The random stream of slice ``index`` of the file keyed ``file_key``.
+
+    Equal to ``SeedSequence(seed).spawn(file_key + 1)[file_key].spawn(index + 1)[index]``
+    (without materialising the spawned siblings).
+    """
+    return np.random.SeedSequence(int(seed), spawn_key=(int(file_key), int(index)))
+
+
+def _file_key(name: str) -> int:
+    return zlib.crc32(name.encode("utf-8"))
+
+
+def _is_glob(s: str) -> bool:
+    return any(c in s for c in "*?[")
+
+
+def expand_inputs(inputs) -> list[Path]:
+    """Expand files, folders and glob patterns into a sorted list of input files.
+
+    Folders contribute their ``.h5``, ``.hdf5``, ``.npy``, ``.npz`` and
+    ``.cfl`` files (not recursively); globs are expanded with ``**``
+    recursion. Duplicates are removed.
+
+    Raises
+    ------
+    ValueError
+        When no input is given, or a glob or folder matches no input file.
+    FileNotFoundError
+        When a path that is not a glob does not exist.
+    """
+    if isinstance(inputs, (str, os.PathLike)):
+        inputs = [inputs]
+    inputs = list(inputs)
+    if not inputs:
+        raise ValueError("inputs is empty; expected files, folders or glob patterns of k-space data")
+    found: list[Path] = []
+    for item in inputs:
+        s = os.fspath(item)
+        if _is_glob(s):
+            matches = sorted(glob.glob(s, recursive=True))
+            files = [Path(m) for m in matches if Path(m).is_file()]
+            if not files:
+                raise ValueError(f"input pattern {s!r} matches no file")
+            found.extend(files)
+        else:
+            p = Path(s)
+            if p.is_dir():
+                files = sorted(q for q in p.iterdir() if q.is_file() and q.suffix.lower() in _SUFFIXES)
+                if not files:
+                    raise ValueError(f"input folder {s!r} holds no {'/'.join(_SUFFIXES)} file")
+                found.extend(files)
+            elif p.exists():
+                found.append(p)
+            else:
+                raise FileNotFoundError(f"input {s!r} does not exist")
+    out, seen = [], set()
+    for p in found:
+        r = p.resolve()
+        if r not in seen:
+            seen.add(r)
+            out.append(r)
+    return out
+
+
+def _npy_shape(fobj) -> tuple[int, ...]:
+    version = np.lib.format.read_magic(fobj)
+    if version == (1, 0):
+        shape, _, _ = np.lib.format.read_array_header_1_0(fobj)
+    else:
+        shape, _, _ = np.lib.format.read_array_header_2_0(fobj)
+    return tuple(shape)
+
+
+def _h5_kind(f) -> str:
+    if "kspace" in f:
+        return "fastmri"
+    if "dataset" in f and "data" in f["dataset"]:
+        return "ismrmrd"
+    raise ValueError(f"HDF5 file has neither a fastMRI 'kspace' dataset nor an ISMRMRD 'dataset/data'; "
+                     f"found keys {sorted(f.keys())}")
+
+
+def _ismrmrd_geometry(f) -> tuple[int, int, int]:
+    """``(n_slices, nz, nx)`` of an ISMRMRD file from its acquisition headers only."""
+    heads = f["dataset"]["data"].fields("head")[:]
+    if not len(heads):
+        return 0, 1, 0
+    idx = heads["idx"]
+    return (int(idx["slice"].max()) + 1, int(idx["kspace_encode_step_2"].max()) + 1,
+            int(heads["number_of_samples"].max()))
+
+
+def slice_count(path, layout: str = "auto") -> tuple[int, str, str, tuple[int, ...]]:
+    """Count the 2-D slices of an input file from its header only (no k-space is read).
+
+    Parameters
+    ----------
+    path : path-like
+    layout : {"auto", "slices", "volume"}
+        ``"auto"`` treats every input as a stack of 2-D slices.
+
+    Returns
+    -------
+    n_slices : int
+    kind : str
+        ``"fastmri"``, ``"ismrmrd"``, ``"npy"``, ``"npz"`` or ``"cfl"``.
+    layout : str
+        ``"slices"`` or ``"volume"``.
+    shape : tuple
+        The k-space array's shape (``()`` for ISMRMRD).
+
+    Raises
+    ------
+    ValueError, OSError
+        When the file is unreadable, truncated or not a k-space file.
+    """
+    p = Path(path)
+    suffix = p.suffix.lower()
+    layout = "slices" if layout == "auto" else layout
+    if suffix in (".h5", ".hdf5", ".mrd"):
+        import h5py  # noqa: PLC0415
+
+        with h5py.File(p, "r") as f:
+            kind = _h5_kind(f)
+            if kind == "ismrmrd":
+                n, nz, nx = _ismrmrd_geometry(f)
+                if nz > 1 or layout == "volume":  # a 3-D encoding: slices along the readout
+                    if n > 1:
+                        raise ValueError(f"{p}: ISMRMRD file with {n} slices of 3-D encodings; "
+                                         "expected one 3-D volume")
+                    return nx, kind, "volume", ()
+                return n, kind, layout, ()
+            shape = tuple(f["kspace"].shape)
+    elif suffix == ".npy":
+        kind = "npy"
+        with open(p, "rb") as fobj:
+            shape = _npy_shape(fobj)
+        arr = np.load(p, mmap_mode="r")  # raises on a truncated file
+        del arr
+    elif suffix == ".npz":
+        kind = "npz"
+        with zipfile.ZipFile(p) as z:
+            names = z.namelist()
+            if "kspace.npy" not in names:
+                raise ValueError(f"{p}: .npz holds no 'kspace' array; found {sorted(names)}")
+            info = z.getinfo("kspace.npy")
+            with z.open(info) as fobj:
+                shape = _npy_shape(fobj)
+    elif suffix == ".cfl":
+        from mri_csc.io import read_kspace  # noqa: PLC0415  (small files: BART's header order is io's business)
+
+        kind = "cfl"
+        shape = tuple(read_kspace(p)["kspace"].shape)
+    else:
+        raise ValueError(f"{p}: unknown input type {suffix!r}; expected one of {_SUFFIXES}")
+
+    if layout == "volume":
+        if len(shape) != 4:
+            raise ValueError(f"{p}: layout='volume' expects k-space (coils, kx, ky, kz); got shape {shape}")
+        return int(shape[1]), kind, layout, shape
+    if len(shape) == 3:
+        return 1, kind, layout, shape
+    if len(shape) == 4:
+        return int(shape[0]), kind, layout, shape
+    raise ValueError(f"{p}: k-space of shape {shape}; expected (slices, coils, ny, nx) or (coils, ny, nx)")
+
+
+def discover(inputs, layout: str = "auto") -> tuple[list[VolumeSpec], list[FileError]]:
+    """Expand ``inputs`` and inspect every file's header.
+
+    Files that cannot be read (missing datasets, truncated, not HDF5...) are
+    returned as :class:`FileError` records; the others become volumes.
+
+    Raises
+    ------
+    ValueError
+        On a bad ``layout``, a glob matching nothing, or two inputs sharing an
+        output name (e.g. ``a/x.h5`` and ``b/x.h5``).
+    """
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}; got {layout!r}")
+    paths = expand_inputs(inputs)
+    volumes, errors = [], []
+    names: dict[str, Path] = {}
+    for p in paths:
+        name = p.name[: -len(p.suffix)] if p.suffix else p.name
+        if name in names:
+            raise ValueError(f"inputs {names[name]} and {p} would both write output {name!r}; "
+                             "rename one or run them in separate batches")
+        names[name] = p
+        try:
+            n, kind, lay, shape = slice_count(p, layout)
+            stacked = kind in ("fastmri", "ismrmrd") or len(shape) == 4
+        except Exception as exc:  # reported, the other files proceed
+            log.warning("skipping %s: %s", p, exc)
+            errors.append(FileError(str(p), f"{type(exc).__name__}: {exc}"))
+            continue
+        if n < 1:
+            errors.append(FileError(str(p), "file holds no slice"))
+            continue
+        volumes.append(VolumeSpec(str(p), name, kind, lay, int(n), _file_key(name), stacked))
+    return volumes, errors

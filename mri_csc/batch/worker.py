@@ -1,0 +1,168 @@
+"""What runs on a Dask worker: read one slice, reconstruct it, write its result atomically.
+
+Everything here takes paths and indices, never k-space arrays, so that the
+client ships only small task descriptions. Every result goes to a file of its
+own under the output folder's ``.partial/`` (written to a temporary name, then
+moved into place), so a task that runs twice (its worker was killed after the
+write but before it reported) writes the same file twice and nothing is lost
+or duplicated.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .tasks import SliceTask, VolumeSpec, slice_seed_sequence
+
+__all__ = ["SliceConfig", "slice_result_path", "prepare_volume", "load_slice", "run_slice"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SliceConfig:
+    """Settings shared by every slice of a batch (small; shipped with each task)."""
+
+    partial_dir: str
+    method: str
+    params: dict = field(default_factory=dict)
+    maps: str | None = None
+    device: str = "cpu"
+    seed: int = 0
+    calib_width: int = 24
+
+
+def volume_dir(cfg: SliceConfig, vol: VolumeSpec) -> Path:
+    return Path(cfg.partial_dir) / vol.name
+
+
+def slice_result_path(cfg: SliceConfig, task: SliceTask) -> Path:
+    """Where slice ``task`` stores its image: ``.partial/<name>/slice_00003.npy``."""
+    return volume_dir(cfg, task.volume) / f"slice_{task.index:05d}.npy"
+
+
+def _save_atomic(path: Path, array) -> None:
+    from mri_csc.io import atomic_path  # noqa: PLC0415
+
+    with atomic_path(path, overwrite=True) as tmp:
+        with open(tmp, "wb") as f:
+            np.save(f, array)
+
+
+def _hybrid_paths(cfg: SliceConfig, vol: VolumeSpec) -> dict[str, Path]:
+    d = volume_dir(cfg, vol)
+    return {"kspace": d / "hybrid_kspace.npy", "maps": d / "hybrid_maps.npy", "mask": d / "hybrid_mask.npy"}
+
+
+def prepare_volume(vol: VolumeSpec, cfg: SliceConfig) -> str:
+    """For a 3-D volume: inverse FFT along the readout, stored as per-slice-contiguous arrays.
+
+    k-space ``(coils, nz, ny, nx)`` (readout ``kx`` on the last axis) becomes
+    hybrid space ``(nx, coils, nz, ny)``; file maps ``(coils, nz, ny, nx)``
+    become ``(nx, coils, nz, ny)``; the mask becomes the ``(nz, ny)`` pattern
+    (sampled where any readout sample is). Idempotent: an existing result is kept.
+    """
+    from mri_csc.backend import ifftc  # noqa: PLC0415
+    from mri_csc.io import read_kspace  # noqa: PLC0415
+
+    paths = _hybrid_paths(cfg, vol)
+    if paths["kspace"].exists():
+        return str(paths["kspace"])
+    paths["kspace"].parent.mkdir(parents=True, exist_ok=True)
+    data = read_kspace(vol.path)
+    k = np.asarray(data["kspace"])
+    if k.ndim != 4:
+        raise ValueError(f"{vol.path}: layout 'volume' expects k-space (coils, nz, ny, nx); got shape {k.shape}")
+    hybrid = ifftc(k, axes=(-1,))
+    if data.get("maps") is not None:
+        _save_atomic(paths["maps"], np.ascontiguousarray(np.moveaxis(np.asarray(data["maps"]), -1, 0)))
+    if data.get("mask") is not None:
+        m = np.broadcast_to(np.asarray(data["mask"], np.float32), k.shape[1:])
+        _save_atomic(paths["mask"], (m != 0).any(axis=-1).astype(np.float32))
+    # k-space last so that its presence means "all prepared"
+    _save_atomic(paths["kspace"], np.ascontiguousarray(np.moveaxis(hybrid, -1, 0)).astype(np.complex64))
+    return str(paths["kspace"])
+
+
+def load_slice(task: SliceTask, cfg: SliceConfig) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """Read slice ``task.index`` of its file: ``(kspace (coils, ny, nx), maps or None, mask or None)``."""
+    vol = task.volume
+    if vol.layout == "volume":
+        paths = _hybrid_paths(cfg, vol)
+        k = np.array(np.load(paths["kspace"], mmap_mode="r")[task.index])
+        maps = np.array(np.load(paths["maps"], mmap_mode="r")[task.index]) if paths["maps"].exists() else None
+        mask = np.load(paths["mask"]) if paths["mask"].exists() else None
+        return k, maps, mask
+    from mri_csc.io import read_kspace  # noqa: PLC0415
+
+    data = read_kspace(vol.path, slice=task.index if vol.stacked else None)
+    k = np.asarray(data["kspace"])
+    if k.ndim == 4 and k.shape[0] == 1:  # a 1-slice stack
+        k = k[0]
+    maps = data.get("maps")
+    if maps is not None and np.ndim(maps) == 4 and np.shape(maps)[0] == 1:
+        maps = maps[0]
+    return k, maps, data.get("mask")
+
+
+def _accepts(func, name: str) -> bool:
+    try:
+        return name in inspect.signature(func).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def compute_slice(task: SliceTask, cfg: SliceConfig) -> np.ndarray:
+    """Reconstruct one slice (no file output): used by the workers and by the serial reference loop."""
+    import mri_csc  # noqa: PLC0415
+    from mri_csc.recon import get_method  # noqa: PLC0415
+
+    kspace, maps, mask = load_slice(task, cfg)
+    ss = slice_seed_sequence(cfg.seed, task.volume.file_key, task.index)
+    maps_seed, method_seed = ss.spawn(2)
+    if cfg.maps == "file" and maps is None:
+        raise ValueError(f"{task.volume.path}: maps='file' but the file holds no coil maps")
+    if maps is None or cfg.maps == "espirit":
+        from mri_csc.sim import estimate_maps  # noqa: PLC0415
+
+        kw = {"calib_width": cfg.calib_width}
+        if _accepts(estimate_maps, "rng"):
+            kw["rng"] = np.random.default_rng(maps_seed)
+        elif _accepts(estimate_maps, "seed"):
+            kw["seed"] = int(maps_seed.generate_state(1)[0])
+        maps = estimate_maps(kspace, **kw)
+    params = dict(cfg.params)
+    spec = get_method(cfg.method)
+    if "rng" in spec.params and "rng" not in params:
+        params["rng"] = np.random.default_rng(method_seed)
+    elif "seed" in spec.params and "seed" not in params:
+        params["seed"] = int(method_seed.generate_state(1)[0])
+    device = cfg.device
+    result = mri_csc.reconstruct(kspace, maps, mask=mask, method=cfg.method, device=device, **params)
+    from mri_csc.backend import to_numpy  # noqa: PLC0415
+
+    return to_numpy(result.image).astype(np.complex64, copy=False)
+
+
+def run_slice(task: SliceTask, cfg: SliceConfig, _prepared: str | None = None) -> dict:
+    """Worker entry point: reconstruct slice ``task`` unless its result file exists; write it atomically.
+
+    Returns a small record (``key``, ``time`` in seconds, ``skipped``); raises on failure
+    so that Dask retries the task.
+    """
+    out = slice_result_path(cfg, task)
+    if out.exists():
+        return {"key": task.key, "time": 0.0, "skipped": True}
+    t0 = time.perf_counter()
+    image = compute_slice(task, cfg)
+    if not np.all(np.isfinite(image)):
+        raise FloatingPointError(f"{task.volume.path} slice {task.index}: reconstruction has NaN/Inf values")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _save_atomic(out, image)
+    return {"key": task.key, "time": time.perf_counter() - t0, "skipped": False}
