@@ -1,0 +1,8 @@
+"""The CSC image prior: convolutional synthesis, sparse coding, dictionaries, low-pass split, proxes."""
+
+from .conv import ConvSynthesis
+from .lowpass import highpass, lowpass_split
+from .prox import soft_threshold
+from .sparse_coding import ConvSparseCoder
+
+__all__ = ["ConvSynthesis", "ConvSparseCoder", "soft_threshold", "lowpass_split", "highpass"]

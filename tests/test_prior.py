@@ -1,0 +1,369 @@
+"""Tests of the CSC prior: convolution operator, prox, low-pass split, sparse coding, dictionary."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mri_csc.backend import gpu_available
+from mri_csc.operators.base import dot_test
+from mri_csc.prior.conv import ConvSynthesis
+from mri_csc.prior.lowpass import highpass, lowpass_split
+from mri_csc.prior.prox import soft_threshold
+from mri_csc.prior.sparse_coding import ConvSparseCoder
+
+gpu = pytest.mark.gpu
+needs_gpu = pytest.mark.skipif(not gpu_available(), reason="no usable CUDA GPU / CuPy")
+
+
+def _filters(k=6, f=5, seed=0, ndim=2):
+    rng = np.random.default_rng(seed)
+    d = rng.standard_normal((k,) + (f,) * ndim).astype(np.float32)
+    return d / np.linalg.norm(d.reshape(k, -1), axis=1).reshape((k,) + (1,) * ndim)
+
+
+def _smooth_image(shape=(48, 40), seed=1):
+    """A small piecewise-smooth test image (zero-mean high-pass part of a blob phantom)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    img = np.zeros(shape, np.float32)
+    for _ in range(6):
+        cy, cx = rng.uniform(0, shape[0]), rng.uniform(0, shape[1])
+        r = rng.uniform(3, 10)
+        img += rng.uniform(0.3, 1) * ((yy - cy) ** 2 + (xx - cx) ** 2 < r**2)
+    return highpass(img, 5.0).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------- ConvSynthesis
+@pytest.mark.parametrize("boundary", ["pad", "circular"])
+def test_conv_adjoint_2d(boundary):
+    op = ConvSynthesis(_filters(), (20, 24), boundary=boundary)
+    assert dot_test(op, rng=1, dtype="complex64") < 1e-5
+    assert dot_test(op, rng=2, dtype="complex128") < 1e-12
+
+
+def test_conv_adjoint_3d():
+    d = _filters(k=3, f=3, ndim=3)
+    op = ConvSynthesis(d, (8, 9, 10))
+    assert op.ishape[0] == 3 and all(c >= n + 2 for c, n in zip(op.code_shape, (8, 9, 10)))
+    assert dot_test(op, rng=3) < 1e-5
+
+
+def test_conv_real_adjoint_and_dtype():
+    op = ConvSynthesis(_filters(), (20, 24))
+    rng = np.random.default_rng(0)
+    z = rng.standard_normal(op.ishape).astype(np.float32)
+    y = rng.standard_normal(op.oshape).astype(np.float32)
+    dz, dhy = op(z), op.H(y)
+    assert dz.dtype == np.float32 and dhy.dtype == np.float32
+    assert abs(np.vdot(dz, y) - np.vdot(z, dhy)) / (np.linalg.norm(dz) * np.linalg.norm(y)) < 1e-5
+    assert op(z.astype(np.complex64)).dtype == np.complex64
+
+
+def test_conv_linearity():
+    op = ConvSynthesis(_filters(), (20, 24))
+    rng = np.random.default_rng(0)
+    a = (rng.standard_normal(op.ishape) + 1j * rng.standard_normal(op.ishape)).astype(np.complex64)
+    b = (rng.standard_normal(op.ishape) + 1j * rng.standard_normal(op.ishape)).astype(np.complex64)
+    alpha, beta = 0.7 - 0.2j, -1.3 + 0.5j
+    lhs = op(alpha * a + beta * b)
+    rhs = alpha * op(a) + beta * op(b)
+    assert np.linalg.norm(lhs - rhs) / np.linalg.norm(rhs) < 1e-5
+
+
+def test_conv_matches_linear_convolution():
+    """In the padded grid every image pixel is an exact 'valid' linear convolution."""
+    from scipy.signal import convolve
+
+    d = _filters(k=3, f=5).astype(np.float64)
+    op = ConvSynthesis(d, (20, 24))
+    rng = np.random.default_rng(0)
+    z = rng.standard_normal(op.ishape)
+    out = op(z)
+    # image pixel n sees code samples n .. n + f - 1 of the grid (window offset (f-1)//2,
+    # centred filters); the grid may extend further (FFT-friendly size), those codes touch nothing
+    zz = z[:, : 20 + 4, : 24 + 4]
+    ref = sum(convolve(zz[k], d[k], mode="valid") for k in range(3))
+    assert np.allclose(out, ref, atol=1e-9)
+
+
+@pytest.mark.parametrize("edge", ["top", "left"])
+def test_no_wraparound(edge):
+    """An atom placed against one edge leaves no energy at the opposite edge."""
+    f = 7
+    d = _filters(k=2, f=f)
+    op = ConvSynthesis(d, (32, 32))
+    z = np.zeros(op.ishape, np.float32)
+    o = (f - 1) // 2
+    # code sample on image row/col 0 (the atom straddles the edge)
+    if edge == "top":
+        z[0, o + 0, o + 16] = 1.0
+        far = op(z)[-f:, :]
+    else:
+        z[1, o + 16, o + 0] = 1.0
+        far = op(z)[:, -f:]
+    peak = np.abs(op(z)).max()
+    assert peak > 0.1
+    assert np.abs(far).max() < 1e-6 * peak  # FFT round-off only
+    # the circular operator does wrap (sanity check that the test can fail)
+    opc = ConvSynthesis(d, (32, 32), boundary="circular")
+    zc = np.zeros(opc.ishape, np.float32)
+    zc[0, 0, 16] = 1.0
+    assert np.abs(opc(zc)[-f:, :]).max() > 1e-3
+
+
+# ----------------------------------------------------------------------------- prox
+def _brute_prox(v, t):
+    """argmin_x 0.5|x - v|^2 + t|x| over a fine grid (complex scalar)."""
+    r = np.linspace(0, abs(v) + 1, 20001)
+    ph = np.exp(1j * np.angle(v)) if v != 0 else 1.0
+    cost = 0.5 * np.abs(r * ph - v) ** 2 + t * r
+    return r[np.argmin(cost)] * ph
+
+
+def test_soft_threshold_brute_force():
+    rng = np.random.default_rng(0)
+    v = (rng.standard_normal(12) + 1j * rng.standard_normal(12)).astype(np.complex64)
+    t = 0.6
+    out = soft_threshold(v, t)
+    ref = np.array([_brute_prox(x, t) for x in v.astype(np.complex128)])
+    assert out.dtype == np.complex64
+    assert np.allclose(out, ref, atol=2e-4)
+    # also the brute-force minimum over a 2D grid for one complex value (phase included)
+    x = 1.1 - 0.4j
+    g = np.linspace(-2, 2, 801)
+    re, im = np.meshgrid(g, g, indexing="ij")
+    c = 0.5 * np.abs(re + 1j * im - x) ** 2 + t * np.abs(re + 1j * im)
+    i = np.unravel_index(np.argmin(c), c.shape)
+    assert abs(soft_threshold(np.array([x]), t)[0] - (g[i[0]] + 1j * g[i[1]])) < 1e-2
+    # real input
+    vr = rng.standard_normal(10).astype(np.float32)
+    assert soft_threshold(vr, 0.3).dtype == np.float32
+    assert np.allclose(soft_threshold(vr, 0.3), np.sign(vr) * np.maximum(np.abs(vr) - 0.3, 0))
+
+
+def test_soft_threshold_zeros():
+    for dt in (np.float32, np.float64, np.complex64, np.complex128):
+        v = np.zeros(5, dtype=dt)
+        with np.errstate(all="raise"):
+            out = soft_threshold(v, 0.5)
+            out0 = soft_threshold(v, 0.0)
+        assert out.dtype == dt and np.all(out == 0) and np.all(np.isfinite(out))
+        assert np.all(out0 == 0)
+    v = np.array([0, 1e-30, 3 + 4j], np.complex64)
+    out = soft_threshold(v, 1.0)
+    assert np.all(np.isfinite(out)) and out[0] == 0 and out[1] == 0
+    assert np.isclose(out[2], (3 + 4j) * 0.8)
+
+
+# ----------------------------------------------------------------------------- low-pass
+def test_lowpass_matches_sporco_and_sums():
+    from sporco.signal import tikhonov_filter
+
+    rng = np.random.default_rng(0)
+    s = rng.standard_normal((30, 26))
+    low, high = lowpass_split(s, 5.0)
+    ref_low, ref_high = tikhonov_filter(s, 5.0)
+    assert np.allclose(low, ref_low, atol=1e-10) and np.allclose(high, ref_high, atol=1e-10)
+    sc = (s + 1j * rng.standard_normal(s.shape)).astype(np.complex64)
+    lowc, highc = lowpass_split(sc, 5.0)
+    assert lowc.dtype == np.complex64 and np.allclose(lowc + highc, sc, atol=1e-6)
+    assert np.allclose(lowc.real, lowpass_split(sc.real, 5.0)[0], atol=1e-5)
+    assert highpass(s.astype(np.float32)).dtype == np.float32
+
+
+# ----------------------------------------------------------------------------- sparse coding
+def test_sherman_morrison_vs_dense():
+    """One z-step of the circular solver equals a dense solve of (D^T D + rho I) z = D^T s + rho v."""
+    d = _filters(k=3, f=3, seed=4)
+    shape = (6, 5)
+    op = ConvSynthesis(d.astype(np.float64), shape, boundary="circular")
+    n_in = int(np.prod(op.ishape))
+    dense = np.stack([op(e.reshape(op.ishape)).ravel() for e in np.eye(n_in)], axis=1)
+    rng = np.random.default_rng(0)
+    s = rng.standard_normal(shape)
+    rho = 0.7
+    coder = ConvSparseCoder(d, shape, lam=0.0, rho=rho, relax=1.0, dtype=np.float64, boundary="circular",
+                            auto_rho=False)
+    coder.solve(s, max_iter=1, tol=0)  # from zero: v = y - u = 0
+    z_ref = np.linalg.solve(dense.T @ dense + rho * np.eye(n_in), dense.T @ s.ravel())
+    assert np.allclose(coder._state.X.ravel(), z_ref, atol=1e-10)
+
+
+def test_masked_sherman_morrison_vs_dense():
+    """The 'pad' solver's z-step solves (D^T D + I) z = D^T s_pad exactly from zero."""
+    d = _filters(k=2, f=3, seed=5)
+    shape = (5, 4)
+    coder = ConvSparseCoder(d, shape, lam=0.0, relax=1.0, dtype=np.float64, auto_rho=False)
+    geom = coder.geom
+    opc = ConvSynthesis(d.astype(np.float64), geom.code_shape, boundary="circular")
+    n_in = int(np.prod(opc.ishape))
+    dense = np.stack([opc(e.reshape(opc.ishape)).ravel() for e in np.eye(n_in)], axis=1)
+    s = np.random.default_rng(1).standard_normal(shape)
+    coder.solve(s, max_iter=1, tol=0)
+    spad = geom.pad_image(s).ravel()
+    z_ref = np.linalg.solve(dense.T @ dense + np.eye(n_in), dense.T @ spad)
+    assert np.allclose(coder._state.X.ravel(), z_ref, atol=1e-10)
+
+
+def _sporco_objective(d, s, lam, z_sp):
+    """0.5||sum_k d_k * z_k - s||^2 + lam ||z||_1 with SPORCO's (uncentred, circular) convention."""
+    from numpy.fft import irfft2, rfft2
+
+    df = rfft2(d, s=s.shape)
+    zf = rfft2(np.moveaxis(z_sp, -1, 0), s=s.shape)
+    res = irfft2((df * zf).sum(0), s=s.shape) - s
+    return 0.5 * np.sum(res**2) + lam * np.abs(z_sp).sum()
+
+
+def test_objective_matches_sporco_convbpdn():
+    from sporco.admm import cbpdn
+
+    d = _filters(k=8, f=7, seed=2)
+    s = _smooth_image((48, 40))
+    lam = 0.05
+    n = 200
+    ours = ConvSparseCoder(d, s.shape, lam, boundary="circular")
+    z = ours.solve(s, max_iter=n, tol=0)
+    f_ours = ours.objective(s)
+    assert z.shape == (8, 48, 40) and z.dtype == np.float32
+    opt = cbpdn.ConvBPDN.Options({"Verbose": False, "MaxMainIter": n, "RelStopTol": 0.0, "RelaxParam": 1.8})
+    b = cbpdn.ConvBPDN(np.transpose(d, (1, 2, 0)).astype(np.float64), s.astype(np.float64), lam, opt)
+    b.solve()
+    zs = np.squeeze(b.getcoef())
+    f_sp = _sporco_objective(d.astype(np.float64), s.astype(np.float64), lam, zs)
+    assert abs(f_ours - f_sp) / f_sp < 0.01, (f_ours, f_sp)
+    # the same codes evaluated by our operator (centred filters: shift by f//2) give the same objective
+    z_sp_ours = np.roll(np.moveaxis(zs, -1, 0), (7 // 2, 7 // 2), axis=(1, 2)).astype(np.float32)
+    assert abs(ours.objective(s, z_sp_ours) - f_sp) / f_sp < 1e-4
+
+
+def test_masked_objective_matches_sporco_maskdcpl():
+    from sporco.admm import cbpdn
+
+    d = _filters(k=6, f=5, seed=3)
+    s = _smooth_image((32, 28), seed=2)
+    lam = 0.05
+    n = 300
+    ours = ConvSparseCoder(d, s.shape, lam)  # boundary="pad"
+    ours.solve(s, max_iter=n, tol=0)
+    f_ours = ours.objective(s)
+    # SPORCO on the same padded grid with a 0/1 mask (uncentred filters: window at offset f-1)
+    P = ours.code_shape
+    spad = np.zeros(P)
+    spad[4 : 4 + 32, 4 : 4 + 28] = s
+    w = np.zeros(P)
+    w[4 : 4 + 32, 4 : 4 + 28] = 1
+    opt = cbpdn.ConvBPDNMaskDcpl.Options({"Verbose": False, "MaxMainIter": n, "RelStopTol": 0.0})
+    b = cbpdn.ConvBPDNMaskDcpl(np.transpose(d, (1, 2, 0)).astype(np.float64), spad, lam, w, opt)
+    b.solve()
+    f_sp = b.getitstat().ObjFun[-1]
+    assert abs(f_ours - f_sp) / f_sp < 0.01, (f_ours, f_sp)
+
+
+def test_complex_and_batched_solve():
+    d = _filters(k=4, f=5)
+    rng = np.random.default_rng(0)
+    s1, s2 = _smooth_image((24, 20), 1), _smooth_image((24, 20), 2)
+    # complex signal = two real problems coupled only through |z|; with s2 = 0 they decouple
+    lam = 0.02
+    cr = ConvSparseCoder(d, s1.shape, lam, dtype=np.float64)
+    zr = cr.solve(s1.astype(np.float64), max_iter=300, tol=1e-6)
+    cc = ConvSparseCoder(d, s1.shape, lam, dtype=np.float64)
+    zc = cc.solve(s1.astype(np.complex128), max_iter=300, tol=1e-6)
+    assert zc.dtype == np.complex128
+    assert abs(cc.objective(s1.astype(np.complex128)) - cr.objective(s1)) / cr.objective(s1) < 1e-3
+    assert np.abs(zc.imag).max() < 1e-6 * max(1.0, np.abs(zr).max())
+    # batched: two channels with one dictionary == two separate solves (objective)
+    cb = ConvSparseCoder(d, s1.shape, lam)
+    zb = cb.solve(np.stack([s1, s2]), max_iter=400, tol=1e-5)
+    assert zb.shape == (2, 4) + cb.code_shape
+    sep = 0.0
+    for si in (s1, s2):
+        c = ConvSparseCoder(d, s1.shape, lam)
+        c.solve(si, max_iter=400, tol=1e-5)
+        sep += c.objective(si)
+    assert abs(cb.objective(np.stack([s1, s2])) - sep) / sep < 5e-3
+    sc = (s1 + 1j * s2).astype(np.complex64)
+    ccx = ConvSparseCoder(d, s1.shape, lam)
+    ccx.solve(sc, max_iter=50)
+    assert ccx.synthesize().dtype == np.complex64 and np.isfinite(ccx.objective(sc))
+    del rng
+
+
+def test_warm_start_needs_fewer_iterations():
+    d = _filters(k=6, f=5)
+    s = _smooth_image((40, 40))
+    rng = np.random.default_rng(0)
+    s2 = (s + 0.01 * np.abs(s).max() * rng.standard_normal(s.shape)).astype(np.float32)
+    c = ConvSparseCoder(d, s.shape, 0.03)
+    c.solve(s, max_iter=1000, tol=1e-4)
+    c.solve(s2, max_iter=1000, tol=1e-4, warm=True)
+    warm = c.last_iters
+    c.solve(s2, max_iter=1000, tol=1e-4, warm=False)
+    cold = c.last_iters
+    assert warm < cold, (warm, cold)
+    # repeated short calls keep the state: objective decreases across calls, nothing is rebuilt
+    c2 = ConvSparseCoder(d, s.shape, 0.03)
+    objs = []
+    for _ in range(5):
+        c2.solve(s, max_iter=3)
+        objs.append(c2.objective(s))
+    st = c2._state
+    c2.solve(s, max_iter=3)
+    assert c2._state is st and c2.n_iter == 18
+    assert objs[-1] < objs[0]
+
+
+# ----------------------------------------------------------------------------- bad input
+def test_bad_inputs():
+    d = _filters()
+    with pytest.raises(ValueError, match="filters"):
+        ConvSynthesis(d[0], (20, 20))
+    with pytest.raises(ValueError, match="finite"):
+        bad = d.copy()
+        bad[0, 0, 0] = np.nan
+        ConvSynthesis(bad, (20, 20))
+    with pytest.raises(ValueError, match="larger than image_shape"):
+        ConvSynthesis(d, (4, 20))
+    with pytest.raises(ValueError, match="image_shape"):
+        ConvSynthesis(d, (20, 20, 20))
+    with pytest.raises(ValueError, match="real"):
+        ConvSynthesis(d.astype(np.complex64), (20, 20))
+    for lam in (-0.1, np.nan, np.inf):
+        with pytest.raises(ValueError, match="lam"):
+            ConvSparseCoder(d, (20, 20), lam)
+    with pytest.raises(ValueError, match="rho"):
+        ConvSparseCoder(d, (20, 20), 0.1, rho=-1)
+    with pytest.raises(ValueError, match="relax"):
+        ConvSparseCoder(d, (20, 20), 0.1, relax=2.5)
+    with pytest.raises(ValueError, match="boundary"):
+        ConvSparseCoder(d, (20, 20), 0.1, boundary="wrap")
+    c = ConvSparseCoder(d, (20, 20), 0.1)
+    with pytest.raises(ValueError, match="shape"):
+        c.solve(np.zeros((20, 21), np.float32))
+    with pytest.raises(ValueError, match="NaN"):
+        c.solve(np.full((20, 20), np.nan, np.float32))
+    with pytest.raises(ValueError, match="lam"):
+        lowpass_split(np.zeros((8, 8)), -1)
+
+
+# ----------------------------------------------------------------------------- GPU parity
+@gpu
+@needs_gpu
+def test_gpu_parity_conv_and_coder():
+    import cupy as cp
+
+    d = _filters()
+    s = _smooth_image((32, 32))
+    op, opg = ConvSynthesis(d, (32, 32)), ConvSynthesis(cp.asarray(d), (32, 32))
+    z = np.random.default_rng(0).standard_normal(op.ishape).astype(np.float32)
+    assert np.allclose(op(z), opg(cp.asarray(z)).get(), atol=1e-4)
+    c, cg = ConvSparseCoder(d, s.shape, 0.05), ConvSparseCoder(cp.asarray(d), s.shape, 0.05)
+    c.solve(s, max_iter=30, tol=0)
+    cg.solve(cp.asarray(s), max_iter=30, tol=0)
+    assert abs(c.objective(s) - cg.objective(cp.asarray(s))) / c.objective(s) < 1e-3
+    sc = cp.asarray((s + 1j * s[::-1]).astype(np.complex64))
+    assert cp.all(cp.isfinite(soft_threshold(sc, 0.1)))
+    low, high = lowpass_split(cp.asarray(s), 5.0)
+    assert np.allclose(low.get(), lowpass_split(s, 5.0)[0], atol=1e-5)
