@@ -41,7 +41,7 @@ Example (all sections; omitted keys take the defaults shown)::
     params = { lam = 0.005, max_iter = 100 }
 
     [metrics]
-    crop = 0                            # border crop in pixels (int, or one per axis)
+    crop = [112, 112]                   # score the centred h x w block (fastMRI center_crop); optional
     foreground = "support"              # "support" (inside the object) or "none" (whole image)
 
     [output]
@@ -82,7 +82,7 @@ DEFAULTS: dict[str, Any] = {
     "mask": {"kind": "poisson", "accel": 4.0, "calib": None, "seed": 0},
     "noise": {"snr_db": 30.0},
     "methods": [],
-    "metrics": {"crop": 0, "foreground": "support"},
+    "metrics": {"crop": None, "foreground": "support"},
     "output": {"dir": None},
     "run": {"device": "cpu"},
 }
@@ -303,8 +303,10 @@ def validate_config(raw: dict, src="config") -> dict:
 
     mt = _section(raw, "metrics", src)
     crop = mt["crop"]
-    if not ((_is_int(crop) and crop >= 0) or (isinstance(crop, list) and all(_is_int(x) and x >= 0 for x in crop))):
-        raise _err(src, "metrics.crop", "a non-negative integer or a list of them", crop)
+    if crop is not None:
+        shp = cfg["data"]["shape"][-2:]
+        if not (isinstance(crop, list) and len(crop) == 2 and all(_is_int(x) and 0 < x <= n for x, n in zip(crop, shp))):
+            raise _err(src, "metrics.crop", f"[h, w]: a centred block no larger than the image {shp}", crop)
     _choice(src, "metrics.foreground", mt["foreground"], ("support", "none"))
     cfg["metrics"] = mt
 
