@@ -1,0 +1,96 @@
+"""Coil maps: birdcage simulation, ESPIRiT with SigPy and BART, BART .cfl I/O."""
+
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+from mri_csc.io.cfl import read_cfl, write_cfl
+from mri_csc.sim import birdcage_maps, estimate_maps, make_dataset, map_agreement
+
+has_bart = pytest.mark.skipif(shutil.which("bart") is None, reason="BART ('bart') not on PATH")
+
+
+def test_birdcage_shape_dtype_normalisation():
+    m = birdcage_maps((64, 48), 8)
+    assert m.shape == (8, 64, 48) and m.dtype == np.complex64
+    np.testing.assert_allclose(np.sum(np.abs(m) ** 2, 0), 1, rtol=1e-5)
+    m3 = birdcage_maps((8, 32, 32), 16)
+    assert m3.shape == (16, 8, 32, 32) and m3.dtype == np.complex64
+    # the coils differ: not all the same magnitude
+    assert np.abs(np.abs(m[0]) - np.abs(m[4])).max() > 0.1
+    with pytest.raises(ValueError, match="n_coils"):
+        birdcage_maps((32, 32), 0)
+    with pytest.raises(ValueError, match="shape"):
+        birdcage_maps((32,), 4)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return make_dataset("shepp-logan", (96, 96), n_coils=8, accel=3, calib=24, snr_db=40, seed=0)
+
+
+def _agreement(maps, d):
+    # ESPIRiT maps equal the true maps up to one phase per voxel on the object
+    return map_agreement(maps, d.maps, d.support)
+
+
+def test_espirit_sigpy_recovers_birdcage(data):
+    maps = estimate_maps(data.kspace, calib_width=24, method="sigpy")
+    assert maps.shape == data.maps.shape and maps.dtype == np.complex64
+    assert _agreement(maps, data) > 0.99
+    # the phase relation is common to all coils: S_est = e^{i theta} S_true
+    s = data.support
+    rel = np.sum(maps * data.maps.conj(), 0)
+    assert np.median(np.abs(rel[s])) > 0.97
+
+
+@has_bart
+def test_espirit_bart_recovers_birdcage(data):
+    maps = estimate_maps(data.kspace, calib_width=24, method="bart", thresh=0.005, crop=0.8)
+    assert maps.shape == data.maps.shape and maps.dtype == np.complex64
+    assert _agreement(maps, data) > 0.99
+
+
+def test_estimate_maps_errors(data, monkeypatch):
+    with pytest.raises(ValueError, match="method"):
+        estimate_maps(data.kspace, method="matlab")
+    with pytest.raises(ValueError, match="kspace must be"):
+        estimate_maps(data.kspace[0, 0])
+    with pytest.raises(TypeError, match="complex"):
+        estimate_maps(data.kspace.real)
+    with pytest.raises(ValueError, match="calib_width"):
+        estimate_maps(data.kspace, calib_width=200)
+    bad = data.kspace.copy()
+    bad[0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        estimate_maps(bad)
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    with pytest.raises(RuntimeError, match="BART"):
+        estimate_maps(data.kspace, method="bart")
+
+
+def test_cfl_round_trip(tmp_path):
+    rng = np.random.default_rng(0)
+    a = (rng.standard_normal((5, 4, 3)) + 1j * rng.standard_normal((5, 4, 3))).astype(np.complex64)
+    write_cfl(tmp_path / "a", a)
+    np.testing.assert_array_equal(read_cfl(tmp_path / "a.cfl"), a)
+    with pytest.raises(FileExistsError):
+        write_cfl(tmp_path / "a", a, overwrite=False)
+    with pytest.raises(FileNotFoundError):
+        read_cfl(tmp_path / "missing")
+
+
+@has_bart
+def test_cfl_read_by_bart(tmp_path):
+    rng = np.random.default_rng(1)
+    a = (rng.standard_normal((6, 5, 1, 3)) + 1j * rng.standard_normal((6, 5, 1, 3))).astype(np.complex64)
+    write_cfl(tmp_path / "a", a)
+    out = subprocess.run(["bart", "show", "-m", str(tmp_path / "a")], capture_output=True, text=True, check=True)
+    assert "6\t5\t1\t3" in out.stdout
+    subprocess.run(["bart", "scale", "2", str(tmp_path / "a"), str(tmp_path / "b")], check=True)
+    np.testing.assert_allclose(read_cfl(tmp_path / "b"), 2 * a.reshape(6, 5, 1, 3), rtol=1e-6)
+    # BART dimension 3 (coils) is our last axis; trailing singleton dims are dropped on read
+    subprocess.run(["bart", "slice", "3", "2", str(tmp_path / "a"), str(tmp_path / "c")], check=True)
+    np.testing.assert_allclose(read_cfl(tmp_path / "c"), a[:, :, 0, 2], rtol=1e-6)
