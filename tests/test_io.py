@@ -1,0 +1,177 @@
+"""File formats: round trips, BART interop, bad files, atomic no-clobber writes."""
+
+import os
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+from mri_csc.io import (FileFormatError, OutputExistsError, describe, read_array, read_kspace, write_image,
+                        write_kspace)
+
+BART = shutil.which("bart")
+needs_bart = pytest.mark.skipif(BART is None, reason="the 'bart' binary is not on PATH")
+
+
+@pytest.fixture
+def data():
+    rng = np.random.default_rng(0)
+    shape = (4, 16, 20)
+    k = (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)).astype(np.complex64)
+    maps = (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)).astype(np.complex64)
+    mask = (rng.random(shape[1:]) > 0.5).astype(np.float32)
+    mask[:, 8:12] = 1
+    return k * mask, maps, mask
+
+
+@pytest.mark.parametrize("name", ["a.npy", "a.npz", "a.cfl", "a.h5"])
+def test_kspace_round_trip(tmp_path, data, name):
+    k, maps, mask = data
+    written = write_kspace(tmp_path / name, k, maps, mask)
+    assert all(p.exists() for p in written)
+    d = read_kspace(tmp_path / name)
+    np.testing.assert_array_equal(d["kspace"], k)
+    np.testing.assert_array_equal(d["maps"], maps)
+    np.testing.assert_array_equal(d["mask"], mask)
+    assert not d["stacked"]
+    assert "k-space: shape (4, 16, 20)" in describe(tmp_path / name)
+    assert not [p for p in os.listdir(tmp_path) if ".part" in p]  # no temporary files left
+
+
+def test_ismrmrd_round_trip(tmp_path, data):
+    k, _, mask = data
+    write_kspace(tmp_path / "a.mrd", k, mask=mask)
+    d = read_kspace(tmp_path / "a.mrd")
+    np.testing.assert_array_equal(d["kspace"], k)
+    assert d["maps"] is None
+    assert "ISMRMRD" in describe(tmp_path / "a.mrd")
+    # the same file named .h5 is recognised as ISMRMRD, not fastMRI
+    shutil.copy(tmp_path / "a.mrd", tmp_path / "b.h5")
+    np.testing.assert_array_equal(read_kspace(tmp_path / "b.h5")["kspace"], k)
+
+
+def test_fastmri_multislice_and_slice_range(tmp_path, data):
+    import h5py
+
+    k, _, _ = data
+    stack = np.stack([k, 2 * k, 3 * k])
+    with h5py.File(tmp_path / "f.h5", "w") as f:
+        f.create_dataset("kspace", data=stack)
+        f.create_dataset("mask", data=np.ones(20, np.float32))  # fastMRI 1D column mask
+        f.create_dataset("ismrmrd_header", data=b"<ismrmrdHeader/>")
+    d = read_kspace(tmp_path / "f.h5")
+    assert d["stacked"] and d["kspace"].shape == (3, 4, 16, 20) and d["n_slices"] == 3
+    d1 = read_kspace(tmp_path / "f.h5", slice=1)
+    np.testing.assert_array_equal(d1["kspace"], 2 * k)
+    assert d1["mask"].shape == (16, 20)
+    with pytest.raises(ValueError, match=r"f\.h5: slice 3 out of range; the file has 3 slice"):
+        read_kspace(tmp_path / "f.h5", slice=3)
+
+
+@pytest.mark.parametrize("name", ["i.npy", "i.npz", "i.cfl", "i.h5", "i.nii.gz"])
+def test_image_writers(tmp_path, name):
+    import h5py
+    import nibabel as nib
+
+    rng = np.random.default_rng(1)
+    img = (rng.standard_normal((16, 20)) + 1j * rng.standard_normal((16, 20))).astype(np.complex64)
+    outs = write_image(tmp_path / name, img)
+    if name.endswith(".nii.gz"):
+        assert [p.name for p in outs] == ["i_mag.nii.gz", "i_phase.nii.gz"]
+        mag = nib.load(outs[0]).get_fdata().T
+        ph = nib.load(outs[1]).get_fdata().T
+        np.testing.assert_allclose(mag * np.exp(1j * ph), img, atol=1e-5)
+    elif name.endswith(".h5"):
+        with h5py.File(outs[0]) as f:
+            np.testing.assert_allclose(f["reconstruction"][0], np.abs(img), rtol=1e-6)
+            np.testing.assert_array_equal(f["reconstruction_complex"][0], img)
+    elif name.endswith(".npz"):
+        np.testing.assert_array_equal(np.load(outs[0])["image"], img)
+    elif name.endswith(".cfl"):
+        from mri_csc.io.cfl import read_cfl
+
+        np.testing.assert_array_equal(np.asarray(read_cfl(tmp_path / "i")).reshape(16, 20), img)
+    else:
+        np.testing.assert_array_equal(read_array(outs[0]), img)
+    with pytest.raises(OutputExistsError, match="exists"):
+        write_image(tmp_path / name, img)
+    write_image(tmp_path / name, 2 * img, overwrite=True)
+
+
+def test_no_overwrite_leaves_file_untouched(tmp_path, data):
+    k, maps, mask = data
+    p = tmp_path / "a.npz"
+    p.write_bytes(b"precious")
+    with pytest.raises(OutputExistsError, match=r"a\.npz: output exists"):
+        write_kspace(p, k, maps, mask)
+    assert p.read_bytes() == b"precious"
+
+
+def test_interrupted_write_leaves_nothing(tmp_path, data, monkeypatch):
+    k, maps, mask = data
+
+    def boom(*a, **kw):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(np, "savez_compressed", boom)
+    with pytest.raises(KeyboardInterrupt):
+        write_kspace(tmp_path / "a.npz", k, maps, mask)
+    assert os.listdir(tmp_path) == []
+
+
+def test_bad_files(tmp_path, data):
+    k, maps, mask = data
+    with pytest.raises(FileNotFoundError, match=r"nope\.npy: no such file"):
+        read_kspace(tmp_path / "nope.npy")
+    (tmp_path / "junk.npy").write_bytes(b"not numpy at all")
+    with pytest.raises(FileFormatError, match=r"junk\.npy: not a valid \.npy"):
+        read_kspace(tmp_path / "junk.npy")
+    (tmp_path / "junk.h5").write_bytes(b"\x89HDF\r\n" + b"x" * 100)
+    with pytest.raises(FileFormatError, match=r"junk\.h5: not a valid HDF5"):
+        read_kspace(tmp_path / "junk.h5")
+    # truncated .npy
+    np.save(tmp_path / "t.npy", k)
+    raw = (tmp_path / "t.npy").read_bytes()
+    (tmp_path / "t.npy").write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(FileFormatError, match=r"t\.npy"):
+        read_kspace(tmp_path / "t.npy")
+    # truncated .cfl
+    write_kspace(tmp_path / "c.cfl", k)
+    raw = (tmp_path / "c.cfl").read_bytes()
+    (tmp_path / "c.cfl").write_bytes(raw[:100])
+    with pytest.raises(FileFormatError, match=r"c\.cfl"):
+        read_kspace(tmp_path / "c.cfl")
+    # shapes that disagree
+    np.savez(tmp_path / "bad.npz", kspace=k, maps=maps[:2])
+    with pytest.raises(ValueError, match=r"bad\.npz: coil maps of shape \(2, 16, 20\) disagree"):
+        read_kspace(tmp_path / "bad.npz")
+    with pytest.raises(ValueError, match="unknown file extension"):
+        read_kspace(tmp_path / "x.txt")
+
+
+@needs_bart
+def test_cfl_read_by_bart(tmp_path, data):
+    k, maps, mask = data
+    write_kspace(tmp_path / "k.cfl", k, maps, mask)
+    dims = subprocess.run([BART, "show", "-m", str(tmp_path / "k")], capture_output=True, text=True,
+                          check=True).stdout
+    assert "16\t20\t1\t4\t1" in dims  # BART (x, y, z, coils)
+    # BART computes on our file; we read its result back
+    subprocess.run([BART, "scale", "2", str(tmp_path / "k"), str(tmp_path / "k2")], check=True)
+    np.testing.assert_allclose(read_kspace(tmp_path / "k2.cfl")["kspace"], 2 * k, rtol=1e-6)
+    # BART's RSS over coils equals ours
+    subprocess.run([BART, "rss", "8", str(tmp_path / "k"), str(tmp_path / "rss")], check=True)
+    from mri_csc.io.cfl import read_cfl
+
+    np.testing.assert_allclose(np.asarray(read_cfl(tmp_path / "rss")).reshape(16, 20),
+                               np.sqrt((np.abs(k) ** 2).sum(0)), rtol=1e-5)
+
+
+@needs_bart
+def test_bart_phantom_read_by_us(tmp_path):
+    subprocess.run([BART, "phantom", "-k", "-s", "4", "-x", "32", str(tmp_path / "ph")], check=True,
+                   capture_output=True)
+    d = read_kspace(tmp_path / "ph")
+    assert d["kspace"].shape == (4, 32, 32)
+    assert np.abs(d["kspace"]).max() > 0
