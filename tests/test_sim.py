@@ -87,7 +87,7 @@ def test_shepp_logan():
     levels = set(np.round(np.unique(p).astype(float), 3).tolist())
     assert {0.0, 0.2, 0.3, 1.0} <= levels and levels <= {0.0, 0.1, 0.2, 0.3, 0.4, 1.0}
     assert np.median(p[p > 0]) == pytest.approx(0.2, abs=1e-6)
-    assert p[10, 64] == 0 and p[64, 64] > 0  # outside / inside the head
+    assert p[1, 64] == 0 and p[64, 64] > 0  # outside / inside the head
     p3 = shepp_logan((16, 64, 64))
     assert p3.shape == (16, 64, 64) and p3.max() == 1.0
     # the repository's phantom definition is the built-in table
