@@ -191,7 +191,7 @@ def reconstruct_batch(inputs, out_dir, *, method: str = "csc", params: dict | No
                       maps: str | None = None, device: str = "cpu", scheduler: str | None = None,
                       n_workers: int | None = None, retries: int = 2, resume: bool = False, seed: int = 0,
                       output_format: str = "h5", show_pbar: bool = False, layout: str = "auto",
-                      calib_width: int = 24, timeout: float = 10.0) -> BatchReport:
+                      calib_width: int = 24, timeout: float = 10.0, on_start=None) -> BatchReport:
     r"""Reconstruct many files slice by slice on a Dask cluster.
 
     Each input file becomes one output volume. Every 2-D slice is one Dask task
@@ -245,6 +245,9 @@ def reconstruct_batch(inputs, out_dir, *, method: str = "csc", params: dict | No
         ESPIRiT calibration width when maps are estimated.
     timeout : float
         Seconds to wait for ``scheduler``.
+    on_start : callable, optional
+        Called with the :class:`~mri_csc.batch.engine.ClusterInfo` (dashboard
+        address, worker count) once the cluster is up, before any task runs.
 
     Returns
     -------
@@ -299,17 +302,9 @@ def reconstruct_batch(inputs, out_dir, *, method: str = "csc", params: dict | No
             shutil.rmtree(partial, ignore_errors=True)
         return report
 
-    partial.mkdir(parents=True, exist_ok=True)
-    if not mpath.exists():
-        from mri_csc.io import atomic_path  # noqa: PLC0415
-
-        with atomic_path(mpath) as tmp:
-            tmp.write_text(json.dumps(manifest, indent=2))
-
     tasks: list[SliceTask] = []
     done_before: dict[str, int] = {}
     for vol in todo:
-        volume_dir(cfg, vol).mkdir(parents=True, exist_ok=True)
         for i in range(vol.n_slices):
             t = SliceTask(vol, i)
             if slice_result_path(cfg, t).exists():
@@ -340,6 +335,17 @@ def reconstruct_batch(inputs, out_dir, *, method: str = "csc", params: dict | No
             report.dashboard, report.n_workers = info.dashboard, info.n_workers
             if info.dashboard:
                 log.info("Dask dashboard: %s", info.dashboard)
+            if on_start is not None:
+                on_start(info)
+            # the cluster is up: from here on an interrupted run leaves a resumable .partial/
+            partial.mkdir(parents=True, exist_ok=True)
+            if not mpath.exists():
+                from mri_csc.io import atomic_path  # noqa: PLC0415
+
+                with atomic_path(mpath) as tmp:
+                    tmp.write_text(json.dumps(manifest, indent=2))
+            for vol in todo:
+                volume_dir(cfg, vol).mkdir(parents=True, exist_ok=True)
             by_key: dict[str, SliceTask] = {}
             prep: dict[str, object] = {}
             futures = []

@@ -13,14 +13,15 @@ Inputs
   with a ``kspace`` array, optionally ``maps`` and ``mask``); a 3-D array
   ``(coils, ny, nx)`` is one slice.
 - BART ``.cfl``/``.hdr`` pairs, read through :func:`mri_csc.io.read_kspace`.
-- 3-D Cartesian volumes (``layout="volume"``): k-space of shape
-  ``(coils, kx, ky, kz)`` whose **first spatial axis ``kx`` is the fully
-  sampled readout**. A preparation task takes the inverse FFT along ``kx``
-  once per volume (hybrid space ``(x, coils, ky, kz)``, written under the
-  output folder's ``.partial/``); each readout position ``x`` is then an
-  independent 2-D problem ``(coils, ky, kz)``, and the output volume is
-  ``(nx, ny, nz)``. Coil maps in the file are image-domain
-  ``(coils, nx, ny, nz)`` and are cut the same way.
+- 3-D Cartesian volumes (``layout="volume"``, and 3-D ISMRMRD encodings):
+  k-space in the project's 3-D order ``(coils, nz, ny, nx)`` whose **last
+  axis ``kx`` is the fully sampled readout** (as ISMRMRD stores its samples).
+  A preparation task takes the inverse FFT along ``kx`` once per volume
+  (hybrid space ``(x, coils, kz, ky)``, written under the output folder's
+  ``.partial/``); each readout position ``x`` is then an independent 2-D
+  problem ``(coils, nz, ny)`` with the ``(kz, ky)`` sampling pattern, and the
+  output volume is ``(nz, ny, nx)``. Coil maps in the file are image-domain
+  ``(coils, nz, ny, nx)`` and are cut the same way.
 
 Files of different shapes may be mixed in one batch: every file is its own
 volume with its own output, so shapes need only agree *within* a file (which
@@ -167,6 +168,10 @@ def expand_inputs(inputs) -> list[Path]:
                 found.append(p)
             else:
                 raise FileNotFoundError(f"input {s!r} does not exist")
+    # io keeps an .npy's maps and mask beside it as <stem>_maps.npy / <stem>_mask.npy: not inputs
+    names = {q.resolve() for q in found}
+    found = [q for q in found if not (q.name.endswith(("_maps.npy", "_mask.npy"))
+                                      and (q.parent / (q.name[:-9] + ".npy")).resolve() in names)]
     out, seen = [], set()
     for p in found:
         r = p.resolve()
@@ -211,7 +216,8 @@ def slice_count(path, layout: str = "auto") -> tuple[int, str, str, tuple[int, .
     ----------
     path : path-like
     layout : {"auto", "slices", "volume"}
-        ``"auto"`` treats every input as a stack of 2-D slices.
+        ``"auto"`` treats every input as a stack of 2-D slices, except 3-D
+        ISMRMRD encodings, which are volumes.
 
     Returns
     -------
@@ -270,8 +276,8 @@ def slice_count(path, layout: str = "auto") -> tuple[int, str, str, tuple[int, .
 
     if layout == "volume":
         if len(shape) != 4:
-            raise ValueError(f"{p}: layout='volume' expects k-space (coils, kx, ky, kz); got shape {shape}")
-        return int(shape[1]), kind, layout, shape
+            raise ValueError(f"{p}: layout='volume' expects k-space (coils, nz, ny, nx); got shape {shape}")
+        return int(shape[-1]), kind, layout, shape
     if len(shape) == 3:
         return 1, kind, layout, shape
     if len(shape) == 4:

@@ -1,0 +1,344 @@
+"""Batch reconstruction on a real Dask LocalCluster (2 worker processes, 1 thread each).
+
+Small data (3 fastMRI-style files x 3 slices of 64², 4 coils) and fast methods,
+so the whole file stays well under a minute on 2 cores.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+import cloudpickle
+from distributed import LocalCluster
+from distributed.diagnostics.plugin import WorkerPlugin
+
+from mri_csc.backend import fftc
+from mri_csc.batch import reconstruct_batch, serial_reconstruct, slice_seed_sequence
+from mri_csc.batch.cli import main as batch_main
+from mri_csc.batch.cli import parse_params
+from mri_csc.recon import available_methods, register_method
+from mri_csc.recon.baselines import zero_filled
+
+# Workers cannot necessarily import this test module: ship its functions by value.
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+# ----------------------------------------------------------------------------- data
+
+def _maps(nc, ny, nx):
+    y, x = np.mgrid[-1:1:ny * 1j, -1:1:nx * 1j]
+    s = []
+    for c in range(nc):
+        a = 2 * np.pi * c / nc
+        s.append(np.exp(-((x - 1.2 * np.cos(a)) ** 2 + (y - 1.2 * np.sin(a)) ** 2) / 1.5) * np.exp(1j * a))
+    s = np.array(s)
+    return (s / np.sqrt((abs(s) ** 2).sum(0))).astype(np.complex64)
+
+
+def _stack(rng, ns, n=64, nc=4):
+    maps = _maps(nc, n, n)
+    cols = rng.random(n) < 0.4
+    cols[n // 2 - 6:n // 2 + 6] = True
+    mask = np.broadcast_to(cols[None, :], (n, n)).astype(np.float32)
+    y, x = np.mgrid[-1:1:n * 1j, -1:1:n * 1j]
+    ks = []
+    for s in range(ns):
+        img = ((x / 0.7) ** 2 + (y / (0.9 - 0.05 * s)) ** 2 < 1) * (1 + 0.3 * rng.random((n, n)))
+        ks.append(fftc((maps * img * np.exp(0.5j * x)).astype(np.complex64)) * mask)
+    return np.array(ks, np.complex64), np.broadcast_to(maps, (ns, *maps.shape)).copy(), cols.astype(np.float32)
+
+
+def _write_h5(path, rng, ns=3, n=64):
+    k, maps, cols = _stack(rng, ns, n)
+    with h5py.File(path, "w") as f:
+        f["kspace"] = k
+        f["maps"] = maps
+        f["mask"] = cols  # fastMRI column mask
+    return path
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    d = tmp_path_factory.mktemp("inputs")
+    rng = np.random.default_rng(7)
+    for i in range(3):
+        _write_h5(d / f"vol{i}.h5", rng)
+    return d
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def reference(data):
+    return serial_reconstruct(str(data / "*.h5"), method="sense")
+
+
+def _read(path):
+    with h5py.File(path, "r") as f:
+        return f["reconstruction_complex"][()]
+
+
+# ----------------------------------------------------------------------------- test methods on the workers
+
+def _logged(problem, log_dir, tag):
+    img, hist = zero_filled(problem)
+    with open(Path(log_dir) / "calls.log", "a") as f:
+        f.write(f"{tag} {os.getpid()}\n")
+    return img, hist
+
+
+def kill_once(problem, *, log_dir="", show_pbar=False):
+    """Kills its own worker process the first time it runs (marker file), then behaves as zero-filled."""
+    try:
+        fd = os.open(Path(log_dir) / "killed", os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        os.close(fd)
+        os.kill(os.getpid(), signal.SIGKILL)
+    except FileExistsError:
+        pass
+    return _logged(problem, log_dir, "ok")
+
+
+def fail_once(problem, *, log_dir="", show_pbar=False):
+    """Raises the first time it runs (one slice of the batch fails), then behaves as zero-filled."""
+    try:
+        fd = os.open(Path(log_dir) / "failed", os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        os.close(fd)
+        raise RuntimeError("injected failure")
+    except FileExistsError:
+        pass
+    return _logged(problem, log_dir, "ok")
+
+
+def fail_small(problem, *, log_dir="", show_pbar=False):
+    """Always fails on images narrower than 64 (counts its attempts)."""
+    if problem.image_shape[-1] < 64:
+        with open(Path(log_dir) / "attempts.log", "a") as f:
+            f.write("x\n")
+        raise ValueError("image too small for this method")
+    return zero_filled(problem)
+
+
+_TEST_METHODS = {"test-kill-once": kill_once, "test-fail-once": fail_once, "test-fail-small": fail_small}
+
+
+def _register_test_methods():
+    for name, func in _TEST_METHODS.items():
+        register_method(name, func, {"log_dir": ""}, "test only", gpu=False)
+
+
+class RegisterTestMethods(WorkerPlugin):
+    name = "mri-csc-test-methods"
+
+    def setup(self, worker):
+        _register_test_methods()
+
+
+@pytest.fixture(scope="module")
+def test_client(cluster):
+    from distributed import Client
+
+    _register_test_methods()
+    with Client(cluster) as client:
+        client.register_plugin(RegisterTestMethods())
+        yield client
+
+
+# ----------------------------------------------------------------------------- tests
+
+def test_matches_serial_loop_on_default_local_cluster(data, reference, tmp_path):
+    report = reconstruct_batch(str(data / "*.h5"), tmp_path / "out", method="sense", n_workers=2)
+    assert report.ok, report.summary()
+    assert report.n_slices == 9 and report.n_computed == 9 and report.n_workers == 2
+    assert report.dashboard is not None  # a local cluster serves (or at least names) a dashboard
+    assert len(report.outputs) == 3
+    for path, ref in reference.items():
+        out = _read(report.outputs[path][0])
+        assert out.shape == (3, 64, 64)
+        np.testing.assert_array_equal(out, ref)
+    assert not (tmp_path / "out" / ".partial").exists()
+
+
+def test_scheduler_address_npy_output_and_worker_count_independence(data, reference, cluster, tmp_path):
+    report = reconstruct_batch([data], tmp_path / "out", method="sense", scheduler=cluster.scheduler_address,
+                               output_format="npy")
+    assert report.ok
+    for path, ref in reference.items():
+        np.testing.assert_array_equal(np.load(report.outputs[path][0]), ref)
+
+
+def test_killed_worker_loses_and_duplicates_no_slice(data, test_client, cluster, tmp_path):
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    report = reconstruct_batch(str(data / "*.h5"), tmp_path / "out", method="test-kill-once",
+                               params={"log_dir": str(logs)}, scheduler=cluster.scheduler_address, retries=0)
+    assert (logs / "killed").exists()
+    assert report.ok, report.summary()
+    assert report.n_computed == 9
+    assert len((logs / "calls.log").read_text().splitlines()) == 9  # every slice computed exactly once
+    ref = serial_reconstruct(str(data / "*.h5"), method="zero-filled")
+    for path, img in ref.items():
+        np.testing.assert_allclose(_read(report.outputs[path][0]), img, rtol=0, atol=1e-6)
+
+
+def test_failed_slice_is_reported_and_resume_completes_only_the_rest(data, test_client, cluster, tmp_path):
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    out = tmp_path / "out"
+    kw = dict(method="test-fail-once", params={"log_dir": str(logs)}, scheduler=cluster.scheduler_address)
+    report = reconstruct_batch(str(data / "*.h5"), out, retries=0, **kw)
+    assert not report.ok and len(report.failures) == 1
+    fail = report.failures[0]
+    assert fail.path.endswith(".h5") and 0 <= fail.slice < 3 and "injected failure" in fail.error
+    assert len(report.outputs) == 2 and fail.path not in report.outputs  # the other volumes are done
+    assert (out / ".partial" / "manifest.json").exists()
+    assert len((logs / "calls.log").read_text().splitlines()) == 8
+
+    with pytest.raises(ValueError, match="unfinished batch run"):
+        reconstruct_batch(str(data / "*.h5"), out, retries=0, **kw)
+    with pytest.raises(ValueError, match="settings differ"):
+        reconstruct_batch(str(data / "*.h5"), out, retries=0, resume=True, seed=1, **kw)
+
+    again = reconstruct_batch(str(data / "*.h5"), out, retries=0, resume=True, **kw)
+    assert again.ok, again.summary()
+    assert again.n_computed == 1 and again.n_skipped == 8
+    assert len((logs / "calls.log").read_text().splitlines()) == 9  # nothing finished was redone
+    assert set(again.outputs) == {str(p) for p in sorted(data.glob("*.h5"))}
+    assert not (out / ".partial").exists()
+
+
+def test_failing_slices_retried_then_reported_others_proceed(data, test_client, cluster, tmp_path):
+    """Files of different shapes are handled per file; the 32² file fails in this method after 1 retry."""
+    d = tmp_path / "in"
+    d.mkdir()
+    for p in sorted(data.glob("*.h5"))[:2]:
+        (d / p.name).symlink_to(p)
+    _write_h5(d / "small.h5", np.random.default_rng(1), ns=2, n=32)
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    report = reconstruct_batch(d, tmp_path / "out", method="test-fail-small", params={"log_dir": str(logs)},
+                               scheduler=cluster.scheduler_address, retries=1)
+    assert sorted((f.path.endswith("small.h5"), f.slice) for f in report.failures) == [(True, 0), (True, 1)]
+    assert all("too small" in f.error for f in report.failures)
+    assert len((logs / "attempts.log").read_text().splitlines()) == 4  # 2 slices x (1 + 1 retry)
+    assert len(report.outputs) == 2
+
+
+def test_mixed_shapes_and_unreadable_file(data, cluster, tmp_path):
+    d = tmp_path / "in"
+    d.mkdir()
+    _write_h5(d / "a.h5", np.random.default_rng(2), ns=2, n=64)
+    k, maps, _ = _stack(np.random.default_rng(3), 2, n=32)
+    np.save(d / "b.npy", k)  # an .npy stack without maps: ESPIRiT per slice
+    good = (d / "a.h5").read_bytes()
+    (d / "truncated.h5").write_bytes(good[: len(good) // 3])
+    (d / "junk.npy").write_bytes(b"not an array")
+    report = reconstruct_batch(d, tmp_path / "out", method="zero-filled", scheduler=cluster.scheduler_address,
+                               output_format="npy")
+    bad = sorted(Path(e.path).name for e in report.file_errors)
+    assert bad == ["junk.npy", "truncated.h5"]
+    assert not report.failures
+    shapes = {Path(p).name: np.load(o[0]).shape for p, o in report.outputs.items()}
+    assert shapes == {"a.h5": (2, 64, 64), "b.npy": (2, 32, 32)}
+
+
+def test_3d_volume_sliced_along_readout(cluster, tmp_path):
+    rng = np.random.default_rng(4)
+    nz, ny, nx = 16, 24, 8
+    maps = np.stack([_maps(4, nz, ny)] * nx, axis=-1)  # (coils, nz, ny, nx)
+    img = rng.standard_normal((nz, ny, nx)) + 1j * rng.standard_normal((nz, ny, nx))
+    mask = (rng.random((nz, ny)) < 0.5)[..., None] * np.ones(nx)
+    k = (fftc((maps * img).astype(np.complex64), axes=(-3, -2, -1)) * mask).astype(np.complex64)
+    np.savez(tmp_path / "vol3d.npz", kspace=k, maps=maps)
+    ref = serial_reconstruct(tmp_path / "vol3d.npz", method="zero-filled", layout="volume",
+                             scratch=tmp_path / "scratch")
+    report = reconstruct_batch(tmp_path / "vol3d.npz", tmp_path / "out", method="zero-filled", layout="volume",
+                               scheduler=cluster.scheduler_address, output_format="npy")
+    assert report.ok and report.n_slices == nx
+    out = np.load(report.outputs[str(tmp_path / "vol3d.npz")][0])
+    assert out.shape == (nz, ny, nx)
+    np.testing.assert_allclose(out, list(ref.values())[0], atol=1e-6)
+    # zero-filled with exact maps on the sampled lines: the adjoint of the hybrid problem
+    direct = (maps.conj() * np.fft.fftshift(np.fft.ifftn(np.fft.ifftshift(k, axes=(1, 2, 3)), axes=(1, 2, 3),
+                                                         norm="ortho"), axes=(1, 2, 3))).sum(0)
+    np.testing.assert_allclose(out, direct, atol=1e-4)
+
+
+def test_bad_inputs_give_clear_errors(data, tmp_path):
+    with pytest.raises(ValueError, match="matches no file"):
+        reconstruct_batch(str(tmp_path / "nothing" / "*.h5"), tmp_path / "out", method="sense")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        reconstruct_batch(tmp_path / "missing.h5", tmp_path / "out", method="sense")
+    with pytest.raises(ValueError, match="method must be one of"):
+        reconstruct_batch(data, tmp_path / "out", method="nope")
+    with pytest.raises(ValueError, match="unknown parameter"):
+        reconstruct_batch(data, tmp_path / "out", method="sense", params={"lamda": 1})
+    with pytest.raises(ValueError, match="output_format"):
+        reconstruct_batch(data, tmp_path / "out", method="sense", output_format="png")
+    with pytest.raises(ValueError, match="retries"):
+        reconstruct_batch(data, tmp_path / "out", method="sense", retries=-1)
+    with pytest.raises(ValueError, match="n_workers"):
+        reconstruct_batch(data, tmp_path / "out", method="sense", n_workers=0)
+    t0 = time.perf_counter()
+    with pytest.raises(ConnectionError, match="could not connect to the Dask scheduler"):
+        reconstruct_batch(data, tmp_path / "out", method="sense", scheduler="tcp://127.0.0.1:9", timeout=2)
+    assert time.perf_counter() - t0 < 5
+    assert not (tmp_path / "out" / ".partial").exists()  # nothing left to resume after a failed connect
+    try:
+        import dask_cuda  # noqa: F401
+    except ImportError:
+        with pytest.raises(ImportError, match="dask-cuda"):
+            reconstruct_batch(data, tmp_path / "out", method="sense", device="gpu")
+
+
+def test_existing_outputs_are_not_overwritten(data, cluster, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "vol1.h5").write_bytes(b"user's file")
+    with pytest.raises(ValueError, match="refusing to overwrite"):
+        reconstruct_batch(data, out, method="sense", scheduler=cluster.scheduler_address)
+    assert (out / "vol1.h5").read_bytes() == b"user's file"
+
+
+def test_seed_streams_are_spawned_and_order_free():
+    ss = slice_seed_sequence(5, 3, 2)
+    child = np.random.SeedSequence(5).spawn(4)[3].spawn(3)[2]
+    np.testing.assert_array_equal(ss.generate_state(4), child.generate_state(4))
+    assert not np.array_equal(slice_seed_sequence(5, 3, 1).generate_state(4), ss.generate_state(4))
+
+
+def test_cli(data, cluster, tmp_path, capsys):
+    assert parse_params(["lam=0.01", "max_iter=3", "name=abc"]) == {"lam": 0.01, "max_iter": 3, "name": "abc"}
+    rc = batch_main(["batch", str(data / "vol0.h5"), "--out", str(tmp_path / "o"), "--method", "sense",
+                     "--param", "max_iter=5", "--scheduler", cluster.scheduler_address, "--format", "nii",
+                     "--no-progress"])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "dashboard" in printed and "1 volume(s) written" in printed
+    assert (tmp_path / "o" / "vol0_mag.nii.gz").exists() and (tmp_path / "o" / "vol0_phase.nii.gz").exists()
+    assert batch_main(["batch", str(tmp_path / "none*.h5"), "--out", str(tmp_path / "o2"), "--method", "sense"]) == 2
+    assert "matches no file" in capsys.readouterr().err
+
+
+@pytest.mark.skipif("csc" not in available_methods(), reason="the csc method is not registered yet")
+def test_csc_matches_serial(data, cluster, tmp_path):
+    from mri_csc.recon import get_method
+
+    iters = {k: 2 for k in get_method("csc").params if k in ("max_iter", "n_iter", "outer_iter")}
+    ref = serial_reconstruct(str(data / "vol0.h5"), method="csc", params=iters)
+    report = reconstruct_batch(data / "vol0.h5", tmp_path / "out", method="csc", params=iters,
+                               scheduler=cluster.scheduler_address)
+    assert report.ok, report.summary()
+    np.testing.assert_allclose(_read(report.outputs[str(data / "vol0.h5")][0]), ref[str(data / "vol0.h5")],
+                               rtol=1e-5, atol=1e-6)
