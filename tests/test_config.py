@@ -1,0 +1,101 @@
+"""TOML configs: shipped configs validate, errors name file/key/expectation, --set overrides."""
+
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from mri_csc.config import ConfigError, apply_overrides, load_config, to_toml, validate_config
+
+CONFIGS = sorted((Path(__file__).parents[1] / "recon_configs").glob("*.toml"))
+
+
+def test_shipped_configs_exist():
+    names = {p.name for p in CONFIGS}
+    assert {"quick_shepp_logan.toml", "brain_poisson_r4.toml", "brain_poisson_r8.toml", "brain_1d_r4.toml",
+            "phase_heavy.toml", "bart_comparison.toml"} <= names
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_shipped_config_valid(path):
+    cfg = load_config(path, methods=False)
+    assert cfg["methods"] and cfg["output"]["dir"]
+    again = validate_config(tomllib.loads(to_toml(cfg)), src=path)  # the resolved TOML re-loads to the same
+    assert again == cfg
+
+
+def write(tmp_path, text):
+    p = tmp_path / "c.toml"
+    p.write_text(text)
+    return p
+
+
+BASE = '[[methods]]\nname = "zero-filled"\n'
+
+
+def test_unknown_key(tmp_path):
+    p = write(tmp_path, BASE + "[mask]\nacel = 4\n")
+    with pytest.raises(ConfigError, match=r"c\.toml: unknown key mask\.acel; expected one of"):
+        load_config(p)
+    p = write(tmp_path, "bogus = 1\n" + BASE)
+    with pytest.raises(ConfigError, match=r"c\.toml: unknown key 'bogus'"):
+        load_config(p)
+
+
+def test_wrong_type(tmp_path):
+    p = write(tmp_path, BASE + '[mask]\naccel = "four"\n')
+    with pytest.raises(ConfigError, match=r"c\.toml: mask\.accel: expected a number >= 1; got 'four'"):
+        load_config(p)
+    p = write(tmp_path, BASE + "[data]\nshape = [64]\n")
+    with pytest.raises(ConfigError, match=r"data\.shape: expected a list of 2"):
+        load_config(p)
+    p = write(tmp_path, BASE + '[mask]\nkind = "spiral"\n')
+    with pytest.raises(ConfigError, match=r"mask\.kind: expected one of \['poisson'"):
+        load_config(p)
+
+
+def test_methods_checked_against_registry(tmp_path):
+    p = write(tmp_path, '[[methods]]\nname = "nope"\n')
+    with pytest.raises(ConfigError, match=r"methods\[0\]\.name: unknown method 'nope'; registered methods"):
+        load_config(p)
+    p = write(tmp_path, '[[methods]]\nname = "tv"\nparams = { lamda = 1 }\n')
+    with pytest.raises(ConfigError, match=r"unknown parameter 'lamda' for method 'tv'"):
+        load_config(p)
+    p = write(tmp_path, '[[methods]]\nname = "tv"\nparams = { lam = "big" }\n')
+    with pytest.raises(ConfigError, match=r"methods\[0\]\.params\.lam: expected a number"):
+        load_config(p)
+
+
+def test_bad_toml_and_missing(tmp_path):
+    with pytest.raises(ConfigError, match=r"c\.toml: not valid TOML"):
+        load_config(write(tmp_path, "[mask\n"))
+    with pytest.raises(FileNotFoundError, match="no such config file"):
+        load_config(tmp_path / "missing.toml")
+
+
+def test_overrides(tmp_path):
+    p = write(tmp_path, '[[methods]]\nname = "tv"\nlabel = "TV"\nparams = { lam = 0.01 }\n')
+    cfg = load_config(p, ["mask.accel=8", "data.shape=[64, 64]", "methods.TV.params.max_iter=5",
+                          "mask.kind=random-lines", "methods.0.params.lam=0.02"])
+    assert cfg["mask"]["accel"] == 8.0 and cfg["data"]["shape"] == [64, 64]
+    assert cfg["methods"][0]["params"] == {"lam": 0.02, "max_iter": 5}
+    assert cfg["mask"]["kind"] == "random-lines"
+    cfg = load_config(p, ['methods=[{name="zero-filled"},{name="sense"}]'])
+    assert [m["name"] for m in cfg["methods"]] == ["zero-filled", "sense"]
+    with pytest.raises(ConfigError, match="expected key=value"):
+        apply_overrides({}, ["mask.accel"])
+    with pytest.raises(ConfigError, match="no entry named 'CSC'"):
+        load_config(p, ["methods.CSC.params.lam=1"])
+    with pytest.raises(ConfigError, match=r"unknown key mask\.bogus"):
+        load_config(p, ["mask.bogus=1"])
+
+
+def test_nifti_phantom_relative_to_config(tmp_path):
+    import nibabel as nib
+    import numpy as np
+
+    nib.save(nib.Nifti1Image(np.zeros((8, 8, 3), np.float32), np.eye(4)), tmp_path / "vol.nii.gz")
+    cfg = load_config(write(tmp_path, BASE + '[data]\nphantom = "vol.nii.gz"\nslice = 1\n'))
+    assert cfg["data"]["phantom"] == str((tmp_path / "vol.nii.gz").resolve())
+    with pytest.raises(ConfigError, match=r"data\.phantom: expected an existing NIfTI file"):
+        load_config(write(tmp_path, BASE + '[data]\nphantom = "gone.nii"\n'))
