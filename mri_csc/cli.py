@@ -53,7 +53,7 @@ log = logging.getLogger("mri_csc.cli")
 
 #: Modules exposing ``add_parser(subparsers)``; each adds its own subcommand(s).
 EXTRA_SUBCOMMANDS: list[str] = [
-    # "mri_csc.batch.cli",        # mri-csc batch
+    "mri_csc.batch.cli",          # mri-csc batch
     # "mri_csc.prior.cli",        # mri-csc learn-dict
 ]
 

@@ -77,12 +77,20 @@ def run(args: argparse.Namespace) -> int:
     """Run ``mri-csc batch`` from parsed arguments; returns the exit status (1 when anything failed)."""
     from .runner import reconstruct_batch  # noqa: PLC0415
 
-    report = reconstruct_batch(
-        args.inputs, args.out, method=args.method, params=parse_params(args.param),
-        maps=None if args.maps == "auto" else args.maps, device=args.device, scheduler=args.scheduler,
-        n_workers=args.workers, retries=args.retries, resume=args.resume, seed=args.seed,
-        output_format=args.output_format, show_pbar=not args.no_progress, layout=args.layout,
-        timeout=args.timeout, on_start=_announce)
+    try:
+        report = reconstruct_batch(
+            args.inputs, args.out, method=args.method, params=parse_params(args.param),
+            maps=None if args.maps == "auto" else args.maps, device=args.device, scheduler=args.scheduler,
+            n_workers=args.workers, retries=args.retries, resume=args.resume, seed=args.seed,
+            output_format=args.output_format, show_pbar=not args.no_progress, layout=args.layout,
+            timeout=args.timeout, on_start=_announce)
+    except (ConnectionError, ImportError) as exc:  # user errors the main CLI does not list
+        print(f"mri-csc: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"mri-csc: error: interrupted; finished slices are kept in {args.out}/.partial/ "
+              "- rerun with --resume to complete them", file=sys.stderr)
+        return 130
     print(report.summary())
     return 0 if report.ok else 1
 
@@ -96,8 +104,8 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         return args.func(args)
-    except (ValueError, TypeError, FileNotFoundError, ConnectionError, ImportError) as exc:
-        print(f"mri-csc batch: error: {exc}", file=sys.stderr)
+    except (ValueError, TypeError, FileNotFoundError) as exc:
+        print(f"mri-csc: error: {exc}", file=sys.stderr)
         return 2
 
 
