@@ -315,6 +315,34 @@ def test_warm_start_needs_fewer_iterations():
     assert objs[-1] < objs[0]
 
 
+# ----------------------------------------------------------------------------- dictionary
+def test_learn_dictionary_unit_norm_and_decreasing():
+    from mri_csc.prior.dictionary import learn_dictionary
+
+    rng = np.random.default_rng(0)
+    imgs = np.stack([_smooth_image((40, 40), seed=i) + 0.5 for i in range(2)])
+    imgs = imgs + 0.02 * rng.standard_normal(imgs.shape)
+    d, info = learn_dictionary(imgs, n_filters=4, size=5, lam=0.05, n_iter=25, seed=1, return_info=True)
+    assert d.shape == (4, 5, 5) and d.dtype == np.float32
+    assert np.allclose(np.linalg.norm(d.reshape(4, -1), axis=1), 1, atol=1e-5)
+    obj = info["objective"]
+    assert len(obj) == 25 and obj[-1] < 0.7 * obj[0]
+    assert np.all(np.diff(obj[5:]) < 1e-3 * obj[0])  # (nearly) monotone after a few iterations
+    # the same seed gives the same dictionary
+    assert np.array_equal(d, learn_dictionary(imgs, n_filters=4, size=5, lam=0.05, n_iter=25, seed=1))
+
+
+def test_default_dictionary():
+    from mri_csc.prior.dictionary import load_default_dictionary
+
+    d, meta = load_default_dictionary(with_metadata=True)
+    assert d.dtype == np.float32 and d.ndim == 3 and d.shape[1] == d.shape[2]
+    assert np.allclose(np.linalg.norm(d.reshape(d.shape[0], -1), axis=1), 1, atol=1e-4)
+    assert "train_slices" in meta and "seed" in meta
+    lo, hi = meta["test_range"]
+    assert not np.any((meta["train_slices"] >= lo) & (meta["train_slices"] <= hi))
+
+
 # ----------------------------------------------------------------------------- bad input
 def test_bad_inputs():
     d = _filters()
@@ -346,6 +374,16 @@ def test_bad_inputs():
         c.solve(np.full((20, 20), np.nan, np.float32))
     with pytest.raises(ValueError, match="lam"):
         lowpass_split(np.zeros((8, 8)), -1)
+    from mri_csc.prior.dictionary import learn_dictionary
+
+    with pytest.raises(ValueError, match="size"):
+        learn_dictionary(np.ones((2, 8, 8)), 4, 11)
+    with pytest.raises(ValueError, match="images"):
+        learn_dictionary(np.ones((2, 2, 8, 8)), 4, 3)
+    with pytest.raises(ValueError, match="lam"):
+        learn_dictionary(np.ones((2, 8, 8)), 4, 3, lam=-1)
+    with pytest.raises(ValueError, match="NaN"):
+        learn_dictionary(np.full((2, 8, 8), np.inf), 4, 3)
 
 
 # ----------------------------------------------------------------------------- GPU parity

@@ -1,0 +1,288 @@
+r"""Convolutional dictionary learning and the shipped default dictionary.
+
+:func:`learn_dictionary` solves
+
+.. math::
+    \min_{\{d_k\},\{z_{ik}\}} \tfrac12 \sum_i \Big\| \sum_k d_k * z_{ik} - s_i \Big\|^2
+    + \lambda \sum_{ik} \|z_{ik}\|_1
+    \quad \text{s.t. } \operatorname{supp} d_k \subseteq f\times f,\ \|d_k\| \le 1,
+
+over high-pass training images :math:`s_i` by alternating one ADMM iteration of
+each sub-problem per outer iteration (the interleaved scheme of SPORCO's
+``ConvBPDNDictLearn``):
+
+- codes: ConvBPDN ADMM (per-frequency Sherman–Morrison, over-relaxation), all
+  images at once;
+- dictionary: the *consensus* ADMM form of CCMOD (Garcia-Cardona & Wohlberg,
+  2018): each image gets its own copy of the dictionary, solved exactly with
+  one Sherman–Morrison per frequency, and the copies are averaged and projected
+  onto the constraint set (crop to the support, unit-ball normalisation).
+
+The training images use circular boundaries (as SPORCO); brain slices have a
+zero background at the edges, so nothing meaningful wraps around. Runs on NumPy
+or CuPy (``device=``); returns NumPy filters.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from importlib import resources
+
+import numpy as np
+
+from ..backend import get_xp, resolve_device, to_device, to_numpy
+from .conv import _irfftn, _rfftn
+from .lowpass import highpass
+from .sparse_coding import _shrink_split, check_lam
+
+__all__ = ["learn_dictionary", "load_default_dictionary", "prepare_training_images", "DEFAULT_DICTIONARY"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DICTIONARY = "default_dictionary.npz"
+
+
+def prepare_training_images(images, lam_lp: float = 5.0):
+    """Magnitude, scale each image to max 1, remove the Tikhonov low-pass part; float32."""
+    xp = get_xp(images)
+    s = xp.abs(xp.asarray(images)).astype(np.float32)
+    if s.ndim == 2:
+        s = s[None]
+    peak = s.reshape(s.shape[0], -1).max(axis=1)
+    peak = xp.where(peak > 0, peak, 1).astype(np.float32)
+    s = s / peak[:, None, None]
+    return highpass(s, lam_lp).astype(np.float32)
+
+
+def _validate(images, n_filters, size, lam, n_iter):
+    if not hasattr(images, "shape"):
+        raise TypeError(f"images must be an array (n_images, ny, nx); got {type(images).__name__}")
+    shape = tuple(images.shape)
+    if len(shape) not in (2, 3):
+        raise ValueError(f"images must have shape (n_images, ny, nx) or (ny, nx); got shape {shape}")
+    if min(shape) < 1:
+        raise ValueError(f"images must be non-empty; got shape {shape}")
+    if int(n_filters) < 1:
+        raise ValueError(f"n_filters must be >= 1; got {n_filters}")
+    size = int(size)
+    if size < 1 or size > min(shape[-2:]):
+        raise ValueError(f"size must be between 1 and the image size {shape[-2:]}; got {size}")
+    check_lam(lam)
+    if int(n_iter) < 0:
+        raise ValueError(f"n_iter must be >= 0; got {n_iter}")
+    xp = get_xp(images)
+    if not bool(xp.all(xp.isfinite(images))):
+        raise ValueError("images contain NaN or Inf values")
+
+
+def learn_dictionary(
+    images,
+    n_filters: int = 36,
+    size: int = 11,
+    *,
+    lam: float = 0.1,
+    n_iter: int = 100,
+    seed: int = 0,
+    device="cpu",
+    show_pbar: bool = False,
+    lam_lp: float = 5.0,
+    preprocess: bool = True,
+    init=None,
+    rho: float | None = None,
+    sigma: float | None = None,
+    relax: float = 1.8,
+    return_info: bool = False,
+):
+    """Learn ``n_filters`` real ``size x size`` convolutional filters from images.
+
+    Parameters
+    ----------
+    images : array ``(n_images, ny, nx)`` (or one ``(ny, nx)``), real or complex
+        Training images. With ``preprocess`` (default) their magnitude is
+        scaled to max 1 and the low-pass part (:func:`~mri_csc.prior.lowpass.highpass`,
+        ``lam_lp``) removed; otherwise they are used as given (real).
+    n_filters, size : int
+        Number and side of the filters.
+    lam : float
+        ℓ1 weight of the codes.
+    n_iter : int
+        Outer iterations (one code and one dictionary ADMM iteration each).
+    seed : int
+        Seed of the random initial dictionary (``numpy.random.default_rng``).
+    device : "cpu" | "gpu" | "gpu:N"
+        Where to compute (the images are copied there).
+    show_pbar : bool
+        tqdm progress bar.
+    init : array ``(n_filters, size, size)``, optional
+        Initial dictionary instead of a random one.
+    rho, sigma : float, optional
+        ADMM penalties of the code step (default ``50 lam + 1``) and the
+        dictionary step (default the number of images, as SPORCO); both are
+        residual-balanced every 10 iterations.
+    relax : float
+        Over-relaxation of both steps.
+    return_info : bool
+        Also return a dict with the objective history, time and final penalties.
+
+    Returns
+    -------
+    filters : ``numpy.ndarray`` ``(n_filters, size, size)``, float32, each of unit ℓ2 norm.
+    info : dict (only with ``return_info``)
+    """
+    _validate(images, n_filters, size, lam, n_iter)
+    t0 = time.perf_counter()
+    dev = resolve_device(device)
+    xp = dev.xp
+    K, f = int(n_filters), int(size)
+    with dev.use():
+        imgs = to_device(images, dev)
+        s = prepare_training_images(imgs, lam_lp) if preprocess else xp.asarray(imgs, dtype=np.float32)
+        if s.ndim == 2:
+            s = s[None]
+        C = s.shape[0]
+        N = tuple(s.shape[-2:])
+        axes = (-2, -1)
+        c = f // 2
+        rng = np.random.default_rng(seed)
+        if init is None:
+            d0 = rng.standard_normal((K, f, f)).astype(np.float32)
+        else:
+            d0 = to_numpy(init).astype(np.float32)
+            if d0.shape != (K, f, f):
+                raise ValueError(f"init must have shape {(K, f, f)}; got {d0.shape}")
+        d0 /= np.maximum(np.linalg.norm(d0.reshape(K, -1), axis=1), 1e-12)[:, None, None]
+
+        def pad_centre(d):
+            g = xp.zeros((K,) + N, dtype=np.float32)
+            g[:, :f, :f] = d
+            return xp.roll(g, (-c, -c), axis=axes)
+
+        def project(gspatial):
+            d = xp.roll(gspatial, (c, c), axis=axes)[:, :f, :f]
+            nrm = xp.sqrt((d**2).sum(axis=(1, 2)))
+            d = d / xp.maximum(nrm, 1.0)[:, None, None]
+            return d
+
+        lam = float(lam)
+        rho = float(rho) if rho is not None else 50.0 * lam + 1.0
+        sigma = float(sigma) if sigma is not None else float(C)
+        a = float(relax)
+        d = xp.asarray(d0)
+        Gf = _rfftn(pad_centre(d), axes)  # (K, F)
+        Sf = _rfftn(s, axes)  # (C, F)
+        cshape = (C, K) + N
+        X = xp.zeros(cshape, np.float32)
+        Y = xp.zeros(cshape, np.float32)
+        U = xp.zeros(cshape, np.float32)
+        tmp = xp.zeros(cshape, np.float32)
+        H = xp.zeros((C,) + Gf.shape, dtype=Gf.dtype)  # consensus duals, Fourier domain
+        history = []
+        pbar = None
+        if show_pbar:
+            from tqdm.auto import tqdm  # noqa: PLC0415
+
+            pbar = tqdm(total=int(n_iter), desc="learn_dictionary")
+        for k in range(int(n_iter)):
+            balance = (k + 1) % 10 == 0
+            # ---------------- code step (ConvBPDN ADMM iteration, circular)
+            e = (Gf.real**2 + Gf.imag**2).sum(axis=0)
+            xp.subtract(Y, U, out=tmp)
+            vf = _rfftn(tmp, axes)
+            dv = (Gf * vf).sum(axis=1)
+            t = (Sf - dv) / (rho + e)
+            vf += Gf.conj() * t[:, None]
+            X = _irfftn(vf, N, axes)
+            del vf
+            if balance:
+                Yold = Y.copy()
+            xp.multiply(X, a, out=tmp)
+            Y *= 1 - a
+            Y += tmp
+            Y += U
+            _shrink_split(Y, np.float32(lam / rho), U, xp)
+            if balance:
+                r = float(xp.linalg.norm(X - Y)) / max(float(xp.linalg.norm(X)), float(xp.linalg.norm(Y)), 1e-30)
+                sd = rho * float(xp.linalg.norm(Y - Yold)) / max(rho * float(xp.linalg.norm(U)), 1e-30)
+                del Yold
+                rsf = 2.0 if r > 10 * sd else (0.5 if sd > 10 * r else 1.0)
+                if rsf != 1.0:
+                    rho *= rsf
+                    U /= rsf
+            # ---------------- dictionary step (consensus CCMOD ADMM iteration, codes Y)
+            Yf = _rfftn(Y, axes)  # (C, K, F)
+            W = Gf[None] - H  # (C, K, F)
+            ew = (Yf.real**2 + Yf.imag**2).sum(axis=1)  # (C, F)
+            t = (Sf - (Yf * W).sum(axis=1)) / (sigma + ew)
+            W += Yf.conj() * t[:, None]  # W is now D_i (per-image dictionaries)
+            del ew
+            W *= a
+            W += (1 - a) * Gf[None]  # relaxed
+            W += H  # D_r + H
+            M = W.mean(axis=0)
+            d = project(_irfftn(M, N, axes))
+            Gf_old = Gf
+            Gf = _rfftn(pad_centre(d), axes)
+            # H <- H + D_r - G  = (D_r + H) - G
+            W -= Gf[None]
+            H_old = H if balance else None
+            H = W
+            del W
+            if balance:
+                # normalised consensus residuals (Fourier domain, a heuristic scale)
+                dr = float(xp.linalg.norm(H - H_old))
+                gn = float(xp.linalg.norm(Gf)) * math.sqrt(C)
+                sd_ = sigma * float(xp.linalg.norm(Gf - Gf_old)) * math.sqrt(C)
+                hn = sigma * float(xp.linalg.norm(H))
+                r_, s_ = dr / max(gn, 1e-30), sd_ / max(hn, 1e-30)
+                rsf = 2.0 if r_ > 10 * s_ else (0.5 if s_ > 10 * r_ else 1.0)
+                if rsf != 1.0:
+                    sigma *= rsf
+                    H /= rsf
+                del H_old
+            del Gf_old
+            # ---------------- objective at (G, Y)
+            dy = _irfftn((Gf[None] * Yf).sum(axis=1), N, axes) - s
+            obj = 0.5 * float((dy**2).sum()) + lam * float(xp.abs(Y).sum())
+            del Yf, dy
+            history.append(obj)
+            if pbar is not None:
+                pbar.update(1)
+                pbar.set_postfix(obj=f"{obj:.4g}")
+        if pbar is not None:
+            pbar.close()
+        dn = to_numpy(d).astype(np.float32)
+    norms = np.linalg.norm(dn.reshape(K, -1), axis=1)
+    dead = norms < 1e-8
+    if dead.any():
+        log.warning("learn_dictionary: %d filter(s) vanished; replaced by random ones", int(dead.sum()))
+        dn[dead] = rng.standard_normal((int(dead.sum()), f, f)).astype(np.float32)
+        norms = np.linalg.norm(dn.reshape(K, -1), axis=1)
+    dn /= norms[:, None, None]
+    if not return_info:
+        return dn
+    info = {
+        "objective": history,
+        "time_s": time.perf_counter() - t0,
+        "rho": rho,
+        "sigma": sigma,
+        "n_images": C,
+        "image_shape": N,
+    }
+    return dn, info
+
+
+def load_default_dictionary(device="cpu", with_metadata: bool = False):
+    """The shipped default dictionary (``mri_csc/data/default_dictionary.npz``, key ``filters``).
+
+    Returns float32 filters ``(K, fy, fx)`` of unit norm, on ``device``; with
+    ``with_metadata`` also a dict of the file's other keys (see ``DICTIONARY.md``).
+    """
+    ref = resources.files("mri_csc").joinpath("data", DEFAULT_DICTIONARY)
+    with resources.as_file(ref) as path:
+        with np.load(path, allow_pickle=False) as npz:
+            filters = np.asarray(npz["filters"], dtype=np.float32)
+            meta = {k: npz[k][()] if npz[k].ndim == 0 else npz[k] for k in npz.files if k != "filters"}
+    out = to_device(filters, device)
+    return (out, meta) if with_metadata else out
