@@ -18,14 +18,14 @@ and NMSE use the whole volume. Inputs may be NumPy or CuPy arrays.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from scipy import ndimage
 
 from .backend import to_numpy
 
-__all__ = ["psnr", "ssim", "nmse", "evaluate", "ssim_map"]
+__all__ = ["evaluate", "nmse", "psnr", "ssim", "ssim_map"]
 
 
 def _center_crop(a: np.ndarray, crop) -> np.ndarray:
@@ -37,7 +37,9 @@ def _center_crop(a: np.ndarray, crop) -> np.ndarray:
         raise TypeError(f"crop must be a pair (h, w) of ints; got {crop!r}") from exc
     H, W = a.shape[-2:]
     if not (0 < h <= H and 0 < w <= W):
-        raise ValueError(f"crop {(h, w)} must be positive and no larger than the image's last two axes {(H, W)}")
+        raise ValueError(
+            f"crop {(h, w)} must be positive and no larger than the image's last two axes {(H, W)}"
+        )
     y0, x0 = (H - h) // 2, (W - w) // 2
     return a[..., y0 : y0 + h, x0 : x0 + w]
 
@@ -166,7 +168,13 @@ def ssim_map(
 
 
 def ssim(
-    ref, img, *, mask=None, crop: Sequence[int] | None = None, gaussian: bool = False, win_size: int | None = None
+    ref,
+    img,
+    *,
+    mask=None,
+    crop: Sequence[int] | None = None,
+    gaussian: bool = False,
+    win_size: int | None = None,
 ) -> float:
     """Structural similarity of the magnitudes (data range = reference max).
 

@@ -87,7 +87,9 @@ def test_cfl_read_by_bart(tmp_path):
     rng = np.random.default_rng(1)
     a = (rng.standard_normal((6, 5, 1, 3)) + 1j * rng.standard_normal((6, 5, 1, 3))).astype(np.complex64)
     write_cfl(tmp_path / "a", a)
-    out = subprocess.run(["bart", "show", "-m", str(tmp_path / "a")], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        ["bart", "show", "-m", str(tmp_path / "a")], capture_output=True, text=True, check=True
+    )
     assert "6\t5\t1\t3" in out.stdout
     subprocess.run(["bart", "scale", "2", str(tmp_path / "a"), str(tmp_path / "b")], check=True)
     np.testing.assert_allclose(read_cfl(tmp_path / "b"), 2 * a.reshape(6, 5, 1, 3), rtol=1e-6)

@@ -50,7 +50,7 @@ def test_line_masks_fastmri_convention():
         for kind in ("random-lines", "equispaced-lines"):
             m = sample_mask(kind, (64, 200), accel, seed=0)
             assert (m == m[:1]).all()  # identical rows: whole columns sampled
-            n_low = int(round(200 * frac))
+            n_low = round(200 * frac)
             assert m[0, calibration_region((200,), n_low)[0]].all()
     eq = sample_mask("equispaced-lines", (64, 256), 4, calib=0, seed=0)[0]
     gaps = np.diff(np.flatnonzero(eq))

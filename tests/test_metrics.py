@@ -5,7 +5,7 @@ import pytest
 
 skm = pytest.importorskip("skimage.metrics")
 
-from mri_csc.metrics import evaluate, nmse, psnr, ssim  # noqa: E402
+from mri_csc.metrics import evaluate, nmse, psnr, ssim
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +28,7 @@ def test_psnr_nmse_match_skimage(pair):
 def test_ssim_matches_skimage(pair, gaussian):
     ref, img = pair
     r, i = ref.astype(np.float64), img.astype(np.float64)
-    kw = dict(gaussian_weights=True, sigma=1.5, use_sample_covariance=False) if gaussian else {}
+    kw = {"gaussian_weights": True, "sigma": 1.5, "use_sample_covariance": False} if gaussian else {}
     want = skm.structural_similarity(r, i, data_range=r.max(), **kw)
     assert ssim(ref, img, gaussian=gaussian) == pytest.approx(want, abs=1e-4)
 

@@ -85,7 +85,7 @@ def test_shepp_logan():
     assert p.shape == (128, 128) and p.dtype == np.float32 and p.max() == 1.0 and p.min() == 0.0
     # modified Shepp-Logan: skull 1, brain 0.2, ventricles 0, small features 0.1-0.4
     levels = set(np.round(np.unique(p).astype(float), 3).tolist())
-    assert {0.0, 0.2, 0.3, 1.0} <= levels and levels <= {0.0, 0.1, 0.2, 0.3, 0.4, 1.0}
+    assert {0.0, 0.2, 0.3, 1.0} <= levels <= {0.0, 0.1, 0.2, 0.3, 0.4, 1.0}
     assert np.median(p[p > 0]) == pytest.approx(0.2, abs=1e-6)
     assert p[1, 64] == 0 and p[64, 64] > 0  # outside / inside the head
     p3 = shepp_logan((16, 64, 64))

@@ -23,14 +23,14 @@ import numpy as np
 __all__ = ["read_cfl", "write_cfl"]
 
 
-def _base(name: "str | os.PathLike") -> Path:
+def _base(name: str | os.PathLike) -> Path:
     p = Path(name)
     if p.suffix in (".cfl", ".hdr"):
         p = p.with_suffix("")
     return p
 
 
-def read_cfl(name: "str | os.PathLike") -> np.ndarray:
+def read_cfl(name: str | os.PathLike) -> np.ndarray:
     """Read ``name.cfl`` / ``name.hdr`` (with or without the extension) as complex64.
 
     Returns
@@ -66,7 +66,7 @@ def read_cfl(name: "str | os.PathLike") -> np.ndarray:
     return data.reshape(dims, order="F").astype(np.complex64, copy=False)
 
 
-def write_cfl(name: "str | os.PathLike", array, *, overwrite: bool = True) -> None:
+def write_cfl(name: str | os.PathLike, array, *, overwrite: bool = True) -> None:
     """Write ``array`` as ``name.cfl`` / ``name.hdr``; its shape becomes BART's dimensions.
 
     Parameters
@@ -78,7 +78,7 @@ def write_cfl(name: "str | os.PathLike", array, *, overwrite: bool = True) -> No
     overwrite : bool
         When False, refuse to replace existing files (``FileExistsError``).
     """
-    from ..backend import to_numpy  # noqa: PLC0415
+    from ..backend import to_numpy
 
     a = np.asarray(to_numpy(array))
     if not np.issubdtype(a.dtype, np.number):

@@ -14,15 +14,15 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
 from ..backend import get_xp, resolve_device, to_device, to_numpy
 from ..io.cfl import read_cfl, write_cfl
 
-__all__ = ["birdcage_maps", "estimate_maps", "ESPIRIT_METHODS", "map_agreement"]
+__all__ = ["ESPIRIT_METHODS", "birdcage_maps", "estimate_maps", "map_agreement"]
 
 log = logging.getLogger(__name__)
 
@@ -77,10 +77,11 @@ def birdcage_maps(
         raise ValueError(f"radius must be > 0; got {radius!r}")
     if not np.issubdtype(np.dtype(dtype), np.complexfloating):
         raise TypeError(f"dtype must be a complex dtype; got {np.dtype(dtype)}")
-    import sigpy.mri  # noqa: PLC0415  (heavy import, only when needed)
+    import sigpy.mri
 
-    maps = sigpy.mri.birdcage_maps((int(n_coils), *shape), r=float(radius), nzz=int(coils_per_ring),
-                                   dtype=np.complex128)
+    maps = sigpy.mri.birdcage_maps(
+        (int(n_coils), *shape), r=float(radius), nzz=int(coils_per_ring), dtype=np.complex128
+    )
     return maps.astype(dtype)
 
 
@@ -98,14 +99,20 @@ def _check_kspace(kspace):
 
 
 def _espirit_sigpy(ksp, calib_width, thresh, kernel_width, crop, max_iter, dev):
-    import sigpy  # noqa: PLC0415
-    import sigpy.mri  # noqa: PLC0415
+    import sigpy
+    import sigpy.mri
 
     sp_dev = sigpy.Device(-1 if dev.kind == "cpu" else dev.index)
     ksp = to_device(ksp, dev)
     app = sigpy.mri.app.EspiritCalib(
-        ksp, calib_width=calib_width, thresh=thresh, kernel_width=kernel_width, crop=crop,
-        max_iter=max_iter, device=sp_dev, show_pbar=False,
+        ksp,
+        calib_width=calib_width,
+        thresh=thresh,
+        kernel_width=kernel_width,
+        crop=crop,
+        max_iter=max_iter,
+        device=sp_dev,
+        show_pbar=False,
     )
     return app.run()
 
@@ -118,13 +125,23 @@ def _espirit_bart(ksp, calib_width, thresh, kernel_width, crop, bart):
         kin, kout = Path(tmp) / "ksp", Path(tmp) / "sens"
         write_cfl(kin, k.T)
         cmd = [
-            bart, "ecalib", "-m", "1", "-t", repr(float(thresh)), "-c", repr(float(crop)),
-            "-k", f"{kernel_width}:{kernel_width}:{kernel_width if k.shape[1] > 1 else 1}",
-            "-r", f"{calib_width}:{calib_width}:{calib_width if k.shape[1] > 1 else 1}",
-            str(kin), str(kout),
+            bart,
+            "ecalib",
+            "-m",
+            "1",
+            "-t",
+            repr(float(thresh)),
+            "-c",
+            repr(float(crop)),
+            "-k",
+            f"{kernel_width}:{kernel_width}:{kernel_width if k.shape[1] > 1 else 1}",
+            "-r",
+            f"{calib_width}:{calib_width}:{calib_width if k.shape[1] > 1 else 1}",
+            str(kin),
+            str(kout),
         ]
         log.debug("running %s", " ".join(cmd))
-        proc = subprocess.run(cmd, capture_output=True, text=True)
+        proc = subprocess.run(cmd, check=False, capture_output=True, text=True)
         if proc.returncode != 0:
             raise RuntimeError(f"'bart ecalib' failed (exit {proc.returncode}): {proc.stderr.strip()}")
         sens = read_cfl(kout)

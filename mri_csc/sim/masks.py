@@ -32,12 +32,12 @@ centre is index ``n // 2`` on every axis, matching the centred FFTs of
 from __future__ import annotations
 
 import logging
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["MASK_KINDS", "sample_mask", "realized_acceleration", "calibration_region"]
+__all__ = ["MASK_KINDS", "calibration_region", "realized_acceleration", "sample_mask"]
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +112,7 @@ def realized_acceleration(mask) -> float:
 
     Accepts NumPy or CuPy arrays; returns ``inf`` for an empty mask.
     """
-    from ..backend import to_numpy  # noqa: PLC0415
+    from ..backend import to_numpy
 
     m = to_numpy(mask)
     n = int(np.count_nonzero(m))
@@ -232,8 +232,10 @@ def _poisson_2d(shape2d, n_target: int, calib2d, rng: np.random.Generator, slope
         r0 = solve_r0(a)
         pts = _dart_throw(r0 * shape_r, order, allowed, pre)
         got = int(pts.sum()) - n_pre
-        if best is None or (got >= need and (best[1] < need or got < best[1])) or (
-            best[1] < need and got > best[1]
+        if (
+            best is None
+            or (got >= need and (best[1] < need or got < best[1]))
+            or (best[1] < need and got > best[1])
         ):
             best = (pts, got)
         if need <= got <= need * 1.03 + 2:
@@ -401,15 +403,17 @@ def sample_mask(
 
     if kind in _LINE_KINDS:
         n = shape[-1]
-        n_target = max(1, int(round(n / accel)))
+        n_target = max(1, round(n / accel))
         if calib is None:
-            n_low = int(round(n * _FASTMRI_CENTRE_FRACTION_TIMES_ACCEL / accel))
+            n_low = round(n * _FASTMRI_CENTRE_FRACTION_TIMES_ACCEL / accel)
             n_low = min(n_low, n_target)
         else:
             if not np.isscalar(calib):
                 c = tuple(calib)
                 if len(c) != 1:
-                    raise ValueError(f"calib for kind {kind!r} is a number of centre lines (int); got {calib!r}")
+                    raise ValueError(
+                        f"calib for kind {kind!r} is a number of centre lines (int); got {calib!r}"
+                    )
                 calib = c[0]
             n_low = int(calib)
             if n_low < 0 or n_low > n:
@@ -424,7 +428,7 @@ def sample_mask(
     else:
         plane = shape[-2:] if len(shape) == 2 else shape[:2]
         n_plane = plane[0] * plane[1]
-        n_target = max(1, int(round(n_plane / accel)))
+        n_target = max(1, round(n_plane / accel))
         c = _check_calib_2d(calib, plane, kind)
         if c is None:
             side = min(_DEFAULT_CALIB_2D, int(np.floor(np.sqrt(0.5 * n_target))), *plane)

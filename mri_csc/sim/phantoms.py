@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from scipy import ndimage
@@ -18,11 +18,11 @@ from scipy import ndimage
 __all__ = [
     "DEFAULT_BRAIN",
     "SHEPP_LOGAN_ELLIPSES",
+    "brain_slice",
     "ellipse_phantom",
     "load_ellipses",
-    "shepp_logan",
     "nifti_slice",
-    "brain_slice",
+    "shepp_logan",
 ]
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,7 @@ def _check_shape(shape, name="shape", ndims=(2, 3)) -> tuple[int, ...]:
     return shape
 
 
-def load_ellipses(path: "str | os.PathLike") -> np.ndarray:
+def load_ellipses(path: str | os.PathLike) -> np.ndarray:
     """Read an ellipse table (JSON with an ``"ellipses"`` list of 6-number rows)."""
     p = Path(path)
     if not p.is_file():
@@ -145,7 +145,7 @@ def _fit_to_shape(img: np.ndarray, spacing: tuple[float, float], shape: tuple[in
 
 
 def nifti_slice(
-    path: "str | os.PathLike",
+    path: str | os.PathLike,
     index: int | None = None,
     axis: int = 2,
     shape: Sequence[int] | None = None,
@@ -176,7 +176,7 @@ def nifti_slice(
     numpy.ndarray
         float32 image with maximum 1 (negative values clipped to 0).
     """
-    import nibabel as nib  # noqa: PLC0415
+    import nibabel as nib
 
     p = Path(path)
     if not p.is_file():
@@ -219,7 +219,7 @@ def nifti_slice(
 def brain_slice(
     index: int | None = None,
     shape: Sequence[int] | None = (192, 192),
-    path: "str | os.PathLike | None" = None,
+    path: str | os.PathLike | None = None,
     axis: int = 2,
 ) -> np.ndarray:
     """An axial slice of a real T1 brain (default: the Colin 27 template ``ch2``).

@@ -8,7 +8,7 @@ assume a real image are tested fairly.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from scipy import ndimage

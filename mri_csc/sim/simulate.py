@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from scipy import ndimage
@@ -25,7 +26,7 @@ from .masks import realized_acceleration, sample_mask
 from .phantoms import brain_slice, nifti_slice, shepp_logan
 from .phase import smooth_phase
 
-__all__ = ["simulate_kspace", "make_dataset", "Dataset", "support_mask", "PHANTOMS"]
+__all__ = ["PHANTOMS", "Dataset", "make_dataset", "simulate_kspace", "support_mask"]
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +52,9 @@ def _resample_centred(a: np.ndarray, out_shape: tuple[int, ...], order: int = 3)
         parts = []
         for part in (img.real, img.imag):
             parts.append(
-                ndimage.affine_transform(part, scale, offset=offset, output_shape=tuple(out_shape),
-                                         order=order, mode="nearest")
+                ndimage.affine_transform(
+                    part, scale, offset=offset, output_shape=tuple(out_shape), order=order, mode="nearest"
+                )
             )
         out[i] = parts[0] + 1j * parts[1]
     return out.reshape(lead + tuple(out_shape))
@@ -124,7 +126,9 @@ def simulate_kspace(
         try:
             np.broadcast_shapes(mask.shape, image.shape)
         except ValueError as exc:
-            raise ValueError(f"mask of shape {mask.shape} does not broadcast against image {image.shape}") from exc
+            raise ValueError(
+                f"mask of shape {mask.shape} does not broadcast against image {image.shape}"
+            ) from exc
     try:
         oversample = float(oversample)
     except (TypeError, ValueError) as exc:
@@ -141,7 +145,7 @@ def simulate_kspace(
     if oversample == 1:
         ksp = fftc(s * x, axes)
     else:
-        fine = tuple(int(round(n * oversample)) for n in image.shape)
+        fine = tuple(round(n * oversample) for n in image.shape)
         x_f = _resample_centred(x, fine).astype(np.complex64)
         s_f = _resample_centred(s, fine).astype(np.complex64)
         k_f = fftc(s_f * x_f, axes)
@@ -262,7 +266,9 @@ def make_dataset(
     """
     shape = tuple(int(s) for s in shape)
     if not isinstance(phantom, (str, os.PathLike)):
-        raise TypeError(f"phantom must be 'shepp-logan', 'brain' or a NIfTI path; got {type(phantom).__name__}")
+        raise TypeError(
+            f"phantom must be 'shepp-logan', 'brain' or a NIfTI path; got {type(phantom).__name__}"
+        )
     if phase not in (None, "random", "polynomial"):
         raise ValueError(f"phase must be 'random', 'polynomial' or None; got {phase!r}")
     gen = rng if rng is not None else np.random.default_rng(seed)
@@ -289,10 +295,28 @@ def make_dataset(
     image = (mag * np.exp(1j * phi)).astype(np.complex64)
     maps = birdcage_maps(shape, n_coils)
     ksp = simulate_kspace(image, maps, m, snr_db=snr_db, rng=gen, oversample=oversample)
-    params = dict(phantom=str(phantom), shape=shape, n_coils=n_coils, mask=mask, accel=accel, calib=calib,
-                  phase=phase, phase_amplitude=phase_amplitude, snr_db=snr_db, seed=seed,
-                  slice_index=slice_index, oversample=oversample)
+    params = {
+        "phantom": str(phantom),
+        "shape": shape,
+        "n_coils": n_coils,
+        "mask": mask,
+        "accel": accel,
+        "calib": calib,
+        "phase": phase,
+        "phase_amplitude": phase_amplitude,
+        "snr_db": snr_db,
+        "seed": seed,
+        "slice_index": slice_index,
+        "oversample": oversample,
+    }
     return Dataset(
-        kspace=ksp, maps=maps, mask=m, image=image, magnitude_ref=mag.astype(np.float32),
-        support=support_mask(mag), acceleration=realized_acceleration(m), phase=phi, params=params,
+        kspace=ksp,
+        maps=maps,
+        mask=m,
+        image=image,
+        magnitude_ref=mag.astype(np.float32),
+        support=support_mask(mag),
+        acceleration=realized_acceleration(m),
+        phase=phi,
+        params=params,
     )
