@@ -1,0 +1,161 @@
+"""The mri-csc command line, through real subprocesses on real files."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).parents[1]
+QUICK = ROOT / "recon_configs" / "quick_shepp_logan.toml"
+
+
+def cli(*args, cwd=None, check_rc=None):
+    p = subprocess.run([sys.executable, "-m", "mri_csc.cli", *map(str, args)], capture_output=True, text=True,
+                       cwd=cwd, timeout=120)
+    if check_rc is not None:
+        assert p.returncode == check_rc, (p.returncode, p.stdout, p.stderr)
+    return p
+
+
+def assert_user_error(p, *fragments):
+    assert p.returncode == 2, (p.returncode, p.stdout, p.stderr)
+    assert "Traceback" not in p.stderr
+    lines = p.stderr.strip().splitlines()
+    assert lines[-1].startswith("mri-csc: error: ")
+    for f in fragments:
+        assert f in lines[-1], (f, lines[-1])
+
+
+def fast_methods():
+    from mri_csc.recon import available_methods, get_method
+
+    methods = ['{name="zero-filled"}', '{name="sense",params={max_iter=5}}',
+               '{name="l1wavelet",params={max_iter=5}}', '{name="tv",label="SigPy TV",params={max_iter=5}}']
+    if "csc" in available_methods():
+        p = "{max_iter=3}" if "max_iter" in get_method("csc").params else "{}"
+        methods.append(f'{{name="csc",params={p}}}')
+    return "methods=[" + ",".join(methods) + "]"
+
+
+def test_methods_and_help():
+    p = cli("methods", check_rc=0)
+    for name in ("zero-filled", "sense", "l1wavelet", "tv", "bart-l1wavelet", "bart-tv"):
+        assert name in p.stdout
+    assert "eval" in cli("--help", check_rc=0).stdout
+
+
+@pytest.fixture(scope="module")
+def sim(tmp_path_factory):
+    d = tmp_path_factory.mktemp("sim")
+    cli("simulate", "--phantom", "shepp-logan", "--shape", 64, 64, "--coils", 4, "--out", d / "k.npz",
+        "--reference", d / "ref.npy", check_rc=0)
+    return d
+
+
+@pytest.mark.parametrize("ext", [".npy", ".cfl", ".h5", ".mrd"])
+def test_simulate_info_formats(tmp_path, ext):
+    out = tmp_path / f"k{ext}"
+    cli("simulate", "--shape", 32, 32, "--coils", 2, "--out", out, check_rc=0)
+    p = cli("info", out, check_rc=0)
+    assert "k-space: shape (2, 32, 32)" in p.stdout
+    assert_user_error(cli("simulate", "--shape", 32, 32, "--coils", 2, "--out", out), "exists", "--force")
+
+
+@pytest.mark.parametrize("out", ["x.npy", "x.cfl", "x.h5", "x.nii.gz"])
+def test_recon_outputs(sim, tmp_path, out):
+    cli("recon", sim / "k.npz", "--out", tmp_path / out, "--method", "sense", "--param", "max_iter=10",
+        check_rc=0)
+    if out.endswith(".nii.gz"):
+        assert (tmp_path / "x_mag.nii.gz").exists() and (tmp_path / "x_phase.nii.gz").exists()
+    else:
+        assert "x" in os.listdir(tmp_path)[0]
+    if out == "x.npy":
+        img = np.load(tmp_path / out)
+        ref = np.load(sim / "ref.npy")
+        assert img.shape == (64, 64)
+        assert np.corrcoef(np.abs(img).ravel(), np.abs(ref).ravel())[0, 1] > 0.9
+    # refuses to overwrite without --force
+    assert_user_error(cli("recon", sim / "k.npz", "--out", tmp_path / out, "--method", "zero-filled"), "exists")
+
+
+def test_recon_espirit_from_ismrmrd(tmp_path):
+    cli("simulate", "--shape", 48, 48, "--coils", 4, "--accel", 2, "--out", tmp_path / "k.mrd", check_rc=0)
+    assert_user_error(cli("recon", tmp_path / "k.mrd", "--out", tmp_path / "x.npy", "--method", "zero-filled"),
+                      "holds no coil maps", "--espirit")
+    cli("recon", tmp_path / "k.mrd", "--out", tmp_path / "x.npy", "--method", "zero-filled",
+        "--espirit", "sigpy", check_rc=0)
+    assert np.load(tmp_path / "x.npy").shape == (48, 48)
+
+
+def test_recon_user_errors(sim, tmp_path):
+    out = tmp_path / "x.npy"
+    assert_user_error(cli("recon", tmp_path / "missing.npz", "--out", out, "--method", "sense"),
+                      "missing.npz", "no such file")
+    (tmp_path / "junk.h5").write_bytes(b"garbage" * 10)
+    assert_user_error(cli("recon", tmp_path / "junk.h5", "--out", out, "--method", "sense"), "junk.h5")
+    assert_user_error(cli("recon", sim / "k.npz", "--out", out, "--method", "magic"), "method", "'magic'")
+    assert_user_error(cli("recon", sim / "k.npz", "--out", out, "--method", "sense", "--param", "lamda=1"),
+                      "unknown parameter 'lamda'")
+    assert_user_error(cli("recon", sim / "k.npz", "--out", out, "--method", "sense", "--slice", "3"), "slice")
+    np.save(tmp_path / "maps.npy", np.ones((3, 64, 64), np.complex64))
+    assert_user_error(cli("recon", sim / "k.npz", "--out", out, "--method", "sense", "--maps", tmp_path / "maps.npy"),
+                      "disagree")
+    assert not out.exists()
+
+
+def test_eval_quick_demo_writes_every_file(tmp_path):
+    out = tmp_path / "run"
+    t0 = time.perf_counter()
+    p = cli("eval", QUICK, "--out", out, "--set", "data.shape=[64,64]", "--set", fast_methods(), check_rc=0)
+    assert time.perf_counter() - t0 < 60
+    for f in ("config.toml", "metrics.json", "metrics.csv", "grid.png", "convergence.png", "versions.json",
+              "report.html", "recon/reference.npy", "recon/zero-filled.npy", "recon/SigPy_TV.npy"):
+        assert (out / f).is_file(), f
+    assert "PSNR" in p.stdout and "SigPy TV" in p.stdout
+    m = json.loads((out / "metrics.json").read_text())
+    rows = {r["label"]: r for r in m["methods"]}
+    assert rows["sense"]["psnr"] > rows["zero-filled"]["psnr"]
+    v = json.loads((out / "versions.json").read_text())
+    assert {"python", "numpy", "scipy", "sigpy", "mri_csc", "cupy", "device"} <= set(v)
+    assert (out / "metrics.csv").read_text().count("\n") == len(rows) + 1
+    assert not [x for x in os.listdir(tmp_path) if x.startswith(".")]  # no temporary folder left
+    # the resolved config re-runs
+    assert_user_error(cli("eval", out / "config.toml", "--out", out), "exists", "--force")
+    cli("eval", out / "config.toml", "--out", out, "--force", "--no-pbar", check_rc=0)
+
+
+def test_eval_broken_configs(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[methods]]\nname = "tv"\n[mask]\naccel = 4\nshape = 3\n')
+    assert_user_error(cli("eval", bad), "bad.toml", "unknown key mask.shape")
+    bad.write_text('[[methods]]\nname = "tv"\n[noise]\nsnr_db = "loud"\n')
+    assert_user_error(cli("eval", bad), "bad.toml", "noise.snr_db", "expected a number")
+    bad.write_text('[[methods]]\nname = "cscx"\n')
+    assert_user_error(cli("eval", bad), "unknown method 'cscx'")
+    assert_user_error(cli("eval", QUICK, "--set", "mask.accel"), "expected key=value")
+    assert_user_error(cli("eval", tmp_path / "none.toml"), "none.toml")
+
+
+def test_eval_interrupt_leaves_no_results(tmp_path):
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "mri_csc.cli", "eval", str(QUICK), "--out", str(out),
+                             "--no-pbar", "--set", "data.shape=[96,96]", "--set",
+                             'methods=[{name="l1wavelet",params={max_iter=100000}}]'],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while time.time() < deadline:  # wait until the runner has started its temporary folder
+        if any(x.endswith(".partial") for x in os.listdir(tmp_path)):
+            break
+        time.sleep(0.1)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+    assert os.listdir(tmp_path) == []
