@@ -16,7 +16,7 @@ SHAPES = [(128, 128), (160, 128), (192, 192), (256, 256), (320, 320), (96, 200)]
 def test_acceleration_within_5_percent(kind):
     worst = 0.0
     for shape in SHAPES:
-        for accel in (2, 4, 6, 8):
+        for accel in (2, 4.5, 8):
             for seed in (0, 1):
                 m = sample_mask(kind, shape, accel, seed=seed)
                 assert m.shape == shape and m.dtype == np.float32
