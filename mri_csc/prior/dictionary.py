@@ -93,6 +93,7 @@ def learn_dictionary(
     rho: float | None = None,
     sigma: float | None = None,
     relax: float = 1.8,
+    multiscale=None,
     return_info: bool = False,
 ):
     """Learn ``n_filters`` real ``size x size`` convolutional filters from images.
@@ -123,6 +124,12 @@ def learn_dictionary(
         residual-balanced every 10 iterations.
     relax : float
         Over-relaxation of both steps.
+    multiscale : sequence of ``(count, size)``, optional
+        Learn a multi-scale set instead, e.g. ``[(24, 8), (12, 16)]``: the
+        filters are returned zero-padded (centred) to the largest size, each
+        constrained to its own centred support; ``n_filters`` and ``size`` must
+        then be the total count and the largest size (or are taken from it when
+        left at their defaults).
     return_info : bool
         Also return a dict with the objective history, time and final penalties.
 
@@ -131,6 +138,24 @@ def learn_dictionary(
     filters : ``numpy.ndarray`` ``(n_filters, size, size)``, float32, each of unit ℓ2 norm.
     info : dict (only with ``return_info``)
     """
+    support = None
+    if multiscale is not None:
+        pairs = [(int(n), int(sz)) for n, sz in multiscale]
+        if not pairs or any(n < 1 or sz < 1 for n, sz in pairs):
+            raise ValueError(f"multiscale must be a non-empty list of (count >= 1, size >= 1); got {multiscale!r}")
+        tot, big = sum(n for n, _ in pairs), max(sz for _, sz in pairs)
+        if (n_filters, size) == (36, 11):
+            n_filters, size = tot, big
+        if (n_filters, size) != (tot, big):
+            raise ValueError(
+                f"with multiscale={pairs}, n_filters and size must be {tot} and {big}; got {n_filters}, {size}"
+            )
+        support = np.zeros((tot, big, big), np.float32)
+        k0 = 0
+        for n, sz in pairs:
+            o = big // 2 - sz // 2
+            support[k0 : k0 + n, o : o + sz, o : o + sz] = 1
+            k0 += n
     _validate(images, n_filters, size, lam, n_iter)
     t0 = time.perf_counter()
     dev = resolve_device(device)
@@ -152,7 +177,10 @@ def learn_dictionary(
             d0 = to_numpy(init).astype(np.float32)
             if d0.shape != (K, f, f):
                 raise ValueError(f"init must have shape {(K, f, f)}; got {d0.shape}")
+        if support is not None:
+            d0 *= support
         d0 /= np.maximum(np.linalg.norm(d0.reshape(K, -1), axis=1), 1e-12)[:, None, None]
+        supp = None if support is None else xp.asarray(support)
 
         def pad_centre(d):
             g = xp.zeros((K,) + N, dtype=np.float32)
@@ -161,6 +189,8 @@ def learn_dictionary(
 
         def project(gspatial):
             d = xp.roll(gspatial, (c, c), axis=axes)[:, :f, :f]
+            if supp is not None:
+                d = d * supp
             nrm = xp.sqrt((d**2).sum(axis=(1, 2)))
             d = d / xp.maximum(nrm, 1.0)[:, None, None]
             return d
@@ -184,15 +214,24 @@ def learn_dictionary(
             from tqdm.auto import tqdm  # noqa: PLC0415
 
             pbar = tqdm(total=int(n_iter), desc="learn_dictionary")
+        cb = None  # complex (C, K, F) scratch, allocated once
+        rb = None  # real (C, K, F) scratch
+        W = None  # per-image dictionaries / next duals (swapped with H)
         for k in range(int(n_iter)):
             balance = (k + 1) % 10 == 0
             # ---------------- code step (ConvBPDN ADMM iteration, circular)
             e = (Gf.real**2 + Gf.imag**2).sum(axis=0)
+            Gfc = Gf.conj()
             xp.subtract(Y, U, out=tmp)
             vf = _rfftn(tmp, axes)
-            dv = (Gf * vf).sum(axis=1)
-            t = (Sf - dv) / (rho + e)
-            vf += Gf.conj() * t[:, None]
+            if cb is None:
+                cb = xp.empty_like(vf)
+                rb = xp.empty(vf.shape, dtype=np.float32)
+                W = xp.empty_like(vf)
+            xp.multiply(Gf[None], vf, out=cb)
+            t = (Sf - cb.sum(axis=1)) / (rho + e)
+            xp.multiply(Gfc[None], t[:, None], out=cb)
+            vf += cb
             X = _irfftn(vf, N, axes)
             del vf
             if balance:
@@ -210,13 +249,18 @@ def learn_dictionary(
                 if rsf != 1.0:
                     rho *= rsf
                     U /= rsf
+            del X
             # ---------------- dictionary step (consensus CCMOD ADMM iteration, codes Y)
             Yf = _rfftn(Y, axes)  # (C, K, F)
-            W = Gf[None] - H  # (C, K, F)
-            ew = (Yf.real**2 + Yf.imag**2).sum(axis=1)  # (C, F)
-            t = (Sf - (Yf * W).sum(axis=1)) / (sigma + ew)
-            W += Yf.conj() * t[:, None]  # W is now D_i (per-image dictionaries)
-            del ew
+            xp.subtract(Gf[None], H, out=W)  # G - H_i
+            xp.abs(Yf, out=rb)
+            rb *= rb
+            ew = rb.sum(axis=1)  # (C, F)
+            xp.multiply(Yf, W, out=cb)
+            t = (Sf - cb.sum(axis=1)) / (sigma + ew)
+            xp.conjugate(Yf, out=cb)
+            cb *= t[:, None]
+            W += cb  # W is now D_i (per-image dictionaries)
             W *= a
             W += (1 - a) * Gf[None]  # relaxed
             W += H  # D_r + H
@@ -224,14 +268,13 @@ def learn_dictionary(
             d = project(_irfftn(M, N, axes))
             Gf_old = Gf
             Gf = _rfftn(pad_centre(d), axes)
-            # H <- H + D_r - G  = (D_r + H) - G
+            # H <- H + D_r - G  = (D_r + H) - G ; swap buffers
             W -= Gf[None]
-            H_old = H if balance else None
-            H = W
-            del W
+            H, W = W, H
             if balance:
                 # normalised consensus residuals (Fourier domain, a heuristic scale)
-                dr = float(xp.linalg.norm(H - H_old))
+                xp.subtract(H, W, out=cb)
+                dr = float(xp.linalg.norm(cb))
                 gn = float(xp.linalg.norm(Gf)) * math.sqrt(C)
                 sd_ = sigma * float(xp.linalg.norm(Gf - Gf_old)) * math.sqrt(C)
                 hn = sigma * float(xp.linalg.norm(H))
@@ -240,10 +283,10 @@ def learn_dictionary(
                 if rsf != 1.0:
                     sigma *= rsf
                     H /= rsf
-                del H_old
             del Gf_old
             # ---------------- objective at (G, Y)
-            dy = _irfftn((Gf[None] * Yf).sum(axis=1), N, axes) - s
+            xp.multiply(Gf[None], Yf, out=cb)
+            dy = _irfftn(cb.sum(axis=1), N, axes) - s
             obj = 0.5 * float((dy**2).sum()) + lam * float(xp.abs(Y).sum())
             del Yf, dy
             history.append(obj)
@@ -258,6 +301,8 @@ def learn_dictionary(
     if dead.any():
         log.warning("learn_dictionary: %d filter(s) vanished; replaced by random ones", int(dead.sum()))
         dn[dead] = rng.standard_normal((int(dead.sum()), f, f)).astype(np.float32)
+        if support is not None:
+            dn[dead] *= support[dead]
         norms = np.linalg.norm(dn.reshape(K, -1), axis=1)
     dn /= norms[:, None, None]
     if not return_info:

@@ -95,6 +95,8 @@ class _State:
             self.Y0 = xp.zeros(gshape, dtype=cdt)
             self.U0 = xp.zeros(gshape, dtype=cdt)
             self.Y0old = xp.zeros(gshape, dtype=cdt)
+        self.buf = None
+        self.dv = None
         self.n_iter = 0
 
 
@@ -314,7 +316,11 @@ class ConvSparseCoder:
             # ---- z-step (Sherman-Morrison per frequency)
             xp.subtract(st.Y, st.U, out=st.tmp)
             vf = self._fwd(st.tmp, real)
-            dv = (df * vf).sum(axis=kax)
+            if st.buf is None:  # complex work buffers, allocated once per state
+                st.buf = xp.empty_like(vf)
+                st.dv = xp.empty(vf.shape[:kax] + vf.shape[kax + 1 :], dtype=vf.dtype)
+            xp.multiply(df, vf, out=st.buf)
+            dv = st.buf.sum(axis=kax, out=st.dv)
             if pad:
                 xp.add(st.Y0, st.spad, out=st.Y0old)  # reuse as scratch: y0 + s - u0
                 st.Y0old -= st.U0
@@ -323,9 +329,10 @@ class ConvSparseCoder:
                 dxf = dv + w1 * tf  # D x in the Fourier domain
                 tf *= inv1
             else:
-                tf = sf - dv
+                tf = xp.subtract(sf, dv, out=dv)
                 tf *= self._inv(real, rho)
-            vf += dfc * xp.expand_dims(tf, kax)
+            xp.multiply(dfc, xp.expand_dims(tf, kax), out=st.buf)
+            vf += st.buf
             st.X = self._inv_fft(vf, real)
             del vf
             # ---- relaxation and y-step, fused:  T = a X + (1 - a) Y + U,
