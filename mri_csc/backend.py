@@ -31,6 +31,8 @@ __all__ = [
     "ifftc",
     "fft_workers",
     "set_fft_workers",
+    "fftn_ortho",
+    "ifftn_ortho",
 ]
 
 _FFT_WORKERS: int | None = None
@@ -201,3 +203,22 @@ def ifftc(x, axes: Sequence[int] = (-2, -1)):
     xp = get_xp(x)
     y = mod.ifftn(xp.fft.ifftshift(x, axes=axes), axes=axes, norm="ortho", **kw)
     return xp.fft.fftshift(y, axes=axes)
+
+
+def fftn_ortho(x, axes: Sequence[int] = (-2, -1), overwrite_x: bool = False):
+    """Uncentred orthonormal FFT over ``axes`` (no shifts), with ``scipy.fft`` worker threads on the CPU.
+
+    Operators that fold the centring shifts into their own parameters (see
+    :class:`mri_csc.operators.Sense`) use it to skip the per-call ``fftshift`` copies.
+    ``overwrite_x`` lets the transform reuse ``x``'s memory (its content is then undefined).
+    """
+    axes = tuple(axes)
+    mod, kw = _fft_module(x)
+    return mod.fftn(x, axes=axes, norm="ortho", overwrite_x=overwrite_x, **kw)
+
+
+def ifftn_ortho(x, axes: Sequence[int] = (-2, -1), overwrite_x: bool = False):
+    """Uncentred orthonormal inverse FFT over ``axes``; the adjoint of :func:`fftn_ortho`."""
+    axes = tuple(axes)
+    mod, kw = _fft_module(x)
+    return mod.ifftn(x, axes=axes, norm="ortho", overwrite_x=overwrite_x, **kw)

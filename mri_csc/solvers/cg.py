@@ -40,23 +40,44 @@ def conjugate_gradient(normal: Callable, b, x0=None, *, max_iter: int = 10, tol:
     x = xp.zeros_like(b) if x0 is None else x0.copy()
     r = b - normal(x) if x0 is not None else b.copy()
     p = r.copy()
-    rr = float(xp.vdot(r, r).real)
-    bnorm2 = float(xp.vdot(b, b).real)
-    stop = (tol ** 2) * bnorm2
+    rdt = r.real.dtype
+
+    def dot(a, c):  # Re<a, c> as a 0-d array on the device (no host sync)
+        return xp.vdot(a.ravel(), c.ravel()).real
+
+    rr = dot(r, r)
+    # Host syncs only where stopping needs them: with tol == 0 and no callback, the
+    # iteration runs on device scalars (the pap <= 0 / rr == 0 breaks become a
+    # frozen x), so a GPU never waits for the host between CG steps.
+    check = tol > 0 or callback is not None
+    stop = (tol ** 2) * float(dot(b, b).real) if tol > 0 else 0.0
+    alive = None
+    buf = xp.empty_like(p)
+    zero = rdt.type(0)
     for k in range(max_iter):
-        if rr <= stop or rr == 0.0:
-            break
+        if check:
+            rr_h = float(rr)
+            if rr_h <= stop or rr_h == 0.0:
+                break
         ap = normal(p)
-        pap = float(xp.vdot(p, ap).real)
-        if pap <= 0:
-            break
-        alpha = rr / pap
-        x += alpha * p
-        r -= alpha * ap
-        rr_new = float(xp.vdot(r, r).real)
-        p *= rr_new / rr
+        pap = dot(p, ap)
+        if check:
+            if float(pap) <= 0:
+                break
+            alpha = rr / pap
+        else:
+            ok = (pap > 0) & (rr > 0)
+            alive = ok if alive is None else alive & ok
+            alpha = xp.where(alive, rr / xp.where(ok, pap, 1), zero)
+        xp.multiply(p, alpha.astype(rdt), out=buf)
+        x += buf
+        xp.multiply(ap, alpha.astype(rdt), out=buf)
+        r -= buf
+        rr_new = dot(r, r)
+        beta = rr_new / rr if check else xp.where(rr > 0, rr_new / xp.where(rr > 0, rr, 1), zero)
+        p *= beta.astype(rdt)
         p += r
         rr = rr_new
         if callback is not None:
-            callback(k, x, rr ** 0.5)
+            callback(k, x, float(rr) ** 0.5)
     return x

@@ -52,7 +52,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from ..backend import get_xp
+from ..backend import get_xp, to_numpy
 from ..operators import Sense
 from ..prior.lowpass import lowpass_split
 from ..prior.sparse_coding import ConvSparseCoder
@@ -107,6 +107,7 @@ class CSCReconSolver:
         self.callback = callback
         self.support = self.xp.any(A.maps != 0, axis=0)
         self.rhs_data = A.adjoint(y)
+        self._y_u = A.uncentred(y)  # k-space in the uncentred layout of A.residual_norm2
         self.history = History()
         self.iter = 0
         self._stop = False
@@ -152,14 +153,26 @@ class CSCReconSolver:
         rhs = self.rhs_data + self.mu * self._mod(prior)
         x_old = self.x
         self.x = conjugate_gradient(self._normal, rhs, self.x, max_iter=self.cg_iter)
+        # history: every norm as a device scalar, moved to the host in one transfer (one sync
+        # per outer iteration on a GPU); the data term skips the output fftshift (norms are
+        # shift-invariant) against the k-space shifted once in __init__
         u = self._demod(self.x)
-        xnorm = float(xp.linalg.norm(self.x)) or 1.0
-        coupling = float(xp.linalg.norm(u - prior))
-        primal = coupling / max(float(xp.linalg.norm(u)), float(xp.linalg.norm(prior)), 1e-30)
-        dual = float(xp.linalg.norm(self.x - x_old)) / xnorm
-        data = 0.5 * float(xp.linalg.norm(self.A(self.x) - self.y)) ** 2
-        l1 = self.coder.lam * float(xp.abs(self.coder.codes).sum())
-        phase_pen = 0.5 * self.gamma * float(xp.linalg.norm(u.imag)) ** 2
+
+        def n2(a):
+            return xp.vdot(a.ravel(), a.ravel()).real
+
+        d = u - prior
+        vals = xp.stack([n2(self.x), n2(d), n2(u), n2(prior), n2(self.x - x_old),
+                         self.A.residual_norm2(self.x, self._y_u), xp.abs(self.coder.codes).sum(),
+                         n2(u.imag)]).astype(xp.float64)
+        xn2, c2, un2, pn2, dx2, r2, l1sum, im2 = (float(v) for v in to_numpy(vals))
+        xnorm = xn2 ** 0.5 or 1.0
+        coupling = c2 ** 0.5
+        primal = coupling / max(un2 ** 0.5, pn2 ** 0.5, 1e-30)
+        dual = dx2 ** 0.5 / xnorm
+        data = 0.5 * r2
+        l1 = self.coder.lam * l1sum
+        phase_pen = 0.5 * self.gamma * im2
         objective = data + 0.5 * self.mu * coupling ** 2 + l1 + phase_pen
         rec = self.history.append(objective=objective, data_fidelity=data, l1=l1,
                                   primal_residual=primal, dual_residual=dual, rho=self.coder.rho)
