@@ -71,6 +71,7 @@ def _save_atomic(path: Path, force: bool, **arrays):
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz")
     os.close(fd)
     np.savez_compressed(tmp, **arrays)
+    os.chmod(tmp, 0o644)  # mkstemp makes it private
     os.replace(tmp, path)
 
 

@@ -413,3 +413,16 @@ def test_gpu_parity_conv_and_coder():
     assert cp.all(cp.isfinite(soft_threshold(sc, 0.1)))
     low, high = lowpass_split(cp.asarray(s), 5.0)
     assert np.allclose(low.get(), lowpass_split(s, 5.0)[0], atol=1e-5)
+
+
+@gpu
+@needs_gpu
+def test_gpu_learn_dictionary_parity():
+    from mri_csc.prior.dictionary import learn_dictionary
+
+    imgs = np.stack([_smooth_image((40, 40), seed=i) + 0.5 for i in range(2)])
+    kw = dict(n_filters=4, size=5, lam=0.05, n_iter=10, seed=1, return_info=True)
+    d_cpu, info_cpu = learn_dictionary(imgs, device="cpu", **kw)
+    d_gpu, info_gpu = learn_dictionary(imgs, device="gpu", **kw)
+    assert isinstance(d_gpu, np.ndarray) and d_gpu.dtype == np.float32
+    assert abs(info_gpu["objective"][-1] - info_cpu["objective"][-1]) / info_cpu["objective"][-1] < 1e-2
