@@ -100,6 +100,7 @@ def peak_rss_subprocess(code: str, timeout: float = 600) -> dict:
     The baseline is the peak RSS of the same interpreter after ``import mri_csc``
     and the data set construction have run (everything before the line
     ``# --- measured ---`` in ``code``), so the difference is the reconstruction's own.
+    A line ``TRACED <bytes>`` printed by ``code`` (a tracemalloc peak) is returned as ``traced_peak_mib``.
     """
     pre = code.split("# --- measured ---")[0]
     probe = (
@@ -113,8 +114,11 @@ def peak_rss_subprocess(code: str, timeout: float = 600) -> dict:
         if p.returncode != 0:
             raise RuntimeError(f"memory probe failed: {p.stderr.strip().splitlines()[-1:]}")
         res[key] = json.loads(p.stdout.strip().splitlines()[-1])["maxrss_kib"] / 1024.0
+        traced = [ln.split()[1] for ln in p.stdout.splitlines() if ln.startswith("TRACED ")]
+        if traced:
+            res["traced"] = int(traced[-1]) / 2**20
     return {"peak_rss_mib": res["total"], "baseline_rss_mib": res["baseline"],
-            "recon_rss_mib": res["total"] - res["baseline"]}
+            "recon_rss_mib": res["total"] - res["baseline"], "traced_peak_mib": res.get("traced")}
 
 
 def self_peak_rss_mib() -> float:
