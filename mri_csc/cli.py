@@ -54,7 +54,7 @@ log = logging.getLogger("mri_csc.cli")
 #: Modules exposing ``add_parser(subparsers)``; each adds its own subcommand(s).
 EXTRA_SUBCOMMANDS: list[str] = [
     "mri_csc.batch.cli",          # mri-csc batch
-    # "mri_csc.prior.cli",        # mri-csc learn-dict
+    "mri_csc.learn_cli",          # mri-csc learn-dict
 ]
 
 EXIT_USER = 2
