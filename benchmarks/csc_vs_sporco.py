@@ -98,8 +98,9 @@ def sparse_coding(d, s, lam, n_iter, repeat):
     t, c = _best(lambda: ours("circular"), repeat)
     rows.append(("ours circular f32", t, ref.objective(s.astype(np.float64), c.codes.astype(np.float64))))
     for dt, threads in ((np.float64, None), (np.float64, 1), (np.float32, 1)):
-        opt = cbpdn.ConvBPDN.Options({"Verbose": False, "MaxMainIter": n_iter, "RelStopTol": 0.0,
-                                      "RelaxParam": 1.8})
+        opt = cbpdn.ConvBPDN.Options(
+            {"Verbose": False, "MaxMainIter": n_iter, "RelStopTol": 0.0, "RelaxParam": 1.8}
+        )
 
         def run_sp(dt=dt, opt=opt):
             b = cbpdn.ConvBPDN(dsp.astype(dt), s.astype(dt), lam, opt)
@@ -108,8 +109,13 @@ def sparse_coding(d, s, lam, n_iter, repeat):
 
         with _sporco_threads(threads):
             t, b = _best(run_sp, repeat)
-        rows.append((f"SPORCO ConvBPDN {np.dtype(dt).name} {_tlabel(threads)}", t,
-                     ref.objective(s.astype(np.float64), roll(b.Y).astype(np.float64))))
+        rows.append(
+            (
+                f"SPORCO ConvBPDN {np.dtype(dt).name} {_tlabel(threads)}",
+                t,
+                ref.objective(s.astype(np.float64), roll(b.Y).astype(np.float64)),
+            )
+        )
     # padded / masked
     t, c = _best(lambda: ours("pad"), repeat)
     refp = ConvSparseCoder(d, s.shape, lam, dtype=np.float64)
@@ -121,8 +127,9 @@ def sparse_coding(d, s, lam, n_iter, repeat):
     spad[win] = s
     w[win] = 1
     for dt, threads in ((np.float64, None), (np.float64, 1)):
-        opt = cbpdn.ConvBPDNMaskDcpl.Options({"Verbose": False, "MaxMainIter": n_iter, "RelStopTol": 0.0,
-                                              "RelaxParam": 1.8})
+        opt = cbpdn.ConvBPDNMaskDcpl.Options(
+            {"Verbose": False, "MaxMainIter": n_iter, "RelStopTol": 0.0, "RelaxParam": 1.8}
+        )
 
         def run_spm(dt=dt, opt=opt):
             b = cbpdn.ConvBPDNMaskDcpl(dsp.astype(dt), spad.astype(dt), lam, w.astype(dt), opt)
@@ -134,7 +141,13 @@ def sparse_coding(d, s, lam, n_iter, repeat):
         # SPORCO's window at f-1 with uncentred filters == ours at (f-1)//2 with centred ones:
         # the same code index means the same atom position, no shift needed
         zc = np.moveaxis(np.squeeze(b.getcoef()), -1, 0).astype(np.float64)
-        rows.append((f"SPORCO MaskDcpl {np.dtype(dt).name} {_tlabel(threads)}", t, refp.objective(s.astype(np.float64), zc)))
+        rows.append(
+            (
+                f"SPORCO MaskDcpl {np.dtype(dt).name} {_tlabel(threads)}",
+                t,
+                refp.objective(s.astype(np.float64), zc),
+            )
+        )
     return rows
 
 
@@ -152,17 +165,20 @@ def dict_learning(imgs, K, f, lam, n_iter, repeat):
         c.solve(s, max_iter=150, tol=0)
         return c.objective(s)
 
-    t, (dl, info) = _best(lambda: learn_dictionary(imgs, K, f, lam=lam, n_iter=n_iter, init=d0,
-                                                   return_info=True), repeat)
+    t, (dl, info) = _best(
+        lambda: learn_dictionary(imgs, K, f, lam=lam, n_iter=n_iter, init=d0, return_info=True), repeat
+    )
     rows.append(("ours learn_dictionary (cns)", t, info["objective"][-1], common_obj(dl)))
     S = np.transpose(s, (1, 2, 0)).astype(np.float64)
     for dmethod in ("cns", "pgm"):
-        opt = cbpdndl.ConvBPDNDictLearn.Options({"Verbose": False, "MaxMainIter": n_iter},
-                                               xmethod="admm", dmethod=dmethod)
+        opt = cbpdndl.ConvBPDNDictLearn.Options(
+            {"Verbose": False, "MaxMainIter": n_iter}, xmethod="admm", dmethod=dmethod
+        )
 
         def run(dmethod=dmethod, opt=opt):
-            b = cbpdndl.ConvBPDNDictLearn(np.transpose(d0, (1, 2, 0)).astype(np.float64), S, lam, opt,
-                                          xmethod="admm", dmethod=dmethod)
+            b = cbpdndl.ConvBPDNDictLearn(
+                np.transpose(d0, (1, 2, 0)).astype(np.float64), S, lam, opt, xmethod="admm", dmethod=dmethod
+            )
             b.solve()
             return b
 
@@ -170,8 +186,14 @@ def dict_learning(imgs, K, f, lam, n_iter, repeat):
             t, b = _best(run, repeat)
         dsp = np.moveaxis(np.squeeze(b.getdict()), -1, 0)
         dsp = dsp / np.maximum(np.linalg.norm(dsp.reshape(K, -1), axis=1), 1e-12)[:, None, None]
-        rows.append((f"SPORCO ConvBPDNDictLearn ({dmethod}) 1thr", t, float(b.getitstat().ObjFun[-1]),
-                     common_obj(dsp)))
+        rows.append(
+            (
+                f"SPORCO ConvBPDNDictLearn ({dmethod}) 1thr",
+                t,
+                float(b.getitstat().ObjFun[-1]),
+                common_obj(dsp),
+            )
+        )
     return rows
 
 
@@ -182,7 +204,9 @@ def main():
     p.add_argument("--lam", type=float, default=0.05)
     args = p.parse_args()
     out = {"cpus": os.cpu_count(), "loadavg_start": os.getloadavg()}
-    print(f"load average at start: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cpus (other jobs inflate times)")
+    print(
+        f"load average at start: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cpus (other jobs inflate times)"
+    )
 
     # ---------------- part 1
     n_iter = 50 if args.quick else 100
@@ -196,31 +220,45 @@ def main():
         dname = "random dictionary"
     s = prepare_training_images(_slices([90], pad_to=None if args.quick else 256))[0]
     rows = sparse_coding(d, s, args.lam, n_iter, args.repeat)
-    print(f"\nSparse coding: {d.shape[0]} x {d.shape[1]}x{d.shape[2]} ({dname}), image {s.shape}, "
-          f"lam {args.lam}, {n_iter} iterations, best of {args.repeat}")
+    print(
+        f"\nSparse coding: {d.shape[0]} x {d.shape[1]}x{d.shape[2]} ({dname}), image {s.shape}, "
+        f"lam {args.lam}, {n_iter} iterations, best of {args.repeat}"
+    )
     print(f"{'method':36s} {'time s':>8s} {'objective':>12s} {'obj/ours':>9s} {'speed-up':>9s}")
     base = {"circular": rows[0], "pad": rows[4]}
     for name, t, obj in rows:
         b = base["pad" if (" pad" in name or "Mask" in name) else "circular"]
         print(f"{name:36s} {t:8.2f} {obj:12.5g} {obj / b[2]:9.4f} {t / b[1]:8.2f}x")
-    out["sparse_coding"] = {"dictionary": dname, "image_shape": list(s.shape), "lam": args.lam,
-                            "n_iter": n_iter, "rows": [dict(method=n, time_s=t, objective=o) for n, t, o in rows]}
+    out["sparse_coding"] = {
+        "dictionary": dname,
+        "image_shape": list(s.shape),
+        "lam": args.lam,
+        "n_iter": n_iter,
+        "rows": [{"method": n, "time_s": t, "objective": o} for n, t, o in rows],
+    }
 
     # ---------------- part 2
     K, f = (16, 8) if args.quick else (36, 11)
     n_img, n_dl = (2, 20) if args.quick else (4, 50)
     zs = [35, 55, 125, 145][:n_img]
-    imgs = _slices(zs)[:, ::2, ::2] if not args.quick else _slices(zs)[:, ::2, ::2]
+    imgs = _slices(zs)[:, ::2, ::2]  # 91 x 109, to keep SPORCO to a couple of minutes
     rows = dict_learning(imgs, K, f, 0.1, n_dl, 1)
-    print(f"\nDictionary learning: {K} x {f}x{f}, {n_img} slices of {imgs.shape[1:]}, lam 0.1, "
-          f"{n_dl} iterations, same random initial dictionary")
+    print(
+        f"\nDictionary learning: {K} x {f}x{f}, {n_img} slices of {imgs.shape[1:]}, lam 0.1, "
+        f"{n_dl} iterations, same random initial dictionary"
+    )
     print(f"{'method':40s} {'time s':>8s} {'own obj':>10s} {'common obj':>11s} {'time/ours':>10s}")
     for name, t, obj, cobj in rows:
         print(f"{name:40s} {t:8.2f} {obj:10.5g} {cobj:11.5g} {t / rows[0][1]:9.2f}x")
     out["loadavg_end"] = os.getloadavg()
-    out["dict_learning"] = {"K": K, "size": f, "n_images": n_img, "image_shape": list(imgs.shape[1:]),
-                            "n_iter": n_dl, "rows": [dict(method=n, time_s=t, objective=o, common_objective=c)
-                                                     for n, t, o, c in rows]}
+    out["dict_learning"] = {
+        "K": K,
+        "size": f,
+        "n_images": n_img,
+        "image_shape": list(imgs.shape[1:]),
+        "n_iter": n_dl,
+        "rows": [{"method": n, "time_s": t, "objective": o, "common_objective": c} for n, t, o, c in rows],
+    }
     res = Path(__file__).parent / "results"
     res.mkdir(exist_ok=True)
     (res / "csc_vs_sporco.json").write_text(json.dumps(out, indent=2, default=float))

@@ -55,12 +55,17 @@ def evaluate(filters, lam, slices=(75, 90, 105), n_iter=150):
     z = c.solve(s, max_iter=n_iter, tol=0)
     res = c.synthesize() - s
     out = {
-        "test_slices": list(slices), "lam": lam, "n_iter": n_iter, "objective": c.objective(s),
+        "test_slices": list(slices),
+        "lam": lam,
+        "n_iter": n_iter,
+        "objective": c.objective(s),
         "rel_residual": float(np.linalg.norm(res) / np.linalg.norm(s)),
         "density": float(np.count_nonzero(z) / z.size),
     }
-    print(f"test slices {slices}: objective {out['objective']:.4g}, ||Dz-s||/||s|| {out['rel_residual']:.4f}, "
-          f"non-zero codes {100 * out['density']:.3f}%")
+    print(
+        f"test slices {slices}: objective {out['objective']:.4g}, ||Dz-s||/||s|| {out['rel_residual']:.4f}, "
+        f"non-zero codes {100 * out['density']:.3f}%"
+    )
     return out
 
 
@@ -89,9 +94,14 @@ def main(argv=None):
     p.add_argument("--out", type=Path, default=None, help="npz to write (default: print only)")
     p.add_argument("--force", action="store_true")
     p.add_argument("--pbar", action="store_true")
-    p.add_argument("--multiscale", default=None, help="e.g. 24x8,12x16 (count x size); overrides --n-filters/--size")
-    p.add_argument("--evaluate", action="store_true",
-                   help="also sparse-code test slices (75, 90, 105) with the result and print the fit")
+    p.add_argument(
+        "--multiscale", default=None, help="e.g. 24x8,12x16 (count x size); overrides --n-filters/--size"
+    )
+    p.add_argument(
+        "--evaluate",
+        action="store_true",
+        help="also sparse-code test slices (75, 90, 105) with the result and print the fit",
+    )
     args = p.parse_args(argv)
     multiscale = None
     if args.multiscale:
@@ -102,22 +112,43 @@ def main(argv=None):
     imgs = load_training_slices()
     t0 = time.perf_counter()
     filters, info = learn_dictionary(
-        imgs, args.n_filters, args.size, lam=args.lam, n_iter=args.n_iter, seed=args.seed,
-        device=args.device, show_pbar=args.pbar, lam_lp=args.lam_lp, return_info=True, multiscale=multiscale,
+        imgs,
+        args.n_filters,
+        args.size,
+        lam=args.lam,
+        n_iter=args.n_iter,
+        seed=args.seed,
+        device=args.device,
+        show_pbar=args.pbar,
+        lam_lp=args.lam_lp,
+        return_info=True,
+        multiscale=multiscale,
     )
     elapsed = time.perf_counter() - t0
     obj = info["objective"]
-    print(f"learned {filters.shape} from {imgs.shape[0]} slices of {imgs.shape[1:]} "
-          f"in {elapsed:.1f} s ({args.n_iter} iterations, {os.cpu_count()} cpus, device {args.device})")
+    print(
+        f"learned {filters.shape} from {imgs.shape[0]} slices of {imgs.shape[1:]} "
+        f"in {elapsed:.1f} s ({args.n_iter} iterations, {os.cpu_count()} cpus, device {args.device})"
+    )
     print(f"objective: first {obj[0]:.4g}  last {obj[-1]:.4g}")
     if args.evaluate:
         summary_eval = evaluate(filters, args.lam)
     command = "python benchmarks/learn_dictionary.py " + " ".join(argv if argv is not None else sys.argv[1:])
     summary = {
-        "source": SOURCE, "licence": "BSD-3-Clause (mricron-data)", "train_slices": list(TRAIN_SLICES),
-        "test_range": list(TEST_RANGE), "n_filters": args.n_filters, "size": args.size, "lam": args.lam,
-        "lam_lp": args.lam_lp, "n_iter": args.n_iter, "seed": args.seed, "time_s": elapsed,
-        "objective_first": obj[0], "objective_last": obj[-1], "command": command,
+        "source": SOURCE,
+        "licence": "BSD-3-Clause (mricron-data)",
+        "train_slices": list(TRAIN_SLICES),
+        "test_range": list(TEST_RANGE),
+        "n_filters": args.n_filters,
+        "size": args.size,
+        "lam": args.lam,
+        "lam_lp": args.lam_lp,
+        "n_iter": args.n_iter,
+        "seed": args.seed,
+        "time_s": elapsed,
+        "objective_first": obj[0],
+        "objective_last": obj[-1],
+        "command": command,
         "multiscale": args.multiscale,
         "evaluation": summary_eval if args.evaluate else None,
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cpus",
@@ -127,11 +158,18 @@ def main(argv=None):
     (res / "learn_dictionary.json").write_text(json.dumps(summary, indent=2))
     if args.out is not None:
         _save_atomic(
-            args.out, args.force, filters=filters.astype(np.float32),
-            source=np.array(Path(SOURCE).name), train_slices=np.array(TRAIN_SLICES, dtype=np.int16),
-            test_range=np.array(TEST_RANGE, dtype=np.int16), lam=np.float32(args.lam),
-            lam_lp=np.float32(args.lam_lp), n_iter=np.int32(args.n_iter), seed=np.int32(args.seed),
-            time_s=np.float32(elapsed), objective=np.float32(obj[-1]),
+            args.out,
+            args.force,
+            filters=filters.astype(np.float32),
+            source=np.array(Path(SOURCE).name),
+            train_slices=np.array(TRAIN_SLICES, dtype=np.int16),
+            test_range=np.array(TEST_RANGE, dtype=np.int16),
+            lam=np.float32(args.lam),
+            lam_lp=np.float32(args.lam_lp),
+            n_iter=np.int32(args.n_iter),
+            seed=np.int32(args.seed),
+            time_s=np.float32(elapsed),
+            objective=np.float32(obj[-1]),
         )
         print(f"wrote {args.out} ({args.out.stat().st_size} bytes)")
     return filters, info

@@ -183,8 +183,9 @@ def test_sherman_morrison_vs_dense():
     rng = np.random.default_rng(0)
     s = rng.standard_normal(shape)
     rho = 0.7
-    coder = ConvSparseCoder(d, shape, lam=0.0, rho=rho, relax=1.0, dtype=np.float64, boundary="circular",
-                            auto_rho=False)
+    coder = ConvSparseCoder(
+        d, shape, lam=0.0, rho=rho, relax=1.0, dtype=np.float64, boundary="circular", auto_rho=False
+    )
     coder.solve(s, max_iter=1, tol=0)  # from zero: v = y - u = 0
     z_ref = np.linalg.solve(dense.T @ dense + rho * np.eye(n_in), dense.T @ s.ravel())
     assert np.allclose(coder._state.X.ravel(), z_ref, atol=1e-10)
@@ -411,7 +412,7 @@ def test_gpu_parity_conv_and_coder():
     assert abs(c.objective(s) - cg.objective(cp.asarray(s))) / c.objective(s) < 1e-3
     sc = cp.asarray((s + 1j * s[::-1]).astype(np.complex64))
     assert cp.all(cp.isfinite(soft_threshold(sc, 0.1)))
-    low, high = lowpass_split(cp.asarray(s), 5.0)
+    low, _high = lowpass_split(cp.asarray(s), 5.0)
     assert np.allclose(low.get(), lowpass_split(s, 5.0)[0], atol=1e-5)
 
 
@@ -421,8 +422,8 @@ def test_gpu_learn_dictionary_parity():
     from mri_csc.prior.dictionary import learn_dictionary
 
     imgs = np.stack([_smooth_image((40, 40), seed=i) + 0.5 for i in range(2)])
-    kw = dict(n_filters=4, size=5, lam=0.05, n_iter=10, seed=1, return_info=True)
-    d_cpu, info_cpu = learn_dictionary(imgs, device="cpu", **kw)
+    kw = {"n_filters": 4, "size": 5, "lam": 0.05, "n_iter": 10, "seed": 1, "return_info": True}
+    _d_cpu, info_cpu = learn_dictionary(imgs, device="cpu", **kw)
     d_gpu, info_gpu = learn_dictionary(imgs, device="gpu", **kw)
     assert isinstance(d_gpu, np.ndarray) and d_gpu.dtype == np.float32
     assert abs(info_gpu["objective"][-1] - info_cpu["objective"][-1]) / info_cpu["objective"][-1] < 1e-2

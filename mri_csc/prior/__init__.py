@@ -6,5 +6,12 @@ from .lowpass import highpass, lowpass_split
 from .prox import soft_threshold
 from .sparse_coding import ConvSparseCoder
 
-__all__ = ["ConvSynthesis", "ConvSparseCoder", "soft_threshold", "lowpass_split", "highpass",
-           "learn_dictionary", "load_default_dictionary"]
+__all__ = [
+    "ConvSparseCoder",
+    "ConvSynthesis",
+    "highpass",
+    "learn_dictionary",
+    "load_default_dictionary",
+    "lowpass_split",
+    "soft_threshold",
+]

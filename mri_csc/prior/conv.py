@@ -30,7 +30,7 @@ Filters are centred: the tap ``d[f // 2]`` sits on the code sample, so in
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import scipy.fft
@@ -38,7 +38,7 @@ import scipy.fft
 from ..backend import fft_workers, get_xp
 from ..operators.base import LinearOperator
 
-__all__ = ["ConvSynthesis", "check_filters", "BOUNDARIES"]
+__all__ = ["BOUNDARIES", "ConvSynthesis", "check_filters"]
 
 BOUNDARIES = ("pad", "circular")
 
@@ -80,7 +80,9 @@ def check_filters(filters, name: str = "filters"):
         Wrong number of dimensions, an empty axis, complex or non-finite values.
     """
     if not hasattr(filters, "shape"):
-        raise TypeError(f"{name} must be a NumPy or CuPy array of shape (K, fy, fx); got {type(filters).__name__}")
+        raise TypeError(
+            f"{name} must be a NumPy or CuPy array of shape (K, fy, fx); got {type(filters).__name__}"
+        )
     shape = tuple(filters.shape)
     if len(shape) not in (3, 4):
         raise ValueError(
@@ -136,7 +138,8 @@ class _ConvGeometry:
             # at least image + filter - 1 (no wrap-around), rounded up to an FFT-friendly length;
             # codes in the extra margin touch no image pixel and the l1 term keeps them at zero
             self.code_shape = tuple(
-                scipy.fft.next_fast_len(n + f - 1, real=True) for n, f in zip(self.image_shape, self.filter_shape)
+                scipy.fft.next_fast_len(n + f - 1, real=True)
+                for n, f in zip(self.image_shape, self.filter_shape)
             )
             self.offset = tuple((f - 1) // 2 for f in self.filter_shape)
         else:
@@ -156,7 +159,9 @@ class _ConvGeometry:
         if key not in self._spectra:
             xp = self.xp
             pad = xp.zeros((self.n_filters, *self.code_shape), dtype=real_dtype)
-            pad[(slice(None),) + tuple(slice(0, f) for f in self.filter_shape)] = self.filters.astype(real_dtype)
+            pad[(slice(None),) + tuple(slice(0, f) for f in self.filter_shape)] = self.filters.astype(
+                real_dtype
+            )
             # centre the filters: tap f//2 moves to index 0
             pad = xp.roll(pad, tuple(-(f // 2) for f in self.filter_shape), axis=self.axes)
             spec = _rfftn(pad, self.axes) if half else _fftn(pad, self.axes)

@@ -37,7 +37,7 @@ from .conv import _irfftn, _rfftn
 from .lowpass import highpass
 from .sparse_coding import _shrink_split, check_lam
 
-__all__ = ["learn_dictionary", "load_default_dictionary", "prepare_training_images", "DEFAULT_DICTIONARY"]
+__all__ = ["DEFAULT_DICTIONARY", "learn_dictionary", "load_default_dictionary", "prepare_training_images"]
 
 log = logging.getLogger(__name__)
 
@@ -121,8 +121,8 @@ def learn_dictionary(
         Initial dictionary instead of a random one.
     rho, sigma : float, optional
         ADMM penalties of the code step (default ``50 lam + 1``) and the
-        dictionary step (default the number of images, as SPORCO); both are
-        residual-balanced every 10 iterations.
+        dictionary step (default 0.5; SPORCO uses the number of images, which
+        learned more slowly here); both are residual-balanced every 10 iterations.
     relax : float
         Over-relaxation of both steps.
     multiscale : sequence of ``(count, size)``, optional
@@ -148,7 +148,9 @@ def learn_dictionary(
     if multiscale is not None:
         pairs = [(int(n), int(sz)) for n, sz in multiscale]
         if not pairs or any(n < 1 or sz < 1 for n, sz in pairs):
-            raise ValueError(f"multiscale must be a non-empty list of (count >= 1, size >= 1); got {multiscale!r}")
+            raise ValueError(
+                f"multiscale must be a non-empty list of (count >= 1, size >= 1); got {multiscale!r}"
+            )
         tot, big = sum(n for n, _ in pairs), max(sz for _, sz in pairs)
         if (n_filters, size) == (36, 11):
             n_filters, size = tot, big
@@ -203,7 +205,9 @@ def learn_dictionary(
 
         lam = float(lam)
         rho = float(rho) if rho is not None else 50.0 * lam + 1.0
-        sigma = float(sigma) if sigma is not None else float(C)
+        # SPORCO's CCMOD default is the number of images; on brain slices a smaller start
+        # learns faster (50 iterations, 4 slices: common objective 43.8 with 0.5 vs 46.1 with C)
+        sigma = float(sigma) if sigma is not None else 0.5
         a = float(relax)
         d = xp.asarray(d0)
         Gf = _rfftn(pad_centre(d), axes)  # (K, F)
@@ -218,7 +222,7 @@ def learn_dictionary(
         n_reseeded = 0
         pbar = None
         if show_pbar:
-            from tqdm.auto import tqdm  # noqa: PLC0415
+            from tqdm.auto import tqdm
 
             pbar = tqdm(total=int(n_iter), desc="learn_dictionary")
         cb = None  # complex (C, K, F) scratch, allocated once
@@ -249,7 +253,9 @@ def learn_dictionary(
             Y += U
             _shrink_split(Y, np.float32(lam / rho), U, xp)
             if balance:
-                r = float(xp.linalg.norm(X - Y)) / max(float(xp.linalg.norm(X)), float(xp.linalg.norm(Y)), 1e-30)
+                r = float(xp.linalg.norm(X - Y)) / max(
+                    float(xp.linalg.norm(X)), float(xp.linalg.norm(Y)), 1e-30
+                )
                 sd = rho * float(xp.linalg.norm(Y - Yold)) / max(rho * float(xp.linalg.norm(U)), 1e-30)
                 del Yold
                 rsf = 2.0 if r > 10 * sd else (0.5 if sd > 10 * r else 1.0)
@@ -366,9 +372,8 @@ def load_default_dictionary(device="cpu", with_metadata: bool = False):
     ``with_metadata`` also a dict of the file's other keys (see ``DICTIONARY.md``).
     """
     ref = resources.files("mri_csc").joinpath("data", DEFAULT_DICTIONARY)
-    with resources.as_file(ref) as path:
-        with np.load(path, allow_pickle=False) as npz:
-            filters = np.asarray(npz["filters"], dtype=np.float32)
-            meta = {k: npz[k][()] if npz[k].ndim == 0 else npz[k] for k in npz.files if k != "filters"}
+    with resources.as_file(ref) as path, np.load(path, allow_pickle=False) as npz:
+        filters = np.asarray(npz["filters"], dtype=np.float32)
+        meta = {k: npz[k][()] if npz[k].ndim == 0 else npz[k] for k in npz.files if k != "filters"}
     out = to_device(filters, device)
     return (out, meta) if with_metadata else out

@@ -12,14 +12,14 @@ the high-pass part is ``s - l``.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
 from ..backend import get_xp
 from .conv import _fftn, _ifftn, _irfftn, _rfftn
 
-__all__ = ["lowpass_split", "highpass"]
+__all__ = ["highpass", "lowpass_split"]
 
 
 def lowpass_split(s, lam: float, *, npd: int = 16, axes: Sequence[int] = (-2, -1)):

@@ -40,13 +40,12 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
 from ..backend import get_xp
 from .conv import BOUNDARIES, _ConvGeometry, _fftn, _ifftn, _irfftn, _rfftn
-from .prox import soft_threshold
 
 __all__ = ["ConvSparseCoder", "check_lam"]
 
@@ -414,8 +413,9 @@ class ConvSparseCoder:
             if self._state is None:
                 raise ValueError("synthesize() without z needs a previous solve()")
             z = self._state.Y
-        z = z.astype(self.rdt if not self.xp.iscomplexobj(z) else np.result_type(self.rdt, np.complex64),
-                     copy=False)
+        z = z.astype(
+            self.rdt if not self.xp.iscomplexobj(z) else np.result_type(self.rdt, np.complex64), copy=False
+        )
         return self.geom.synth(z)
 
     def objective(self, s, z=None) -> float:
