@@ -53,7 +53,8 @@ _FASTMRI_CENTRE_FRACTION_TIMES_ACCEL = 0.32
 # ----------------------------------------------------------------------------- helpers
 
 
-def _rng(seed, rng) -> np.random.Generator:
+def make_rng(seed=None, rng=None) -> np.random.Generator:
+    """The one generator a simulation draws from: ``rng`` if given, else ``default_rng(seed)``."""
     if rng is not None and seed is not None:
         raise ValueError("give either seed or rng, not both")
     if rng is not None:
@@ -399,7 +400,7 @@ def sample_mask(
         raise TypeError(f"accel must be a number >= 1; got {accel!r}") from exc
     if not np.isfinite(accel) or accel < 1:
         raise ValueError(f"accel must be a finite number >= 1; got {accel}")
-    gen = _rng(seed, rng)
+    gen = make_rng(seed, rng)
 
     if kind in _LINE_KINDS:
         n = shape[-1]

@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+
+from .masks import make_rng
 from scipy import ndimage
 
 __all__ = ["PHASE_KINDS", "smooth_phase"]
@@ -70,7 +72,7 @@ def smooth_phase(
         raise ValueError("give either seed or rng, not both")
     if rng is not None and not isinstance(rng, np.random.Generator):
         raise TypeError(f"rng must be a numpy.random.Generator; got {type(rng).__name__}")
-    gen = rng if rng is not None else np.random.default_rng(seed)
+    gen = make_rng(seed, rng)
 
     if kind == "polynomial":
         axes = np.meshgrid(*[np.linspace(-1, 1, n) for n in shape], indexing="ij")

@@ -22,7 +22,7 @@ from scipy import ndimage
 
 from ..backend import fftc, to_numpy
 from .coils import birdcage_maps
-from .masks import realized_acceleration, sample_mask
+from .masks import make_rng, realized_acceleration, sample_mask
 from .phantoms import brain_slice, nifti_slice, shepp_logan
 from .phase import smooth_phase
 
@@ -58,16 +58,6 @@ def _resample_centred(a: np.ndarray, out_shape: tuple[int, ...], order: int = 3)
             )
         out[i] = parts[0] + 1j * parts[1]
     return out.reshape(lead + tuple(out_shape))
-
-
-def _rng(seed, rng):
-    if rng is not None and seed is not None:
-        raise ValueError("give either seed or rng, not both")
-    if rng is not None:
-        if not isinstance(rng, np.random.Generator):
-            raise TypeError(f"rng must be a numpy.random.Generator; got {type(rng).__name__}")
-        return rng
-    return np.random.default_rng(seed)
 
 
 def simulate_kspace(
@@ -137,7 +127,7 @@ def simulate_kspace(
         raise ValueError(f"oversample must be >= 1; got {oversample}")
     if snr_db is not None and not np.isfinite(snr_db):
         raise ValueError(f"snr_db must be a finite number or None; got {snr_db!r}")
-    gen = _rng(seed, rng)
+    gen = make_rng(seed, rng)
     axes = tuple(range(-image.ndim, 0))
     x = image.astype(np.complex64)
     s = maps.astype(np.complex64)
@@ -271,7 +261,7 @@ def make_dataset(
         )
     if phase not in (None, "random", "polynomial"):
         raise ValueError(f"phase must be 'random', 'polynomial' or None; got {phase!r}")
-    gen = rng if rng is not None else np.random.default_rng(seed)
+    gen = make_rng(None if rng is not None else seed, rng)
     if phantom == "shepp-logan":
         mag = shepp_logan(shape)
     elif phantom == "brain":
