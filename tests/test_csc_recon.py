@@ -5,7 +5,7 @@ import pytest
 
 import mri_csc
 from mri_csc.metrics import psnr
-from mri_csc.recon.csc import LAM_2D, LAM_LINES, is_line_mask
+from mri_csc.recon.csc import LAM_2D, LAM_LINES, MU_2D, MU_LINES, is_line_mask
 from mri_csc.sim import make_dataset, sample_mask
 
 SHAPE = (96, 96)
@@ -87,9 +87,11 @@ def test_auto_lambda_follows_the_mask_kind(poisson_case, lines_case):
     from mri_csc.recon.problem import make_problem
 
     prob = make_problem(lines_case.kspace, lines_case.maps)
-    assert resolve_params(prob, r.params)["lam"] == LAM_LINES  # ... and resolved by the mask rule
+    resolved = resolve_params(prob, r.params)  # ... and resolved by the mask rule
+    assert (resolved["lam"], resolved["mu"], resolved["gamma"]) == (LAM_LINES, MU_LINES, MU_LINES)
     prob2 = make_problem(poisson_case.kspace, poisson_case.maps)
-    assert resolve_params(prob2, r.params)["lam"] == LAM_2D
+    resolved = resolve_params(prob2, r.params)
+    assert (resolved["lam"], resolved["mu"], resolved["gamma"]) == (LAM_2D, MU_2D, MU_2D)
 
 
 @pytest.mark.parametrize(
