@@ -63,7 +63,8 @@ def is_line_mask(mask) -> bool:
     xp = get_xp(mask)
     m = mask != 0
     for ax in range(m.ndim):
-        if m.shape[ax] > 1 and bool(xp.all(m == xp.take(m, [0], axis=ax))):
+        first = m[(slice(None),) * ax + (slice(0, 1),)]
+        if m.shape[ax] > 1 and bool(xp.all(m == first)):
             # constant along this axis: lines; but a mask that is constant along every axis is full sampling
             return not bool(m.all())
     return False
@@ -122,8 +123,7 @@ def _dictionary(problem: ReconProblem, dictionary):
             f"dictionary filters are {filters.ndim - 1}-D (shape {tuple(filters.shape)}) but the image is "
             f"{problem.ndim}-D {problem.image_shape}; expected (K, {', '.join(['f'] * problem.ndim)})"
         )
-    return to_device(np.asarray(filters, dtype=np.float32) if not hasattr(filters, "device") else filters,
-                     problem.device).astype(np.float32, copy=False)
+    return to_device(filters, problem.device).astype(np.float32, copy=False)
 
 
 def csc(problem: ReconProblem, *, show_pbar: bool = False, **params):
