@@ -104,12 +104,14 @@ def peak_rss_subprocess(code: str, timeout: float = 600) -> dict:
     """
     pre = code.split("# --- measured ---")[0]
     probe = (
-        "import resource, sys, json\n{body}\n"
-        "print(json.dumps({{'maxrss_kib': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}}))\n"
+        "import sys, json\n{body}\n"
+        "sys.path.insert(0, {bench!r})\nfrom common import self_peak_rss_mib\n"
+        "print(json.dumps({{'maxrss_kib': self_peak_rss_mib() * 1024}}))\n"
     )
     res = {}
     for key, body in (("baseline", pre), ("total", code)):
-        p = subprocess.run([sys.executable, "-c", probe.format(body=body)], capture_output=True, text=True,
+        p = subprocess.run([sys.executable, "-c", probe.format(body=body, bench=str(Path(__file__).resolve().parent))],
+                           capture_output=True, text=True,
                            timeout=timeout, cwd=Path(__file__).resolve().parent.parent)
         if p.returncode != 0:
             raise RuntimeError(f"memory probe failed: {p.stderr.strip().splitlines()[-1:]}")
@@ -122,6 +124,17 @@ def peak_rss_subprocess(code: str, timeout: float = 600) -> dict:
 
 
 def self_peak_rss_mib() -> float:
+    """This process's peak RSS in MiB: ``VmHWM`` from ``/proc/self/status``.
+
+    ``ru_maxrss`` is not used where ``VmHWM`` exists: Linux carries it across ``execve``, so a
+    child started by a big parent reports the parent's peak.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 

@@ -40,7 +40,7 @@ import mri_csc
 from mri_csc.backend import to_device, get_xp
 from mri_csc.prior.dictionary import load_default_dictionary
 from mri_csc.sim import make_dataset
-from common import fft_floor, sync
+from common import fft_floor, self_peak_rss_mib, sync
 
 cfg = json.loads({cfg!r})
 shape, coils, K, f = tuple(cfg["shape"]), cfg["coils"], cfg["filters"], cfg["size"]
@@ -63,12 +63,12 @@ if dev != "cpu":
     mri_csc.reconstruct(k, maps, mask=mask, method="csc", dictionary=d, max_iter=2, device=dev)  # warm-up
     xp.get_default_memory_pool().free_all_blocks()
     xp.cuda.Device().synchronize()
-rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+rss0 = self_peak_rss_mib() * 1024
 t = time.perf_counter()
 r = mri_csc.reconstruct(k, maps, mask=mask, method="csc", dictionary=d, max_iter=cfg["iters"], device=dev)
 sync(xp)
 total = time.perf_counter() - t
-rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+rss1 = self_peak_rss_mib() * 1024
 gpu_peak = traced = None
 if dev != "cpu":
     gpu_peak = xp.get_default_memory_pool().total_bytes() / 2**20

@@ -24,7 +24,7 @@
    high-passed slices, initial dictionary and λ; SPORCO runs ``--dl-iter``
    iterations, ours the fewest reaching SPORCO's final objective (both evaluated
    as ½‖Σ d_k*z_k − s‖² + λ‖z‖₁ at the final dictionary and codes).
-4. Peak memory (``ru_maxrss``) of a 256², 8-coil, 36-filter CSC reconstruction in
+4. Peak memory (``VmHWM``, the peak RSS) of a 256², 8-coil, 36-filter CSC reconstruction in
    a fresh interpreter, minus the same interpreter's peak before the solve.
 
 Writes ``benchmarks/results/speed.json``.
@@ -55,6 +55,22 @@ def dataset(shape=SHAPE, coils=COILS):
 
 
 # --------------------------------------------------------------------------- 1. reconstruction
+def _with_env(fn, **env):
+    def run():
+        saved = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)
+        try:
+            return fn()
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+
+    return run
+
+
 def bench_recon(repeat: int) -> dict:
     import sigpy as sp
     from sigpy.mri.app import L1WaveletRecon, TotalVariationRecon
@@ -83,6 +99,10 @@ def bench_recon(repeat: int) -> dict:
                                                                    method="bart-l1wavelet", max_iter=100)
         fns["bart pics tv (-i 100)"] = lambda: mri_csc.reconstruct(ds.kspace, ds.maps, mask=ds.mask,
                                                                    method="bart-tv", max_iter=100)
+        # the wrapper runs BART with OMP_NUM_THREADS = all cores unless set; on a loaded shared
+        # machine OpenMP spin-waits can make that several times slower than one thread: show both
+        fns["bart pics l1 (-i 100, 1 thread)"] = _with_env(fns["bart pics l1 (-i 100)"], OMP_NUM_THREADS="1")
+        fns["bart pics tv (-i 100, 1 thread)"] = _with_env(fns["bart pics tv (-i 100)"], OMP_NUM_THREADS="1")
     # warm-up: one short run of each path (imports, FFT plans, dictionary load), not timed
     mri_csc.reconstruct(ds.kspace, ds.maps, mask=ds.mask, method="csc", max_iter=2)
     fns_warm = {n: f for n, f in fns.items() if not n.startswith("csc")}
@@ -114,6 +134,32 @@ def bench_recon(repeat: int) -> dict:
     print(f"\n## Reconstruction: brain {SHAPE[0]}x{SHAPE[1]}, {COILS} coils, Poisson R=4 "
           f"(median of {repeat}, interleaved)")
     print(fmt_table(rows, ["method", "median s", "min s", "n", "csc / this", "NRMSE (mag, support)"]))
+    # time to quality: one more CSC run records the NRMSE after every outer iteration (callback,
+    # untimed work excluded from the history clock is small: one norm on the image)
+    sup = ds.support
+    refn = float(np.linalg.norm(ref * sup))
+    trace = []
+
+    def cb(rec, x):
+        err = float(np.linalg.norm(np.abs(np.asarray(x)) * prob.scale * sup - ref * sup)) / refn
+        trace.append((rec["iter"] + 1, rec["time"], err))
+
+    mri_csc.reconstruct(ds.kspace, ds.maps, mask=ds.mask, method="csc", callback=cb)
+    quality = {}
+    for peer in ("sigpy l1wavelet (mri_csc)", "sigpy tv (mri_csc)", "bart pics l1 (-i 100, 1 thread)",
+                 "bart pics tv (-i 100, 1 thread)"):
+        if peer not in out:
+            continue
+        hit = next(((it, tt) for it, tt, e in trace if e <= out[peer]["nrmse"]), None)
+        quality[peer] = {"peer_nrmse": out[peer]["nrmse"], "peer_s": out[peer]["median_s"],
+                         "csc_iters": None if hit is None else hit[0],
+                         "csc_s_from_history": None if hit is None else hit[1]}
+        if hit is None:
+            print(f"CSC never reaches {peer}'s NRMSE {out[peer]['nrmse']:.4f} in {len(trace)} iterations "
+                  f"(best {min(e for *_, e in trace):.4f})")
+        else:
+            print(f"CSC reaches {peer}'s NRMSE {out[peer]['nrmse']:.4f} after {hit[0]} outer iterations, "
+                  f"{hit[1]:.2f} s of solver time (+ setup): {hit[1] / out[peer]['median_s']:.2f}x {peer}'s time")
     print(f"\nCSC: {len(csc_res.history)} outer iterations, median {per_iter * 1e3:.0f} ms each; "
           f"FFT floor {floor['floor_fft_s'] * 1e3:.0f} ms (FFTs only), {floor['floor_s'] * 1e3:.0f} ms "
           f"(with minimal element-wise passes): iteration = {per_iter / floor['floor_fft_s']:.2f}x / "
@@ -121,7 +167,8 @@ def bench_recon(repeat: int) -> dict:
     print(f"  floor parts: coil FFT pair {floor['coil_fft_pair_s'] * 1e3:.1f} ms x {floor['cg_normals']}, "
           f"filter-bank FFT pair {floor['code_fft_pair_s'] * 1e3:.1f} ms x {floor['csc_iter']} "
           f"(codes {floor['code_shape']}, 2 channels x 36 filters)")
-    return {"methods": out, "csc_iter_s": per_iter, "floor": floor,
+    return {"methods": out, "csc_iter_s": per_iter, "floor": floor, "time_to_quality": quality,
+            "csc_nrmse_trace": trace,
             "csc_iter_over_floor_fft": per_iter / floor["floor_fft_s"],
             "csc_iter_over_floor": per_iter / floor["floor_s"], "scale": prob.scale}
 
