@@ -15,6 +15,12 @@ phase-smoothness weight equal to μ. ``phase="auto"`` demodulates by the smooth
 phase of the calibration region. The values were chosen on ch2 slices 70 and
 100 (simulated 8 coils, ±π random phase, 30 dB) at Poisson R=4, R=8 and 1D
 R=4; ``benchmarks/quality.py`` evaluates them on other slices.
+
+Iterations stop when the image changes by less than ``tol`` (5e-4, relative)
+between outer iterations, at most ``max_iter`` (100). Measured on those slices:
+Poisson R=4 stopped after 18-19 iterations, R=8 after 34-35, 1D R=4 after
+39-62; against 80 fixed iterations that costs under 0.1 dB for Poisson and
+about 0.4 dB for 1D masks, which keep improving slowly.
 """
 
 from __future__ import annotations
@@ -46,13 +52,13 @@ DEFAULTS = {
     "gamma": "auto",
     "lam_lp": 5.0,
     "phase": "auto",
-    "max_iter": 50,
+    "max_iter": 100,
     "csc_iter": 3,
     "cg_iter": 3,
     "rho": None,
     "relax": 1.8,
     "dictionary": None,
-    "tol": 0.0,
+    "tol": 5e-4,
     "x0": None,
     "callback": None,
 }
