@@ -29,9 +29,8 @@ import numpy as np
 
 from mri_csc.backend import fftc, set_fft_workers
 from mri_csc.batch import reconstruct_batch
-from mri_csc.batch.tasks import discover
+from mri_csc.batch.tasks import SliceTask, discover
 from mri_csc.batch.worker import SliceConfig, compute_slice
-from mri_csc.batch.tasks import SliceTask
 from mri_csc.recon import available_methods
 
 

@@ -45,6 +45,7 @@ import argparse
 import importlib
 import logging
 import sys
+
 import tomllib
 
 __all__ = ["main", "build_parser", "EXTRA_SUBCOMMANDS", "UserError"]

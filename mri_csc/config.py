@@ -62,9 +62,10 @@ from __future__ import annotations
 import copy
 import math
 import os
-import tomllib
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 __all__ = ["ConfigError", "load_config", "validate_config", "apply_overrides", "parse_override",
            "to_toml", "check_methods", "DEFAULTS"]

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 import mri_csc
-from mri_csc.recon import get_method
 from mri_csc.recon import bart as bart_mod
+from mri_csc.recon import get_method
 
 needs_bart = pytest.mark.skipif(shutil.which("bart") is None, reason="the 'bart' binary is not on PATH")
 

@@ -12,11 +12,10 @@ import sys
 import time
 from pathlib import Path
 
+import cloudpickle
 import h5py
 import numpy as np
 import pytest
-
-import cloudpickle
 from distributed import LocalCluster
 from distributed.diagnostics.plugin import WorkerPlugin
 

@@ -1,9 +1,9 @@
 """TOML configs: shipped configs validate, errors name file/key/expectation, --set overrides."""
 
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 
 from mri_csc.config import ConfigError, apply_overrides, load_config, to_toml, validate_config
 

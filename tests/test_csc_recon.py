@@ -6,7 +6,7 @@ import pytest
 import mri_csc
 from mri_csc.metrics import psnr
 from mri_csc.recon.csc import LAM_2D, LAM_LINES, MU_2D, MU_LINES, is_line_mask
-from mri_csc.sim import make_dataset, sample_mask
+from mri_csc.sim import make_dataset
 
 SHAPE = (96, 96)
 

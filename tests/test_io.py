@@ -7,8 +7,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from mri_csc.io import (FileFormatError, OutputExistsError, describe, read_array, read_kspace, write_image,
-                        write_kspace)
+from mri_csc.io import FileFormatError, OutputExistsError, describe, read_array, read_kspace, write_image, write_kspace
 
 BART = shutil.which("bart")
 needs_bart = pytest.mark.skipif(BART is None, reason="the 'bart' binary is not on PATH")

@@ -3,7 +3,7 @@ import pytest
 import sigpy.mri as mr
 
 from mri_csc import backend
-from mri_csc.operators import FFT, CoilSensitivity, Compose, Identity, Mask, Scaled, Sense, dot_test
+from mri_csc.operators import FFT, CoilSensitivity, Identity, Mask, Scaled, Sense, dot_test
 
 from .conftest import random_complex
 

@@ -42,8 +42,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_path, atomic_paths, check_writable
 from . import ismrmrd as _mrd
+from .atomic import atomic_path, atomic_paths, check_writable
 
 __all__ = ["FileFormatError", "detect_format", "read_kspace", "write_kspace", "write_image",
            "read_array", "describe", "image_outputs", "KSPACE_FORMATS", "IMAGE_FORMATS"]
@@ -176,7 +176,6 @@ def read_array(path, key: str | None = None) -> np.ndarray:
     if fmt == "cfl":
         return from_bart(_read_cfl(path))
     if fmt == "fastmri":
-        import h5py  # noqa: PLC0415
 
         with _open_h5(path) as f:
             k = key or "maps"

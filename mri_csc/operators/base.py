@@ -9,7 +9,7 @@ it (``A(x)``). Unlike SigPy, ``*`` is not overloaded: scaling is
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from ..backend import get_xp, to_device
 

@@ -1,8 +1,10 @@
 """Reconstruction: the public :func:`reconstruct`, its problem set-up and the method registry."""
 
-from . import baselines  # noqa: F401  (registers the baseline methods)
-from . import bart  # noqa: F401  (BART pics methods, when the binary is installed)
-from . import csc  # noqa: F401  (the CSC method)
+from . import (
+           bart,  # noqa: F401  (BART pics methods, when the binary is installed)
+           baselines,  # noqa: F401  (registers the baseline methods)
+           csc,  # noqa: F401  (the CSC method)
+)
 from .api import ReconResult, reconstruct
 from .problem import ReconProblem, data_scale, make_problem
 from .registry import Method, available_methods, get_method, register_method

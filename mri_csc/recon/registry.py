@@ -8,8 +8,8 @@ any work starts.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 __all__ = ["Method", "register_method", "get_method", "available_methods"]
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+from scipy import ndimage
 
 from .masks import make_rng
-from scipy import ndimage
 
 __all__ = ["PHASE_KINDS", "smooth_phase"]
 

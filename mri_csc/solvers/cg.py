@@ -7,7 +7,7 @@ it is warm-started from the previous iterate.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from ..backend import get_xp
 

@@ -53,7 +53,7 @@ change falls below ``tol``, or after ``max_iter`` iterations.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from ..backend import get_xp, to_numpy
 from ..operators import Sense
