@@ -37,6 +37,16 @@ def time_once(fn: Callable, xp=None):
     return time.perf_counter() - t, out
 
 
+def best_of(fn: Callable, repeat: int):
+    """Run ``fn`` ``repeat`` times; return ``(fastest wall time in s, last result)``."""
+    best, out = float("inf"), None
+    for _ in range(repeat):
+        t = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - t)
+    return best, out
+
+
 def interleaved(fns: dict, repeat: int = 3, warmup: bool = True, xp=None) -> dict:
     """Time each of ``fns`` (name -> callable) ``repeat`` times, interleaved.
 

@@ -27,10 +27,10 @@ import argparse
 import contextlib
 import json
 import os
-import time
 from pathlib import Path
 
 import numpy as np
+from common import best_of
 
 from mri_csc.prior.dictionary import learn_dictionary, load_default_dictionary, prepare_training_images
 from mri_csc.prior.sparse_coding import ConvSparseCoder
@@ -70,15 +70,6 @@ def _tlabel(threads):
     return "fftw-all" if threads is None else f"fftw-{threads}thr"
 
 
-def _best(fn, repeat):
-    best, out = np.inf, None
-    for _ in range(repeat):
-        t = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t)
-    return best, out
-
-
 def sparse_coding(d, s, lam, n_iter, repeat):
     from sporco.admm import cbpdn
 
@@ -95,7 +86,7 @@ def sparse_coding(d, s, lam, n_iter, repeat):
         c.solve(s, max_iter=n_iter, tol=0)
         return c
 
-    t, c = _best(lambda: ours("circular"), repeat)
+    t, c = best_of(lambda: ours("circular"), repeat)
     rows.append(("ours circular f32", t, ref.objective(s.astype(np.float64), c.codes.astype(np.float64))))
     for dt, threads in ((np.float64, None), (np.float64, 1), (np.float32, 1)):
         opt = cbpdn.ConvBPDN.Options(
@@ -108,7 +99,7 @@ def sparse_coding(d, s, lam, n_iter, repeat):
             return b
 
         with _sporco_threads(threads):
-            t, b = _best(run_sp, repeat)
+            t, b = best_of(run_sp, repeat)
         rows.append(
             (
                 f"SPORCO ConvBPDN {np.dtype(dt).name} {_tlabel(threads)}",
@@ -117,7 +108,7 @@ def sparse_coding(d, s, lam, n_iter, repeat):
             )
         )
     # padded / masked
-    t, c = _best(lambda: ours("pad"), repeat)
+    t, c = best_of(lambda: ours("pad"), repeat)
     refp = ConvSparseCoder(d, s.shape, lam, dtype=np.float64)
     rows.append(("ours pad f32", t, refp.objective(s.astype(np.float64), c.codes.astype(np.float64))))
     P = c.code_shape
@@ -137,7 +128,7 @@ def sparse_coding(d, s, lam, n_iter, repeat):
             return b
 
         with _sporco_threads(threads):
-            t, b = _best(run_spm, repeat)
+            t, b = best_of(run_spm, repeat)
         # SPORCO's window at f-1 with uncentred filters == ours at (f-1)//2 with centred ones:
         # the same code index means the same atom position, no shift needed
         zc = np.moveaxis(np.squeeze(b.getcoef()), -1, 0).astype(np.float64)
@@ -165,7 +156,7 @@ def dict_learning(imgs, K, f, lam, n_iter, repeat):
         c.solve(s, max_iter=150, tol=0)
         return c.objective(s)
 
-    t, (dl, info) = _best(
+    t, (dl, info) = best_of(
         lambda: learn_dictionary(imgs, K, f, lam=lam, n_iter=n_iter, init=d0, return_info=True), repeat
     )
     rows.append(("ours learn_dictionary (cns)", t, info["objective"][-1], common_obj(dl)))
@@ -183,7 +174,7 @@ def dict_learning(imgs, K, f, lam, n_iter, repeat):
             return b
 
         with _sporco_threads(1):
-            t, b = _best(run, repeat)
+            t, b = best_of(run, repeat)
         dsp = np.moveaxis(np.squeeze(b.getdict()), -1, 0)
         dsp = dsp / np.maximum(np.linalg.norm(dsp.reshape(K, -1), axis=1), 1e-12)[:, None, None]
         rows.append(

@@ -15,9 +15,9 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import time
 
 import numpy as np
+from common import best_of
 
 from mri_csc.sim import estimate_maps, make_dataset, map_agreement
 
@@ -31,15 +31,6 @@ CASES = [
 
 def fmt(row, key, digits):
     return f"{row[key]:.{digits}f}" if key in row else "n/a"
-
-
-def best_time(fn, repeat):
-    best, out = np.inf, None
-    for _ in range(repeat):
-        t = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t)
-    return best, out
 
 
 def main():
@@ -63,7 +54,7 @@ def main():
     for case in CASES:
         d = make_dataset(accel=4, calib=args.calib, snr_db=30, seed=0, **case)
         estimate_maps(d.kspace, method="sigpy", **kw)  # warm-up (imports, JIT)
-        t_sp, m_sp = best_time(lambda d=d: estimate_maps(d.kspace, method="sigpy", **kw), args.repeat)
+        t_sp, m_sp = best_of(lambda d=d: estimate_maps(d.kspace, method="sigpy", **kw), args.repeat)
         row = dict(
             case,
             shape=list(case["shape"]),
@@ -71,7 +62,7 @@ def main():
             sigpy_vs_true=map_agreement(m_sp, d.maps, d.support),
         )
         if have_bart:
-            t_b, m_b = best_time(lambda d=d: estimate_maps(d.kspace, method="bart", **kw), args.repeat)
+            t_b, m_b = best_of(lambda d=d: estimate_maps(d.kspace, method="bart", **kw), args.repeat)
             row.update(
                 bart_s=t_b,
                 ratio=t_sp / t_b,
