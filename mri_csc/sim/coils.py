@@ -21,6 +21,7 @@ import numpy as np
 
 from ..backend import get_xp, resolve_device, to_device, to_numpy
 from ..io.cfl import read_cfl, write_cfl
+from ._checks import check_image_shape
 
 __all__ = ["ESPIRIT_METHODS", "birdcage_maps", "estimate_maps", "map_agreement"]
 
@@ -65,12 +66,7 @@ def birdcage_maps(
     numpy.ndarray
         Maps of shape ``(n_coils, *shape)``.
     """
-    try:
-        shape = tuple(int(s) for s in shape)
-    except TypeError as exc:
-        raise TypeError(f"shape must be a tuple of ints (ny, nx) or (nz, ny, nx); got {shape!r}") from exc
-    if len(shape) not in (2, 3) or any(s < 1 for s in shape):
-        raise ValueError(f"shape must be (ny, nx) or (nz, ny, nx) with positive sizes; got {shape}")
+    shape = check_image_shape(shape)
     if int(n_coils) != n_coils or n_coils < 1:
         raise ValueError(f"n_coils must be a positive integer; got {n_coils!r}")
     if not radius > 0:

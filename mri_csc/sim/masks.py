@@ -37,6 +37,8 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage
 
+from ._checks import check_image_shape
+
 __all__ = ["MASK_KINDS", "calibration_region", "realized_acceleration", "sample_mask"]
 
 log = logging.getLogger(__name__)
@@ -388,12 +390,7 @@ def sample_mask(
     if not isinstance(kind, str) or kind.lower() not in MASK_KINDS:
         raise ValueError(f"kind must be one of {', '.join(map(repr, MASK_KINDS))}; got {kind!r}")
     kind = kind.lower()
-    try:
-        shape = tuple(int(s) for s in shape)
-    except TypeError as exc:
-        raise TypeError(f"shape must be a tuple of ints (ny, nx) or (nz, ny, nx); got {shape!r}") from exc
-    if len(shape) not in (2, 3) or any(s < 1 for s in shape):
-        raise ValueError(f"shape must be (ny, nx) or (nz, ny, nx) with positive sizes; got {shape}")
+    shape = check_image_shape(shape)
     try:
         accel = float(accel)
     except (TypeError, ValueError) as exc:

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage
 
+from ._checks import check_image_shape
 from .masks import make_rng
 
 __all__ = ["PHASE_KINDS", "smooth_phase"]
@@ -58,12 +59,7 @@ def smooth_phase(
     """
     if kind not in PHASE_KINDS:
         raise ValueError(f"kind must be one of {PHASE_KINDS}; got {kind!r}")
-    try:
-        shape = tuple(int(s) for s in shape)
-    except TypeError as exc:
-        raise TypeError(f"shape must be a tuple of ints; got {shape!r}") from exc
-    if len(shape) not in (2, 3) or any(s < 1 for s in shape):
-        raise ValueError(f"shape must have 2 or 3 positive sizes; got {shape}")
+    shape = check_image_shape(shape)
     if not np.isfinite(amplitude) or amplitude < 0:
         raise ValueError(f"amplitude must be a finite number >= 0; got {amplitude!r}")
     if not length_scale > 0:
