@@ -20,7 +20,9 @@ Iterations stop when the image changes by less than ``tol`` (5e-4, relative)
 between outer iterations, at most ``max_iter`` (100). Measured on those slices:
 Poisson R=4 stopped after 18-19 iterations, R=8 after 34-35, 1D R=4 after
 39-62; against 80 fixed iterations that costs under 0.1 dB for Poisson and
-about 0.4 dB for 1D masks, which keep improving slowly.
+about 0.4 dB for 1D masks, which keep improving slowly. One sparse-coding ADMM
+step per outer iteration (``csc_iter=1``; its state carries over) is within
+0.1 dB of three and 40 % faster.
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ DEFAULTS = {
     "lam_lp": 5.0,
     "phase": "auto",
     "max_iter": 100,
-    "csc_iter": 3,
+    "csc_iter": 1,
     "cg_iter": 3,
     "rho": None,
     "relax": 1.8,
