@@ -108,12 +108,7 @@ def _check_args(method, params, maps, output_format, retries, seed, device):
         params = {}
     if not isinstance(params, dict):
         raise TypeError(f"params must be a dict of method parameters; got {type(params).__name__}")
-    unknown = sorted(set(params) - set(spec.params))
-    if unknown:
-        raise ValueError(f"unknown parameter(s) {unknown} for method {method!r}; accepted: {sorted(spec.params)}")
-    reason = spec.available()
-    if reason:
-        raise ValueError(f"method {method!r} is not available here: {reason}")
+    spec.check(params)
     if maps not in MAPS_MODES:
         raise ValueError(f"maps must be None (from the file, else ESPIRiT), 'espirit' or 'file'; got {maps!r}")
     if output_format not in OUTPUT_FORMATS:

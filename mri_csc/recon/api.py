@@ -82,17 +82,10 @@ def reconstruct(kspace, coil_maps, *, mask=None, method: str = "csc", device: "s
     t0 = time.perf_counter()
     device = resolve_device(device)
     spec = get_method(method)
-    unknown = sorted(set(params) - set(spec.params))
-    if unknown:
-        raise ValueError(
-            f"unknown parameter(s) {unknown} for method {method!r}; accepted: {sorted(spec.params)}"
-        )
-    reason = spec.available()
-    if reason:
-        raise ValueError(f"method {method!r} is not available here: {reason}")
+    spec.check(params)
+    if device.kind == "gpu" and not spec.gpu:
+        raise ValueError(f"method {method!r} runs on the CPU only; got device={str(device)!r}")
     problem = make_problem(kspace, coil_maps, mask, device=device, scale=scale)
-    if problem.device.kind == "gpu" and not spec.gpu:
-        raise ValueError(f"method {method!r} runs on the CPU only; got device={device!r}")
     full = {**spec.params, **params}
     with problem.device.use():
         image, history = spec.func(problem, show_pbar=show_pbar, **full)

@@ -143,7 +143,8 @@ def make_problem(kspace, coil_maps, mask=None, device: "str | Device" = "cpu", s
     _check_array("coil_maps", coil_maps)
     if kspace.ndim not in (3, 4):
         raise ValueError(
-            f"kspace must have shape (coils, ny, nx) or (coils, nz, ny, nx); got {kspace.ndim}-D shape {tuple(kspace.shape)}"
+            "kspace must have shape (coils, ny, nx) or (coils, nz, ny, nx); "
+            f"got {kspace.ndim}-D shape {tuple(kspace.shape)}"
         )
     if tuple(coil_maps.shape) != tuple(kspace.shape):
         raise ValueError(

@@ -41,6 +41,20 @@ class Method:
     gpu: bool = True
     available: Callable[[], "str | None"] = lambda: None
 
+    def check(self, params: dict) -> None:
+        """Raise ``ValueError`` for parameters the method does not take, or when it is unavailable here.
+
+        Cheap: callers run it before any heavy work (reading files, starting a cluster).
+        """
+        unknown = sorted(set(params) - set(self.params))
+        if unknown:
+            raise ValueError(
+                f"unknown parameter(s) {unknown} for method {self.name!r}; accepted: {sorted(self.params)}"
+            )
+        reason = self.available()
+        if reason:
+            raise ValueError(f"method {self.name!r} is not available here: {reason}")
+
 
 _REGISTRY: dict[str, Method] = {}
 

@@ -117,7 +117,6 @@ class CSCReconSolver:
         if x0 is None:
             x0 = conjugate_gradient(self._normal, self.rhs_data, max_iter=init_iter)
         self.x = x0.astype(self.rhs_data.dtype, copy=True)
-        self.prior = None
 
     # -- the pieces of the x-step ----------------------------------------------------------
     def _demod(self, x):
@@ -179,7 +178,6 @@ class CSCReconSolver:
         objective = data + 0.5 * self.mu * coupling ** 2 + l1 + phase_pen
         rec = self.history.append(objective=objective, data_fidelity=data, l1=l1,
                                   primal_residual=primal, dual_residual=dual, rho=self.coder.rho)
-        self.prior = prior
         self.iter += 1
         if self.callback is not None and self.callback(rec, self.x):
             self._stop = True
