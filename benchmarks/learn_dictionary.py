@@ -19,11 +19,12 @@ import json
 import os
 import platform
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+
+from mri_csc.io.atomic import atomic_path, check_writable
 
 SOURCE = "/usr/share/mricron/templates/ch2.nii.gz"
 TRAIN_SLICES = (35, 45, 55, 65, 115, 125, 135, 145)
@@ -70,14 +71,8 @@ def evaluate(filters, lam, slices=(75, 90, 105), n_iter=150):
 
 
 def _save_atomic(path: Path, force: bool, **arrays):
-    if path.exists() and not force:
-        sys.exit(f"{path} exists; pass --force to overwrite")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz")
-    os.close(fd)
-    np.savez_compressed(tmp, **arrays)
-    os.chmod(tmp, 0o644)  # mkstemp makes it private
-    os.replace(tmp, path)
+    with atomic_path(path, overwrite=force) as tmp, open(tmp, "wb") as f:
+        np.savez_compressed(f, **arrays)
 
 
 def main(argv=None):
@@ -103,6 +98,11 @@ def main(argv=None):
         help="also sparse-code test slices (75, 90, 105) with the result and print the fit",
     )
     args = p.parse_args(argv)
+    if args.out is not None:
+        try:
+            check_writable(args.out, overwrite=args.force)  # refuse before minutes of learning
+        except OSError as exc:
+            sys.exit(str(exc))
     multiscale = None
     if args.multiscale:
         multiscale = [tuple(int(v) for v in item.split("x")) for item in args.multiscale.split(",")]

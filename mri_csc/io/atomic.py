@@ -16,6 +16,12 @@ from pathlib import Path
 
 __all__ = ["OutputExistsError", "check_writable", "atomic_path", "atomic_paths"]
 
+# mkstemp creates files readable by their owner only; outputs get the mode an ordinary
+# open() would give them (0666 less the process umask), read once at import.
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+_FILE_MODE = 0o666 & ~_UMASK
+
 
 class OutputExistsError(FileExistsError):
     """Raised when an output exists and ``overwrite`` was not given."""
@@ -55,6 +61,7 @@ def atomic_paths(paths, overwrite: bool = False):
             fd, tmp = tempfile.mkstemp(prefix=f".{d.name}.", suffix=".part" + "".join(d.suffixes[-2:]),
                                        dir=d.parent)
             os.close(fd)
+            os.chmod(tmp, _FILE_MODE)
             temps.append(Path(tmp))
         yield temps
         for tmp, d in zip(temps, dests):
