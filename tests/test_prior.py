@@ -324,6 +324,31 @@ def test_warm_start_needs_fewer_iterations():
     assert objs[-1] < objs[0]
 
 
+
+@pytest.mark.parametrize("boundary", ["pad", "circular"])
+@pytest.mark.parametrize("complex_signal", [False, True])
+def test_synthesize_reuses_fourier_synthesis_exactly(boundary, complex_signal):
+    """``synthesize()`` (no FFT of the codes) equals synthesising the codes directly, through
+    warm restarts, changing signals, ρ changes and calls of different lengths."""
+    d = _filters(k=6, f=5)
+    s = _smooth_image((32, 28))
+    sig = (s + 0.5j * s[::-1]).astype(np.complex64) if complex_signal else s
+    c = ConvSparseCoder(d, s.shape, 0.02, boundary=boundary)
+    rhos, errs = set(), []
+    for k in range(12):
+        c.solve(sig * (1 + 0.05 * k), max_iter=1 + k % 3, tol=0, copy=False)
+        rhos.add(c.rho)
+        ref = ConvSynthesis(d, s.shape, boundary=boundary)(c.codes)
+        errs.append(np.linalg.norm(c.synthesize() - ref) / np.linalg.norm(ref))
+    assert len(rhos) > 3  # ρ balancing did rescale the dual along the way
+    assert max(errs) < 1e-5, errs
+    c.solve(sig, max_iter=0)
+    assert c.synthesize().dtype == (np.complex64 if complex_signal else np.float32)
+    c.reset()
+    c.solve(sig, max_iter=2)
+    ref = ConvSynthesis(d, s.shape, boundary=boundary)(c.codes)
+    assert np.linalg.norm(c.synthesize() - ref) <= 1e-5 * np.linalg.norm(ref)
+
 # ----------------------------------------------------------------------------- dictionary
 def test_learn_dictionary_unit_norm_and_decreasing():
     from mri_csc.prior.dictionary import learn_dictionary

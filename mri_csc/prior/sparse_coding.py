@@ -33,7 +33,10 @@ sharing the dictionary.
 
 All arrays (filter spectra, Sherman–Morrison denominators, iterates, duals) are
 built once and reused: repeated ``solve(s, max_iter=3)`` calls with a slowly
-changing ``s`` only transform ``s`` and iterate.
+changing ``s`` only transform ``s`` and iterate. Each iteration costs one forward
+and one inverse filter-bank FFT, and the synthesis ``D z`` of the current codes
+(:meth:`ConvSparseCoder.synthesize`) none: it is kept in the Fourier domain by
+linearity (see ``ConvSparseCoder._look_ahead``).
 """
 
 from __future__ import annotations
@@ -95,7 +98,16 @@ class _State:
             self.U0 = xp.zeros(gshape, dtype=cdt)
             self.Y0old = xp.zeros(gshape, dtype=cdt)
         self.buf = None
+        # Fourier-domain quantities on the code grid: vf = F(Y - U) and dv = sum_k d_k^ vf_k for
+        # the next z-step (``vf is None``: not computed yet), the syntheses DY = F(D Y) and
+        # DU = F(D U) (per channel, no filter axis), and the pending DT = F(D T) of the last
+        # relaxation with the scale applied to U since (see ConvSparseCoder._look_ahead)
+        self.vf = None
         self.dv = None
+        self.DY = None
+        self.DU = None
+        self.DT = None
+        self.u_scale = 1.0
         self.n_iter = 0
 
 
@@ -302,40 +314,35 @@ class ConvSparseCoder:
             inv1 = self._denom.get(("inv1", real))
             if inv1 is None:
                 inv1 = self._denom[("inv1", real)] = (1.0 / (1.0 + e)).astype(rdt)
-            # D^H D eigen-weights for DX from the solve: e/(1+e)
-            w1 = self._denom.get(("w1", real))
-            if w1 is None:
-                w1 = self._denom[("w1", real)] = (e / (1.0 + e)).astype(rdt)
         else:
             sf = self._fwd(s, real)
         need_rsdl = tol > 0 or self.auto_rho
         it = 0
         for it in range(1, max_iter + 1):
             rho = self.rho
-            # ---- z-step (Sherman-Morrison per frequency)
-            xp.subtract(st.Y, st.U, out=st.tmp)
-            vf = self._fwd(st.tmp, real)
-            if st.buf is None:  # complex work buffers, allocated once per state
-                st.buf = xp.empty_like(vf)
-                st.dv = xp.empty(vf.shape[:kax] + vf.shape[kax + 1 :], dtype=vf.dtype)
-            xp.multiply(df, vf, out=st.buf)
-            dv = st.buf.sum(axis=kax, out=st.dv)
+            # ---- z-step (Sherman-Morrison per frequency) from vf = F(Y - U), dv = D^ vf
+            if st.vf is None:
+                self._look_ahead(st, real)
+            vf, dv = st.vf, st.dv
+            st.vf = None  # consumed: becomes F(X) below
             if pad:
                 xp.add(st.Y0, st.spad, out=st.Y0old)  # reuse as scratch: y0 + s - u0
                 st.Y0old -= st.U0
                 tf = self._fwd(st.Y0old, real)
                 tf -= dv
-                dxf = dv + w1 * tf  # D x in the Fourier domain
                 tf *= inv1
             else:
-                tf = xp.subtract(sf, dv, out=dv)
+                tf = sf - dv
                 tf *= self._inv(real, rho)
+            dxf = dv + e * tf  # F(D X): sum_k d_k^ (v_k^ + conj(d_k^) tf) = dv + ||d^||^2 tf
             xp.multiply(dfc, xp.expand_dims(tf, kax), out=st.buf)
             vf += st.buf
             st.X = self._inv_fft(vf, real)
             del vf
             # ---- relaxation and y-step, fused:  T = a X + (1 - a) Y + U,
             #      Y <- soft(T, lam/rho),  U <- T - Y (= the clipped part of T)
+            st.DT = a * dxf + (1 - a) * st.DY + st.DU  # F(D T), exact by linearity
+            st.u_scale = 1.0
             st.Yold, st.Y = st.Y, st.Yold
             T = st.Y
             xp.multiply(st.X, a, out=T)
@@ -362,6 +369,45 @@ class ConvSparseCoder:
                     self._update_rho(st, r, sd)
         self.last_iters = it if max_iter > 0 else 0
         return st.Y.copy() if copy else st.Y
+
+    def _look_ahead(self, st, real):
+        r"""Transform the next z-step's input and resolve the synthesis of the last iterate.
+
+        Sets ``vf = F(Y - U)`` and ``dv = \sum_k \hat d_k \hat v_k``, the one filter-bank FFT
+        an ADMM iteration needs besides the inverse one for ``X``. The synthesis ``D Y``
+        then costs no FFT of its own: the last relaxation gave ``D T = D Y + D U`` by
+        linearity (``T = aX + (1-a)Y_{old} + U_{old}``, all of whose syntheses are known),
+        and ``dv = D Y - c\,D U`` with ``c`` the factor ρ balancing applied to ``U`` since, so
+
+        .. math::
+            D U = \frac{D T - dv}{1 + c}, \qquad D Y = D T - D U .
+
+        Rounding errors in ``D Y`` and ``D U`` are damped, not accumulated: an error
+        :math:`(\epsilon_Y, \epsilon_U)` of the previous pair enters both of the next as
+        :math:`\tfrac{c}{1+c}\,((1-a)\epsilon_Y + \epsilon_U)`, a rank-one map whose only
+        non-zero eigenvalue is :math:`\tfrac{c}{1+c}(2-a)`, which is ``(2-a)/2 < 1`` between
+        ρ changes.
+        """
+        xp = self.xp
+        df = self._spectra(real)[0]
+        kax = -self.geom.ndim - 1
+        xp.subtract(st.Y, st.U, out=st.tmp)
+        st.vf = self._fwd(st.tmp, real)
+        if st.buf is None:  # allocated once per state
+            st.buf = xp.empty_like(st.vf)
+            fshape = st.vf.shape[:kax] + st.vf.shape[kax + 1 :]
+            st.dv = xp.empty(fshape, dtype=st.vf.dtype)
+            st.DY = xp.zeros(fshape, dtype=st.vf.dtype)
+            st.DU = xp.zeros(fshape, dtype=st.vf.dtype)
+        xp.multiply(df, st.vf, out=st.buf)
+        st.buf.sum(axis=kax, out=st.dv)
+        if st.DT is not None:
+            c = st.u_scale
+            du = (st.DT - st.dv) * (1.0 / (1.0 + c))
+            xp.subtract(st.DT, du, out=st.DY)
+            xp.multiply(du, c, out=st.DU)
+            st.DT = None
+            st.u_scale = 1.0
 
     def _residuals(self, st, dx):
         xp = self.xp
@@ -407,15 +453,24 @@ class ConvSparseCoder:
         if rsf != 1.0:
             self.rho *= rsf
             st.U *= self.rdt.type(1.0 / rsf)
+            st.u_scale /= rsf
             if self.geom.boundary == "pad":
                 st.U0 *= self.rdt.type(1.0 / rsf)
 
     def synthesize(self, z=None):
-        """``D z`` cropped to the image (``z`` defaults to the current codes)."""
+        """``D z`` cropped to the image (``z`` defaults to the current codes).
+
+        For the current codes this costs no filter-bank FFT: it reuses the Fourier-domain
+        synthesis the iteration keeps (see :meth:`_look_ahead`), whose transform of
+        ``Y - U`` the next :meth:`solve` then starts from.
+        """
         if z is None:
-            if self._state is None:
+            st = self._state
+            if st is None:
                 raise ValueError("synthesize() without z needs a previous solve()")
-            z = self._state.Y
+            if st.vf is None:
+                self._look_ahead(st, st.real)
+            return self.geom.crop_image(self._inv_fft(st.DY, st.real))
         z = z.astype(
             self.rdt if not self.xp.iscomplexobj(z) else np.result_type(self.rdt, np.complex64), copy=False
         )
