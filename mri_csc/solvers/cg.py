@@ -15,7 +15,7 @@ __all__ = ["conjugate_gradient"]
 
 
 def conjugate_gradient(normal: Callable, b, x0=None, *, max_iter: int = 10, tol: float = 0.0,
-                       callback: Callable | None = None):
+                       callback: Callable | None = None, residual=None, return_residual: bool = False):
     r"""Run at most ``max_iter`` CG iterations on ``normal(x) = b``.
 
     Parameters
@@ -31,14 +31,29 @@ def conjugate_gradient(normal: Callable, b, x0=None, *, max_iter: int = 10, tol:
         Stop when :math:`\|r\| \le \text{tol}\,\|b\|`.
     callback : callable, optional
         ``callback(k, x, residual_norm)`` after each iteration.
+    residual : array, optional
+        :math:`b - \mathrm{normal}(x_0)` when the caller already knows it, which saves one
+        application of ``normal``. A warm-started outer loop whose right-hand side changes
+        from :math:`b'` to :math:`b` passes :math:`r' + (b - b')` with :math:`r'` the
+        residual the previous call returned (copied, never modified).
+    return_residual : bool
+        Also return the final residual :math:`b - \mathrm{normal}(x)` (CG's recursively
+        updated one, exact up to rounding).
 
     Returns
     -------
     x : array
+    r : array
+        Only with ``return_residual``.
     """
     xp = get_xp(b)
     x = xp.zeros_like(b) if x0 is None else x0.copy()
-    r = b - normal(x) if x0 is not None else b.copy()
+    if residual is not None:
+        if residual.shape != b.shape:
+            raise ValueError(f"residual must have the shape of b {tuple(b.shape)}; got {tuple(residual.shape)}")
+        r = residual.astype(b.dtype, copy=True)
+    else:
+        r = b - normal(x) if x0 is not None else b.copy()
     p = r.copy()
     rdt = r.real.dtype
 
@@ -80,4 +95,4 @@ def conjugate_gradient(normal: Callable, b, x0=None, *, max_iter: int = 10, tol:
         rr = rr_new
         if callback is not None:
             callback(k, x, float(rr) ** 0.5)
-    return x
+    return (x, r) if return_residual else x
