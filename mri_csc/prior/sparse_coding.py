@@ -391,8 +391,12 @@ class ConvSparseCoder:
         xp = self.xp
         df = self._spectra(real)[0]
         kax = -self.geom.ndim - 1
-        xp.subtract(st.Y, st.U, out=st.tmp)
-        st.vf = self._fwd(st.tmp, real)
+        if st.n_iter == 0:  # fresh state: Y = U = 0, nothing to transform
+            fshape = st.tmp.shape[:-1] + (st.tmp.shape[-1] // 2 + 1 if real else st.tmp.shape[-1],)
+            st.vf = xp.zeros(fshape, dtype=np.result_type(st.tmp.dtype, np.complex64))
+        else:
+            xp.subtract(st.Y, st.U, out=st.tmp)
+            st.vf = self._fwd(st.tmp, real)
         if st.buf is None:  # allocated once per state
             st.buf = xp.empty_like(st.vf)
             fshape = st.vf.shape[:kax] + st.vf.shape[kax + 1 :]
