@@ -101,6 +101,7 @@ def test_auto_lambda_follows_the_mask_kind(poisson_case, lines_case):
         (dict(lam=float("nan")), ValueError, "lam must be a finite number"),
         (dict(mu=0), ValueError, "mu must be a finite number > 0"),
         (dict(max_iter=2.5), ValueError, "max_iter must be an integer"),
+        (dict(rho_period=0), ValueError, "rho_period must be an integer >= 1; got 0"),
         (dict(phase="sometimes"), ValueError, "phase must be 'auto', True or False"),
         (dict(dictionary=np.ones((4, 5), np.float32)), ValueError, r"shape \(K, fy, fx\)"),
         (dict(dictionary=np.full((4, 5, 5), np.nan, np.float32)), ValueError, "must be finite"),

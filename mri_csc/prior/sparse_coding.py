@@ -144,7 +144,8 @@ class ConvSparseCoder:
     last_iters : int
         Iterations run by the last :meth:`solve`.
     residuals : tuple
-        ``(primal, dual)`` normalised residuals after the last iteration.
+        ``(primal, dual)`` normalised residuals of the last iteration that computed them
+        (every iteration when ``tol > 0``, otherwise every ``rho_period``-th for ρ balancing).
     """
 
     def __init__(
@@ -316,7 +317,6 @@ class ConvSparseCoder:
                 inv1 = self._denom[("inv1", real)] = (1.0 / (1.0 + e)).astype(rdt)
         else:
             sf = self._fwd(s, real)
-        need_rsdl = tol > 0 or self.auto_rho
         it = 0
         for it in range(1, max_iter + 1):
             rho = self.rho
@@ -360,12 +360,14 @@ class ConvSparseCoder:
                 st.U0 += r0
                 st.U0 -= st.Y0
             st.n_iter += 1
-            if need_rsdl:
+            # residual norms (7 passes over the codes) only where stopping or ρ balancing reads them
+            update_rho = self.auto_rho and st.n_iter % self.rho_period == 0
+            if tol > 0 or update_rho:
                 r, sd = self._residuals(st, dx if pad else None)
                 self.residuals = (r, sd)
                 if tol > 0 and r < tol and sd < tol:
                     break
-                if self.auto_rho and st.n_iter % self.rho_period == 0:
+                if update_rho:
                     self._update_rho(st, r, sd)
         self.last_iters = it if max_iter > 0 else 0
         return st.Y.copy() if copy else st.Y
