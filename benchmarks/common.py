@@ -196,14 +196,14 @@ def _jsonable(o):
 
 
 # --------------------------------------------------------------------------- FFT floor
-def fft_floor(image_shape, n_coils: int, n_filters: int, filter_size: int, *, cg_normals: int = 4,
-              csc_iter: int = 3, channels: int = 2, repeat: int = 5, xp=None) -> dict:
+def fft_floor(image_shape, n_coils: int, n_filters: int, filter_size: int, *, cg_normals: int = 3,
+              csc_iter: int = 1, channels: int = 2, repeat: int = 5, xp=None) -> dict:
     """Time of the transforms (and minimal element-wise passes) one outer CSC iteration cannot avoid.
 
     Per outer iteration of :class:`mri_csc.solvers.CSCReconSolver` with defaults:
 
-    - ``cg_normals`` SENSE normal operators (``cg_iter`` CG steps + the warm start's
-      residual), each a forward and an inverse complex FFT of the ``(coils, *shape)``
+    - ``cg_normals`` SENSE normal operators (one per CG step: the warm start's residual is
+      carried over), each a forward and an inverse complex FFT of the ``(coils, *shape)``
       array, plus three element-wise passes over it (coil maps, mask, conj-multiply-sum);
     - ``csc_iter`` sparse-coding ADMM steps, each a real forward FFT of the codes and a
       real inverse FFT of the solution, ``(channels, K, *code_shape)``, plus three

@@ -82,7 +82,7 @@ else:
     tracemalloc.stop()
 times = [h["time"] for h in r.history]
 per_iter = statistics.median(np.diff(times)) if len(times) > 1 else times[0]
-floor = fft_floor(shape, coils, K, f, cg_normals=r.params["cg_iter"] + 1, csc_iter=r.params["csc_iter"],
+floor = fft_floor(shape, coils, K, f, cg_normals=r.params["cg_iter"], csc_iter=r.params["csc_iter"],
                   xp=xp, repeat=3)
 img = np.asarray(r.image.get() if hasattr(r.image, "get") else r.image)
 ok = bool(np.all(np.isfinite(img))) and img.shape == shape

@@ -113,7 +113,7 @@ def bench_recon(repeat: int) -> dict:
     csc_res = t["csc (defaults)"]["result"]
     hist_t = [h["time"] for h in csc_res.history]
     per_iter = statistics.median(np.diff(hist_t)) if len(hist_t) > 1 else float("nan")
-    floor = fft_floor(SHAPE, COILS, 36, 11, cg_normals=csc_res.params["cg_iter"] + 1,
+    floor = fft_floor(SHAPE, COILS, 36, 11, cg_normals=csc_res.params["cg_iter"],
                       csc_iter=csc_res.params["csc_iter"])
     ref = np.abs(ds.image)
     rows, out = [], {}
