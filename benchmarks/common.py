@@ -91,11 +91,13 @@ def machine_info() -> dict:
         "loadavg": os.getloadavg() if hasattr(os, "getloadavg") else None,
         "note": "shared machine: other jobs ran on the same cores; compare ratios, not lone times",
     }
-    for mod in ("sigpy", "sporco", "cupy"):
+    for mod in ("sigpy", "sporco", "pyfftw", "cupy"):
         try:
             info[mod] = __import__(mod).__version__
         except Exception:  # not installed, or a broken CUDA install
             info[mod] = None
+    # SPORCO falls back to numpy.fft (and warns) without pyFFTW: say which one it timed with
+    info["sporco_fft"] = "pyFFTW" if info["pyfftw"] else "numpy.fft (pyfftw missing: pip install -e .[bench])"
     try:
         info["bart"] = subprocess.run(["bart", "version"], capture_output=True, text=True,
                                       timeout=10).stdout.strip() or None

@@ -397,7 +397,8 @@ def main(argv=None):
     t0 = time.perf_counter()
     info = machine_info()
     print(f"machine: {info['nproc']} cpus ({info['cpu']}), numpy {info['numpy']}, scipy {info['scipy']}, "
-          f"sigpy {info['sigpy']}, sporco {info['sporco']}, bart {info['bart']}; load {info['loadavg']}")
+          f"sigpy {info['sigpy']}, sporco {info['sporco']} with {info['sporco_fft']}, bart {info['bart']}; "
+          f"load {info['loadavg']}")
     out = {"machine": info, "command": "python benchmarks/speed.py " + " ".join(sys.argv[1:] if argv is None
                                                                                else argv)}
     if "recon" in parts:
