@@ -43,6 +43,28 @@ def test_phase_term_helps_with_1d_mask(lines_case):
     assert _psnr(ds, on.image) > _psnr(ds, off.image) + 0.2
 
 
+def test_imag_codes_follow_the_phase_model(poisson_case):
+    """With the phase demodulated only Re u is sparse-coded (one channel), without it both;
+    coding Im u as well changes the image by little."""
+    from mri_csc.prior.dictionary import load_default_dictionary
+    from mri_csc.prior.sparse_coding import ConvSparseCoder
+    from mri_csc.recon.csc import DEFAULTS, resolve_params
+    from mri_csc.recon.problem import make_problem
+    from mri_csc.solvers.csc_recon import CSCReconSolver
+
+    ds = poisson_case
+    prob = make_problem(ds.kspace, ds.maps)
+    assert resolve_params(prob, dict(DEFAULTS))["imag_codes"] is False
+    assert resolve_params(prob, dict(DEFAULTS, phase=False))["imag_codes"] is True
+    for imag_codes, n in ((False, 1), (True, 2)):
+        coder = ConvSparseCoder(load_default_dictionary(), SHAPE, LAM_2D)
+        CSCReconSolver(prob.sense(), prob.kspace, coder, imag_codes=imag_codes, max_iter=2).run()
+        assert coder.codes.shape[0] == n and np.abs(coder.codes).max() > 0
+    one, both = (mri_csc.reconstruct(ds.kspace, ds.maps, mask=ds.mask, method="csc", max_iter=25,
+                                     imag_codes=flag).image for flag in (False, True))
+    assert abs(_psnr(ds, one) - _psnr(ds, both)) < 0.5
+
+
 def test_image_is_zero_outside_the_maps_support(poisson_case):
     ds = poisson_case
     maps = ds.maps * ds.support  # ESPIRiT-like maps: zero outside the object
@@ -103,6 +125,7 @@ def test_auto_lambda_follows_the_mask_kind(poisson_case, lines_case):
         (dict(max_iter=2.5), ValueError, "max_iter must be an integer"),
         (dict(rho_period=0), ValueError, "rho_period must be an integer >= 1; got 0"),
         (dict(phase="sometimes"), ValueError, "phase must be 'auto', True or False"),
+        (dict(imag_codes="yes"), ValueError, "imag_codes must be 'auto', True or False; got 'yes'"),
         (dict(dictionary=np.ones((4, 5), np.float32)), ValueError, r"shape \(K, fy, fx\)"),
         (dict(dictionary=np.full((4, 5, 5), np.nan, np.float32)), ValueError, "must be finite"),
         (dict(dictionary=np.ones((4, 128, 128), np.float32)), ValueError, "larger than"),

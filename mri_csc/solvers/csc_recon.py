@@ -11,12 +11,16 @@ minimises
     + \lambda\|z\|_1 + \tfrac{\lambda_{lp}}{2}\|\nabla l\|^2
     + \tfrac{\gamma}{2}\|\operatorname{Im} u\|^2 ,
 
-a soft version of the coupling :math:`u = l + Dz` (the real and imaginary parts
-of ``u`` are coded as two real channels sharing the dictionary). ``A = M F S`` is
-the SENSE operator, :math:`l` the smooth low-pass part, :math:`z` sparse codes,
+a soft version of the coupling :math:`u = l + Dz`. ``A = M F S`` is the SENSE
+operator, :math:`l` the smooth (complex) low-pass part, :math:`z` sparse codes,
 and the last term is the phase-smoothness penalty: with :math:`\varphi` a smooth
 phase estimated from the data, a smooth-phase image has a small imaginary part
-after demodulation. ``γ = 0`` with :math:`\varphi = 0` is a plain complex (re/im)
+after demodulation. With ``imag_codes`` the real and imaginary parts of ``u`` are
+coded as two real channels sharing the dictionary; without it only the real part
+is (``z`` real, so ``Dz`` is real): after demodulation the detail an image has is
+real, and the imaginary part is modelled by its low-pass part and the γ penalty
+alone, which halves the cost of the sparse coding, the dominant one.
+``γ = 0`` with :math:`\varphi = 0` and ``imag_codes`` is a plain complex (re/im)
 CSC prior.
 
 Iteration
@@ -27,9 +31,10 @@ and warm-started:
 1. **prior step** — split :math:`u` into low-pass ``l`` and high-pass part by a
    Tikhonov filter (:func:`mri_csc.prior.lowpass.lowpass_split`), then run
    ``csc_iter`` ADMM iterations of convolutional sparse coding on the high-pass
-   part (:class:`mri_csc.prior.sparse_coding.ConvSparseCoder`, exact
-   Sherman–Morrison solves, over-relaxation, residual-balancing ρ), keeping its
-   iterates and duals between outer iterations;
+   part (of the real part only, without ``imag_codes``;
+   :class:`mri_csc.prior.sparse_coding.ConvSparseCoder`, exact Sherman–Morrison
+   solves, over-relaxation, residual-balancing ρ), keeping its iterates and duals
+   between outer iterations;
 2. **data step** — ``cg_iter`` warm-started CG iterations (the residual carried over
    from the previous outer iteration, since only the right-hand side changes) on the
    normal equations
@@ -88,6 +93,9 @@ class CSCReconSolver:
         Tikhonov weight of the low-pass split.
     cg_iter, csc_iter : int
         Inner iterations per outer iteration.
+    imag_codes : bool
+        Sparse-code the imaginary part of ``u`` too (default), not only the real part.
+        The coder then sees signals of shape ``(2, *image_shape)``, else ``(1, *image_shape)``.
     max_iter : int
         Outer iterations.
     tol : float
@@ -102,8 +110,9 @@ class CSCReconSolver:
     def __init__(self, A: Sense, y, coder: ConvSparseCoder, *, phasor=None, mu: float = 0.3,
                  gamma: float = 0.0, lam_lp: float = 5.0, cg_iter: int = 3, csc_iter: int = 3,
                  max_iter: int = 50, tol: float = 0.0, x0=None, init_iter: int = 10,
-                 callback: Callable | None = None):
+                 imag_codes: bool = True, callback: Callable | None = None):
         self.A, self.y, self.coder = A, y, coder
+        self.n_coded = 2 if imag_codes else 1  # channels (re, im) given to the sparse coder
         self.xp = get_xp(y)
         self.phasor = phasor
         self.mu, self.gamma, self.lam_lp = float(mu), float(gamma), float(lam_lp)
@@ -148,9 +157,10 @@ class CSCReconSolver:
         xp = self.xp
         u = self._demod(x)
         chans = xp.stack([u.real, u.imag])
-        low, high = lowpass_split(chans, self.lam_lp, axes=tuple(range(-(x.ndim), 0)))
-        self.coder.solve(high, max_iter=self.csc_iter, tol=0.0, warm=True, copy=False)
-        p = low + self.coder.synthesize()
+        p, high = lowpass_split(chans, self.lam_lp, axes=tuple(range(-(x.ndim), 0)))
+        n = self.n_coded
+        self.coder.solve(high[:n], max_iter=self.csc_iter, tol=0.0, warm=True, copy=False)
+        p[:n] += self.coder.synthesize()
         prior = (p[0] + 1j * p[1]).astype(x.dtype)
         prior *= self.support
         return prior
