@@ -198,8 +198,21 @@ def _jsonable(o):
 
 
 # --------------------------------------------------------------------------- FFT floor
+def csc_floor_counts(result, kspace, maps, mask=None) -> dict:
+    """``cg_normals``, ``csc_iter`` and ``channels`` of :func:`fft_floor` for a CSC ``ReconResult``.
+
+    Resolves the run's parameters as the method did (``imag_codes="auto"`` codes one
+    channel when the phase is demodulated, two otherwise).
+    """
+    from mri_csc.recon.csc import DEFAULTS, resolve_params
+    from mri_csc.recon.problem import make_problem
+
+    p = resolve_params(make_problem(kspace, maps, mask), dict(DEFAULTS, **result.params))
+    return {"cg_normals": p["cg_iter"], "csc_iter": p["csc_iter"], "channels": 2 if p["imag_codes"] else 1}
+
+
 def fft_floor(image_shape, n_coils: int, n_filters: int, filter_size: int, *, cg_normals: int = 3,
-              csc_iter: int = 1, channels: int = 2, repeat: int = 5, xp=None) -> dict:
+              csc_iter: int = 1, channels: int = 1, repeat: int = 5, xp=None) -> dict:
     """Time of the transforms (and minimal element-wise passes) one outer CSC iteration cannot avoid.
 
     Per outer iteration of :class:`mri_csc.solvers.CSCReconSolver` with defaults:
@@ -267,6 +280,7 @@ def fft_floor(image_shape, n_coils: int, n_filters: int, filter_size: int, *, cg
     return {
         "image_shape": list(image_shape), "code_shape": list(code_shape), "n_coils": n_coils,
         "n_filters": n_filters, "filter_size": filter_size, "cg_normals": cg_normals, "csc_iter": csc_iter,
+        "channels": channels,
         "coil_fft_pair_s": med["coil_ffts"], "coil_passes_s": med["coil_passes"],
         "code_fft_pair_s": med["code_ffts"], "code_passes_s": med["code_passes"],
         "floor_fft_s": fft_only, "floor_s": with_passes,

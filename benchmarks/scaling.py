@@ -40,7 +40,7 @@ import mri_csc
 from mri_csc.backend import to_device, get_xp
 from mri_csc.prior.dictionary import load_default_dictionary
 from mri_csc.sim import make_dataset
-from common import fft_floor, self_peak_rss_mib, sync
+from common import csc_floor_counts, fft_floor, self_peak_rss_mib, sync
 
 cfg = json.loads({cfg!r})
 shape, coils, K, f = tuple(cfg["shape"]), cfg["coils"], cfg["filters"], cfg["size"]
@@ -82,8 +82,7 @@ else:
     tracemalloc.stop()
 times = [h["time"] for h in r.history]
 per_iter = statistics.median(np.diff(times)) if len(times) > 1 else times[0]
-floor = fft_floor(shape, coils, K, f, cg_normals=r.params["cg_iter"], csc_iter=r.params["csc_iter"],
-                  xp=xp, repeat=3)
+floor = fft_floor(shape, coils, K, f, **csc_floor_counts(r, ds.kspace, ds.maps, ds.mask), xp=xp, repeat=3)
 img = np.asarray(r.image.get() if hasattr(r.image, "get") else r.image)
 ok = bool(np.all(np.isfinite(img))) and img.shape == shape
 print("RESULT " + json.dumps({{"per_iter_s": per_iter, "total_s": total, "rss_before_mib": rss0 / 1024,

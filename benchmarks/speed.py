@@ -42,7 +42,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import RESULTS, fft_floor, fmt_table, interleaved, machine_info, peak_rss_subprocess, write_json
+from common import RESULTS, csc_floor_counts, fft_floor, fmt_table, interleaved, machine_info, peak_rss_subprocess, write_json
 
 SHAPE = (256, 256)
 COILS = 8
@@ -113,8 +113,7 @@ def bench_recon(repeat: int) -> dict:
     csc_res = t["csc (defaults)"]["result"]
     hist_t = [h["time"] for h in csc_res.history]
     per_iter = statistics.median(np.diff(hist_t)) if len(hist_t) > 1 else float("nan")
-    floor = fft_floor(SHAPE, COILS, 36, 11, cg_normals=csc_res.params["cg_iter"],
-                      csc_iter=csc_res.params["csc_iter"])
+    floor = fft_floor(SHAPE, COILS, 36, 11, **csc_floor_counts(csc_res, ds.kspace, ds.maps, ds.mask))
     ref = np.abs(ds.image)
     rows, out = [], {}
     csc_med = t["csc (defaults)"]["median"]
@@ -166,7 +165,7 @@ def bench_recon(repeat: int) -> dict:
           f"{per_iter / floor['floor_s']:.2f}x the floor")
     print(f"  floor parts: coil FFT pair {floor['coil_fft_pair_s'] * 1e3:.1f} ms x {floor['cg_normals']}, "
           f"filter-bank FFT pair {floor['code_fft_pair_s'] * 1e3:.1f} ms x {floor['csc_iter']} "
-          f"(codes {floor['code_shape']}, 2 channels x 36 filters)")
+          f"(codes {floor['code_shape']}, {floor['channels']} channel(s) x 36 filters)")
     return {"methods": out, "csc_iter_s": per_iter, "floor": floor, "time_to_quality": quality,
             "csc_nrmse_trace": trace,
             "csc_iter_over_floor_fft": per_iter / floor["floor_fft_s"],
