@@ -49,7 +49,7 @@ def make_data(path: Path, n_slices: int, n: int = 256, nc: int = 8, seed: int = 
     mask[rng.random((n, n)) < 0.25] = 1
     mask[n // 2 - 12:n // 2 + 12, n // 2 - 12:n // 2 + 12] = 1
     ks = []
-    for s in range(n_slices):
+    for _slice in range(n_slices):
         img = sum(((x - rng.uniform(-.4, .4)) / rng.uniform(.1, .4)) ** 2
                   + ((y - rng.uniform(-.4, .4)) / rng.uniform(.1, .4)) ** 2 < 1 for _ in range(6))
         img = (img + ((x / .8) ** 2 + (y / .9) ** 2 < 1)) * np.exp(1j * np.pi * x * y)
@@ -95,7 +95,7 @@ def main() -> None:
             started = {}
             t0 = time.perf_counter()
             rep = reconstruct_batch(data, tmp / f"out{nw}", method=method, n_workers=nw,
-                                    on_start=lambda info: started.setdefault("t", time.perf_counter()))
+                                    on_start=lambda info, started=started: started.setdefault("t", time.perf_counter()))
             t_end = time.perf_counter()
             assert rep.ok, rep.summary()
             work = t_end - started["t"]

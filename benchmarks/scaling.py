@@ -16,7 +16,8 @@ Sweeps (defaults elsewhere: 256², 8 coils, 36 filters of 11×11, Poisson R=4):
 Each point runs in a fresh interpreter: the data set is built, the peak RSS noted,
 ``--iters`` outer iterations run (time per iteration = median of the history's
 steps), the peak RSS noted again, a 2-iteration run repeated under ``tracemalloc``
-(the peak of the arrays the solve allocates; on a GPU the CuPy pool size), then the FFT floor of that configuration (``common.fft_floor``) is timed.
+(the peak of the arrays the solve allocates; on a GPU the CuPy pool size), then the
+FFT floor of that configuration (``common.fft_floor``) is timed.
 Prints a table, writes ``benchmarks/results/scaling.json`` and ``scaling.png``.
 """
 

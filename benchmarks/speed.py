@@ -42,7 +42,16 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import RESULTS, csc_floor_counts, fft_floor, fmt_table, interleaved, machine_info, peak_rss_subprocess, write_json
+from common import (
+    RESULTS,
+    csc_floor_counts,
+    fft_floor,
+    fmt_table,
+    interleaved,
+    machine_info,
+    peak_rss_subprocess,
+    write_json,
+)
 
 SHAPE = (256, 256)
 COILS = 8

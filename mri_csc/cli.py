@@ -215,7 +215,8 @@ def add_simulate(sub) -> None:
                                    "(+ _maps/_mask), fastMRI .h5 or ISMRMRD .mrd.")
     p.add_argument("--phantom", default="shepp-logan", help="shepp-logan, brain or a NIfTI file")
     p.add_argument("--out", required=True, help="output file (.npy .npz .cfl .h5 .mrd)")
-    p.add_argument("--shape", type=int, nargs="+", default=[128, 128], metavar="N", help="image shape (default 128 128)")
+    p.add_argument("--shape", type=int, nargs="+", default=[128, 128], metavar="N",
+                   help="image shape (default 128 128)")
     p.add_argument("--coils", type=int, default=8, help="number of coils (default 8)")
     p.add_argument("--mask", default="poisson",
                    help="poisson, random-lines, equispaced-lines or uniform-random (default poisson)")

@@ -306,7 +306,8 @@ def validate_config(raw: dict, src="config") -> dict:
     crop = mt["crop"]
     if crop is not None:
         shp = cfg["data"]["shape"][-2:]
-        if not (isinstance(crop, list) and len(crop) == 2 and all(_is_int(x) and 0 < x <= n for x, n in zip(crop, shp))):
+        fits = isinstance(crop, list) and len(crop) == 2 and all(_is_int(x) and 0 < x <= n for x, n in zip(crop, shp))
+        if not fits:
             raise _err(src, "metrics.crop", f"[h, w]: a centred block no larger than the image {shp}", crop)
     _choice(src, "metrics.foreground", mt["foreground"], ("support", "none"))
     cfg["metrics"] = mt

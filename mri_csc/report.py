@@ -160,16 +160,19 @@ def html_report(path, *, title: str, description: str, rows: list[dict], grid_pn
                    f"<td>{_fmt(r.get('nmse'), '.3e')}</td><td>{_fmt(r.get('time'), '.2f')}</td>"
                    f"<td>{r.get('iterations', '')}</td></tr>")
     info = "".join(f"<li><b>{html.escape(str(k))}</b>: {html.escape(str(v))}</li>" for k, v in dataset_info.items())
+    meta = " · ".join(html.escape(str(v)) for v in (f"device: {versions.get('device', '')}",
+                                                    f"mri_csc {versions.get('mri_csc', '')}",
+                                                    versions.get("date", "")))
+    head = "".join(f"<th>{h}</th>" for h in ("method", "name", "PSNR [dB]", "SSIM", "NMSE", "time [s]", "iterations"))
     doc = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title><style>{_CSS}</style></head>
 <body>
 <h1>{html.escape(title)}</h1>
 <p>{html.escape(description)}</p>
-<p class="meta">device: {html.escape(str(versions.get('device', '')))} · mri_csc {html.escape(str(versions.get('mri_csc', '')))}
- · {html.escape(str(versions.get('date', '')))}</p>
+<p class="meta">{meta}</p>
 <h2>Data</h2><ul>{info}</ul>
 <h2>Metrics</h2>
-<table><thead><tr><th>method</th><th>name</th><th>PSNR [dB]</th><th>SSIM</th><th>NMSE</th><th>time [s]</th><th>iterations</th></tr></thead>
+<table><thead><tr>{head}</tr></thead>
 <tbody>{''.join(trs)}</tbody></table>
 <h2>Reconstructions</h2>
 {_img_tag(grid_png, 'reconstructions and error maps')}

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-skm = pytest.importorskip("skimage.metrics")
-
 from mri_csc.metrics import evaluate, nmse, psnr, ssim
+
+skm = pytest.importorskip("skimage.metrics")
 
 
 @pytest.fixture(scope="module")

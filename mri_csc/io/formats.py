@@ -331,7 +331,8 @@ def read_kspace(path: "str | os.PathLike", *, slice: int | None = None, fmt: str
         n_slices = k.shape[0]
         k = _select_slice(path, k, slice, n_slices)
         maps = _select_slice(path, maps, slice, n_slices) if maps is not None and maps.ndim == 4 else maps
-        mask = _select_slice(path, mask, slice, n_slices) if mask is not None and mask.ndim == 3 and mask.shape[0] == n_slices else mask
+        if mask is not None and mask.ndim == 3 and mask.shape[0] == n_slices:
+            mask = _select_slice(path, mask, slice, n_slices)
     if k.ndim - stacked not in (3, 4):
         raise FileFormatError(f"{path}: k-space must be (coils, ny, nx) or (coils, nz, ny, nx); got shape {k.shape}")
     if maps is not None:
@@ -372,7 +373,8 @@ def write_kspace(path, kspace, maps=None, mask=None, *, overwrite: bool = False,
     if fmt == "npy":
         outs = [Path(path)] + ([_sibling(path, "_maps.npy")] if maps is not None else []) \
             + ([_sibling(path, "_mask.npy")] if mask is not None else [])
-        arrays = [k] + ([np.asarray(maps, np.complex64)] if maps is not None else []) + ([mask] if mask is not None else [])
+        arrays = [k] + ([np.asarray(maps, np.complex64)] if maps is not None else []) \
+            + ([mask] if mask is not None else [])
         with atomic_paths(outs, overwrite) as tmps:
             for t, a in zip(tmps, arrays):
                 np.save(t, a)
@@ -519,7 +521,8 @@ def describe(path: "str | os.PathLike") -> str:
     if d["mask"] is not None:
         m = d["mask"]
         frac = float(np.mean(m != 0))
-        lines.append(f"mask: shape {m.shape}, sampled {frac:.1%} (R = {1 / frac:.2f})" if frac else f"mask: shape {m.shape}, empty")
+        lines.append(f"mask: shape {m.shape}, sampled {frac:.1%} (R = {1 / frac:.2f})" if frac
+                     else f"mask: shape {m.shape}, empty")
     else:
         sampled = np.any(k != 0, axis=-3 if k.ndim >= 3 else 0)
         frac = float(np.mean(sampled))

@@ -200,7 +200,8 @@ def describe_ismrmrd(h5file) -> list[str]:
     lines = [f"format: ISMRMRD/MRD HDF5 (group {gname!r}), {acqs.shape[0]} acquisitions"]
     if head is not None:
         lines.append(f"channels: {int(head['active_channels'].max())}, samples per readout: "
-                     f"{int(head['number_of_samples'].max())}, encode step 1: 0..{int(head['idx']['kspace_encode_step_1'].max())}, "
+                     f"{int(head['number_of_samples'].max())}, "
+                     f"encode step 1: 0..{int(head['idx']['kspace_encode_step_1'].max())}, "
                      f"encode step 2: 0..{int(head['idx']['kspace_encode_step_2'].max())}, "
                      f"slices: {int(head['idx']['slice'].max()) + 1}")
     return lines

@@ -6,7 +6,8 @@ Two boundaries are offered; ``"pad"`` is the default.
 
 ``"pad"`` (no wrap-around)
     Each code map lives on a grid larger than the image by at least
-    ``filter size - 1`` along every axis (rounded up to an FFT-friendly length). The convolution is computed circularly on that padded grid
+    ``filter size - 1`` along every axis (rounded up to an FFT-friendly length).
+    The convolution is computed circularly on that padded grid
     and the image is the window of it that no filter tap ever wraps into:
     ``x = C (d * z)`` with ``C`` a crop. Every image pixel is then an exact
     *linear* ("valid") convolution, so an atom placed near one edge never leaks

@@ -318,7 +318,7 @@ class ConvSparseCoder:
         else:
             sf = self._fwd(s, real)
         it = 0
-        for it in range(1, max_iter + 1):
+        for it in range(1, max_iter + 1):  # noqa: B007 (it counts the iterations run, read after the loop)
             rho = self.rho
             # ---- z-step (Sherman-Morrison per frequency) from vf = F(Y - U), dv = D^ vf
             if st.vf is None:
