@@ -349,6 +349,50 @@ def test_synthesize_reuses_fourier_synthesis_exactly(boundary, complex_signal):
     ref = ConvSynthesis(d, s.shape, boundary=boundary)(c.codes)
     assert np.linalg.norm(c.synthesize() - ref) <= 1e-5 * np.linalg.norm(ref)
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fused_relax_shrink_kernel_matches_numpy(dtype):
+    from mri_csc.prior import _kernels
+
+    rng = np.random.default_rng(0)
+    X, Yold, U = (rng.standard_normal((3, 40, 30)).astype(dtype) for _ in range(3))
+    Yold[rng.random(Yold.shape) < 0.8] = 0
+    a, thr = 1.8, 0.3
+    assert _kernels.available(X, Yold, U, X, X)  # numba comes with SigPy
+    assert not _kernels.available(X, Yold, U.astype(np.complex64), X, X)
+    t = a * X + (1 - a) * Yold + U
+    clip = np.clip(t, -thr, thr)
+    y_ref = t - clip
+    Y, V, U1 = np.empty_like(X), np.empty_like(X), U.copy()
+    norms = _kernels.relax_shrink(X, Yold, U1, Y, V, a, thr)
+    tol = dict(rtol=1e-5, atol=1e-6) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(Y, y_ref, **tol)
+    np.testing.assert_allclose(U1, clip, **tol)
+    np.testing.assert_allclose(V, y_ref - clip, **tol)
+    ref = [np.sum((X - y_ref) ** 2.0), np.sum(X**2.0), np.sum(y_ref**2.0), np.sum((y_ref - Yold) ** 2.0),
+           np.sum(clip**2.0)]
+    np.testing.assert_allclose(norms, ref, rtol=1e-5)
+
+
+@pytest.mark.parametrize("boundary", ["pad", "circular"])
+def test_coder_same_with_and_without_the_fused_kernel(boundary, monkeypatch):
+    from mri_csc.prior import _kernels
+
+    d = _filters(k=6, f=5)
+    s = _smooth_image((40, 36))
+    out = {}
+    for enabled in (False, True):
+        monkeypatch.setattr(_kernels, "ENABLED", enabled)
+        c = ConvSparseCoder(d, s.shape, 0.02, boundary=boundary)
+        c.solve(s, max_iter=30, tol=0)
+        c.solve(1.1 * s, max_iter=5, tol=1e-9)  # stopping test on: residuals every step
+        out[enabled] = (c.codes.copy(), c.rho, c.residuals, c.synthesize())
+    (z0, rho0, res0, syn0), (z1, rho1, res1, syn1) = out[False], out[True]
+    assert abs(rho1 - rho0) <= 1e-4 * rho0
+    np.testing.assert_allclose(res1, res0, rtol=1e-3)
+    assert np.abs(z1 - z0).max() <= 1e-4 * np.abs(z0).max()
+    assert np.linalg.norm(syn1 - syn0) <= 1e-4 * np.linalg.norm(syn0)
+
+
 # ----------------------------------------------------------------------------- dictionary
 def test_learn_dictionary_unit_norm_and_decreasing():
     from mri_csc.prior.dictionary import learn_dictionary

@@ -55,6 +55,13 @@ __all__ = ["ConvSparseCoder", "check_lam"]
 log = logging.getLogger(__name__)
 
 
+def _cpu_kernels():
+    """:mod:`mri_csc.prior._kernels`, imported on first use: numba's import costs ~0.5 s."""
+    from . import _kernels  # noqa: PLC0415
+
+    return _kernels
+
+
 def check_lam(lam, name: str = "lam") -> float:
     try:
         val = float(lam)
@@ -108,6 +115,7 @@ class _State:
         self.DU = None
         self.DT = None
         self.u_scale = 1.0
+        self.v_ready = False  # tmp holds Y - U (left there by the fused kernel)
         self.n_iter = 0
 
 
@@ -317,6 +325,7 @@ class ConvSparseCoder:
                 inv1 = self._denom[("inv1", real)] = (1.0 / (1.0 + e)).astype(rdt)
         else:
             sf = self._fwd(s, real)
+        kern = _cpu_kernels() if real and xp is np and max_iter > 0 else None
         it = 0
         for it in range(1, max_iter + 1):  # noqa: B007 (it counts the iterations run, read after the loop)
             rho = self.rho
@@ -344,12 +353,18 @@ class ConvSparseCoder:
             st.DT = a * dxf + (1 - a) * st.DY + st.DU  # F(D T), exact by linearity
             st.u_scale = 1.0
             st.Yold, st.Y = st.Y, st.Yold
-            T = st.Y
-            xp.multiply(st.X, a, out=T)
-            xp.multiply(st.Yold, 1 - a, out=st.tmp)
-            T += st.tmp
-            T += st.U
-            _shrink_split(T, rdt.type(lam / rho), st.U, xp)
+            if kern is not None and kern.ENABLED and kern.available(st.X, st.Yold, st.U, st.Y, st.tmp):
+                # one fused pass (numba); leaves Y - U in tmp for the next look-ahead
+                code_norms = kern.relax_shrink(st.X, st.Yold, st.U, st.Y, st.tmp, a, lam / rho)
+                st.v_ready = True
+            else:
+                code_norms = None
+                T = st.Y
+                xp.multiply(st.X, a, out=T)
+                xp.multiply(st.Yold, 1 - a, out=st.tmp)
+                T += st.tmp
+                T += st.U
+                _shrink_split(T, rdt.type(lam / rho), st.U, xp)
             if pad:
                 dx = self._inv_fft(dxf, real)
                 st.Y0old[...] = st.Y0
@@ -363,7 +378,7 @@ class ConvSparseCoder:
             # residual norms (7 passes over the codes) only where stopping or ρ balancing reads them
             update_rho = self.auto_rho and st.n_iter % self.rho_period == 0
             if tol > 0 or update_rho:
-                r, sd = self._residuals(st, dx if pad else None)
+                r, sd = self._residuals(st, dx if pad else None, code_norms)
                 self.residuals = (r, sd)
                 if tol > 0 and r < tol and sd < tol:
                     break
@@ -397,8 +412,10 @@ class ConvSparseCoder:
             fshape = st.tmp.shape[:-1] + (st.tmp.shape[-1] // 2 + 1 if real else st.tmp.shape[-1],)
             st.vf = xp.zeros(fshape, dtype=np.result_type(st.tmp.dtype, np.complex64))
         else:
-            xp.subtract(st.Y, st.U, out=st.tmp)
+            if not st.v_ready:
+                xp.subtract(st.Y, st.U, out=st.tmp)
             st.vf = self._fwd(st.tmp, real)
+        st.v_ready = False  # tmp is scratch again
         if st.buf is None:  # allocated once per state
             st.buf = xp.empty_like(st.vf)
             fshape = st.vf.shape[:kax] + st.vf.shape[kax + 1 :]
@@ -415,21 +432,26 @@ class ConvSparseCoder:
             st.DT = None
             st.u_scale = 1.0
 
-    def _residuals(self, st, dx):
+    def _residuals(self, st, dx, code_norms=None):
+        """Normalised (primal, dual) residuals; ``code_norms``: the five code-array norms if known."""
         xp = self.xp
 
         def sq(a):  # squared norm as a device scalar: no host sync here
             return xp.vdot(a.ravel(), a.ravel()).real
 
-        xp.subtract(st.X, st.Y, out=st.tmp)
-        parts = [sq(st.tmp), sq(st.X), sq(st.Y)]
-        xp.subtract(st.Y, st.Yold, out=st.tmp)
-        parts += [sq(st.tmp), sq(st.U)]
+        parts = []
+        if code_norms is None:
+            xp.subtract(st.X, st.Y, out=st.tmp)
+            parts += [sq(st.tmp), sq(st.X), sq(st.Y)]
+            xp.subtract(st.Y, st.Yold, out=st.tmp)
+            parts += [sq(st.tmp), sq(st.U)]
         if dx is not None:
             d0 = dx - st.spad
             parts += [sq(d0 - st.Y0), sq(d0), sq(st.Y0), sq(st.Y0 - st.Y0old), sq(st.U0)]
         # one device-to-host transfer for all the norms (one GPU sync per ADMM step, not 5-10)
-        v = [float(t) for t in to_numpy(xp.stack(parts).astype(np.float64))]
+        v = [float(t) for t in to_numpy(xp.stack(parts).astype(np.float64))] if parts else []
+        if code_norms is not None:
+            v = list(code_norms) + v
         r2, xn2, yn2, s2, un2 = v[:5]
         if dx is not None:
             r2 += v[5]
@@ -460,6 +482,7 @@ class ConvSparseCoder:
             self.rho *= rsf
             st.U *= self.rdt.type(1.0 / rsf)
             st.u_scale /= rsf
+            st.v_ready = False
             if self.geom.boundary == "pad":
                 st.U0 *= self.rdt.type(1.0 / rsf)
 
