@@ -1,10 +1,13 @@
-r"""Fused CPU kernel for the sparse coder's element-wise step (numba, optional).
+r"""Fused CPU kernels for the sparse coder's element-wise work (numba, optional).
 
 One ADMM step of :class:`mri_csc.prior.sparse_coding.ConvSparseCoder` does, per
 code sample, the over-relaxation, the soft threshold, the split of ``T`` into
 ``Y`` and ``U``, the input ``Y - U`` of the next step and five squared norms
 for the residuals. In NumPy that is about 14 passes over the code arrays, which
-are memory-bound; :func:`relax_shrink` does all of it in one pass.
+are memory-bound; :func:`relax_shrink` does all of it in one pass. In the
+Fourier domain, :func:`filter_sum` (:math:`\sum_k \hat d_k \hat v_k`) and
+:func:`add_filter_product` (:math:`\hat v_k \mathrel{+}= \bar{\hat d}_k \hat t`)
+each replace a product written to a buffer and a second pass over it.
 
 It is used for real codes held in NumPy arrays when numba imports (it is
 installed with SigPy); otherwise, and on CuPy, the coder runs the same maths as
@@ -18,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["relax_shrink", "available", "ENABLED"]
+__all__ = ["relax_shrink", "filter_sum", "add_filter_product", "available", "ENABLED"]
 
 #: switch for tests and comparisons: ``False`` makes the coder use its NumPy path
 ENABLED = True
@@ -57,22 +60,58 @@ def _relax_shrink(X, Yold, U, Y, V, a, thr):
     return r2, xn2, yn2, s2, un2
 
 
+def _filter_sum(df, vf, dv):
+    nb, nk, nf = vf.shape
+    for b in range(nb):
+        for f in range(nf):
+            dv[b, f] = 0
+        for k in range(nk):
+            for f in range(nf):
+                dv[b, f] += df[k, f] * vf[b, k, f]
+
+
+def _add_filter_product(vf, df, tf):
+    nb, nk, nf = vf.shape
+    for b in range(nb):
+        for k in range(nk):
+            for f in range(nf):
+                vf[b, k, f] += df[k, f].conjugate() * tf[b, f]
+
+
 if numba is not None:
     _sigs = [types.UniTuple(float64, 5)(ft[::1], ft[::1], ft[::1], ft[::1], ft[::1], ft, ft)
              for ft in (float32, float64)]
     _relax_shrink_jit = numba.njit(_sigs, cache=True, nogil=True, fastmath=True)(_relax_shrink)
+    _ct = (types.complex64, types.complex128)
+    _filter_sum_jit = numba.njit([types.void(c[:, ::1], c[:, :, ::1], c[:, ::1]) for c in _ct],
+                                 cache=True, nogil=True, fastmath=True)(_filter_sum)
+    _add_filter_product_jit = numba.njit([types.void(c[:, :, ::1], c[:, ::1], c[:, ::1]) for c in _ct],
+                                         cache=True, nogil=True, fastmath=True)(_add_filter_product)
 else:  # pragma: no cover
-    _relax_shrink_jit = None
+    _relax_shrink_jit = _filter_sum_jit = _add_filter_product_jit = None
 
 
 def available(*arrays) -> bool:
-    """Whether :func:`relax_shrink` can run on these arrays (NumPy, real float32/64, C-contiguous, one dtype)."""
+    """Whether the kernels can run on these arrays: NumPy, C-contiguous, one dtype among
+    float32/float64 (:func:`relax_shrink`) or complex64/complex128 (the spectral kernels)."""
     if _relax_shrink_jit is None:
         return False
     dt = arrays[0].dtype
     return all(
         type(a) is np.ndarray and a.dtype == dt and a.flags.c_contiguous for a in arrays
-    ) and dt in (np.float32, np.float64)
+    ) and dt in (np.float32, np.float64, np.complex64, np.complex128)
+
+
+def filter_sum(df, vf, dv):
+    r""":math:`dv_b = \sum_k \hat d_k\,\hat v_{b,k}` in place; ``df (K, *F)``, ``vf (*B, K, *F)``, ``dv (*B, *F)``."""
+    k = df.shape[0]
+    _filter_sum_jit(df.reshape(k, -1), vf.reshape(-1, k, df[0].size), dv.reshape(-1, df[0].size))
+
+
+def add_filter_product(vf, df, tf):
+    r""":math:`\hat v_{b,k} \mathrel{+}= \bar{\hat d}_k\,\hat t_b` in place; shapes as :func:`filter_sum`."""
+    k = df.shape[0]
+    _add_filter_product_jit(vf.reshape(-1, k, df[0].size), df.reshape(k, -1), tf.reshape(-1, df[0].size))
 
 
 def relax_shrink(X, Yold, U, Y, V, a: float, thr: float):

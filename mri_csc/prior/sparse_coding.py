@@ -325,7 +325,7 @@ class ConvSparseCoder:
                 inv1 = self._denom[("inv1", real)] = (1.0 / (1.0 + e)).astype(rdt)
         else:
             sf = self._fwd(s, real)
-        kern = _cpu_kernels() if real and xp is np and max_iter > 0 else None
+        kern = _cpu_kernels() if xp is np and max_iter > 0 else None
         it = 0
         for it in range(1, max_iter + 1):  # noqa: B007 (it counts the iterations run, read after the loop)
             rho = self.rho
@@ -344,8 +344,11 @@ class ConvSparseCoder:
                 tf = sf - dv
                 tf *= self._inv(real, rho)
             dxf = dv + e * tf  # F(D X): sum_k d_k^ (v_k^ + conj(d_k^) tf) = dv + ||d^||^2 tf
-            xp.multiply(dfc, xp.expand_dims(tf, kax), out=st.buf)
-            vf += st.buf
+            if kern is not None and kern.ENABLED and kern.available(vf, df, tf):
+                kern.add_filter_product(vf, df, tf)
+            else:
+                xp.multiply(dfc, xp.expand_dims(tf, kax), out=st.buf)
+                vf += st.buf
             st.X = self._inv_fft(vf, real)
             del vf
             # ---- relaxation and y-step, fused:  T = a X + (1 - a) Y + U,
@@ -353,7 +356,7 @@ class ConvSparseCoder:
             st.DT = a * dxf + (1 - a) * st.DY + st.DU  # F(D T), exact by linearity
             st.u_scale = 1.0
             st.Yold, st.Y = st.Y, st.Yold
-            if kern is not None and kern.ENABLED and kern.available(st.X, st.Yold, st.U, st.Y, st.tmp):
+            if kern is not None and real and kern.ENABLED and kern.available(st.X, st.Yold, st.U, st.Y, st.tmp):
                 # one fused pass (numba); leaves Y - U in tmp for the next look-ahead
                 code_norms = kern.relax_shrink(st.X, st.Yold, st.U, st.Y, st.tmp, a, lam / rho)
                 st.v_ready = True
@@ -422,8 +425,12 @@ class ConvSparseCoder:
             st.dv = xp.empty(fshape, dtype=st.vf.dtype)
             st.DY = xp.zeros(fshape, dtype=st.vf.dtype)
             st.DU = xp.zeros(fshape, dtype=st.vf.dtype)
-        xp.multiply(df, st.vf, out=st.buf)
-        st.buf.sum(axis=kax, out=st.dv)
+        kern = _cpu_kernels() if xp is np else None
+        if kern is not None and kern.ENABLED and kern.available(df, st.vf, st.dv):
+            kern.filter_sum(df, st.vf, st.dv)
+        else:
+            xp.multiply(df, st.vf, out=st.buf)
+            st.buf.sum(axis=kax, out=st.dv)
         if st.DT is not None:
             c = st.u_scale
             du = (st.DT - st.dv) * (1.0 / (1.0 + c))
