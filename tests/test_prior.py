@@ -392,6 +392,26 @@ def test_fused_spectral_kernels_match_numpy(dtype):
     np.testing.assert_allclose(vf, ref, rtol=tol, atol=tol)
 
 
+def test_ctrl_c_while_kernels_compile_is_delivered_after():
+    """numba swallows a KeyboardInterrupt raised in its compiler callbacks; the coder holds a
+    Ctrl-C back while it imports (compiles) the kernels and raises it afterwards."""
+    import os
+    import signal
+    import time
+
+    from mri_csc.prior.sparse_coding import _sigint_deferred
+
+    before = signal.getsignal(signal.SIGINT)
+    reached = []
+    with pytest.raises(KeyboardInterrupt):
+        with _sigint_deferred():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)  # the handler runs in here and only records the signal
+            reached.append(True)
+    assert reached == [True]
+    assert signal.getsignal(signal.SIGINT) is before
+
+
 @pytest.mark.parametrize("boundary", ["pad", "circular"])
 @pytest.mark.parametrize("complex_signal", [False, True])
 def test_coder_same_with_and_without_the_fused_kernel(boundary, complex_signal, monkeypatch):

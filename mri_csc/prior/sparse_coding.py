@@ -43,7 +43,10 @@ from __future__ import annotations
 
 import logging
 import math
+import signal
+import threading
 from collections.abc import Sequence
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -55,11 +58,40 @@ __all__ = ["ConvSparseCoder", "check_lam"]
 log = logging.getLogger(__name__)
 
 
-def _cpu_kernels():
-    """:mod:`mri_csc.prior._kernels`, imported on first use: numba's import costs ~0.5 s."""
-    from . import _kernels  # noqa: PLC0415
+@contextmanager
+def _sigint_deferred():
+    """Record a Ctrl-C (SIGINT) in the main thread instead of raising it, and raise it on exit.
 
+    numba's compiler callbacks print and swallow a KeyboardInterrupt raised inside them, so a
+    Ctrl-C during the first (uncached) compilation of the kernels would be lost.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught and previous is not signal.SIG_IGN:
+        if callable(previous):
+            previous(signal.SIGINT, None)
+        raise KeyboardInterrupt
+
+
+def _cpu_kernels():
+    """:mod:`mri_csc.prior._kernels`, imported (and compiled, or loaded from numba's cache) on
+    first use: numba's import costs ~0.5 s, which ``import mri_csc`` should not pay."""
+    if _KERNEL_MODULE:
+        return _KERNEL_MODULE[0]
+    with _sigint_deferred():
+        from . import _kernels  # noqa: PLC0415
+    _KERNEL_MODULE.append(_kernels)
     return _kernels
+
+
+_KERNEL_MODULE: list = []
 
 
 def check_lam(lam, name: str = "lam") -> float:
