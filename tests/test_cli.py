@@ -157,7 +157,12 @@ def test_eval_interrupt_leaves_no_results(tmp_path):
         time.sleep(0.1)
     time.sleep(0.5)
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
+    try:
+        _, err = proc.communicate(timeout=60)
+    finally:  # never leave a 100000-iteration run behind when the test fails
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
     assert proc.returncode == 130, err
     assert "interrupted" in err and "Traceback" not in err
     assert os.listdir(tmp_path) == []
