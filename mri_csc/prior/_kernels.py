@@ -1,4 +1,4 @@
-r"""Fused CPU kernels for the sparse coder's element-wise work (numba, optional).
+r"""Fused CPU kernels for the sparse coder's element-wise work (numba; NumPy fallback).
 
 One ADMM step of :class:`mri_csc.prior.sparse_coding.ConvSparseCoder` does, per
 code sample, the over-relaxation, the soft threshold, the split of ``T`` into
@@ -9,12 +9,12 @@ Fourier domain, :func:`filter_sum` (:math:`\sum_k \hat d_k \hat v_k`) and
 :func:`add_filter_product` (:math:`\hat v_k \mathrel{+}= \bar{\hat d}_k \hat t`)
 each replace a product written to a buffer and a second pass over it.
 
-It is used for real codes held in NumPy arrays when numba imports (it is
-installed with SigPy); otherwise, and on CuPy, the coder runs the same maths as
-array calls. The coder imports this module on its first NumPy solve; the kernel
-is compiled then, eagerly for float32 and float64, and cached on disk (numba's
-``cache=True``), so later processes only load it. ``fastmath`` lets the norms
-be summed in SIMD order (a float64 accumulation either way).
+The coder uses them for NumPy arrays (:func:`relax_shrink` for real codes, the
+spectral kernels for any); on CuPy, or without numba, it runs the same maths as
+array calls. It imports this module on its first NumPy solve; the kernels are
+compiled then, eagerly for the real and complex dtypes, and cached on disk
+(numba's ``cache=True``), so later processes only load them. ``fastmath`` lets
+the norms be summed in SIMD order (a float64 accumulation either way).
 """
 
 from __future__ import annotations

@@ -41,6 +41,7 @@ linearity (see ``ConvSparseCoder._look_ahead``).
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import signal
@@ -80,18 +81,13 @@ def _sigint_deferred():
         raise KeyboardInterrupt
 
 
+@functools.cache
 def _cpu_kernels():
     """:mod:`mri_csc.prior._kernels`, imported (and compiled, or loaded from numba's cache) on
     first use: numba's import costs ~0.5 s, which ``import mri_csc`` should not pay."""
-    if _KERNEL_MODULE:
-        return _KERNEL_MODULE[0]
     with _sigint_deferred():
         from . import _kernels  # noqa: PLC0415
-    _KERNEL_MODULE.append(_kernels)
     return _kernels
-
-
-_KERNEL_MODULE: list = []
 
 
 def check_lam(lam, name: str = "lam") -> float:
