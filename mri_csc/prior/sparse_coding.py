@@ -90,6 +90,14 @@ def _cpu_kernels():
     return _kernels
 
 
+def _fused(*arrays):
+    """The fused CPU kernels when they can run on ``arrays`` (NumPy, one dtype, contiguous), else ``None``."""
+    if type(arrays[0]) is not np.ndarray:
+        return None
+    kern = _cpu_kernels()
+    return kern if kern.ENABLED and kern.available(*arrays) else None
+
+
 def check_lam(lam, name: str = "lam") -> float:
     try:
         val = float(lam)
@@ -353,7 +361,6 @@ class ConvSparseCoder:
                 inv1 = self._denom[("inv1", real)] = (1.0 / (1.0 + e)).astype(rdt)
         else:
             sf = self._fwd(s, real)
-        kern = _cpu_kernels() if xp is np and max_iter > 0 else None
         it = 0
         for it in range(1, max_iter + 1):  # noqa: B007 (it counts the iterations run, read after the loop)
             rho = self.rho
@@ -372,7 +379,7 @@ class ConvSparseCoder:
                 tf = sf - dv
                 tf *= self._inv(real, rho)
             dxf = dv + e * tf  # F(D X): sum_k d_k^ (v_k^ + conj(d_k^) tf) = dv + ||d^||^2 tf
-            if kern is not None and kern.ENABLED and kern.available(vf, df, tf):
+            if kern := _fused(vf, df, tf):
                 kern.add_filter_product(vf, df, tf)
             else:
                 xp.multiply(dfc, xp.expand_dims(tf, kax), out=st.buf)
@@ -384,7 +391,7 @@ class ConvSparseCoder:
             st.DT = a * dxf + (1 - a) * st.DY + st.DU  # F(D T), exact by linearity
             st.u_scale = 1.0
             st.Yold, st.Y = st.Y, st.Yold
-            if kern is not None and real and kern.ENABLED and kern.available(st.X, st.Yold, st.U, st.Y, st.tmp):
+            if real and (kern := _fused(st.X, st.Yold, st.U, st.Y, st.tmp)):
                 # one fused pass (numba); leaves Y - U in tmp for the next look-ahead
                 code_norms = kern.relax_shrink(st.X, st.Yold, st.U, st.Y, st.tmp, a, lam / rho)
                 st.v_ready = True
@@ -406,7 +413,8 @@ class ConvSparseCoder:
                 st.U0 += r0
                 st.U0 -= st.Y0
             st.n_iter += 1
-            # residual norms (7 passes over the codes) only where stopping or ρ balancing reads them
+            # residual norms only where stopping or ρ balancing reads them (7 passes over the codes
+            # on the array path; the fused kernel gives them for free, but one host transfer remains)
             update_rho = self.auto_rho and st.n_iter % self.rho_period == 0
             if tol > 0 or update_rho:
                 r, sd = self._residuals(st, dx if pad else None, code_norms)
@@ -453,8 +461,7 @@ class ConvSparseCoder:
             st.dv = xp.empty(fshape, dtype=st.vf.dtype)
             st.DY = xp.zeros(fshape, dtype=st.vf.dtype)
             st.DU = xp.zeros(fshape, dtype=st.vf.dtype)
-        kern = _cpu_kernels() if xp is np else None
-        if kern is not None and kern.ENABLED and kern.available(df, st.vf, st.dv):
+        if kern := _fused(df, st.vf, st.dv):
             kern.filter_sum(df, st.vf, st.dv)
         else:
             xp.multiply(df, st.vf, out=st.buf)
