@@ -186,9 +186,9 @@ def test_sherman_morrison_vs_dense():
     coder = ConvSparseCoder(
         d, shape, lam=0.0, rho=rho, relax=1.0, dtype=np.float64, boundary="circular", auto_rho=False
     )
-    coder.solve(s, max_iter=1, tol=0)  # from zero: v = y - u = 0
+    coder.solve(s, max_iter=1, tol=0)  # from zero: v = y - u = 0; with lam = 0, relax = 1, y = x
     z_ref = np.linalg.solve(dense.T @ dense + rho * np.eye(n_in), dense.T @ s.ravel())
-    assert np.allclose(coder._state.X.ravel(), z_ref, atol=1e-10)
+    assert np.allclose(coder.codes.ravel(), z_ref, atol=1e-10)
 
 
 def test_masked_sherman_morrison_vs_dense():
@@ -204,7 +204,7 @@ def test_masked_sherman_morrison_vs_dense():
     coder.solve(s, max_iter=1, tol=0)
     spad = geom.pad_image(s).ravel()
     z_ref = np.linalg.solve(dense.T @ dense + np.eye(n_in), dense.T @ spad)
-    assert np.allclose(coder._state.X.ravel(), z_ref, atol=1e-10)
+    assert np.allclose(coder.codes.ravel(), z_ref, atol=1e-10)
 
 
 def _sporco_objective(d, s, lam, z_sp):
@@ -433,6 +433,35 @@ def test_coder_same_with_and_without_the_fused_kernel(boundary, complex_signal, 
     np.testing.assert_allclose(res1, res0, rtol=1e-3)
     assert np.abs(z1 - z0).max() <= 1e-4 * np.abs(z0).max()
     assert np.linalg.norm(syn1 - syn0) <= 1e-4 * np.linalg.norm(syn0)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("boundary", ["pad", "circular"])
+def test_blocked_sweep_matches_full_array_path(boundary, threads, monkeypatch):
+    """The cache-blocked sweep (blocks of 2 maps, never across channels; 1 or 2 threads, each
+    with its own partial filter sum) gives the full-array path's iterates, ρ and synthesis."""
+    from mri_csc.backend import set_fft_workers
+    from mri_csc.prior import _kernels, sparse_coding
+
+    d = _filters(k=5, f=5)
+    s = np.stack([_smooth_image((32, 28), seed=i) for i in range(2)])  # a batch of two channels
+    monkeypatch.setattr(sparse_coding, "_SWEEP_BLOCK_BYTES", 2 * 4 * 36 * 32)  # 2 maps per block
+    out = {}
+    try:
+        set_fft_workers(threads)
+        for enabled in (False, True):
+            monkeypatch.setattr(_kernels, "ENABLED", enabled)
+            c = ConvSparseCoder(d, s.shape[1:], 0.02, boundary=boundary)
+            c.solve(s, max_iter=25, tol=0)
+            c.solve(0.9 * s, max_iter=4, tol=1e-9)
+            out[enabled] = (c.codes.copy(), c.rho, c.synthesize())
+    finally:
+        set_fft_workers(None)
+    (z0, rho0, syn0), (z1, rho1, syn1) = out[False], out[True]
+    assert abs(rho1 - rho0) <= 1e-4 * rho0
+    assert np.abs(z1 - z0).max() <= 1e-4 * np.abs(z0).max()
+    assert np.linalg.norm(syn1 - syn0) <= 1e-4 * np.linalg.norm(syn0)
+    assert np.abs(z1[1]).sum() > 0 and not np.allclose(z1[0], z1[1])  # both channels coded, apart
 
 
 # ----------------------------------------------------------------------------- dictionary

@@ -9,9 +9,11 @@ Fourier domain, :func:`filter_sum` (:math:`\sum_k \hat d_k \hat v_k`) and
 :func:`add_filter_product` (:math:`\hat v_k \mathrel{+}= \bar{\hat d}_k \hat t`)
 each replace a product written to a buffer and a second pass over it.
 
-The coder uses them for NumPy arrays (:func:`relax_shrink` for real codes, the
-spectral kernels for any); on CuPy, or without numba, it runs the same maths as
-array calls. It imports this module on its first NumPy solve; the kernels are
+For real NumPy codes the coder runs all three on one cache-sized block of code
+maps at a time, between that block's inverse and forward FFTs
+(``ConvSparseCoder._sweep``, several threads; the kernels release the GIL); for
+complex codes it uses the spectral kernels on whole arrays; on CuPy, or without
+numba, it runs the same maths as array calls. It imports this module on its first NumPy solve; the kernels are
 compiled then, eagerly for the real and complex dtypes, and cached on disk
 (numba's ``cache=True``), so later processes only load them. ``fastmath`` lets
 the norms be summed in SIMD order (a float64 accumulation either way).
@@ -60,11 +62,9 @@ def _relax_shrink(X, Yold, U, Y, V, a, thr):
     return r2, xn2, yn2, s2, un2
 
 
-def _filter_sum(df, vf, dv):
+def _add_filter_sum(df, vf, dv):
     nb, nk, nf = vf.shape
     for b in range(nb):
-        for f in range(nf):
-            dv[b, f] = 0
         for k in range(nk):
             for f in range(nf):
                 dv[b, f] += df[k, f] * vf[b, k, f]
@@ -83,12 +83,12 @@ if numba is not None:
              for ft in (float32, float64)]
     _relax_shrink_jit = numba.njit(_sigs, cache=True, nogil=True, fastmath=True)(_relax_shrink)
     _ct = (types.complex64, types.complex128)
-    _filter_sum_jit = numba.njit([types.void(c[:, ::1], c[:, :, ::1], c[:, ::1]) for c in _ct],
-                                 cache=True, nogil=True, fastmath=True)(_filter_sum)
+    _add_filter_sum_jit = numba.njit([types.void(c[:, ::1], c[:, :, ::1], c[:, ::1]) for c in _ct],
+                                     cache=True, nogil=True, fastmath=True)(_add_filter_sum)
     _add_filter_product_jit = numba.njit([types.void(c[:, :, ::1], c[:, ::1], c[:, ::1]) for c in _ct],
                                          cache=True, nogil=True, fastmath=True)(_add_filter_product)
 else:  # pragma: no cover
-    _relax_shrink_jit = _filter_sum_jit = _add_filter_product_jit = None
+    _relax_shrink_jit = _add_filter_sum_jit = _add_filter_product_jit = None
 
 
 def available(*arrays) -> bool:
@@ -102,10 +102,15 @@ def available(*arrays) -> bool:
     ) and dt in (np.float32, np.float64, np.complex64, np.complex128)
 
 
-def filter_sum(df, vf, dv):
-    r""":math:`dv_b = \sum_k \hat d_k\,\hat v_{b,k}` in place; ``df (K, *F)``, ``vf (*B, K, *F)``, ``dv (*B, *F)``."""
+def filter_sum(df, vf, dv, accumulate: bool = False):
+    r""":math:`dv_b = \sum_k \hat d_k\,\hat v_{b,k}` in place; ``df (K, *F)``, ``vf (*B, K, *F)``, ``dv (*B, *F)``.
+
+    With ``accumulate`` the sum is added to ``dv`` (partial sums over blocks of filters).
+    """
     k = df.shape[0]
-    _filter_sum_jit(df.reshape(k, -1), vf.reshape(-1, k, df[0].size), dv.reshape(-1, df[0].size))
+    if not accumulate:
+        dv.fill(0)
+    _add_filter_sum_jit(df.reshape(k, -1), vf.reshape(-1, k, df[0].size), dv.reshape(-1, df[0].size))
 
 
 def add_filter_product(vf, df, tf):

@@ -36,7 +36,10 @@ built once and reused: repeated ``solve(s, max_iter=3)`` calls with a slowly
 changing ``s`` only transform ``s`` and iterate. Each iteration costs one forward
 and one inverse filter-bank FFT, and the synthesis ``D z`` of the current codes
 (:meth:`ConvSparseCoder.synthesize`) none: it is kept in the Fourier domain by
-linearity (see ``ConvSparseCoder._look_ahead``).
+linearity (see ``ConvSparseCoder._look_ahead``). On the CPU, real codes go
+through each step one cache-sized block of code maps at a time, on
+:func:`~mri_csc.backend.fft_workers` threads (``ConvSparseCoder._sweep``), so
+the code arrays cross memory about once per step instead of a dozen times.
 """
 
 from __future__ import annotations
@@ -44,14 +47,17 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import os
 import signal
 import threading
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import contextmanager
 
 import numpy as np
+import scipy.fft
 
-from ..backend import get_xp, to_numpy
+from ..backend import fft_workers, get_xp, to_numpy
 from .conv import BOUNDARIES, _ConvGeometry, _fftn, _ifftn, _irfftn, _rfftn
 
 __all__ = ["ConvSparseCoder", "check_lam"]
@@ -88,6 +94,21 @@ def _cpu_kernels():
     with _sigint_deferred():
         from . import _kernels  # noqa: PLC0415
     return _kernels
+
+
+#: bytes of code maps one block of :meth:`ConvSparseCoder._sweep` handles (its working set, with
+#: the spectra and scratch, is about 3x this: well inside a core's L2 cache)
+_SWEEP_BLOCK_BYTES = 1 << 18
+
+
+@functools.cache
+def _sweep_pool(n_threads: int) -> ThreadPoolExecutor:
+    """Helper threads for :meth:`ConvSparseCoder._sweep` (the calling thread does one share)."""
+    return ThreadPoolExecutor(max(1, n_threads), thread_name_prefix="mri_csc-sweep")
+
+
+# a forked child inherits the pool object but not its threads: start afresh there
+os.register_at_fork(after_in_child=_sweep_pool.cache_clear)
 
 
 def _fused(*arrays):
@@ -129,7 +150,7 @@ class _State:
         self.real = real
         self.cdt = cdt  # dtype of codes (real or complex)
         cshape = batch + (geom.n_filters,) + geom.code_shape
-        self.X = xp.zeros(cshape, dtype=cdt)
+        self.X = None  # the z-step's solution, kept by the full-array path only
         self.Y = xp.zeros(cshape, dtype=cdt)
         self.U = xp.zeros(cshape, dtype=cdt)
         self.Yold = xp.zeros(cshape, dtype=cdt)
@@ -140,7 +161,7 @@ class _State:
             self.Y0 = xp.zeros(gshape, dtype=cdt)
             self.U0 = xp.zeros(gshape, dtype=cdt)
             self.Y0old = xp.zeros(gshape, dtype=cdt)
-        self.buf = None
+        self._buf = None
         # Fourier-domain quantities on the code grid: vf = F(Y - U) and dv = sum_k d_k^ vf_k for
         # the next z-step (``vf is None``: not computed yet), the syntheses DY = F(D Y) and
         # DU = F(D U) (per channel, no filter axis), and the pending DT = F(D T) of the last
@@ -151,8 +172,15 @@ class _State:
         self.DU = None
         self.DT = None
         self.u_scale = 1.0
-        self.v_ready = False  # tmp holds Y - U (left there by the fused kernel)
         self.n_iter = 0
+
+
+    def spectrum_scratch(self, like):
+        """A scratch array shaped like the code spectra (the array path's products; the
+        sweep never needs one, so it is allocated on first use)."""
+        if self._buf is None:
+            self._buf = get_xp(like).empty_like(like)
+        return self._buf
 
 
 class ConvSparseCoder:
@@ -361,6 +389,8 @@ class ConvSparseCoder:
                 inv1 = self._denom[("inv1", real)] = (1.0 / (1.0 + e)).astype(rdt)
         else:
             sf = self._fwd(s, real)
+        # real NumPy codes with the kernels: the cache-blocked sweep (see _sweep)
+        sweep = real and _fused(st.Y, st.U) is not None
         it = 0
         for it in range(1, max_iter + 1):  # noqa: B007 (it counts the iterations run, read after the loop)
             rho = self.rho
@@ -379,24 +409,26 @@ class ConvSparseCoder:
                 tf = sf - dv
                 tf *= self._inv(real, rho)
             dxf = dv + e * tf  # F(D X): sum_k d_k^ (v_k^ + conj(d_k^) tf) = dv + ||d^||^2 tf
-            if kern := _fused(vf, df, tf):
-                kern.add_filter_product(vf, df, tf)
-            else:
-                xp.multiply(dfc, xp.expand_dims(tf, kax), out=st.buf)
-                vf += st.buf
-            st.X = self._inv_fft(vf, real)
-            del vf
-            # ---- relaxation and y-step, fused:  T = a X + (1 - a) Y + U,
-            #      Y <- soft(T, lam/rho),  U <- T - Y (= the clipped part of T)
-            st.DT = a * dxf + (1 - a) * st.DY + st.DU  # F(D T), exact by linearity
+            st.DT = a * dxf + (1 - a) * st.DY + st.DU  # F(D T), T = a X + (1 - a) Y + U, by linearity
             st.u_scale = 1.0
             st.Yold, st.Y = st.Y, st.Yold
-            if real and (kern := _fused(st.X, st.Yold, st.U, st.Y, st.tmp)):
-                # one fused pass (numba); leaves Y - U in tmp for the next look-ahead
-                code_norms = kern.relax_shrink(st.X, st.Yold, st.U, st.Y, st.tmp, a, lam / rho)
-                st.v_ready = True
+            if sweep:
+                # X, the relaxation, the y-step and the next F(Y - U) in one cache-blocked sweep
+                code_norms = self._sweep(st, vf, df, tf, a, lam / rho)
+                st.vf = vf
+                self._resolve_synthesis(st)
             else:
                 code_norms = None
+                if kern := _fused(vf, df, tf):
+                    kern.add_filter_product(vf, df, tf)
+                else:
+                    buf = st.spectrum_scratch(vf)
+                    xp.multiply(dfc, xp.expand_dims(tf, kax), out=buf)
+                    vf += buf
+                st.X = self._inv_fft(vf, real)
+                del vf
+                # relaxation and y-step:  T = a X + (1 - a) Y + U,
+                # Y <- soft(T, lam/rho),  U <- T - Y (= the clipped part of T)
                 T = st.Y
                 xp.multiply(st.X, a, out=T)
                 xp.multiply(st.Yold, 1 - a, out=st.tmp)
@@ -451,12 +483,9 @@ class ConvSparseCoder:
             fshape = st.tmp.shape[:-1] + (st.tmp.shape[-1] // 2 + 1 if real else st.tmp.shape[-1],)
             st.vf = xp.zeros(fshape, dtype=np.result_type(st.tmp.dtype, np.complex64))
         else:
-            if not st.v_ready:
-                xp.subtract(st.Y, st.U, out=st.tmp)
+            xp.subtract(st.Y, st.U, out=st.tmp)
             st.vf = self._fwd(st.tmp, real)
-        st.v_ready = False  # tmp is scratch again
-        if st.buf is None:  # allocated once per state
-            st.buf = xp.empty_like(st.vf)
+        if st.dv is None:  # allocated once per state
             fshape = st.vf.shape[:kax] + st.vf.shape[kax + 1 :]
             st.dv = xp.empty(fshape, dtype=st.vf.dtype)
             st.DY = xp.zeros(fshape, dtype=st.vf.dtype)
@@ -464,15 +493,80 @@ class ConvSparseCoder:
         if kern := _fused(df, st.vf, st.dv):
             kern.filter_sum(df, st.vf, st.dv)
         else:
-            xp.multiply(df, st.vf, out=st.buf)
-            st.buf.sum(axis=kax, out=st.dv)
+            buf = st.spectrum_scratch(st.vf)
+            xp.multiply(df, st.vf, out=buf)
+            buf.sum(axis=kax, out=st.dv)
+        self._resolve_synthesis(st)
+
+    def _resolve_synthesis(self, st):
+        """Split the pending ``D T`` into ``D Y`` and ``D U`` once ``dv`` holds ``F(D(Y - cU))``."""
         if st.DT is not None:
             c = st.u_scale
             du = (st.DT - st.dv) * (1.0 / (1.0 + c))
-            xp.subtract(st.DT, du, out=st.DY)
-            xp.multiply(du, c, out=st.DU)
+            self.xp.subtract(st.DT, du, out=st.DY)
+            self.xp.multiply(du, c, out=st.DU)
             st.DT = None
             st.u_scale = 1.0
+
+    def _sweep(self, st, vf, df, tf, a, thr):
+        r"""The code half of an ADMM step, one cache-sized block of code maps at a time.
+
+        For each block of maps :math:`k` (same batch index :math:`b`) it runs, while the
+        block stays in cache: the z-step :math:`\hat x_k = \hat v_k + \bar{\hat d}_k \hat t_b`
+        (in place in ``vf``), :math:`x_k = F^{-1}\hat x_k`, the fused relaxation and soft
+        threshold (:func:`~mri_csc.prior._kernels.relax_shrink`: ``Y``, ``U`` and ``Y - U``),
+        :math:`\hat v_k = F(y_k - u_k)` back into ``vf`` and its share of
+        :math:`dv_b = \sum_k \hat d_k \hat v_k`. The full-array path streams each code array
+        through memory several times per step; here ``X`` and ``Y - U`` never leave the cache.
+        Blocks are shared among :func:`~mri_csc.backend.fft_workers` threads (numba and
+        pocketfft release the GIL), each with one-thread FFTs and its own partial ``dv``.
+
+        Returns the five code norms of :func:`~mri_csc.prior._kernels.relax_shrink`, summed.
+        Leaves ``st.dv`` for the new ``vf``.
+        """
+        kern = _cpu_kernels()
+        geom = self.geom
+        n_k, axes = geom.n_filters, geom.axes
+        cshape, fshape = geom.code_shape, vf.shape[-geom.ndim :]
+        Y, Yold, U = (arr.reshape(-1, *cshape) for arr in (st.Y, st.Yold, st.U))
+        V = vf.reshape(-1, *fshape)
+        dfk = df.reshape(n_k, *fshape)
+        tfb = tf.reshape(-1, *fshape)
+        per_block = max(1, _SWEEP_BLOCK_BYTES // (math.prod(cshape) * Y.itemsize))
+        blocks = [(m, min(m + per_block, (m // n_k + 1) * n_k)) for b0 in range(0, len(Y), n_k)
+                  for m in range(b0, b0 + n_k, per_block)]
+        n_threads = max(1, min(fft_workers(), len(blocks)))
+        dv = st.dv.reshape(-1, *fshape)
+
+        def run(share):
+            dv_part = np.zeros_like(dv)
+            tmp = np.empty((per_block, *cshape), Y.dtype)
+            norms = [0.0] * 5
+            for m0, m1 in share:
+                b, k0 = divmod(m0, n_k)
+                k1 = k0 + m1 - m0
+                v = V[m0:m1]
+                kern.add_filter_product(v, dfk[k0:k1], tfb[b])
+                x = scipy.fft.irfftn(v, s=cshape, axes=axes, workers=1)
+                w = tmp[: m1 - m0]
+                got = kern.relax_shrink(x, Yold[m0:m1], U[m0:m1], Y[m0:m1], w, a, thr)
+                norms = [p + q for p, q in zip(norms, got, strict=True)]
+                v[...] = scipy.fft.rfftn(w, axes=axes, workers=1)
+                kern.filter_sum(dfk[k0:k1], v, dv_part[b], accumulate=True)
+            return dv_part, norms
+
+        shares = [blocks[i * len(blocks) // n_threads : (i + 1) * len(blocks) // n_threads]
+                  for i in range(n_threads)]
+        futures = [_sweep_pool(n_threads - 1).submit(run, sh) for sh in shares[1:]]
+        try:
+            results = [run(shares[0])] + [f.result() for f in futures]
+        except BaseException:  # e.g. Ctrl-C: let the helpers finish their blocks before unwinding
+            wait(futures)
+            raise
+        np.copyto(dv, results[0][0])
+        for dv_part, _ in results[1:]:
+            dv += dv_part
+        return tuple(sum(r[1][i] for r in results) for i in range(5))
 
     def _residuals(self, st, dx, code_norms=None):
         """Normalised (primal, dual) residuals; ``code_norms``: the five code-array norms if known."""
@@ -523,8 +617,11 @@ class ConvSparseCoder:
         if rsf != 1.0:
             self.rho *= rsf
             st.U *= self.rdt.type(1.0 / rsf)
-            st.u_scale /= rsf
-            st.v_ready = False
+            if st.DT is None:  # the sweep already split D T: rescale D U with U
+                st.DU *= self.rdt.type(1.0 / rsf)
+            else:
+                st.u_scale /= rsf
+            st.vf = None  # F(Y - U) is stale; the next step transforms it again
             if self.geom.boundary == "pad":
                 st.U0 *= self.rdt.type(1.0 / rsf)
 
