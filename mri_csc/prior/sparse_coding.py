@@ -519,7 +519,9 @@ class ConvSparseCoder:
         :math:`dv_b = \sum_k \hat d_k \hat v_k`. The full-array path streams each code array
         through memory several times per step; here ``X`` and ``Y - U`` never leave the cache.
         Blocks are shared among :func:`~mri_csc.backend.fft_workers` threads (numba and
-        pocketfft release the GIL), each with one-thread FFTs and its own partial ``dv``.
+        pocketfft release the GIL), each with one-thread FFTs and its own partial ``dv``. The
+        split is static, so the partial sums always add up in the same order: for a given
+        thread count, results are bit-identical from run to run.
 
         Returns the five code norms of :func:`~mri_csc.prior._kernels.relax_shrink`, summed.
         Leaves ``st.dv`` for the new ``vf``.
