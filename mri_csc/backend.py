@@ -160,7 +160,11 @@ def to_numpy(a: Any) -> np.ndarray:
 
 
 def fft_workers() -> int:
-    """Worker threads ``scipy.fft`` uses (env ``MRI_CSC_FFT_WORKERS``, else all cores)."""
+    """CPU threads for the FFT-bound work (env ``MRI_CSC_FFT_WORKERS``, else all usable cores).
+
+    ``scipy.fft`` runs with this many workers, and the sparse coder shares its blocked
+    sweep among this many threads (:class:`mri_csc.prior.sparse_coding.ConvSparseCoder`).
+    """
     if _FFT_WORKERS is not None:
         return _FFT_WORKERS
     env = os.environ.get("MRI_CSC_FFT_WORKERS")
