@@ -198,16 +198,10 @@ def _jsonable(o):
 
 
 # --------------------------------------------------------------------------- FFT floor
-def csc_floor_counts(result, kspace, maps, mask=None) -> dict:
-    """``cg_normals``, ``csc_iter`` and ``channels`` of :func:`fft_floor` for a CSC ``ReconResult``.
-
-    Resolves the run's parameters as the method did (``imag_codes="auto"`` codes one
-    channel when the phase is demodulated, two otherwise).
-    """
-    from mri_csc.recon.csc import DEFAULTS, resolve_params
-    from mri_csc.recon.problem import make_problem
-
-    p = resolve_params(make_problem(kspace, maps, mask), dict(DEFAULTS, **result.params))
+def csc_floor_counts(result) -> dict:
+    """``cg_normals``, ``csc_iter`` and ``channels`` of :func:`fft_floor` for a CSC ``ReconResult``
+    (its ``params`` are the resolved ones: ``imag_codes`` says whether one or two channels were coded)."""
+    p = result.params
     return {"cg_normals": p["cg_iter"], "csc_iter": p["csc_iter"], "channels": 2 if p["imag_codes"] else 1}
 
 

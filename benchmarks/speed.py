@@ -122,7 +122,7 @@ def bench_recon(repeat: int) -> dict:
     csc_res = t["csc (defaults)"]["result"]
     hist_t = [h["time"] for h in csc_res.history]
     per_iter = statistics.median(np.diff(hist_t)) if len(hist_t) > 1 else float("nan")
-    floor = fft_floor(SHAPE, COILS, 36, 11, **csc_floor_counts(csc_res, ds.kspace, ds.maps, ds.mask))
+    floor = fft_floor(SHAPE, COILS, 36, 11, **csc_floor_counts(csc_res))
     ref = np.abs(ds.image)
     rows, out = [], {}
     csc_med = t["csc (defaults)"]["median"]

@@ -104,16 +104,20 @@ def test_auto_lambda_follows_the_mask_kind(poisson_case, lines_case):
     assert is_line_mask(lines_case.mask)
     assert not is_line_mask(np.ones(SHAPE, np.float32))
     r = mri_csc.reconstruct(lines_case.kspace, lines_case.maps, method="csc", max_iter=1)
-    assert r.params["lam"] == "auto"  # what the user passed is kept ...
-    from mri_csc.recon.csc import resolve_params
-    from mri_csc.recon.problem import make_problem
+    # the result records the values the run used, not "auto"
+    assert (r.params["lam"], r.params["mu"], r.params["gamma"]) == (LAM_LINES, MU_LINES, MU_LINES)
+    assert r.params["imag_codes"] is False  # phase demodulated: only Re u coded
+    r2 = mri_csc.reconstruct(poisson_case.kspace, poisson_case.maps, method="csc", max_iter=1, phase=False)
+    assert (r2.params["lam"], r2.params["mu"], r2.params["gamma"]) == (LAM_2D, MU_2D, MU_2D)
+    assert r2.params["imag_codes"] is True and r2.params["phase"] is False
 
-    prob = make_problem(lines_case.kspace, lines_case.maps)
-    resolved = resolve_params(prob, r.params)  # ... and resolved by the mask rule
-    assert (resolved["lam"], resolved["mu"], resolved["gamma"]) == (LAM_LINES, MU_LINES, MU_LINES)
-    prob2 = make_problem(poisson_case.kspace, poisson_case.maps)
-    resolved = resolve_params(prob2, r.params)
-    assert (resolved["lam"], resolved["mu"], resolved["gamma"]) == (LAM_2D, MU_2D, MU_2D)
+
+def test_recorded_params_reproduce_the_run(poisson_case):
+    ds = poisson_case
+    first = mri_csc.reconstruct(ds.kspace, ds.maps, mask=ds.mask, method="csc", max_iter=4)
+    again = mri_csc.reconstruct(ds.kspace, ds.maps, mask=ds.mask, method="csc", **first.params)
+    assert again.params == first.params
+    assert np.array_equal(again.image, first.image)
 
 
 @pytest.mark.parametrize(

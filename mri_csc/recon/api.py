@@ -29,7 +29,9 @@ class ReconResult:
         own keys such as ``objective``, ``primal_residual``, ``dual_residual``, ``rho``).
     method : str
     params : dict
-        The parameters used, defaults filled in.
+        The parameters the method ran with: defaults filled in and data-dependent
+        ``"auto"`` values resolved (e.g. CSC's ``lam``, ``mu``, ``gamma``,
+        ``imag_codes``), so passing them back reproduces the run.
     scale : float
         The data scale the k-space was divided by before solving.
     time : float
@@ -87,6 +89,8 @@ def reconstruct(kspace, coil_maps, *, mask=None, method: str = "csc", device: "s
         raise ValueError(f"method {method!r} runs on the CPU only; got device={str(device)!r}")
     problem = make_problem(kspace, coil_maps, mask, device=device, scale=scale)
     full = {**spec.params, **params}
+    if spec.resolve is not None:
+        full = spec.resolve(problem, full)
     with problem.device.use():
         image, history = spec.func(problem, show_pbar=show_pbar, **full)
         image = image * image.real.dtype.type(problem.scale)

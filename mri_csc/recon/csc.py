@@ -108,7 +108,7 @@ def _count(name, value, minimum=0):
 
 
 def resolve_params(problem: ReconProblem, params: dict) -> dict:
-    """Validate the CSC parameters and fill in the data-dependent defaults."""
+    """Validate the CSC parameters and fill in the data-dependent defaults (idempotent)."""
     out = dict(params)
     lines = is_line_mask(problem.mask)
     if out["lam"] == "auto":
@@ -178,4 +178,5 @@ def csc(problem: ReconProblem, *, show_pbar: bool = False, **params):
 
 
 register_method("csc", csc, DEFAULTS,
-                "convolutional sparse coding prior with phase smoothness, solved by ADMM-based alternation")
+                "convolutional sparse coding prior with phase smoothness, solved by ADMM-based alternation",
+                resolve=resolve_params)

@@ -32,6 +32,10 @@ class Method:
         Whether the method runs on ``device="gpu"``.
     available : callable
         Returns ``None`` when usable here, or a reason string (e.g. a missing binary).
+    resolve : callable or None
+        ``resolve(problem, params) -> params``: validates the parameters and replaces
+        data-dependent defaults (``"auto"``) by the values the method will use, so that a
+        result records what actually ran. Must be idempotent. ``None``: kept as given.
     """
 
     name: str
@@ -40,6 +44,7 @@ class Method:
     description: str = ""
     gpu: bool = True
     available: Callable[[], "str | None"] = lambda: None
+    resolve: "Callable[[object, dict], dict] | None" = None
 
     def check(self, params: dict) -> None:
         """Raise ``ValueError`` for parameters the method does not take, or when it is unavailable here.
@@ -60,9 +65,10 @@ _REGISTRY: dict[str, Method] = {}
 
 
 def register_method(name: str, func: Callable, params: dict | None = None, description: str = "",
-                    gpu: bool = True, available: Callable[[], "str | None"] | None = None) -> Method:
-    """Register ``func`` under ``name`` (re-registering a name replaces it)."""
-    method = Method(name, func, dict(params or {}), description, gpu, available or (lambda: None))
+                    gpu: bool = True, available: Callable[[], "str | None"] | None = None,
+                    resolve: "Callable[[object, dict], dict] | None" = None) -> Method:
+    """Register ``func`` under ``name`` (re-registering a name replaces it); see :class:`Method`."""
+    method = Method(name, func, dict(params or {}), description, gpu, available or (lambda: None), resolve)
     _REGISTRY[name] = method
     return method
 
