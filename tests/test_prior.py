@@ -486,6 +486,33 @@ def test_threaded_sweep_is_bit_reproducible(monkeypatch):
     assert np.array_equal(runs[0][0], runs[1][0])
 
 
+def test_sweep_runs_in_the_calling_thread_when_no_helper_can_start(monkeypatch):
+    """At interpreter shutdown (a late non-daemon thread, atexit) an executor refuses new work;
+    the sweep then does every share itself, in the same order, so the codes are unchanged."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from mri_csc.backend import set_fft_workers
+    from mri_csc.prior import sparse_coding
+
+    d = _filters(k=6, f=5)
+    s = _smooth_image((36, 32))
+    monkeypatch.setattr(sparse_coding, "_SWEEP_BLOCK_BYTES", 4 * 40 * 36)  # one map per block
+    closed = ThreadPoolExecutor(1)
+    closed.shutdown()
+    try:
+        set_fft_workers(2)
+        runs = []
+        for pool in (None, closed):
+            if pool is not None:
+                monkeypatch.setattr(sparse_coding, "_sweep_pool", lambda n, pool=pool: pool)
+            c = ConvSparseCoder(d, s.shape, 0.02)
+            c.solve(s, max_iter=10, tol=0)
+            runs.append(c.codes.copy())
+    finally:
+        set_fft_workers(None)
+    assert np.array_equal(runs[0], runs[1])
+
+
 # ----------------------------------------------------------------------------- dictionary
 def test_learn_dictionary_unit_norm_and_decreasing():
     from mri_csc.prior.dictionary import learn_dictionary

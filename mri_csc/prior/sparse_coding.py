@@ -103,12 +103,14 @@ _SWEEP_BLOCK_BYTES = 1 << 18
 
 @functools.cache
 def _sweep_pool(n_threads: int) -> ThreadPoolExecutor:
-    """Helper threads for :meth:`ConvSparseCoder._sweep` (the calling thread does one share)."""
+    """Helper threads for :meth:`ConvSparseCoder._sweep` (the calling thread does one share);
+    one pool per :func:`~mri_csc.backend.fft_workers` setting, whatever the problem size."""
     return ThreadPoolExecutor(max(1, n_threads), thread_name_prefix="mri_csc-sweep")
 
 
 # a forked child inherits the pool object but not its threads: start afresh there
-os.register_at_fork(after_in_child=_sweep_pool.cache_clear)
+if hasattr(os, "register_at_fork"):  # POSIX only
+    os.register_at_fork(after_in_child=_sweep_pool.cache_clear)
 
 
 def _fused(*arrays):
@@ -559,9 +561,15 @@ class ConvSparseCoder:
 
         shares = [blocks[i * len(blocks) // n_threads : (i + 1) * len(blocks) // n_threads]
                   for i in range(n_threads)]
-        futures = [_sweep_pool(n_threads - 1).submit(run, sh) for sh in shares[1:]]
+        futures = []
+        for sh in shares[1:]:
+            try:
+                futures.append(_sweep_pool(fft_workers() - 1).submit(run, sh))
+            except RuntimeError:  # interpreter shutting down (a late thread, atexit): the rest runs here
+                break
         try:
-            results = [run(shares[0])] + [f.result() for f in futures]
+            results = [run(shares[0])]
+            results += [futures[i].result() if i < len(futures) else run(sh) for i, sh in enumerate(shares[1:])]
         except BaseException:  # e.g. Ctrl-C: let the helpers finish their blocks before unwinding
             wait(futures)
             raise

@@ -89,9 +89,9 @@ def reconstruct(kspace, coil_maps, *, mask=None, method: str = "csc", device: "s
         raise ValueError(f"method {method!r} runs on the CPU only; got device={str(device)!r}")
     problem = make_problem(kspace, coil_maps, mask, device=device, scale=scale)
     full = {**spec.params, **params}
-    if spec.resolve is not None:
-        full = spec.resolve(problem, full)
     with problem.device.use():
+        if spec.resolve is not None:
+            full = spec.resolve(problem, full)
         image, history = spec.func(problem, show_pbar=show_pbar, **full)
         image = image * image.real.dtype.type(problem.scale)
     elapsed = time.perf_counter() - t0
