@@ -13,9 +13,10 @@ For real NumPy codes the coder runs all three on one cache-sized block of code
 maps at a time, between that block's inverse and forward FFTs
 (``ConvSparseCoder._sweep``, several threads; the kernels release the GIL); for
 complex codes it uses the spectral kernels on whole arrays; on CuPy, or without
-numba, it runs the same maths as array calls. It imports this module on its first NumPy solve; the kernels are
-compiled then, eagerly for the real and complex dtypes, and cached on disk
-(numba's ``cache=True``), so later processes only load them. ``fastmath`` lets
+numba, it runs the same maths as array calls. It imports this module on its
+first NumPy solve; the kernels are compiled then, eagerly for the real and
+complex dtypes, and cached on disk (numba's ``cache=True``), so later processes
+only load them. ``fastmath`` lets
 the norms be summed in SIMD order (a float64 accumulation either way).
 """
 

@@ -176,7 +176,6 @@ class _State:
         self.u_scale = 1.0
         self.n_iter = 0
 
-
     def spectrum_scratch(self, like):
         """A scratch array shaped like the code spectra (the array path's products; the
         sweep never needs one, so it is allocated on first use)."""
@@ -536,8 +535,9 @@ class ConvSparseCoder:
         V = vf.reshape(-1, *fshape)
         dfk = df.reshape(n_k, *fshape)
         tfb = tf.reshape(-1, *fshape)
+        # blocks [m0, m1) of flat map indices (channel b = m // K), never across a channel
         per_block = max(1, _SWEEP_BLOCK_BYTES // (math.prod(cshape) * Y.itemsize))
-        blocks = [(m, min(m + per_block, (m // n_k + 1) * n_k)) for b0 in range(0, len(Y), n_k)
+        blocks = [(m, min(m + per_block, b0 + n_k)) for b0 in range(0, len(Y), n_k)
                   for m in range(b0, b0 + n_k, per_block)]
         n_threads = max(1, min(fft_workers(), len(blocks)))
         dv = st.dv.reshape(-1, *fshape)
