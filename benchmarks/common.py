@@ -206,7 +206,7 @@ def csc_floor_counts(result) -> dict:
 
 
 def fft_floor(image_shape, n_coils: int, n_filters: int, filter_size: int, *, cg_normals: int = 3,
-              csc_iter: int = 1, channels: int = 1, repeat: int = 5, xp=None) -> dict:
+              csc_iter: int = 1, channels: int = 1, repeat: int = 9, xp=None) -> dict:
     """Time of the transforms (and minimal element-wise passes) one outer CSC iteration cannot avoid.
 
     Per outer iteration of :class:`mri_csc.solvers.CSCReconSolver` with defaults:
@@ -220,7 +220,11 @@ def fft_floor(image_shape, n_coils: int, n_filters: int, filter_size: int, *, cg
       and two over the real codes (relaxation + soft threshold).
 
     Everything is measured with the library's own FFT back end (``scipy.fft`` with
-    :func:`mri_csc.backend.fft_workers` threads, or ``cupy.fft``). Returns seconds.
+    :func:`mri_csc.backend.fft_workers` threads, or ``cupy.fft``). Each part is the
+    *fastest* of ``repeat`` interleaved timings: a floor is what the machine can do, and the
+    same batched FFT pair varies by up to 2x between repeats here (cache state, page faults
+    on its fresh output arrays). Iteration times are medians, so ratios to this floor are
+    conservative. Returns seconds.
     """
     import numpy as np
     import scipy.fft
@@ -268,14 +272,14 @@ def fft_floor(image_shape, n_coils: int, n_filters: int, filter_size: int, *, cg
 
     t = interleaved({"coil_ffts": coil_ffts, "coil_passes": coil_passes, "code_ffts": code_ffts,
                      "code_passes": code_passes}, repeat=repeat, xp=xp)
-    med = {key: v["median"] for key, v in t.items()}
-    fft_only = cg_normals * med["coil_ffts"] + csc_iter * med["code_ffts"]
-    with_passes = fft_only + cg_normals * med["coil_passes"] + csc_iter * med["code_passes"]
+    best = {key: v["min"] for key, v in t.items()}
+    fft_only = cg_normals * best["coil_ffts"] + csc_iter * best["code_ffts"]
+    with_passes = fft_only + cg_normals * best["coil_passes"] + csc_iter * best["code_passes"]
     return {
         "image_shape": list(image_shape), "code_shape": list(code_shape), "n_coils": n_coils,
         "n_filters": n_filters, "filter_size": filter_size, "cg_normals": cg_normals, "csc_iter": csc_iter,
         "channels": channels,
-        "coil_fft_pair_s": med["coil_ffts"], "coil_passes_s": med["coil_passes"],
-        "code_fft_pair_s": med["code_ffts"], "code_passes_s": med["code_passes"],
+        "coil_fft_pair_s": best["coil_ffts"], "coil_passes_s": best["coil_passes"],
+        "code_fft_pair_s": best["code_ffts"], "code_passes_s": best["code_passes"],
         "floor_fft_s": fft_only, "floor_s": with_passes,
     }

@@ -83,7 +83,7 @@ else:
     tracemalloc.stop()
 times = [h["time"] for h in r.history]
 per_iter = statistics.median(np.diff(times)) if len(times) > 1 else times[0]
-floor = fft_floor(shape, coils, K, f, **csc_floor_counts(r), xp=xp, repeat=3)
+floor = fft_floor(shape, coils, K, f, **csc_floor_counts(r), xp=xp)
 img = np.asarray(r.image.get() if hasattr(r.image, "get") else r.image)
 ok = bool(np.all(np.isfinite(img))) and img.shape == shape
 print("RESULT " + json.dumps({{"per_iter_s": per_iter, "total_s": total, "rss_before_mib": rss0 / 1024,
