@@ -176,7 +176,6 @@ def read_array(path, key: str | None = None) -> np.ndarray:
     if fmt == "cfl":
         return from_bart(_read_cfl(path))
     if fmt == "fastmri":
-
         with _open_h5(path) as f:
             k = key or "maps"
             if k not in f:

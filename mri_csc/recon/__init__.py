@@ -1,9 +1,9 @@
 """Reconstruction: the public :func:`reconstruct`, its problem set-up and the method registry."""
 
 from . import (
-           bart,  # noqa: F401  (BART pics methods, when the binary is installed)
-           baselines,  # noqa: F401  (registers the baseline methods)
-           csc,  # noqa: F401  (the CSC method)
+    bart,  # noqa: F401  (BART pics methods, when the binary is installed)
+    baselines,  # noqa: F401  (registers the baseline methods)
+    csc,  # noqa: F401  (the CSC method)
 )
 from .api import ReconResult, reconstruct
 from .problem import ReconProblem, data_scale, make_problem
