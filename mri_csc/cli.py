@@ -46,7 +46,7 @@ import importlib
 import logging
 import sys
 
-import tomllib
+from .config import parse_value
 
 __all__ = ["main", "build_parser", "EXTRA_SUBCOMMANDS", "UserError"]
 
@@ -85,10 +85,7 @@ def _parse_kv(items, what: str) -> dict:
         k = k.strip()
         if not k:
             raise UserError(f"{what} {text!r}: empty key")
-        try:
-            out[k] = tomllib.loads(f"v = {v}")["v"]
-        except tomllib.TOMLDecodeError:
-            out[k] = v.strip()
+        out[k] = parse_value(v)
     return out
 
 

@@ -59,16 +59,20 @@ is taken as a string (``mask.kind=random-lines``).
 
 from __future__ import annotations
 
+import ast
 import copy
 import math
 import os
 from pathlib import Path
 from typing import Any
 
-import tomllib
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: the same parser as a package
+    import tomli as tomllib
 
 __all__ = ["ConfigError", "load_config", "validate_config", "apply_overrides", "parse_override",
-           "to_toml", "check_methods", "DEFAULTS"]
+           "parse_value", "to_toml", "check_methods", "DEFAULTS"]
 
 PHANTOMS = ("shepp-logan", "brain")
 PHASE_MODELS = ("random", "polynomial", "none")
@@ -140,6 +144,23 @@ def load_config(path: "str | os.PathLike", overrides: list[str] | None = None, *
     return cfg
 
 
+def parse_value(text: str):
+    """A command-line value: TOML (``0.01``, ``true``, ``[96, 96]``, ``{name="tv"}``), else a
+    Python literal (``True``, ``None``, ``(96, 96)``), else the stripped text as a string.
+
+    Shared by ``--set`` (configs) and ``--param`` (``mri-csc recon`` and ``mri-csc batch``),
+    so a value means the same in all three.
+    """
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        pass
+    try:
+        return ast.literal_eval(text.strip())
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return text.strip()
+
+
 def parse_override(text: str):
     """``"a.b=value"`` → (["a", "b"], parsed value)."""
     if "=" not in text:
@@ -148,11 +169,7 @@ def parse_override(text: str):
     key = key.strip()
     if not key or any(not part for part in key.split(".")):
         raise ConfigError(f"--set {text!r}: expected a dotted key before '=' (e.g. mask.accel=8)")
-    try:
-        parsed = tomllib.loads(f"v = {value}")["v"]
-    except tomllib.TOMLDecodeError:
-        parsed = value.strip()
-    return key.split("."), parsed
+    return key.split("."), parse_value(value)
 
 
 def apply_overrides(raw: dict, overrides: list[str], src="--set") -> dict:

@@ -3,9 +3,8 @@
 from pathlib import Path
 
 import pytest
-import tomllib
 
-from mri_csc.config import ConfigError, apply_overrides, load_config, to_toml, validate_config
+from mri_csc.config import ConfigError, apply_overrides, load_config, parse_value, to_toml, tomllib, validate_config
 
 CONFIGS = sorted((Path(__file__).parents[1] / "recon_configs").glob("*.toml"))
 
@@ -99,3 +98,19 @@ def test_nifti_phantom_relative_to_config(tmp_path):
     assert cfg["data"]["phantom"] == str((tmp_path / "vol.nii.gz").resolve())
     with pytest.raises(ConfigError, match=r"data\.phantom: expected an existing NIfTI file"):
         load_config(write(tmp_path, BASE + '[data]\nphantom = "gone.nii"\n'))
+
+
+@pytest.mark.parametrize("text, value", [
+    ("0.01", 0.01), ("3", 3), ("true", True), ("True", True), ("False", False), ("[96, 96]", [96, 96]),
+    ("(96, 96)", (96, 96)), ("None", None), ('"a b"', "a b"), (" random-lines ", "random-lines"),
+    ("{name=\"tv\"}", {"name": "tv"}),
+])
+def test_one_value_parser_for_set_and_param(text, value):
+    """--set, `recon --param` and `batch --param` share parse_value: TOML, else a Python literal,
+    else the text (batch used Python literals only, the others TOML only)."""
+    from mri_csc.batch.cli import parse_params
+    from mri_csc.cli import _parse_kv
+
+    assert parse_value(text) == value
+    assert _parse_kv([f"k={text}"], "--param") == {"k": value}
+    assert parse_params([f"k={text}"]) == {"k": value}

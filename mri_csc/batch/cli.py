@@ -9,9 +9,10 @@ Example::
 from __future__ import annotations
 
 import argparse
-import ast
 import logging
 import sys
+
+from ..config import parse_value
 
 __all__ = ["add_parser", "parse_params", "run", "main"]
 
@@ -21,17 +22,15 @@ log = logging.getLogger(__name__)
 def parse_params(items) -> dict:
     """``["lam=0.01", "max_iter=20", "name=abc"]`` → ``{"lam": 0.01, "max_iter": 20, "name": "abc"}``.
 
-    Values are Python literals where they parse as one, strings otherwise.
+    Values are parsed as in ``mri-csc recon --param`` (:func:`mri_csc.config.parse_value`:
+    TOML, else a Python literal, else a string).
     """
     out = {}
     for item in items or []:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise ValueError(f"--param expects KEY=VALUE; got {item!r}")
-        try:
-            out[key.strip()] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            out[key.strip()] = value
+        out[key.strip()] = parse_value(value)
     return out
 
 
