@@ -110,7 +110,8 @@ def _count(name, value, minimum=0):
 def resolve_params(problem: ReconProblem, params: dict) -> dict:
     """Validate the CSC parameters and fill in the data-dependent defaults (idempotent)."""
     out = dict(params)
-    lines = is_line_mask(problem.mask)
+    # the mask is inspected only when a default depends on it (a second, idempotent call skips it)
+    lines = (out["lam"] == "auto" or out["mu"] == "auto") and is_line_mask(problem.mask)
     if out["lam"] == "auto":
         out["lam"] = LAM_LINES if lines else LAM_2D
     out["lam"] = _positive("lam", out["lam"])
