@@ -13,7 +13,7 @@ Subcommands::
 Exit codes: 0 success; 2 user error (bad arguments, missing/corrupt file,
 invalid config, unknown method or parameter, output exists without
 ``--force``, input over the memory budget, out of memory); 130 interrupted
-(Ctrl-C; no partial output is left behind); 1 a failed tool or solver (one
+(Ctrl-C), 143 terminated (``SIGTERM``): no partial output is left behind; 1 a failed tool or solver (one
 line) or a bug (its traceback). User errors print one line,
 ``mri-csc: error: ...``, on stderr, with no traceback. A ``ValueError`` or
 ``TypeError`` is a user error only when mri_csc raised it on purpose
@@ -49,6 +49,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import signal
 import sys
 
 from .config import parse_value
@@ -65,6 +66,7 @@ EXTRA_SUBCOMMANDS: list[str] = [
 
 EXIT_USER = 2
 EXIT_INTERRUPT = 130
+EXIT_TERMINATED = 143
 
 
 class UserError(Exception):
@@ -346,8 +348,8 @@ def report_error(e: BaseException, debug: bool = False) -> int:
     from .validate import is_user_error  # noqa: PLC0415
 
     if isinstance(e, KeyboardInterrupt):
-        _err("interrupted; no partial output was left behind")
-        return EXIT_INTERRUPT
+        _err(f"{'terminated' if isinstance(e, Terminated) else 'interrupted'}; no partial output was left behind")
+        return EXIT_TERMINATED if isinstance(e, Terminated) else EXIT_INTERRUPT
     if debug:
         raise e
     if isinstance(e, MemoryError):
@@ -373,10 +375,31 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=[logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)],
                         format="%(levelname)s %(name)s: %(message)s")
+    previous = _on_sigterm()
     try:
         return int(args.func(args) or 0)
     except (Exception, KeyboardInterrupt) as e:  # noqa: BLE001  (the contract is in report_error)
         return report_error(e, args.debug)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+class Terminated(KeyboardInterrupt):
+    """``SIGTERM`` arrived: raised in the main thread so that every clean-up (temporary files) runs."""
+
+
+def _on_sigterm():
+    """Turn ``SIGTERM`` into :class:`Terminated` (main thread only); returns the previous handler."""
+    import threading  # noqa: PLC0415
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum, frame):
+        raise Terminated()
+
+    return signal.signal(signal.SIGTERM, handler)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,12 @@ reference and writes a run folder:
 The folder is built under a hidden temporary name next to the destination and
 renamed into place when complete, so an interrupted run leaves no half-written
 results. An existing destination is refused unless ``force=True`` (it is then
-replaced only once the new run is complete).
+replaced only once the new run is complete). A run owns its folder: a lock file
+``.<name>.lock`` beside it, created exclusively, refuses a second concurrent run
+on the same folder, and a folder that appears while a run computes is never
+replaced without ``force``. The temporary folders of killed runs are swept by
+the next run. Reconstruction file names are unique per label and never
+``reference``/``mask``; a NaN/Inf image stops the run before anything is written.
 """
 
 from __future__ import annotations
@@ -104,6 +109,58 @@ def _slug(label: str) -> str:
     return s or "method"
 
 
+_RESERVED = {"reference", "mask"}
+
+
+def _file_names(labels) -> list[str]:
+    """One ``recon/<name>.npy`` per label: unique (case-insensitively) and never ``reference``/``mask``."""
+    used, out = set(_RESERVED), []
+    for label in labels:
+        base = _slug(label)
+        name, i = base, 2
+        while name.lower() in used:
+            name, i = f"{base}_{i}", i + 1
+        used.add(name.lower())
+        out.append(name)
+    return out
+
+
+@contextlib.contextmanager
+def _run_lock(out_dir: Path):
+    """Own ``out_dir`` for this run: an exclusively created ``.<name>.lock`` beside it.
+
+    A second run on the same folder is refused while the first is alive; the
+    lock of a process that no longer exists (killed) is taken over.
+    """
+    from .io.atomic import pid_alive  # noqa: PLC0415
+
+    lock = out_dir.parent / f".{out_dir.name}.lock"
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            break
+        except FileExistsError:
+            try:
+                pid = int(lock.read_text().split()[0])
+            except (OSError, ValueError, IndexError):
+                pid = -1
+            if pid_alive(pid) and pid != os.getpid():
+                raise OutputExistsError(f"{out_dir}: another run (pid {pid}) is writing this folder; wait for it "
+                                        f"or choose another --out (lock {lock})") from None
+            log.warning("%s: removing the stale lock of process %s, which no longer runs", out_dir, pid)
+            with contextlib.suppress(FileNotFoundError):
+                lock.unlink()
+    else:
+        raise OutputExistsError(f"{out_dir}: cannot take the lock {lock}")
+    try:
+        os.write(fd, f"{os.getpid()}\n".encode())
+        os.close(fd)
+        yield lock
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            lock.unlink()
+
+
 def _prepare_out(out_dir: Path, force: bool) -> None:
     if out_dir.exists():
         if not out_dir.is_dir():
@@ -143,11 +200,8 @@ def run_eval(cfg: dict, out_dir: "str | os.PathLike | None" = None, *, device: s
         Before any heavy work, for bad configs, existing outputs or a device
         that is not usable.
     """
-    from . import metrics as _metrics  # noqa: PLC0415
     from .backend import resolve_device  # noqa: PLC0415
-    from .recon import get_method, reconstruct  # noqa: PLC0415
-    from .report import format_table, html_report, save_convergence, save_grid  # noqa: PLC0415
-    from .sim import estimate_maps, make_dataset  # noqa: PLC0415
+    from .recon import get_method  # noqa: PLC0415
 
     say = echo or log.info
     src = cfg.get("source", "config")
@@ -167,7 +221,19 @@ def run_eval(cfg: dict, out_dir: "str | os.PathLike | None" = None, *, device: s
         methods.insert(0, {"name": "zero-filled", "label": label, "params": {}})
     else:  # zero-filled first, as in the grid
         methods.sort(key=lambda m: m["name"] != "zero-filled")
-    _prepare_out(out, force)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with _run_lock(out):
+        _prepare_out(out, force)
+        return _run_locked(cfg, out, dev, methods, force, show_pbar, say, src)
+
+
+def _run_locked(cfg, out, dev, methods, force, show_pbar, say, src) -> EvalResult:
+    from . import metrics as _metrics  # noqa: PLC0415
+    from .io.atomic import sweep_stale, temp_prefix  # noqa: PLC0415
+    from .recon import reconstruct  # noqa: PLC0415
+    from .report import format_table, html_report, save_convergence, save_grid  # noqa: PLC0415
+    from .sim import estimate_maps, make_dataset  # noqa: PLC0415
+    from .validate import check_output  # noqa: PLC0415
 
     d, ph, co, mk = cfg["data"], cfg["phase"], cfg["coils"], cfg["mask"]
     say(f"simulating {d['phantom']} {tuple(d['shape'])}, {co['count']} coils, {mk['kind']} R={mk['accel']:g}")
@@ -183,7 +249,9 @@ def run_eval(cfg: dict, out_dir: "str | os.PathLike | None" = None, *, device: s
     crop = tuple(cfg["metrics"]["crop"]) if cfg["metrics"]["crop"] else None
 
     parent = out.parent
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=parent))
+    sweep_stale(parent)  # the folders of runs that were killed
+    tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(out.name), suffix=".partial", dir=parent))
+    files = dict(zip((m["label"] for m in methods), _file_names(m["label"] for m in methods)))
     try:
         (tmp / "recon").mkdir()
         np.save(tmp / "recon" / "reference.npy", ds.image.astype(np.complex64))
@@ -198,12 +266,13 @@ def run_eval(cfg: dict, out_dir: "str | os.PathLike | None" = None, *, device: s
             from .backend import to_numpy  # noqa: PLC0415
 
             img = to_numpy(res.image).astype(np.complex64)
+            check_output(img, f"{src}: method {m['label']!r}", m["name"])
             score = _metrics.evaluate(ds.magnitude_ref, np.abs(img), mask=fg, crop=crop)
             row = {"label": m["label"], "method": m["name"], "params": {k: v for k, v in res.params.items()},
                    "psnr": _finite(score.get("psnr")), "ssim": _finite(score.get("ssim")),
                    "nmse": _finite(score.get("nmse")), "time": float(res.time),
                    "iterations": len(res.history), "scale": float(res.scale), "device": res.device,
-                   "file": f"recon/{_slug(m['label'])}.npy"}
+                   "file": f"recon/{files[m['label']]}.npy"}
             rows.append(row)
             images[m["label"]] = img
             histories[m["label"]] = list(res.history)
@@ -237,18 +306,22 @@ def run_eval(cfg: dict, out_dir: "str | os.PathLike | None" = None, *, device: s
                     description=cfg.get("description", ""), rows=rows, grid_png=tmp / "grid.png",
                     convergence_png=tmp / "convergence.png", config_text=cfg_text, versions=ver,
                     dataset_info=info)
-        _swap_into_place(tmp, out)
+        _swap_into_place(tmp, out, force)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return EvalResult(out_dir=out, rows=rows, table=table)
 
 
-def _swap_into_place(tmp: Path, out: Path) -> None:
-    """Rename the finished temporary folder to ``out``, replacing an old one only now."""
+def _swap_into_place(tmp: Path, out: Path, force: bool = True) -> None:
+    """Rename the finished temporary folder to ``out``, replacing an old one only now (and only with ``force``)."""
+    from .io.atomic import temp_prefix  # noqa: PLC0415
+
     old = None
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}-{int(time.time())}")
+    if out.exists() or out.is_symlink():
+        if not force and not (out.is_dir() and not any(out.iterdir())):
+            raise OutputExistsError(f"{out}: appeared while this run was computing; not replaced (use --force)")
+        old = out.with_name(f"{temp_prefix(out.name)}{int(time.time())}.bak")
         os.rename(out, old)
     try:
         os.rename(tmp, out)

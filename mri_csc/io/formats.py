@@ -37,13 +37,14 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from . import ismrmrd as _mrd
-from .atomic import atomic_path, atomic_paths, check_writable
+from .atomic import atomic_path, atomic_paths, check_writable, commit_files, sweep_stale, temp_prefix
 from .limits import BudgetError, check_nbytes, check_shape
 
 __all__ = ["FileFormatError", "detect_format", "read_kspace", "write_kspace", "write_image",
@@ -153,16 +154,15 @@ def _write_cfl_atomic(base, array, overwrite: bool) -> None:
     dests = [Path(base + ".cfl"), Path(base + ".hdr")]
     for d in dests:
         check_writable(d, overwrite)
-    tmpdir = tempfile.mkdtemp(prefix=f".{Path(base).name}.", suffix=".part", dir=Path(base).parent)
+    sweep_stale(Path(base).parent)
+    tmpdir = tempfile.mkdtemp(prefix=temp_prefix(Path(base).name), suffix=".partial", dir=Path(base).parent)
     try:
         tbase = os.path.join(tmpdir, "a")
         write_cfl(tbase, np.asarray(array, np.complex64))
-        os.replace(tbase + ".cfl", dests[0])  # data first, header last: the header marks completion
-        os.replace(tbase + ".hdr", dests[1])
+        # both or neither; data first, header last: the header marks completion
+        commit_files([(tbase + ".cfl", dests[0]), (tbase + ".hdr", dests[1])], overwrite)
     finally:
-        for f in Path(tmpdir).glob("*"):
-            f.unlink()
-        os.rmdir(tmpdir)
+        shutil.rmtree(tmpdir, ignore_errors=True)
 
 
 # ----------------------------------------------------------------------------- readers
