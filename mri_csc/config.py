@@ -110,6 +110,9 @@ def _is_num(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
+_MAX_CONFIG_BYTES = 1 << 20
+
+
 def load_config(path: "str | os.PathLike", overrides: list[str] | None = None, *,
                 methods: bool = True) -> dict:
     """Read, override, validate and resolve a TOML config.
@@ -131,6 +134,11 @@ def load_config(path: "str | os.PathLike", overrides: list[str] | None = None, *
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"{p}: no such config file")
+    if p.is_dir():
+        raise ConfigError(f"{p}: is a folder, expected a TOML config file")
+    if p.stat().st_size > _MAX_CONFIG_BYTES:
+        raise ConfigError(f"{p}: {p.stat().st_size} bytes is far too large for a config (at most "
+                          f"{_MAX_CONFIG_BYTES})")
     try:
         with open(p, "rb") as f:
             raw = tomllib.load(f)
@@ -138,6 +146,8 @@ def load_config(path: "str | os.PathLike", overrides: list[str] | None = None, *
         raise ConfigError(f"{p}: not valid TOML ({e})") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{p}: not a text (UTF-8) TOML file") from None
+    except RecursionError:
+        raise ConfigError(f"{p}: TOML nested too deeply to be a config") from None
     raw = apply_overrides(raw, overrides or [], src=p)
     cfg = validate_config(raw, src=p)
     if methods:

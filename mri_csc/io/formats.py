@@ -184,7 +184,7 @@ def read_array(path, key: str | None = None) -> np.ndarray:
     if fmt == "cfl":
         return from_bart(_read_cfl(path))
     if fmt == "fastmri":
-        with _open_h5(path) as f:
+        with _open_h5(path) as f, _h5_guard(path):
             k = key or "maps"
             ds = _h5_dataset(f, k, path)
             if ds is None:
@@ -369,6 +369,30 @@ def _open_h5(path):
         raise FileFormatError(f"{path}: not a valid HDF5 file ({str(e).splitlines()[0] if str(e) else e})") from None
 
 
+class _h5_guard:
+    """Turn an error raised *inside h5py* (a corrupt B-tree, a bad address) into a FileFormatError.
+
+    Errors raised by our own code, or by anything but h5py, pass through unchanged.
+    """
+
+    def __init__(self, path):
+        self.path = path
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, typ, exc, tb):
+        if exc is None or isinstance(exc, (FileFormatError, BudgetError)) or not isinstance(exc, Exception):
+            return False
+        while tb is not None and tb.tb_next is not None:
+            tb = tb.tb_next
+        where = tb.tb_frame.f_code.co_filename if tb is not None else ""
+        if "h5py" in where:
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise FileFormatError(f"{self.path}: corrupt HDF5 file ({type(exc).__name__}: {first})") from None
+        return False
+
+
 def _h5_dataset(f, name: str, path):
     """``f[name]`` when it is a dataset; a group, a dangling or external link is a FileFormatError."""
     import h5py  # noqa: PLC0415
@@ -498,7 +522,7 @@ def read_kspace(path: "str | os.PathLike", *, slice: int | None = None, fmt: str
         if Path(base + "_mask.cfl").exists():
             mask = from_bart(_read_cfl(base + "_mask"), coils=False).real.astype(np.float32)
     elif fmt in ("fastmri", "ismrmrd"):
-        with _open_h5(path) as f:
+        with _open_h5(path) as f, _h5_guard(path):
             if _mrd.is_ismrmrd(f):
                 try:
                     k, n_slices = _mrd.read_ismrmrd(path, f, slice=slice)
@@ -764,7 +788,7 @@ def describe(path: "str | os.PathLike") -> str:
                   f"dtype: {im.get_data_dtype()}", f"voxel size: {tuple(float(z) for z in im.header.get_zooms())}"]
         return "\n".join(lines)
     if fmt in ("fastmri", "ismrmrd"):
-        with _open_h5(path) as f:
+        with _open_h5(path) as f, _h5_guard(path):
             if _mrd.is_ismrmrd(f):
                 lines += _mrd.describe_ismrmrd(f)
             else:
