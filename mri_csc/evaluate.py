@@ -51,7 +51,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .config import ConfigError, check_methods, to_toml
-from .io.atomic import OutputExistsError
+from .io.atomic import OutputExistsError, run_lock
 
 __all__ = ["run_eval", "EvalResult", "versions", "RUN_FILES"]
 
@@ -125,42 +125,6 @@ def _file_names(labels) -> list[str]:
     return out
 
 
-@contextlib.contextmanager
-def _run_lock(out_dir: Path):
-    """Own ``out_dir`` for this run: an exclusively created ``.<name>.lock`` beside it.
-
-    A second run on the same folder is refused while the first is alive; the
-    lock of a process that no longer exists (killed) is taken over.
-    """
-    from .io.atomic import pid_alive  # noqa: PLC0415
-
-    lock = out_dir.parent / f".{out_dir.name}.lock"
-    for _ in range(2):
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            break
-        except FileExistsError:
-            try:
-                pid = int(lock.read_text().split()[0])
-            except (OSError, ValueError, IndexError):
-                pid = -1
-            if pid_alive(pid) and pid != os.getpid():
-                raise OutputExistsError(f"{out_dir}: another run (pid {pid}) is writing this folder; wait for it "
-                                        f"or choose another --out (lock {lock})") from None
-            log.warning("%s: removing the stale lock of process %s, which no longer runs", out_dir, pid)
-            with contextlib.suppress(FileNotFoundError):
-                lock.unlink()
-    else:
-        raise OutputExistsError(f"{out_dir}: cannot take the lock {lock}")
-    try:
-        os.write(fd, f"{os.getpid()}\n".encode())
-        os.close(fd)
-        yield lock
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            lock.unlink()
-
-
 def _prepare_out(out_dir: Path, force: bool) -> None:
     if out_dir.exists():
         if not out_dir.is_dir():
@@ -222,7 +186,7 @@ def run_eval(cfg: dict, out_dir: "str | os.PathLike | None" = None, *, device: s
     else:  # zero-filled first, as in the grid
         methods.sort(key=lambda m: m["name"] != "zero-filled")
     out.parent.mkdir(parents=True, exist_ok=True)
-    with _run_lock(out):
+    with run_lock(out):
         _prepare_out(out, force)
         return _run_locked(cfg, out, dev, methods, force, show_pbar, say, src)
 

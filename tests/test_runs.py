@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from mri_csc.config import load_config
-from mri_csc.evaluate import _file_names, _run_lock, run_eval
+from mri_csc.evaluate import _file_names, run_eval
 from mri_csc.io import OutputExistsError, write_image
-from mri_csc.io.atomic import atomic_paths, commit_files, sweep_stale
+from mri_csc.io.atomic import atomic_paths, commit_files, run_lock, sweep_stale
 
 ROOT = Path(__file__).parents[1]
 
@@ -50,13 +50,13 @@ def test_config_name_cannot_leave_runs(tmp_path):
 
 def test_second_run_on_a_locked_folder_is_refused(tmp_path):
     out = tmp_path / "run"
-    code = f"from pathlib import Path\nfrom mri_csc.evaluate import _run_lock\nwith _run_lock(Path({str(out)!r})): pass"
-    with _run_lock(out):
+    code = f"from pathlib import Path\nfrom mri_csc.io.atomic import run_lock\nwith run_lock(Path({str(out)!r})): pass"
+    with run_lock(out):
         child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert child.returncode != 0 and "another run (pid" in child.stderr
     assert not (tmp_path / ".run.lock").exists()
     (tmp_path / ".run.lock").write_text("999999999\n")  # a killed run's lock is taken over
-    with _run_lock(out):
+    with run_lock(out):
         assert (tmp_path / ".run.lock").read_text().split()[0] == str(os.getpid())
 
 
@@ -140,3 +140,13 @@ def test_sigkill_litter_is_swept_and_sigterm_leaves_none(tmp_path):
     e.send_signal(signal.SIGTERM)
     assert e.wait(60) == 143, e.stderr.read()
     assert not list(tmp_path.glob(".run*")) and not (tmp_path / "run").exists()
+
+
+def test_batch_refuses_a_locked_output_folder(tmp_path):
+    np.save(tmp_path / "k.npy", np.ones((2, 8, 8), np.complex64))
+    with run_lock(tmp_path / "out"):
+        code = ("from mri_csc.batch import reconstruct_batch\n"
+                f"reconstruct_batch({str(tmp_path / 'k.npy')!r}, {str(tmp_path / 'out')!r}, method='zero-filled')")
+        child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert child.returncode != 0 and "another run (pid" in child.stderr
+    assert not (tmp_path / "out").exists()

@@ -162,3 +162,13 @@ def test_cli_memory_error_is_one_line(monkeypatch, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("mri-csc: error: out of memory")
     assert "1.00 PiB" in err[0]
+
+
+@pytest.mark.parametrize("content", [b"", b"\x00" * 400, b"not a nifti at all" * 30])
+def test_learn_dict_and_info_on_a_corrupt_nifti_give_one_line(tmp_path, content):
+    bad = tmp_path / "bad.nii"
+    bad.write_bytes(content)
+    for args in (("learn-dict", bad, "--out", tmp_path / "d.npz", "--n-iter", 1), ("info", bad)):
+        p = _cli(*args)
+        assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr
+        assert p.stderr.strip().startswith("mri-csc: error: ") and "bad.nii" in p.stderr

@@ -259,7 +259,10 @@ def reconstruct_batch(inputs, out_dir, *, method: str = "csc", params: dict | No
         handled by Dask separately: its tasks move to other workers).
     resume : bool
         Keep the finished slices of an earlier run in ``out_dir`` and compute the
-        rest. The run's settings must match the earlier ones.
+        rest. The run's settings must match the earlier ones, and every input
+        must be unchanged (size, modification time, hash of its first and last MiB).
+        A second batch on the same ``out_dir`` is refused while one runs (a lock
+        file ``.<out_dir name>.lock`` beside it).
     seed : int
         Root of the per-slice random streams (see :func:`mri_csc.batch.tasks.slice_seed_sequence`).
     output_format : {"h5", "nii", "npy"}
@@ -295,10 +298,20 @@ def reconstruct_batch(inputs, out_dir, *, method: str = "csc", params: dict | No
     """
     t0 = time.perf_counter()
     params = _check_args(method, params, maps, output_format, retries, seed, device)
-    volumes, file_errors = discover(inputs, layout)
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"out_dir {str(out_dir)!r} exists and is not a folder")
+    from mri_csc.io.atomic import run_lock  # noqa: PLC0415
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    with run_lock(out_dir):  # one batch per output folder at a time
+        return _batch_locked(inputs, out_dir, method, params, maps, device, scheduler, n_workers, retries, resume,
+                             seed, output_format, show_pbar, layout, calib_width, timeout, on_start, t0)
+
+
+def _batch_locked(inputs, out_dir, method, params, maps, device, scheduler, n_workers, retries, resume, seed,
+                  output_format, show_pbar, layout, calib_width, timeout, on_start, t0) -> BatchReport:
+    volumes, file_errors = discover(inputs, layout)
     partial = out_dir / PARTIAL
     manifest = _manifest(method, params, maps, seed, output_format, layout, calib_width)
     mpath = partial / "manifest.json"

@@ -22,6 +22,7 @@ command line, so ordinary clean-up runs then.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import shutil
@@ -31,10 +32,11 @@ import zlib
 from pathlib import Path
 
 __all__ = ["OutputExistsError", "check_writable", "atomic_path", "atomic_paths", "commit_files", "sweep_stale",
-           "temp_prefix", "pid_alive"]
+           "temp_prefix", "pid_alive", "run_lock"]
 
 # mkstemp creates files readable by their owner only; outputs get the mode an ordinary
 # open() would give them (0666 less the process umask), read once at import.
+_log = logging.getLogger(__name__)
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 _FILE_MODE = 0o666 & ~_UMASK
@@ -150,6 +152,41 @@ def commit_files(pairs, overwrite: bool = False) -> None:
     for b, _ in backups:
         with contextlib.suppress(OSError):
             b.unlink()
+
+
+@contextlib.contextmanager
+def run_lock(out_dir: "str | os.PathLike"):
+    """Own ``out_dir`` (an ``eval`` run folder, a ``batch`` output folder): an exclusive ``.<name>.lock`` beside it.
+
+    A second run on the same folder is refused while the first is alive; the
+    lock of a process that no longer exists (killed) is taken over.
+    """
+    out_dir = Path(out_dir)
+    lock = out_dir.parent / f".{out_dir.name}.lock"
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            break
+        except FileExistsError:
+            try:
+                pid = int(lock.read_text().split()[0])
+            except (OSError, ValueError, IndexError):
+                pid = -1
+            if pid_alive(pid) and pid != os.getpid():
+                raise OutputExistsError(f"{out_dir}: another run (pid {pid}) is writing this folder; wait for it "
+                                        f"or choose another --out (lock {lock})") from None
+            _log.warning("%s: removing the stale lock of process %s, which no longer runs", out_dir, pid)
+            with contextlib.suppress(FileNotFoundError):
+                lock.unlink()
+    else:
+        raise OutputExistsError(f"{out_dir}: cannot take the lock {lock}")
+    try:
+        os.write(fd, f"{os.getpid()}\n".encode())
+        os.close(fd)
+        yield lock
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            lock.unlink()
 
 
 @contextlib.contextmanager
