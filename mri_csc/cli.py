@@ -12,9 +12,12 @@ Subcommands::
 
 Exit codes: 0 success; 2 user error (bad arguments, missing/corrupt file,
 invalid config, unknown method or parameter, output exists without
-``--force``); 130 interrupted (Ctrl-C; no partial output is left behind);
-1 anything else (a bug: rerun with ``--debug`` for the traceback). User errors
-print one line, ``mri-csc: error: ...``, on stderr, with no traceback.
+``--force``, input over the memory budget, out of memory); 130 interrupted
+(Ctrl-C), 143 terminated (``SIGTERM``): no partial output is left behind; 1 a failed tool or solver (one
+line) or a bug (its traceback). User errors print one line,
+``mri-csc: error: ...``, on stderr, with no traceback. A ``ValueError`` or
+``TypeError`` is a user error only when mri_csc raised it on purpose
+(:func:`mri_csc.validate.is_user_error`).
 
 Adding a subcommand
 -------------------
@@ -34,8 +37,10 @@ expose ``add_parser(subparsers)`` and list the module's import path in
         ...
         return 0
 
-Raise ``ValueError``/``FileNotFoundError``/``FileExistsError`` for user
-errors; :func:`main` turns them into the one-line message and exit code 2.
+Raise :class:`UserError`, :class:`mri_csc.validate.InputError` (or a
+``ValueError`` with a ``raise`` statement), ``FileNotFoundError`` or
+``FileExistsError`` for user errors; :func:`main` turns them into the one-line
+message and exit code 2.
 :func:`build_parser` returns the whole parser (handy for tests and docs).
 """
 
@@ -44,11 +49,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import signal
 import sys
 
 from .config import parse_value
 
-__all__ = ["main", "build_parser", "EXTRA_SUBCOMMANDS", "UserError"]
+__all__ = ["main", "build_parser", "report_error", "EXTRA_SUBCOMMANDS", "UserError"]
 
 log = logging.getLogger("mri_csc.cli")
 
@@ -60,6 +66,7 @@ EXTRA_SUBCOMMANDS: list[str] = [
 
 EXIT_USER = 2
 EXIT_INTERRUPT = 130
+EXIT_TERMINATED = 143
 
 
 class UserError(Exception):
@@ -147,6 +154,7 @@ def cmd_recon(args) -> int:
     from .backend import to_numpy  # noqa: PLC0415
     from .io import check_writable, detect_format, image_outputs, read_array, read_kspace, write_image  # noqa: PLC0415
     from .recon import get_method, reconstruct  # noqa: PLC0415
+    from .validate import check_output, per_slice  # noqa: PLC0415
 
     spec = get_method(args.method)
     params = _parse_kv(args.param, "--param")
@@ -187,10 +195,13 @@ def cmd_recon(args) -> int:
     else:
         raise UserError(f"{args.input} holds no coil maps; pass --maps FILE or --espirit sigpy|bart")
     mask = d["mask"]
-    masks = list(mask) if (stacked and mask is not None and mask.ndim == k.ndim - 1) else [mask] * len(slices)
+    masks = per_slice(f"{args.input}: mask", mask, len(slices), k.ndim - 1 - stacked) if stacked \
+        else [mask]
+    if len(maps_list) != len(slices):
+        raise UserError(f"{args.maps or args.input}: {len(maps_list)} set(s) of coil maps for {len(slices)} slice(s)")
 
     images, total = [], 0.0
-    bar = tqdm(list(zip(slices, maps_list, masks)), desc=args.method, unit="slice",
+    bar = tqdm(list(zip(slices, maps_list, masks, strict=True)), desc=args.method, unit="slice",
                disable=args.no_pbar or len(slices) == 1)
     for s, m, mk in bar:
         res = reconstruct(s, m, mask=mk, method=args.method, device=args.device,
@@ -198,6 +209,7 @@ def cmd_recon(args) -> int:
         images.append(to_numpy(res.image))
         total += res.time
     img = np.stack(images) if stacked else images[0]
+    check_output(img, args.out, args.method)
     written = write_image(args.out, img, overwrite=args.force)
     _note(f"{args.method}: {len(slices)} slice(s) in {total:.2f} s; wrote {', '.join(map(str, written))}")
     return 0
@@ -316,33 +328,78 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-_USER_ERRORS = (UserError, ValueError, TypeError, FileNotFoundError, FileExistsError, IsADirectoryError,
-                NotADirectoryError, PermissionError)
+def memory_message(e: MemoryError) -> str:
+    """One line for a ``MemoryError``, naming the size asked for when NumPy says it."""
+    from .io.limits import ENV_VAR, format_bytes, max_bytes  # noqa: PLC0415
+
+    what = " ".join(str(e).split()) or "an allocation failed"
+    return (f"out of memory: {what} (the memory budget is {format_bytes(max_bytes())}; use a smaller input, "
+            f"a single --slice, or set {ENV_VAR})")
+
+
+def report_error(e: BaseException, debug: bool = False) -> int:
+    """The CLI's error contract for an exception that escaped a command; returns the exit code.
+
+    A user error (:func:`mri_csc.validate.is_user_error`, or :class:`UserError`) prints one
+    line ``mri-csc: error: ...`` and gives 2; ``MemoryError`` one line naming the size and 2;
+    ``KeyboardInterrupt`` 130; a ``RuntimeError`` (a tool or solver that failed) one line and
+    1; anything else is a bug: its traceback and 1. ``debug`` re-raises every error.
+    """
+    from .validate import is_user_error  # noqa: PLC0415
+
+    if isinstance(e, KeyboardInterrupt):
+        _err(f"{'terminated' if isinstance(e, Terminated) else 'interrupted'}; no partial output was left behind")
+        return EXIT_TERMINATED if isinstance(e, Terminated) else EXIT_INTERRUPT
+    if debug:
+        raise e
+    if isinstance(e, MemoryError):
+        _err(memory_message(e))
+        return EXIT_USER
+    if isinstance(e, UserError) or is_user_error(e):
+        msg = str(e) if not isinstance(e, OSError) or not e.filename else f"{e.filename}: {e.strerror}"
+        _err(" ".join(msg.split()) or type(e).__name__)
+        return EXIT_USER
+    if isinstance(e, RuntimeError):
+        _err(" ".join(str(e).split()))
+        return 1
+    import traceback  # noqa: PLC0415
+
+    traceback.print_exception(type(e), e, e.__traceback__, file=sys.stderr)
+    _err(f"internal error ({type(e).__name__}); this is a bug in mri_csc, please report it with the traceback above")
+    return 1
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; returns the exit code."""
+    """Run the CLI; returns the exit code (see :func:`report_error`)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=[logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)],
                         format="%(levelname)s %(name)s: %(message)s")
+    previous = _on_sigterm()
     try:
         return int(args.func(args) or 0)
-    except KeyboardInterrupt:
-        _err("interrupted; no partial output was left behind")
-        return EXIT_INTERRUPT
-    except _USER_ERRORS as e:
-        if args.debug:
-            raise
-        msg = str(e) if not isinstance(e, (FileNotFoundError, PermissionError)) or not e.filename else \
-            f"{e.filename}: {e.strerror}"
-        _err(" ".join(msg.split()) or type(e).__name__)
-        return EXIT_USER
-    except RuntimeError as e:
-        if args.debug:
-            raise
-        _err(" ".join(str(e).split()))
-        return 1
+    except (Exception, KeyboardInterrupt) as e:  # noqa: BLE001  (the contract is in report_error)
+        return report_error(e, args.debug)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+class Terminated(KeyboardInterrupt):
+    """``SIGTERM`` arrived: raised in the main thread so that every clean-up (temporary files) runs."""
+
+
+def _on_sigterm():
+    """Turn ``SIGTERM`` into :class:`Terminated` (main thread only); returns the previous handler."""
+    import threading  # noqa: PLC0415
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum, frame):
+        raise Terminated()
+
+    return signal.signal(signal.SIGTERM, handler)
 
 
 if __name__ == "__main__":

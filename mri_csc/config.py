@@ -63,6 +63,7 @@ import ast
 import copy
 import math
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +110,9 @@ def _is_num(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
+_MAX_CONFIG_BYTES = 1 << 20
+
+
 def load_config(path: "str | os.PathLike", overrides: list[str] | None = None, *,
                 methods: bool = True) -> dict:
     """Read, override, validate and resolve a TOML config.
@@ -130,6 +134,11 @@ def load_config(path: "str | os.PathLike", overrides: list[str] | None = None, *
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"{p}: no such config file")
+    if p.is_dir():
+        raise ConfigError(f"{p}: is a folder, expected a TOML config file")
+    if p.stat().st_size > _MAX_CONFIG_BYTES:
+        raise ConfigError(f"{p}: {p.stat().st_size} bytes is far too large for a config (at most "
+                          f"{_MAX_CONFIG_BYTES})")
     try:
         with open(p, "rb") as f:
             raw = tomllib.load(f)
@@ -137,6 +146,8 @@ def load_config(path: "str | os.PathLike", overrides: list[str] | None = None, *
         raise ConfigError(f"{p}: not valid TOML ({e})") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{p}: not a text (UTF-8) TOML file") from None
+    except RecursionError:
+        raise ConfigError(f"{p}: TOML nested too deeply to be a config") from None
     raw = apply_overrides(raw, overrides or [], src=p)
     cfg = validate_config(raw, src=p)
     if methods:
@@ -226,6 +237,12 @@ def _choice(src, key, v, choices):
     return v
 
 
+def _safe_name(name: str) -> str:
+    """``name`` as one folder name: no path separators, no leading dots (``../../x`` → ``x``)."""
+    safe = re.sub(r"[^A-Za-z0-9._+-]+", "_", name).strip("._") or "run"
+    return safe
+
+
 def validate_config(raw: dict, src="config") -> dict:
     """Check every key and fill in defaults; raise :class:`ConfigError` on the first problem."""
     if not isinstance(raw, dict):
@@ -276,6 +293,12 @@ def validate_config(raw: dict, src="config") -> dict:
     if not _is_int(c["calib_width"]) or c["calib_width"] < 4:
         raise _err(src, "coils.calib_width", "an integer >= 4", c["calib_width"])
     cfg["coils"] = c
+    from .io.limits import BudgetError, check_shape  # noqa: PLC0415
+
+    try:  # the data set: image, coil maps and k-space (and their copies in the solvers)
+        check_shape((4 * c["count"] + 4, *sh), "complex64", f"{src}: data.shape with coils.count={c['count']}")
+    except BudgetError as e:
+        raise ConfigError(str(e)) from None
 
     m = _section(raw, "mask", src)
     _choice(src, "mask.kind", m["kind"], MASK_KINDS)
@@ -333,7 +356,7 @@ def validate_config(raw: dict, src="config") -> dict:
     if o["dir"] is not None and (not isinstance(o["dir"], str) or not o["dir"]):
         raise _err(src, "output.dir", "a folder path (string)", o["dir"])
     if o["dir"] is None:
-        o["dir"] = str(Path("runs") / cfg["name"])
+        o["dir"] = str(Path("runs") / _safe_name(cfg["name"]))
     cfg["output"] = o
 
     r = _section(raw, "run", src)

@@ -21,7 +21,12 @@ reference and writes a run folder:
 The folder is built under a hidden temporary name next to the destination and
 renamed into place when complete, so an interrupted run leaves no half-written
 results. An existing destination is refused unless ``force=True`` (it is then
-replaced only once the new run is complete).
+replaced only once the new run is complete). A run owns its folder: a lock file
+``.<name>.lock`` beside it, created exclusively, refuses a second concurrent run
+on the same folder, and a folder that appears while a run computes is never
+replaced without ``force``. The temporary folders of killed runs are swept by
+the next run. Reconstruction file names are unique per label and never
+``reference``/``mask``; a NaN/Inf image stops the run before anything is written.
 """
 
 from __future__ import annotations
@@ -46,7 +51,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .config import ConfigError, check_methods, to_toml
-from .io.atomic import OutputExistsError
+from .io.atomic import OutputExistsError, run_lock
 
 __all__ = ["run_eval", "EvalResult", "versions", "RUN_FILES"]
 
@@ -104,6 +109,22 @@ def _slug(label: str) -> str:
     return s or "method"
 
 
+_RESERVED = {"reference", "mask"}
+
+
+def _file_names(labels) -> list[str]:
+    """One ``recon/<name>.npy`` per label: unique (case-insensitively) and never ``reference``/``mask``."""
+    used, out = set(_RESERVED), []
+    for label in labels:
+        base = _slug(label)
+        name, i = base, 2
+        while name.lower() in used:
+            name, i = f"{base}_{i}", i + 1
+        used.add(name.lower())
+        out.append(name)
+    return out
+
+
 def _prepare_out(out_dir: Path, force: bool) -> None:
     if out_dir.exists():
         if not out_dir.is_dir():
@@ -143,11 +164,8 @@ def run_eval(cfg: dict, out_dir: "str | os.PathLike | None" = None, *, device: s
         Before any heavy work, for bad configs, existing outputs or a device
         that is not usable.
     """
-    from . import metrics as _metrics  # noqa: PLC0415
     from .backend import resolve_device  # noqa: PLC0415
-    from .recon import get_method, reconstruct  # noqa: PLC0415
-    from .report import format_table, html_report, save_convergence, save_grid  # noqa: PLC0415
-    from .sim import estimate_maps, make_dataset  # noqa: PLC0415
+    from .recon import get_method  # noqa: PLC0415
 
     say = echo or log.info
     src = cfg.get("source", "config")
@@ -167,7 +185,19 @@ def run_eval(cfg: dict, out_dir: "str | os.PathLike | None" = None, *, device: s
         methods.insert(0, {"name": "zero-filled", "label": label, "params": {}})
     else:  # zero-filled first, as in the grid
         methods.sort(key=lambda m: m["name"] != "zero-filled")
-    _prepare_out(out, force)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with run_lock(out):
+        _prepare_out(out, force)
+        return _run_locked(cfg, out, dev, methods, force, show_pbar, say, src)
+
+
+def _run_locked(cfg, out, dev, methods, force, show_pbar, say, src) -> EvalResult:
+    from . import metrics as _metrics  # noqa: PLC0415
+    from .io.atomic import sweep_stale, temp_prefix  # noqa: PLC0415
+    from .recon import reconstruct  # noqa: PLC0415
+    from .report import format_table, html_report, save_convergence, save_grid  # noqa: PLC0415
+    from .sim import estimate_maps, make_dataset  # noqa: PLC0415
+    from .validate import check_output  # noqa: PLC0415
 
     d, ph, co, mk = cfg["data"], cfg["phase"], cfg["coils"], cfg["mask"]
     say(f"simulating {d['phantom']} {tuple(d['shape'])}, {co['count']} coils, {mk['kind']} R={mk['accel']:g}")
@@ -183,7 +213,9 @@ def run_eval(cfg: dict, out_dir: "str | os.PathLike | None" = None, *, device: s
     crop = tuple(cfg["metrics"]["crop"]) if cfg["metrics"]["crop"] else None
 
     parent = out.parent
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=parent))
+    sweep_stale(parent)  # the folders of runs that were killed
+    tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(out.name), suffix=".partial", dir=parent))
+    files = dict(zip((m["label"] for m in methods), _file_names(m["label"] for m in methods)))
     try:
         (tmp / "recon").mkdir()
         np.save(tmp / "recon" / "reference.npy", ds.image.astype(np.complex64))
@@ -198,12 +230,13 @@ def run_eval(cfg: dict, out_dir: "str | os.PathLike | None" = None, *, device: s
             from .backend import to_numpy  # noqa: PLC0415
 
             img = to_numpy(res.image).astype(np.complex64)
+            check_output(img, f"{src}: method {m['label']!r}", m["name"])
             score = _metrics.evaluate(ds.magnitude_ref, np.abs(img), mask=fg, crop=crop)
             row = {"label": m["label"], "method": m["name"], "params": {k: v for k, v in res.params.items()},
                    "psnr": _finite(score.get("psnr")), "ssim": _finite(score.get("ssim")),
                    "nmse": _finite(score.get("nmse")), "time": float(res.time),
                    "iterations": len(res.history), "scale": float(res.scale), "device": res.device,
-                   "file": f"recon/{_slug(m['label'])}.npy"}
+                   "file": f"recon/{files[m['label']]}.npy"}
             rows.append(row)
             images[m["label"]] = img
             histories[m["label"]] = list(res.history)
@@ -237,18 +270,22 @@ def run_eval(cfg: dict, out_dir: "str | os.PathLike | None" = None, *, device: s
                     description=cfg.get("description", ""), rows=rows, grid_png=tmp / "grid.png",
                     convergence_png=tmp / "convergence.png", config_text=cfg_text, versions=ver,
                     dataset_info=info)
-        _swap_into_place(tmp, out)
+        _swap_into_place(tmp, out, force)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return EvalResult(out_dir=out, rows=rows, table=table)
 
 
-def _swap_into_place(tmp: Path, out: Path) -> None:
-    """Rename the finished temporary folder to ``out``, replacing an old one only now."""
+def _swap_into_place(tmp: Path, out: Path, force: bool = True) -> None:
+    """Rename the finished temporary folder to ``out``, replacing an old one only now (and only with ``force``)."""
+    from .io.atomic import temp_prefix  # noqa: PLC0415
+
     old = None
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}-{int(time.time())}")
+    if out.exists() or out.is_symlink():
+        if not force and not (out.is_dir() and not any(out.iterdir())):
+            raise OutputExistsError(f"{out}: appeared while this run was computing; not replaced (use --force)")
+        old = out.with_name(f"{temp_prefix(out.name)}{int(time.time())}.bak")
         os.rename(out, old)
     try:
         os.rename(tmp, out)

@@ -48,8 +48,7 @@ def read_training_images(paths, *, slices=None, axis: int = 2, shape=None) -> np
     ``(n, ny, nx)``. All images must share one shape (give ``shape`` to resample
     NIfTI slices to it).
     """
-    import nibabel as nib  # noqa: PLC0415
-
+    from .io.formats import _load_npy, load_nifti  # noqa: PLC0415
     from .sim import nifti_slice  # noqa: PLC0415
 
     images = []
@@ -58,14 +57,14 @@ def read_training_images(paths, *, slices=None, axis: int = 2, shape=None) -> np
             raise FileNotFoundError(f"{path}: no such file")
         name = path.name.lower()
         if name.endswith((".nii", ".nii.gz")):
-            n = nib.load(str(path)).shape[axis]
+            n = load_nifti(path).shape[axis]
             idx = slices if slices is not None else range(n // 4, 3 * n // 4, max(1, n // 16))
             bad = [i for i in idx if not -n <= i < n]
             if bad:
                 raise ValueError(f"{path}: slice index(es) {bad} out of range for {n} slices along axis {axis}")
             images += [nifti_slice(path, index=i, axis=axis, shape=shape) for i in idx]
         elif name.endswith(".npy"):
-            arr = np.load(path, allow_pickle=False)
+            arr = _load_npy(path)
             if arr.ndim not in (2, 3):
                 raise ValueError(f"{path}: expected an image (ny, nx) or a stack (n, ny, nx); got shape {arr.shape}")
             stack = arr[None] if arr.ndim == 2 else arr

@@ -6,6 +6,7 @@ so the whole file stays well under a minute on 2 cores.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -129,7 +130,17 @@ def fail_small(problem, *, log_dir="", show_pbar=False):
     return zero_filled(problem)
 
 
-_TEST_METHODS = {"test-kill-once": kill_once, "test-fail-once": fail_once, "test-fail-small": fail_small}
+def bad_input(problem, *, log_dir="", show_pbar=False):
+    """Always refuses its input with an InputError (a deterministic user error; counts its attempts)."""
+    from mri_csc.validate import InputError
+
+    with open(Path(log_dir) / "attempts.log", "a") as f:
+        f.write("x\n")
+    raise InputError("this input is refused on purpose")
+
+
+_TEST_METHODS = {"test-kill-once": kill_once, "test-fail-once": fail_once, "test-fail-small": fail_small,
+                 "test-bad-input": bad_input}
 
 
 def _register_test_methods():
@@ -341,3 +352,33 @@ def test_csc_matches_serial(data, cluster, tmp_path):
     assert report.ok, report.summary()
     np.testing.assert_allclose(_read(report.outputs[str(data / "vol0.h5")][0]), ref[str(data / "vol0.h5")],
                                rtol=1e-5, atol=1e-6)
+
+
+def test_user_error_in_a_slice_is_not_retried(data, test_client, cluster, tmp_path):
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    report = reconstruct_batch(str(data / "vol0.h5"), tmp_path / "out", method="test-bad-input",
+                               params={"log_dir": str(logs)}, scheduler=cluster.scheduler_address, retries=2)
+    assert len(report.failures) == 3 and all("refused on purpose" in f.error for f in report.failures)
+    assert len((logs / "attempts.log").read_text().splitlines()) == 3  # once per slice, no retries
+
+
+def test_resume_refuses_an_input_that_changed(test_client, cluster, tmp_path):
+    d = tmp_path / "in"
+    d.mkdir()
+    rng = np.random.default_rng(5)
+    _write_h5(d / "a.h5", rng)
+    _write_h5(d / "b.h5", rng)
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    out = tmp_path / "out"
+    kw = dict(method="test-fail-once", params={"log_dir": str(logs)}, scheduler=cluster.scheduler_address)
+    report = reconstruct_batch(d, out, retries=0, **kw)
+    assert len(report.failures) == 1
+    failed = Path(report.failures[0].path)
+    manifest = json.loads((out / ".partial" / "manifest.json").read_text())
+    assert set(manifest["inputs"]) == {str(d / "a.h5"), str(d / "b.h5")}
+    _write_h5(failed, np.random.default_rng(99))  # the input changes between the runs
+    with pytest.raises(ValueError, match=f"input {failed} changed since the unfinished run"):
+        reconstruct_batch(d, out, retries=0, resume=True, **kw)
+    assert len((logs / "calls.log").read_text().splitlines()) == 5  # nothing recomputed on the refusal

@@ -103,9 +103,10 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         return args.func(args)
-    except (ValueError, TypeError, FileNotFoundError) as exc:
-        print(f"mri-csc: error: {exc}", file=sys.stderr)
-        return 2
+    except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001  (the contract of mri-csc's main)
+        from mri_csc.cli import report_error  # noqa: PLC0415
+
+        return report_error(exc)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@ Output folder layout::
     OUT/
       <name>.h5 | <name>_mag.nii.gz + <name>_phase.nii.gz | <name>.npy   # one per input file
       .partial/
-        manifest.json                # the settings of the run (checked on --resume)
+        manifest.json                # the settings of the run and each input's size, mtime and
+                                     # head/tail hash (checked on --resume)
         <name>/slice_00000.npy ...   # per-slice results, each written atomically
         <name>/hybrid_kspace.npy     # 3-D volumes only: k-space after the readout iFFT
 
@@ -29,8 +30,8 @@ from .engine import open_client
 from .tasks import FileError, SliceTask, VolumeSpec, discover
 from .worker import SliceConfig, compute_slice, prepare_volume, run_slice, slice_result_path, volume_dir
 
-__all__ = ["reconstruct_batch", "BatchReport", "SliceFailure", "serial_reconstruct", "OUTPUT_FORMATS",
-           "MAPS_MODES"]
+__all__ = ["reconstruct_batch", "BatchReport", "SliceFailure", "serial_reconstruct", "input_fingerprint",
+           "OUTPUT_FORMATS", "MAPS_MODES"]
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +141,42 @@ def _manifest(method, params, maps, seed, output_format, layout, calib_width) ->
             "seed": int(seed), "output_format": output_format, "layout": layout, "calib_width": calib_width}
 
 
+_HASH_BYTES = 1 << 20
+
+
+def input_fingerprint(path) -> dict:
+    """Size, modification time and a SHA-256 of the first and last MiB of an input file.
+
+    Recorded in the manifest of an unfinished run; ``resume=True`` refuses an
+    input whose fingerprint changed (its finished slices would be stale).
+    """
+    import hashlib  # noqa: PLC0415
+
+    p = Path(path)
+    st = p.stat()
+    h = hashlib.sha256()
+    with open(p, "rb") as f:
+        h.update(f.read(_HASH_BYTES))
+        if st.st_size > 2 * _HASH_BYTES:
+            f.seek(-_HASH_BYTES, 2)
+            h.update(f.read(_HASH_BYTES))
+    return {"size": int(st.st_size), "mtime_ns": int(st.st_mtime_ns), "sha256_head_tail": h.hexdigest()}
+
+
+def _check_inputs_unchanged(old: dict, volumes, out_dir) -> None:
+    recorded = old.get("inputs") or {}
+    for vol in volumes:
+        then = recorded.get(vol.path)
+        if then is None:
+            continue
+        now = input_fingerprint(vol.path)
+        changed = [k for k in ("size", "mtime_ns", "sha256_head_tail") if then.get(k) != now[k]]
+        if changed:
+            raise ValueError(f"resume=True but input {vol.path} changed since the unfinished run in {out_dir} "
+                             f"({', '.join(changed)} differ); its finished slices would be stale: remove "
+                             f"{Path(out_dir) / PARTIAL / vol.name} to recompute it, or restore the input")
+
+
 def _assemble(vol: VolumeSpec, cfg: SliceConfig, out_dir: Path, output_format: str) -> list[Path]:
     """Stack a volume's slice results and write its output atomically, then drop its partial files."""
     from mri_csc.io import write_image  # noqa: PLC0415
@@ -222,7 +259,10 @@ def reconstruct_batch(inputs, out_dir, *, method: str = "csc", params: dict | No
         handled by Dask separately: its tasks move to other workers).
     resume : bool
         Keep the finished slices of an earlier run in ``out_dir`` and compute the
-        rest. The run's settings must match the earlier ones.
+        rest. The run's settings must match the earlier ones, and every input
+        must be unchanged (size, modification time, hash of its first and last MiB).
+        A second batch on the same ``out_dir`` is refused while one runs (a lock
+        file ``.<out_dir name>.lock`` beside it).
     seed : int
         Root of the per-slice random streams (see :func:`mri_csc.batch.tasks.slice_seed_sequence`).
     output_format : {"h5", "nii", "npy"}
@@ -258,10 +298,20 @@ def reconstruct_batch(inputs, out_dir, *, method: str = "csc", params: dict | No
     """
     t0 = time.perf_counter()
     params = _check_args(method, params, maps, output_format, retries, seed, device)
-    volumes, file_errors = discover(inputs, layout)
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"out_dir {str(out_dir)!r} exists and is not a folder")
+    from mri_csc.io.atomic import run_lock  # noqa: PLC0415
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    with run_lock(out_dir):  # one batch per output folder at a time
+        return _batch_locked(inputs, out_dir, method, params, maps, device, scheduler, n_workers, retries, resume,
+                             seed, output_format, show_pbar, layout, calib_width, timeout, on_start, t0)
+
+
+def _batch_locked(inputs, out_dir, method, params, maps, device, scheduler, n_workers, retries, resume, seed,
+                  output_format, show_pbar, layout, calib_width, timeout, on_start, t0) -> BatchReport:
+    volumes, file_errors = discover(inputs, layout)
     partial = out_dir / PARTIAL
     manifest = _manifest(method, params, maps, seed, output_format, layout, calib_width)
     mpath = partial / "manifest.json"
@@ -269,11 +319,20 @@ def reconstruct_batch(inputs, out_dir, *, method: str = "csc", params: dict | No
         if not resume:
             raise ValueError(f"{out_dir} holds an unfinished batch run ({mpath}); pass resume=True (--resume) "
                              f"to complete it, or remove {partial}")
-        old = json.loads(mpath.read_text())
+        try:
+            old = json.loads(mpath.read_text())
+            if not isinstance(old, dict):
+                raise ValueError("not a JSON object")
+        except (OSError, ValueError) as e:
+            raise ValueError(f"{mpath}: unreadable manifest of the unfinished run ({e}); remove {partial} "
+                             "to start again") from None
         diff = sorted(k for k in manifest if old.get(k) != manifest[k])
         if diff:
             raise ValueError(f"resume=True but the settings differ from the unfinished run in {out_dir}: "
                              + ", ".join(f"{k}: {old.get(k)!r} then, {manifest[k]!r} now" for k in diff))
+        _check_inputs_unchanged(old, volumes, out_dir)
+    else:
+        old = {}
     report = BatchReport(file_errors=list(file_errors))
     todo: list[VolumeSpec] = []
     for vol in volumes:
@@ -334,11 +393,12 @@ def reconstruct_batch(inputs, out_dir, *, method: str = "csc", params: dict | No
                 on_start(info)
             # the cluster is up: from here on an interrupted run leaves a resumable .partial/
             partial.mkdir(parents=True, exist_ok=True)
-            if not mpath.exists():
-                from mri_csc.io import atomic_path  # noqa: PLC0415
+            from mri_csc.io import atomic_path  # noqa: PLC0415
 
-                with atomic_path(mpath) as tmp:
-                    tmp.write_text(json.dumps(manifest, indent=2))
+            inputs = dict(old.get("inputs") or {})
+            inputs.update({vol.path: input_fingerprint(vol.path) for vol in todo if vol.path not in inputs})
+            with atomic_path(mpath, overwrite=True) as tmp:  # the settings and what each input was
+                tmp.write_text(json.dumps({**manifest, "inputs": inputs}, indent=2))
             for vol in todo:
                 volume_dir(cfg, vol).mkdir(parents=True, exist_ok=True)
             by_key: dict[str, SliceTask] = {}
@@ -370,8 +430,11 @@ def reconstruct_batch(inputs, out_dir, *, method: str = "csc", params: dict | No
                         log.warning("slice %d of %s failed: %s", t.index, vol.path, msg)
                         report.failures.append(SliceFailure(vol.path, t.index, msg))
                         failed_vols.add(vol.path)
+                    elif (rec := fut.result()).get("error"):  # a user error: reported, not retried
+                        log.warning("slice %d of %s failed: %s", t.index, vol.path, rec["error"])
+                        report.failures.append(SliceFailure(vol.path, t.index, rec["error"]))
+                        failed_vols.add(vol.path)
                     else:
-                        rec = fut.result()
                         report.n_computed += not rec["skipped"]
                         if not rec["skipped"]:
                             report.slice_times.append(rec["time"])

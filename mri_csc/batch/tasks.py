@@ -43,7 +43,6 @@ from __future__ import annotations
 import glob
 import logging
 import os
-import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -181,15 +180,6 @@ def expand_inputs(inputs) -> list[Path]:
     return out
 
 
-def _npy_shape(fobj) -> tuple[int, ...]:
-    version = np.lib.format.read_magic(fobj)
-    if version == (1, 0):
-        shape, _, _ = np.lib.format.read_array_header_1_0(fobj)
-    else:
-        shape, _, _ = np.lib.format.read_array_header_2_0(fobj)
-    return tuple(shape)
-
-
 def _h5_kind(f) -> str:
     if "kspace" in f:
         return "fastmri"
@@ -250,22 +240,22 @@ def slice_count(path, layout: str = "auto") -> tuple[int, str, str, tuple[int, .
                                          "expected one 3-D volume")
                     return nx, kind, "volume", ()
                 return n, kind, layout, ()
-            shape = tuple(f["kspace"].shape)
+            from mri_csc.io.formats import _h5_dataset  # noqa: PLC0415
+
+            shape = tuple(_h5_dataset(f, "kspace", p).shape)
     elif suffix == ".npy":
+        from mri_csc.io.formats import _npy_open  # noqa: PLC0415  (header, file size and budget checked)
+
         kind = "npy"
-        with open(p, "rb") as fobj:
-            shape = _npy_shape(fobj)
-        arr = np.load(p, mmap_mode="r")  # raises on a truncated file
-        del arr
+        shape = tuple(_npy_open(p).shape)
     elif suffix == ".npz":
+        from mri_csc.io.formats import _open_npz  # noqa: PLC0415
+
         kind = "npz"
-        with zipfile.ZipFile(p) as z:
-            names = z.namelist()
-            if "kspace.npy" not in names:
-                raise ValueError(f"{p}: .npz holds no 'kspace' array; found {sorted(names)}")
-            info = z.getinfo("kspace.npy")
-            with z.open(info) as fobj:
-                shape = _npy_shape(fobj)
+        with _open_npz(p) as z:
+            if "kspace" not in z:
+                raise ValueError(f"{p}: .npz holds no 'kspace' array; found {sorted(z.files)}")
+            shape = z.shape("kspace")
     elif suffix == ".cfl":
         from mri_csc.io import read_kspace  # noqa: PLC0415  (small files: BART's header order is io's business)
 

@@ -153,16 +153,24 @@ def compute_slice(task: SliceTask, cfg: SliceConfig) -> np.ndarray:
 def run_slice(task: SliceTask, cfg: SliceConfig, _prepared: str | None = None) -> dict:
     """Worker entry point: reconstruct slice ``task`` unless its result file exists; write it atomically.
 
-    Returns a small record (``key``, ``time`` in seconds, ``skipped``); raises on failure
-    so that Dask retries the task.
+    Returns a small record (``key``, ``time`` in seconds, ``skipped``, and ``error`` for a
+    user error -- bad input or a NaN image -- which would fail the same way again and is
+    not retried); raises on any other failure so that Dask retries the task.
     """
     out = slice_result_path(cfg, task)
     if out.exists():
         return {"key": task.key, "time": 0.0, "skipped": True}
+    from mri_csc.validate import check_output, is_user_error  # noqa: PLC0415
+
     t0 = time.perf_counter()
-    image = compute_slice(task, cfg)
-    if not np.all(np.isfinite(image)):
-        raise FloatingPointError(f"{task.volume.path} slice {task.index}: reconstruction has NaN/Inf values")
+    try:
+        image = compute_slice(task, cfg)
+        check_output(image, f"{task.volume.path} slice {task.index}", cfg.method)
+    except Exception as exc:
+        if is_user_error(exc):  # deterministic: the same input fails again, so no retry
+            return {"key": task.key, "time": time.perf_counter() - t0, "skipped": False,
+                    "error": f"{type(exc).__name__}: {exc}"}
+        raise
     out.parent.mkdir(parents=True, exist_ok=True)
     _save_atomic(out, image)
     return {"key": task.key, "time": time.perf_counter() - t0, "skipped": False}

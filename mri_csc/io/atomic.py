@@ -1,71 +1,216 @@
 """Atomic, no-clobber file writing.
 
-Every writer in :mod:`mri_csc.io` goes through :func:`atomic_path`: the data is
-written to a hidden temporary file in the destination folder and moved into
-place with :func:`os.replace` only once it is complete, so an interrupted run
-never leaves a half-written file posing as a result. A file that already
-exists is refused unless ``overwrite=True``.
+Every writer in :mod:`mri_csc.io` goes through :func:`atomic_paths`: the data is
+written to hidden temporary files in the destination folders and moved into
+place only once every file is complete, so an interrupted run never leaves a
+half-written file posing as a result. A file that already exists -- or a
+symbolic link, even a dangling one -- is refused unless ``overwrite=True``.
+
+Several outputs (a ``.cfl`` and its ``.hdr``, the magnitude and phase NIfTI
+volumes) are committed together: all are written, then all are renamed into
+place; when a rename fails, the ones already moved are put back (the files they
+replaced are restored from a hidden backup), so the set is never half old, half
+new.
+
+Temporary names carry the writing host and process (``.<name>.<host>-<pid>.<random>.part…``).
+A run killed by ``SIGKILL`` cannot clean up after itself; the next write into
+the same folder removes the temporaries of processes that no longer exist
+(:func:`sweep_stale`). ``SIGTERM`` is turned into a normal exception by the
+command line, so ordinary clean-up runs then.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import re
+import shutil
+import socket
 import tempfile
+import zlib
 from pathlib import Path
 
-__all__ = ["OutputExistsError", "check_writable", "atomic_path", "atomic_paths"]
+__all__ = ["OutputExistsError", "check_writable", "atomic_path", "atomic_paths", "commit_files", "sweep_stale",
+           "temp_prefix", "pid_alive", "run_lock"]
 
 # mkstemp creates files readable by their owner only; outputs get the mode an ordinary
 # open() would give them (0666 less the process umask), read once at import.
+_log = logging.getLogger(__name__)
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 _FILE_MODE = 0o666 & ~_UMASK
+_TEMP_RE = re.compile(r"^\.(?P<name>.+)\.(?P<host>[0-9a-f]{8})-(?P<pid>\d+)\.[^.]+\.(part|partial|bak)\b")
+_HOST = f"{zlib.crc32(socket.gethostname().encode()):08x}"
 
 
 class OutputExistsError(FileExistsError):
     """Raised when an output exists and ``overwrite`` was not given."""
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this machine."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def temp_prefix(name: str) -> str:
+    """The hidden prefix of this process's temporaries for ``name``: ``.<name>.<host>-<pid>.``.
+
+    ``host`` is a CRC-32 of the host name, so that a sweep never removes the
+    temporaries of a live process on another machine sharing the folder.
+    """
+    return f".{name}.{_HOST}-{os.getpid()}."
+
+
+def sweep_stale(folder: "str | os.PathLike") -> list[Path]:
+    """Remove temporaries (``.<name>.<host>-<pid>.*.part*``, ``*.partial``, ``*.bak``) of dead processes.
+
+    Returns the paths removed. Temporaries of live processes (another run
+    writing into the same folder) are left alone.
+    """
+    removed = []
+    folder = Path(folder)
+    try:
+        entries = list(folder.iterdir())
+    except OSError:
+        return removed
+    for p in entries:
+        m = _TEMP_RE.match(p.name)
+        if not m or m.group("host") != _HOST or pid_alive(int(m.group("pid"))):
+            continue
+        with contextlib.suppress(OSError):
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p)
+            else:
+                p.unlink()
+            removed.append(p)
+    return removed
+
+
 def check_writable(path: "str | os.PathLike", overwrite: bool = False) -> Path:
-    """Check that ``path`` may be written: refuse an existing file unless ``overwrite``.
+    """Check that ``path`` may be written: refuse an existing file (or any symlink) unless ``overwrite``.
 
     Raises
     ------
     OutputExistsError
-        When ``path`` exists and ``overwrite`` is false.
+        When ``path`` exists, or is a symbolic link (dangling or not), and ``overwrite`` is false.
     FileNotFoundError
         When the destination folder does not exist.
     """
     p = Path(path)
-    if p.exists() and not overwrite:
-        raise OutputExistsError(f"{p}: output exists; pass overwrite=True (--force on the command line) "
+    if (p.exists() or p.is_symlink()) and not overwrite:
+        what = "is a dangling symbolic link" if p.is_symlink() and not p.exists() else "exists"
+        raise OutputExistsError(f"{p}: output {what}; pass overwrite=True (--force on the command line) "
                                 "to replace it")
+    if p.is_dir() and not p.is_symlink():
+        raise IsADirectoryError(f"{p}: output is a folder")
     if not p.parent.exists():
         raise FileNotFoundError(f"{p}: folder {p.parent} does not exist")
     return p
 
 
+def commit_files(pairs, overwrite: bool = False) -> None:
+    """Move each finished temporary ``tmp`` onto ``dest`` for ``(tmp, dest)`` in ``pairs``, all or none.
+
+    Existing destinations (``overwrite=True``) are first moved to hidden backups;
+    if any rename fails, the destinations already written are removed and the
+    backups put back, then the error is raised. Without ``overwrite`` a
+    destination that appeared meanwhile is refused before anything moves.
+    """
+    pairs = [(Path(t), Path(d)) for t, d in pairs]
+    for _, d in pairs:
+        check_writable(d, overwrite)
+    backups: list[tuple[Path, Path]] = []
+    moved: list[Path] = []
+    try:
+        for _, d in pairs:
+            if d.exists() or d.is_symlink():
+                b = Path(tempfile.mktemp(prefix=temp_prefix(d.name), suffix=".bak", dir=d.parent))
+                os.replace(d, b)
+                backups.append((b, d))
+        for t, d in pairs:
+            if not overwrite and (d.exists() or d.is_symlink()):
+                raise OutputExistsError(f"{d}: output appeared while this run was writing; not replaced")
+            os.replace(t, d)
+            moved.append(d)
+    except BaseException:
+        for d in moved:
+            with contextlib.suppress(OSError):
+                d.unlink()
+        for b, d in backups:
+            with contextlib.suppress(OSError):
+                os.replace(b, d)
+        raise
+    for b, _ in backups:
+        with contextlib.suppress(OSError):
+            b.unlink()
+
+
+@contextlib.contextmanager
+def run_lock(out_dir: "str | os.PathLike"):
+    """Own ``out_dir`` (an ``eval`` run folder, a ``batch`` output folder): an exclusive ``.<name>.lock`` beside it.
+
+    A second run on the same folder is refused while the first is alive; the
+    lock of a process that no longer exists (killed) is taken over.
+    """
+    out_dir = Path(out_dir)
+    lock = out_dir.parent / f".{out_dir.name}.lock"
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            break
+        except FileExistsError:
+            try:
+                pid = int(lock.read_text().split()[0])
+            except (OSError, ValueError, IndexError):
+                pid = -1
+            if pid_alive(pid) and pid != os.getpid():
+                raise OutputExistsError(f"{out_dir}: another run (pid {pid}) is writing this folder; wait for it "
+                                        f"or choose another --out (lock {lock})") from None
+            _log.warning("%s: removing the stale lock of process %s, which no longer runs", out_dir, pid)
+            with contextlib.suppress(FileNotFoundError):
+                lock.unlink()
+    else:
+        raise OutputExistsError(f"{out_dir}: cannot take the lock {lock}")
+    try:
+        os.write(fd, f"{os.getpid()}\n".encode())
+        os.close(fd)
+        yield lock
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            lock.unlink()
+
+
 @contextlib.contextmanager
 def atomic_paths(paths, overwrite: bool = False):
-    """Yield temporary paths (same folders, same suffixes) for ``paths``; move them in place on success.
+    """Yield temporary paths (same folders, same suffixes) for ``paths``; commit them together on success.
 
     All destinations are checked before anything is written. On an exception
     (including ``KeyboardInterrupt``) the temporary files are removed and no
-    destination is touched.
+    destination is touched. Stale temporaries of dead processes in the
+    destination folders are swept first.
     """
     dests = [check_writable(p, overwrite) for p in paths]
+    for folder in {d.parent for d in dests}:
+        sweep_stale(folder)
     temps = []
     try:
         for d in dests:
-            fd, tmp = tempfile.mkstemp(prefix=f".{d.name}.", suffix=".part" + "".join(d.suffixes[-2:]),
+            fd, tmp = tempfile.mkstemp(prefix=temp_prefix(d.name), suffix=".part" + "".join(d.suffixes[-2:]),
                                        dir=d.parent)
             os.close(fd)
             os.chmod(tmp, _FILE_MODE)
             temps.append(Path(tmp))
         yield temps
-        for tmp, d in zip(temps, dests):
-            os.replace(tmp, d)
+        commit_files(zip(temps, dests), overwrite)
     finally:
         for tmp in temps:
             with contextlib.suppress(FileNotFoundError):

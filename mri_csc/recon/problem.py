@@ -18,6 +18,7 @@ import numpy as np
 
 from ..backend import Device, get_xp, ifftc, resolve_device, to_device
 from ..operators import Sense
+from ..validate import check_recon_inputs
 
 __all__ = ["ReconProblem", "make_problem", "data_scale"]
 
@@ -139,6 +140,7 @@ def make_problem(kspace, coil_maps, mask=None, device: "str | Device" = "cpu", s
         Naming the argument, what was received and what was expected.
     """
     dev = resolve_device(device)
+    coil_maps = check_recon_inputs(kspace, coil_maps, mask)  # mri_csc.validate: the one input layer
     _check_array("kspace", kspace)
     _check_array("coil_maps", coil_maps)
     if kspace.ndim not in (3, 4):

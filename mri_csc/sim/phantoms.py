@@ -185,8 +185,11 @@ def nifti_slice(
         raise ValueError(f"axis must be 0 (sagittal), 1 (coronal) or 2 (axial); got {axis!r}")
     if shape is not None:
         shape = _check_shape(shape, ndims=(2,))
+    from ..io.formats import load_nifti  # noqa: PLC0415  (header, size and budget checks)
+
+    raw = load_nifti(p)
     try:
-        img = nib.as_closest_canonical(nib.load(str(p)))
+        img = nib.as_closest_canonical(raw)
     except Exception as exc:  # nibabel raises several types for non-NIfTI input
         raise ValueError(f"could not read {str(p)!r} as a NIfTI image: {exc}") from exc
     if len(img.shape) < 3:
@@ -199,7 +202,10 @@ def nifti_slice(
     index = int(index) % n
     sl = [slice(None)] * 3 + [0] * (len(img.shape) - 3)
     sl[axis] = index
-    data = np.asarray(img.dataobj[tuple(sl)], dtype=np.float64)
+    try:
+        data = np.asarray(img.dataobj[tuple(sl)], dtype=np.float64)
+    except Exception as exc:  # noqa: BLE001  (truncated or corrupt data: EOFError, zlib.error, OSError...)
+        raise ValueError(f"could not read slice {index} of {str(p)!r}: {type(exc).__name__}: {exc}") from None
     zooms = [z for i, z in enumerate(img.header.get_zooms()[:3]) if i != axis]
     # remaining axes are (first, second) in RAS order; display rows = second axis reversed
     # (superior/anterior at the top), columns = first axis reversed (patient right on the left)

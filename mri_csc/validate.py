@@ -1,0 +1,302 @@
+r"""One validation layer for the arrays a reconstruction is given.
+
+Every entry point (:func:`mri_csc.reconstruct` through
+:func:`mri_csc.recon.problem.make_problem`, ``mri-csc recon``, ``eval`` and
+``batch``) calls these functions, so that a bad input is refused in one place,
+with one message, before any heavy work:
+
+- :func:`check_recon_inputs`: k-space, coil maps and mask of one problem --
+  types, dtypes, shapes, empty arrays, the memory budget of
+  :mod:`mri_csc.io.limits` (from the shape alone, before anything is
+  allocated), finite values (checked on the data a broadcast view really holds),
+  the mask's range and the coil maps' normalisation;
+- :func:`check_mask_values`: a sampling mask is boolean or real in ``[0, 1]``;
+- :func:`normalise_maps`: coil maps with :math:`\sum_c |S_c|^2` far from 1 on
+  their support are rescaled (with a warning) by one global factor;
+- :func:`per_slice`: one mask (or map set) per slice, or one for all slices,
+  never a shorter list zipped against the slices;
+- :func:`check_output`: no NaN/Inf image is ever written.
+
+Errors are :class:`InputError` (a ``ValueError``) or :class:`InputTypeError`
+(also a ``TypeError``): raised on purpose, for input the user can fix, which the
+command line reports in one line with exit code 2.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import numpy as np
+
+from .io.limits import check_shape
+
+__all__ = ["InputError", "InputTypeError", "check_recon_inputs", "check_array", "check_finite",
+           "check_mask_values", "normalise_maps", "maps_power", "per_slice", "check_output",
+           "is_user_error", "MAPS_TOLERANCE"]
+
+log = logging.getLogger(__name__)
+
+#: Coil maps whose median :math:`\sum_c |S_c|^2` on the support lies outside
+#: ``[1 / MAPS_TOLERANCE, MAPS_TOLERANCE]`` are rescaled to a median of 1.
+MAPS_TOLERANCE = 4.0
+_CHUNK = 1 << 22  # elements per block when scanning for NaN/Inf
+
+
+class InputError(ValueError):
+    """An input the user can fix (a wrong shape, value, range or file); one line, exit code 2."""
+
+
+class InputTypeError(InputError, TypeError):
+    """An input of the wrong type or dtype, raised on purpose (not a ``TypeError`` from a bug)."""
+
+
+def _xp(a):
+    from .backend import get_xp  # noqa: PLC0415
+
+    return get_xp(a)
+
+
+def _compact(a):
+    """The data a (possibly broadcast) array really holds: zero-stride axes reduced to length 1."""
+    strides = getattr(a, "strides", None)
+    if not strides or a.size == 0:
+        return a
+    idx = tuple(slice(0, 1) if (st == 0 and n > 1) else slice(None) for st, n in zip(strides, a.shape))
+    return a[idx]
+
+
+def check_array(name: str, a, *, kinds: str = "cf", ndim: "tuple[int, ...] | None" = None) -> None:
+    """Refuse a non-array, a wrong dtype kind, a wrong number of dimensions, or an empty array.
+
+    Parameters
+    ----------
+    name : str
+        The argument's name, used in the message.
+    a : array
+        NumPy or CuPy array.
+    kinds : str
+        Accepted ``dtype.kind`` letters (``"c"`` complex, ``"f"`` float, ``"b"`` bool,
+        ``"i"``/``"u"`` integers).
+    ndim : tuple of int, optional
+        Accepted numbers of dimensions.
+    """
+    if not hasattr(a, "shape") or not hasattr(a, "dtype"):
+        raise InputTypeError(f"{name} must be a NumPy or CuPy array; got {type(a).__name__}")
+    kind = np.dtype(a.dtype).kind
+    if kind not in kinds:
+        expected = {"cf": "a complex (or real float)", "fbiu": "a boolean, integer or real float"}.get(
+            kinds, f"a {kinds!r}-kind")
+        raise InputTypeError(f"{name} must have {expected} dtype; got {a.dtype}")
+    if ndim is not None and a.ndim not in ndim:
+        raise InputError(f"{name} has {a.ndim} dimension(s), shape {tuple(a.shape)}; expected "
+                         f"{' or '.join(map(str, ndim))}")
+    if a.size == 0:
+        raise InputError(f"{name} is empty (shape {tuple(a.shape)}); expected at least one element per axis")
+
+
+def check_finite(name: str, a) -> None:
+    """Refuse NaN/Inf values, scanning the data the array holds in blocks (no full-size temporary)."""
+    c = _compact(a)
+    if np.dtype(c.dtype).kind not in "cf":
+        return
+    xp = _xp(c)
+    flat = c.reshape(-1) if c.flags.c_contiguous else None
+    n_bad = 0
+    if flat is not None:
+        for i in range(0, flat.size, _CHUNK):
+            n_bad += int((~xp.isfinite(flat[i:i + _CHUNK])).sum())
+    else:
+        for block in (c if c.ndim > 1 else [c]):
+            n_bad += int((~xp.isfinite(block)).sum())
+    if n_bad:
+        raise InputError(f"{name} contains {n_bad} NaN or Inf value(s) (of {c.size} stored); clean the data first")
+
+
+def check_mask_values(mask, name: str = "mask") -> None:
+    """A sampling mask is boolean, or real with values in ``[0, 1]`` (1 = sampled; weights between).
+
+    Refuses negative values, values above 1 (a 0/255 image mask is named as
+    such), NaN/Inf and complex masks.
+    """
+    check_array(name, mask, kinds="fbiu")
+    kind = np.dtype(mask.dtype).kind
+    if kind == "b":
+        return
+    check_finite(name, mask)
+    c = _compact(mask)
+    lo, hi = float(c.min()), float(c.max())
+    if lo < 0:
+        raise InputError(f"{name} has negative values (min {lo:.4g}); expected 0/1 (or weights in [0, 1])")
+    if hi > 1:
+        hint = " (a 0/255 image: pass mask > 0 or mask / 255)" if kind in "iu" or hi == 255 else ""
+        raise InputError(f"{name} has values up to {hi:.4g}{hint}; expected 0/1 (or weights in [0, 1])")
+
+
+def maps_power(maps):
+    r"""The median of :math:`\sum_c |S_c|^2` over the maps' support (where it exceeds 1e-6 of its max)."""
+    xp = _xp(maps)
+    c = _compact(maps)
+    power = (xp.abs(c).astype(np.float64) ** 2).sum(axis=0)
+    peak = float(power.max())
+    if not math.isfinite(peak) or peak <= 0:
+        return peak
+    return float(xp.median(power[power > 1e-6 * peak]))
+
+
+def normalise_maps(maps, name: str = "coil_maps"):
+    r"""Return ``maps``, rescaled by one factor when :math:`\sum_c |S_c|^2` is far from 1 on the support.
+
+    SENSE-type reconstructions assume :math:`\sum_c |S_c|^2 = 1` where the object
+    is (as ESPIRiT and the simulated maps give); maps off by a large factor make
+    the image scale by its inverse and the regularisation weights meaningless
+    (all-zero or NaN images for maps ×1e-10 or ×1e20). Maps whose median power
+    on the support is outside ``[1/MAPS_TOLERANCE, MAPS_TOLERANCE]`` are divided by
+    the square root of that median, with a warning.
+
+    Raises
+    ------
+    InputError
+        All-zero maps, or maps whose power overflows.
+    """
+    p = maps_power(maps)
+    if not math.isfinite(p):
+        raise InputError(f"{name}: sum of |S|^2 overflows (values too large to square); rescale the maps "
+                         "so that sum_c |S_c|^2 = 1 on the object")
+    if p <= 0 or not math.isfinite(1.0 / math.sqrt(p)):
+        raise InputError(f"{name} are all zero (or too small to use); expected sensitivities that are "
+                         "non-zero on the object")
+    if 1 / MAPS_TOLERANCE <= p <= MAPS_TOLERANCE:
+        return maps
+    factor = math.sqrt(p)
+    log.warning("%s: sum_c |S_c|^2 on the support is %.3g, expected about 1; dividing the maps by %.3g "
+                "(the image scales by the same factor)", name, p, factor)
+    scaled = maps / np.asarray(factor, dtype=np.dtype(maps.dtype).type(0).real.dtype)
+    if not bool(_xp(scaled).isfinite(_compact(scaled)).all()):
+        raise InputError(f"{name}: cannot normalise the maps (sum |S|^2 = {p:.3g}); rescale them first")
+    return scaled
+
+
+def check_recon_inputs(kspace, coil_maps, mask=None, *, normalise: bool = True):
+    """Check one reconstruction problem's arrays; return the coil maps (normalised when needed).
+
+    Parameters
+    ----------
+    kspace : array, ``(coils, ny, nx)`` or ``(coils, nz, ny, nx)``, complex or real
+    coil_maps : array, same shape
+    mask : array or None
+        Boolean or real in ``[0, 1]``, broadcastable to ``kspace``.
+    normalise : bool
+        Rescale maps whose :math:`\\sum_c |S_c|^2` is far from 1 (see :func:`normalise_maps`).
+
+    Raises
+    ------
+    InputError, InputTypeError, mri_csc.io.limits.BudgetError
+        Naming the argument, what was received and what was expected; the
+        budget is checked from the shapes before any allocation.
+    """
+    check_array("kspace", kspace)
+    if kspace.ndim not in (3, 4):
+        raise InputError("kspace must have shape (coils, ny, nx) or (coils, nz, ny, nx); "
+                         f"got {kspace.ndim}-D shape {tuple(kspace.shape)}")
+    check_array("coil_maps", coil_maps)
+    if tuple(coil_maps.shape) != tuple(kspace.shape):
+        raise InputError(f"coil_maps must have the same shape as kspace {tuple(kspace.shape)}; "
+                         f"got {tuple(coil_maps.shape)}")
+    cdtype = np.complex128 if np.dtype(kspace.dtype) == np.complex128 else np.complex64
+    # a solver holds several copies of the problem: budget the k-space, maps and a few work arrays
+    check_shape((4, *kspace.shape), cdtype, "kspace and coil_maps with solver work arrays")
+    if mask is not None:
+        check_mask_values(mask)
+        try:
+            np.broadcast_shapes(tuple(mask.shape), tuple(kspace.shape))
+        except ValueError:
+            raise InputError(f"mask of shape {tuple(mask.shape)} does not broadcast against kspace "
+                             f"{tuple(kspace.shape)}; expected the image shape {tuple(kspace.shape[1:])}") from None
+    check_finite("kspace", kspace)
+    check_finite("coil_maps", coil_maps)
+    return normalise_maps(coil_maps) if normalise else coil_maps
+
+
+def per_slice(name: str, a, n_slices: int, slice_ndim: int) -> list:
+    """Split ``a`` into one entry per slice: ``a`` itself for all slices, or ``a[i]`` for slice ``i``.
+
+    ``a`` with at most ``slice_ndim`` dimensions (or a leading axis of length 1) is shared
+    by every slice; with one more axis of length ``n_slices`` it is one per slice.
+    Any other length is refused: a shorter list is never zipped against the slices.
+    """
+    if a is None:
+        return [None] * n_slices
+    if a.ndim <= slice_ndim:
+        return [a] * n_slices
+    if a.ndim == slice_ndim + 1:
+        if a.shape[0] == n_slices:
+            return list(a)
+        if a.shape[0] == 1:
+            return [a[0]] * n_slices
+    raise InputError(f"{name} of shape {tuple(a.shape)} does not match {n_slices} slice(s): expected one "
+                     f"pattern for all slices ({slice_ndim}-D) or one per slice (leading axis {n_slices})")
+
+
+def check_output(image, what: str, method: str | None = None) -> None:
+    """Refuse to write an image with NaN/Inf values; the message names what to change."""
+    xp = _xp(image)
+    n_bad = int((~xp.isfinite(image)).sum())
+    if n_bad:
+        hint = (f"method {method!r} diverged or was given unscaled inputs: lower its regularisation "
+                "weight (lam) or step parameters, or check the mask and coil maps") if method else \
+            "check the inputs"
+        raise InputError(f"{what}: reconstruction has {n_bad} NaN/Inf value(s) of {image.size}; nothing "
+                         f"was written; {hint}")
+
+
+def _raised_here(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised by a ``raise`` statement in mri_csc's own code."""
+    import linecache  # noqa: PLC0415
+    import os  # noqa: PLC0415
+
+    tb = exc.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    fname = tb.tb_frame.f_code.co_filename
+    if not os.path.abspath(fname).startswith(_PACKAGE_DIR):
+        return False
+    return linecache.getline(fname, tb.tb_lineno).lstrip().startswith("raise ")
+
+
+def _package_dir() -> str:
+    import os  # noqa: PLC0415
+
+    return os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+_PACKAGE_DIR = _package_dir()
+
+
+def is_user_error(exc: BaseException) -> bool:
+    """Whether ``exc`` reports bad input (one line, exit 2) rather than a bug (traceback, exit 1).
+
+    User errors are the input-error classes (:class:`InputError`,
+    :class:`~mri_csc.io.formats.FileFormatError`, :class:`~mri_csc.config.ConfigError`,
+    :class:`~mri_csc.io.limits.BudgetError`, :class:`~mri_csc.io.atomic.OutputExistsError`),
+    missing files, permissions and other operating-system errors with an
+    ``errno``, and a ``ValueError``/``TypeError`` raised on purpose by a ``raise``
+    statement in mri_csc's own code. A ``TypeError`` or ``ValueError`` raised
+    inside NumPy, h5py or by Python itself (``'NoneType' object is not
+    subscriptable``) is a bug.
+    """
+    from .config import ConfigError  # noqa: PLC0415
+    from .io.atomic import OutputExistsError  # noqa: PLC0415
+    from .io.formats import FileFormatError  # noqa: PLC0415
+    from .io.limits import BudgetError  # noqa: PLC0415
+
+    if isinstance(exc, (InputError, FileFormatError, ConfigError, BudgetError, OutputExistsError)):
+        return True
+    if isinstance(exc, OSError):
+        return exc.errno is not None or isinstance(exc, (FileNotFoundError, FileExistsError, PermissionError,
+                                                         IsADirectoryError, NotADirectoryError))
+    if isinstance(exc, (ValueError, TypeError)):
+        return _raised_here(exc)
+    return False

@@ -1,0 +1,152 @@
+"""Runs own their outputs: locks, unique file names, commit-together, no symlink clobbering, litter swept."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mri_csc.config import load_config
+from mri_csc.evaluate import _file_names, run_eval
+from mri_csc.io import OutputExistsError, write_image
+from mri_csc.io.atomic import atomic_paths, commit_files, run_lock, sweep_stale
+
+ROOT = Path(__file__).parents[1]
+
+
+def _cfg(tmp_path, name="t", methods='[[methods]]\nname = "zero-filled"\n'):
+    p = tmp_path / "c.toml"
+    p.write_text(f'name = "{name}"\n[data]\nshape = [32, 32]\n[coils]\ncount = 2\n{methods}')
+    return load_config(p)
+
+
+def test_labels_get_unique_names_that_never_shadow_the_reference():
+    names = _file_names(["reference", "mask", "A B", "A_B", "a_b", "zero-filled"])
+    assert names[:2] == ["reference_2", "mask_2"]
+    assert len({n.lower() for n in names}) == len(names)
+    assert "reference" not in names and "mask" not in names
+
+
+def test_eval_label_reference_keeps_the_ground_truth(tmp_path):
+    cfg = _cfg(tmp_path, methods='[[methods]]\nname = "zero-filled"\nlabel = "reference"\n'
+                                 '[[methods]]\nname = "sense"\nlabel = "A B"\nparams = {max_iter = 2}\n'
+                                 '[[methods]]\nname = "sense"\nlabel = "A_B"\nparams = {max_iter = 2}\n')
+    res = run_eval(cfg, tmp_path / "run")
+    files = sorted(p.name for p in (res.out_dir / "recon").iterdir())
+    assert files == ["A_B.npy", "A_B_2.npy", "mask.npy", "reference.npy", "reference_2.npy"]
+    ref = np.load(res.out_dir / "recon" / "reference.npy")
+    zf = np.load(res.out_dir / "recon" / "reference_2.npy")
+    assert not np.allclose(ref, zf)  # the ground truth was not overwritten by the zero-filled image
+
+
+def test_config_name_cannot_leave_runs(tmp_path):
+    cfg = _cfg(tmp_path, name="../../x")
+    assert Path(cfg["output"]["dir"]) == Path("runs") / "x"
+
+
+def test_second_run_on_a_locked_folder_is_refused(tmp_path):
+    out = tmp_path / "run"
+    code = f"from pathlib import Path\nfrom mri_csc.io.atomic import run_lock\nwith run_lock(Path({str(out)!r})): pass"
+    with run_lock(out):
+        child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert child.returncode != 0 and "another run (pid" in child.stderr
+    assert not (tmp_path / ".run.lock").exists()
+    (tmp_path / ".run.lock").write_text("999999999\n")  # a killed run's lock is taken over
+    with run_lock(out):
+        assert (tmp_path / ".run.lock").read_text().split()[0] == str(os.getpid())
+
+
+def test_concurrent_evals_do_not_delete_each_other(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('name = "t"\n[data]\nshape = [48, 48]\n[coils]\ncount = 2\n'
+                   '[[methods]]\nname = "sense"\nparams = {max_iter = 30}\n')
+    cmd = [sys.executable, "-m", "mri_csc.cli", "eval", str(cfg), "--out", str(tmp_path / "run"), "--no-pbar"]
+    a = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(0.3)
+    b = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    ra, rb = a.wait(120), b.wait(120)
+    errs = a.stderr.read() + b.stderr.read()
+    assert sorted([ra, rb]) == [0, 2], errs
+    assert "Traceback" not in errs
+    assert (tmp_path / "run" / "metrics.json").exists()
+    assert not list(tmp_path.glob(".run.*"))  # no lock, no temporary folder left
+
+
+def test_dangling_symlink_is_not_replaced_without_force(tmp_path):
+    link = tmp_path / "out.npy"
+    link.symlink_to(tmp_path / "nowhere.npy")
+    with pytest.raises(OutputExistsError, match="dangling symbolic link"):
+        write_image(link, np.ones((4, 4), np.complex64))
+    assert link.is_symlink()
+    write_image(link, np.ones((4, 4), np.complex64), overwrite=True)
+    assert not link.is_symlink() and np.load(link).shape == (4, 4)
+
+
+def test_multi_file_outputs_are_committed_together(tmp_path, monkeypatch):
+    old = write_image(tmp_path / "x.cfl", np.ones((4, 4), np.complex64))
+    before = {p.name: p.read_bytes() for p in old}
+    real = os.replace
+    calls = []
+
+    def flaky(src, dst):  # the second rename of the new pair fails
+        calls.append(dst)
+        if str(src).endswith("a.hdr"):
+            raise OSError(28, "No space left on device")
+        return real(src, dst)
+
+    monkeypatch.setattr(os, "replace", flaky)
+    with pytest.raises(OSError, match="No space left"):
+        write_image(tmp_path / "x.cfl", 2 * np.ones((4, 4), np.complex64), overwrite=True)
+    monkeypatch.setattr(os, "replace", real)
+    assert {p.name: p.read_bytes() for p in old} == before  # the old pair, intact
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.cfl", "x.hdr"]  # no temporaries or backups
+
+
+def test_commit_refuses_an_output_that_appeared(tmp_path):
+    with pytest.raises(OutputExistsError):
+        with atomic_paths([tmp_path / "a.npy", tmp_path / "b.npy"]) as (ta, tb):
+            np.save(ta, 1)
+            np.save(tb, 2)
+            (tmp_path / "b.npy").write_text("someone else's")
+    assert not (tmp_path / "a.npy").exists()
+    assert (tmp_path / "b.npy").read_text() == "someone else's"
+    commit_files([], False)
+
+
+def test_sigkill_litter_is_swept_and_sigterm_leaves_none(tmp_path):
+    code = ("import os, time, numpy as np\n"
+            "from mri_csc.io.atomic import atomic_path\n"
+            f"with atomic_path({str(tmp_path / 'o.npy')!r}) as t:\n"
+            "    np.save(t, np.ones(3)); print('ready', flush=True); time.sleep(60)\n")
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip() == "ready"
+    p.send_signal(signal.SIGKILL)
+    p.wait(30)
+    litter = [q for q in tmp_path.iterdir() if q.name.startswith(".o.npy.")]
+    assert len(litter) == 1
+    assert sweep_stale(tmp_path) == litter and not litter[0].exists()
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('name = "t"\n[data]\nshape = [64, 64]\n[[methods]]\nname = "sense"\nparams = {max_iter = 200}\n')
+    e = subprocess.Popen([sys.executable, "-m", "mri_csc.cli", "eval", str(cfg), "--out", str(tmp_path / "run"),
+                          "--no-pbar"], stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while time.time() < deadline and not list(tmp_path.glob(".run.*.partial")):
+        time.sleep(0.05)
+    e.send_signal(signal.SIGTERM)
+    assert e.wait(60) == 143, e.stderr.read()
+    assert not list(tmp_path.glob(".run*")) and not (tmp_path / "run").exists()
+
+
+def test_batch_refuses_a_locked_output_folder(tmp_path):
+    np.save(tmp_path / "k.npy", np.ones((2, 8, 8), np.complex64))
+    with run_lock(tmp_path / "out"):
+        code = ("from mri_csc.batch import reconstruct_batch\n"
+                f"reconstruct_batch({str(tmp_path / 'k.npy')!r}, {str(tmp_path / 'out')!r}, method='zero-filled')")
+        child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert child.returncode != 0 and "another run (pid" in child.stderr
+    assert not (tmp_path / "out").exists()

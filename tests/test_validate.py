@@ -1,0 +1,174 @@
+"""The validation layer (mri_csc.validate), the CLI's error contract and recon's slice/mask pairing."""
+
+import logging
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import mri_csc
+from mri_csc.io.limits import BudgetError
+from mri_csc.sim import make_dataset
+from mri_csc.validate import (
+    InputError,
+    InputTypeError,
+    check_finite,
+    check_mask_values,
+    check_output,
+    is_user_error,
+    maps_power,
+    normalise_maps,
+    per_slice,
+)
+
+
+@pytest.fixture(scope="module")
+def ds():
+    return make_dataset(phantom="shepp-logan", shape=(48, 48), n_coils=4, accel=3, seed=1)
+
+
+def _err(ds, method):
+    img = mri_csc.reconstruct(ds.kspace, ds.maps, mask=ds.mask, method=method, max_iter=10).image
+    return float(np.linalg.norm(np.abs(img) - np.abs(ds.image)) / np.linalg.norm(ds.image))
+
+
+@pytest.mark.parametrize("bad, match", [
+    (lambda m: np.where(m > 0, 255, 0).astype(np.uint8), "0/255"),
+    (lambda m: m * 1e30, "values up to 1e\\+30"),
+    (lambda m: -m, "negative values"),
+    (lambda m: np.where(m > 0, np.nan, 0), "NaN or Inf"),
+    (lambda m: m.astype(np.complex64), "mask must have a boolean, integer or real float dtype"),
+])
+def test_mask_out_of_range_is_refused(ds, bad, match):
+    with pytest.raises(InputError, match=match):
+        mri_csc.reconstruct(ds.kspace, ds.maps, mask=bad(ds.mask), method="zero-filled")
+
+
+def test_boolean_and_weighted_masks_are_accepted(ds):
+    a = mri_csc.reconstruct(ds.kspace, ds.maps, mask=ds.mask > 0, method="zero-filled").image
+    b = mri_csc.reconstruct(ds.kspace, ds.maps, mask=ds.mask.astype(np.float32), method="zero-filled").image
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    check_mask_values(np.full((4, 4), 0.5, np.float32))
+
+
+@pytest.mark.parametrize("factor", [1e-10, 1e20])
+def test_unnormalised_maps_are_rescaled_with_a_warning(ds, factor, caplog):
+    ref = _err(ds, "sense")
+    with caplog.at_level(logging.WARNING, logger="mri_csc.validate"):
+        img = mri_csc.reconstruct(ds.kspace, ds.maps * factor, mask=ds.mask, method="sense", max_iter=10).image
+    assert "sum_c |S_c|^2" in caplog.text
+    img = np.asarray(img)
+    assert np.isfinite(img).all()
+    err = float(np.linalg.norm(np.abs(img) - np.abs(ds.image)) / np.linalg.norm(ds.image))
+    assert err == pytest.approx(ref, rel=1e-2, abs=1e-3)
+
+
+def test_normalised_maps_are_left_alone(ds):
+    assert maps_power(ds.maps) == pytest.approx(1.0, rel=1e-3)
+    assert normalise_maps(ds.maps) is ds.maps
+    with pytest.raises(InputError, match="coil_maps are all zero"):
+        normalise_maps(np.zeros((2, 4, 4), np.complex64))
+
+
+def test_empty_arrays_are_named_empty(ds):
+    k = np.zeros((4, 0, 48), np.complex64)
+    with pytest.raises(InputError, match=r"kspace is empty \(shape \(4, 0, 48\)\)"):
+        mri_csc.reconstruct(k, k.copy(), method="zero-filled")
+
+
+def test_broadcast_view_is_budgeted_before_any_allocation(ds, monkeypatch):
+    monkeypatch.setenv("MRI_CSC_MAX_BYTES", "64M")
+    huge = np.broadcast_to(np.complex64(1), (8, 20000, 20000))  # 25 GiB if materialised
+    with pytest.raises(BudgetError, match="over the memory budget of 64.0 MiB"):
+        mri_csc.reconstruct(huge, huge, method="zero-filled")
+    # the NaN scan looks at the data a view really holds (one element here), not 3.2e9 of them
+    check_finite("kspace", huge)
+    with pytest.raises(InputError, match="1 NaN"):
+        check_finite("kspace", np.broadcast_to(np.complex64(np.nan), (8, 20000, 20000)))
+
+
+def test_per_slice_never_zips_short():
+    m = np.ones((4, 8, 8))
+    assert len(per_slice("mask", m[0], 8, 2)) == 8
+    assert len(per_slice("mask", m[:1], 8, 2)) == 8
+    assert len(per_slice("mask", m, 4, 2)) == 4
+    with pytest.raises(InputError, match=r"mask of shape \(4, 8, 8\) does not match 8 slice"):
+        per_slice("mask", m, 8, 2)
+
+
+def test_check_output_refuses_nan():
+    check_output(np.ones(3), "out.npy")
+    with pytest.raises(InputError, match="1 NaN/Inf value.*nothing was written.*lower its regularisation"):
+        check_output(np.array([1, np.nan]), "out.npy", method="tv")
+
+
+def test_user_errors_are_told_from_bugs():
+    assert is_user_error(InputTypeError("x"))
+    try:
+        check_mask_values(-np.ones(3))
+    except ValueError as e:
+        assert is_user_error(e)
+    try:
+        len(None)  # a bug inside our code would look like this
+    except TypeError as e:
+        assert not is_user_error(e)
+    try:
+        np.ones(3) + np.ones(4)  # raised inside NumPy
+    except ValueError as e:
+        assert not is_user_error(e)
+
+
+def _cli(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "mri_csc.cli", *map(str, args)], capture_output=True, text=True,
+                          timeout=120, env=env)
+
+
+def test_recon_refuses_a_mask_with_fewer_slices(tmp_path):
+    # 4 coils: a (4, ny, nx) mask broadcasts against one slice's (coils, ny, nx) k-space
+    d = make_dataset(phantom="shepp-logan", shape=(32, 32), n_coils=4, accel=2, seed=0)
+    import h5py
+
+    with h5py.File(tmp_path / "k.h5", "w") as f:  # fastMRI layout: 8 slices
+        f["kspace"] = np.stack([d.kspace] * 8)
+        f["maps"] = np.stack([d.maps] * 8)
+        f["mask"] = np.stack([d.mask] * 4).astype(np.float32)
+    p = _cli("recon", tmp_path / "k.h5", "--out", tmp_path / "o.npy", "--method", "zero-filled")
+    assert p.returncode == 2, p.stderr
+    assert "mask" in p.stderr and "(4, 32, 32)" in p.stderr and "Traceback" not in p.stderr
+    assert not (tmp_path / "o.npy").exists()
+
+
+def test_cli_bug_gives_traceback_and_exit_1(monkeypatch, capsys):
+    from mri_csc import cli
+
+    def broken(args):
+        return len(None)
+
+    monkeypatch.setattr(cli, "cmd_methods", broken)
+    assert cli.main(["methods"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "TypeError" in err and "bug" in err
+
+
+def test_cli_memory_error_is_one_line(monkeypatch, capsys):
+    from mri_csc import cli
+
+    def hungry(args):
+        np.empty((1 << 50,), np.uint8)
+
+    monkeypatch.setattr(cli, "cmd_methods", hungry)
+    assert cli.main(["methods"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("mri-csc: error: out of memory")
+    assert "1.00 PiB" in err[0]
+
+
+@pytest.mark.parametrize("content", [b"", b"\x00" * 400, b"not a nifti at all" * 30])
+def test_learn_dict_and_info_on_a_corrupt_nifti_give_one_line(tmp_path, content):
+    bad = tmp_path / "bad.nii"
+    bad.write_bytes(content)
+    for args in (("learn-dict", bad, "--out", tmp_path / "d.npz", "--n-iter", 1), ("info", bad)):
+        p = _cli(*args)
+        assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr
+        assert p.stderr.strip().startswith("mri-csc: error: ") and "bad.nii" in p.stderr
