@@ -118,34 +118,127 @@ def cmd_eval(args) -> int:
 
 # ----------------------------------------------------------------------------- recon
 
+def add_espirit_options(p) -> None:
+    """ESPIRiT options shared by ``recon`` and ``batch`` (None: the implementation's own default)."""
+    g = p.add_argument_group("ESPIRiT coil maps (defaults: the implementation's own; SigPy -t 0.02 -c 0.95, "
+                             "BART -t 0.001 -c 0.8; both kernel 6, calibration 24)")
+    g.add_argument("--calib-width", type=int, default=None, metavar="N",
+                   help="side of the fully sampled calibration block (BART ecalib -r)")
+    g.add_argument("--espirit-thresh", type=float, default=None, metavar="T",
+                   help="singular-value threshold of the calibration matrix, relative (BART ecalib -t)")
+    g.add_argument("--espirit-crop", type=float, default=None, metavar="C",
+                   help="eigenvalue below which a map voxel is zeroed, in [0, 1) (BART ecalib -c)")
+    g.add_argument("--espirit-kernel", type=int, default=None, metavar="K",
+                   help="calibration kernel width (BART ecalib -k)")
+    g.add_argument("--espirit-maps", type=int, default=1, metavar="M",
+                   help="ESPIRiT map sets; only 1 is supported (BART ecalib -m)")
+
+
+def espirit_kwargs(args) -> dict:
+    """The :func:`mri_csc.sim.estimate_maps` keywords from :func:`add_espirit_options`' arguments."""
+    return {"calib_width": args.calib_width, "thresh": args.espirit_thresh, "crop": args.espirit_crop,
+            "kernel_width": args.espirit_kernel, "maps": args.espirit_maps}
+
+
 def add_recon(sub) -> None:
     p = sub.add_parser("recon", help="reconstruct your own k-space file",
                        description="Reconstruct k-space from a .npy/.npz/.cfl/fastMRI .h5/ISMRMRD file. "
                                    "The output format follows OUTPUT's extension: .npy, .npz, .cfl, .h5 "
                                    "(fastMRI 'reconstruction'), .nii/.nii.gz (<stem>_mag.nii.gz and "
-                                   "<stem>_phase.nii.gz).")
+                                   "<stem>_phase.nii.gz). Frames (ISMRMRD repetitions/contrasts/phases/sets, "
+                                   "BART time/echo dims) are reconstructed one by one into a frame axis "
+                                   "(axis 0 of .npy, NIfTI t, BART dim 10). The parameters used are written "
+                                   "to <output stem>_params.json.")
     p.add_argument("input", help="k-space file")
     p.add_argument("--out", required=True, help="output image file")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--maps", help="coil maps file (same shape as the k-space)")
     g.add_argument("--espirit", choices=["sigpy", "bart"], help="estimate coil maps with ESPIRiT")
-    p.add_argument("--calib-width", type=int, default=24, help="ESPIRiT calibration width (default 24)")
+    add_espirit_options(p)
     p.add_argument("--method", default="csc", help="reconstruction method (default csc; see mri-csc methods)")
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
-                   help="method parameter, e.g. --param lam=0.01 --param max_iter=50")
+                   help="method parameter, e.g. --param lam=0.01 --param max_iter=50 (csc's are listed below)")
     p.add_argument("--slice", type=int, help="slice of a multi-slice file (default: all)")
+    p.add_argument("--noise", metavar="FILE", help="noise for prewhitening: an ISMRMRD file's noise scans or a "
+                   ".npy (coils, samples) array (default: the input's own noise scans)")
+    p.add_argument("--no-prewhiten", action="store_true", help="do not prewhiten ISMRMRD data with its noise scans")
+    p.add_argument("--crop", type=int, nargs=2, metavar=("NY", "NX"),
+                   help="centre-crop the image (default: the file's recon matrix, e.g. fastMRI's 320x320)")
     p.add_argument("--device", default="cpu", help="cpu, gpu or gpu:N")
     p.add_argument("--force", action="store_true", help="overwrite the output")
-    p.add_argument("--no-pbar", action="store_true", help="no progress bars")
+    p.add_argument("--no-pbar", "--no-progress", dest="no_pbar", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_recon)
+    p.epilog = _csc_help()
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+
+
+#: One line per CSC parameter, for ``--help``.
+CSC_PARAM_HELP = {
+    "lam": "l1 weight on the sparse codes z ('auto': from the mask; larger = sparser, smoother)",
+    "mu": "coupling weight between the image and its CSC model l + sum d_k * z_k ('auto': from the mask)",
+    "gamma": "weight pushing the demodulated image's imaginary part to 0 ('auto')",
+    "lam_lp": "smoothness weight of the low-pass part l",
+    "max_iter": "outer iterations (CSC coding + CG data step) at most",
+    "tol": "stop when the image changes by less than this (relative)",
+    "phase": "estimate a smooth phase from the calibration region and demodulate (True/False)",
+    "imag_codes": "also code the imaginary part ('auto')",
+}
+
+
+def _csc_help() -> str:
+    try:
+        from .recon import get_method  # noqa: PLC0415
+
+        params = get_method("csc").params
+    except Exception:  # the help must not fail
+        return ""
+    lines = ["csc parameters (--param KEY=VALUE; defaults in brackets):"]
+    for k, v in params.items():
+        lines.append(f"  {k:14s} {CSC_PARAM_HELP.get(k, 'see mri-csc methods')} [{v!r}]")
+    return "\n".join(lines)
+
+
+def _center_crop(img, shape):
+    """fastMRI's ``center_crop`` of the last two axes to ``shape`` (never grows)."""
+    ny, nx = img.shape[-2:]
+    cy, cx = int(shape[0]), int(shape[1])
+    if cy < 1 or cx < 1:
+        raise UserError(f"--crop must be positive; got {shape}")
+    if cy > ny or cx > nx:
+        raise UserError(f"crop {tuple(shape)} is larger than the image {(ny, nx)}")
+    y0, x0 = (ny - cy) // 2, (nx - cx) // 2
+    return img[..., y0:y0 + cy, x0:x0 + cx]
+
+
+def _read_noise(path):
+    import numpy as np  # noqa: PLC0415
+
+    if str(path).lower().endswith(".npy"):
+        from .io.formats import _load_npy  # noqa: PLC0415
+
+        n = _load_npy(path)
+        if n.ndim != 2 or n.dtype.kind != "c":
+            raise UserError(f"--noise {path}: expected a complex (coils, samples) array; got {n.dtype} {n.shape}")
+        return np.asarray(n)
+    from .io.ismrmrd import read_noise  # noqa: PLC0415
+
+    return read_noise(path)
+
+
+def _params_path(out):
+    from .io.formats import _stem  # noqa: PLC0415
+
+    return type(_stem(out))(f"{_stem(out)}_params.json")
 
 
 def cmd_recon(args) -> int:
+    import json  # noqa: PLC0415
+
     import numpy as np  # noqa: PLC0415
     from tqdm.auto import tqdm  # noqa: PLC0415
 
     from .backend import to_numpy  # noqa: PLC0415
-    from .io import check_writable, detect_format, image_outputs, read_array, read_kspace, write_image  # noqa: PLC0415
+    from .io import atomic_path, check_writable, detect_format, image_outputs, read_array, read_kspace, write_image  # noqa: PLC0415
     from .recon import get_method, reconstruct  # noqa: PLC0415
 
     spec = get_method(args.method)
@@ -157,12 +250,15 @@ def cmd_recon(args) -> int:
     if reason:
         raise UserError(f"method {args.method!r} is not available here: {reason}")
     detect_format(args.out)
-    for o in image_outputs(args.out):
+    for o in [*image_outputs(args.out), _params_path(args.out)]:
         check_writable(o, args.force)
     if args.slice is not None and args.slice < 0:
         raise UserError(f"--slice must be >= 0; got {args.slice}")
+    if args.noise and args.no_prewhiten:
+        raise UserError("--noise and --no-prewhiten contradict each other; drop one")
 
-    d = read_kspace(args.input, slice=args.slice)
+    noise = _read_noise(args.noise) if args.noise else None
+    d = read_kspace(args.input, slice=args.slice, prewhiten=False if args.no_prewhiten else None, noise=noise)
     k, stacked = d["kspace"], d["stacked"]
     slices = list(k) if stacked else [k]
     if args.maps:
@@ -180,7 +276,8 @@ def cmd_recon(args) -> int:
     elif args.espirit:
         from .sim import estimate_maps  # noqa: PLC0415
 
-        maps_list = [estimate_maps(s, calib_width=args.calib_width, method=args.espirit)
+        kw = espirit_kwargs(args)
+        maps_list = [estimate_maps(s, method=args.espirit, **kw)
                      for s in tqdm(slices, desc="espirit", disable=args.no_pbar or len(slices) == 1)]
     elif d["maps"] is not None:
         maps_list = list(d["maps"]) if stacked else [d["maps"]]
@@ -189,17 +286,39 @@ def cmd_recon(args) -> int:
     mask = d["mask"]
     masks = list(mask) if (stacked and mask is not None and mask.ndim == k.ndim - 1) else [mask] * len(slices)
 
-    images, total = [], 0.0
-    bar = tqdm(list(zip(slices, maps_list, masks)), desc=args.method, unit="slice",
-               disable=args.no_pbar or len(slices) == 1)
+    images, total, ran = [], 0.0, None
+    bar = tqdm(list(zip(slices, maps_list, masks)), desc=args.method, unit="frame" if "frame" in d["lead_axes"]
+               else "slice", disable=args.no_pbar or len(slices) == 1)
     for s, m, mk in bar:
         res = reconstruct(s, m, mask=mk, method=args.method, device=args.device,
                           show_pbar=not args.no_pbar and len(slices) == 1, **params)
         images.append(to_numpy(res.image))
         total += res.time
-    img = np.stack(images) if stacked else images[0]
-    written = write_image(args.out, img, overwrite=args.force)
-    _note(f"{args.method}: {len(slices)} slice(s) in {total:.2f} s; wrote {', '.join(map(str, written))}")
+        ran = ran or res.params
+    img = np.stack(images).reshape(tuple(d["lead_shape"]) + images[0].shape) if stacked else images[0]
+    crop = tuple(args.crop) if args.crop else d["crop"]
+    if crop is not None:
+        img = _center_crop(img, crop)
+    frames = "frame" in d["lead_axes"]
+    if d["lead_axes"] == ("slice", "frame"):
+        img = np.moveaxis(img, 1, 0)  # (frames, slices, ny, nx)
+    written = write_image(args.out, img, overwrite=args.force, frames=frames, geometry=d.get("geometry"),
+                          bart_frame_dims=d.get("bart_frame_dims"))
+    record = {"input": str(args.input), "method": args.method,
+              "params": {k: v if isinstance(v, (int, float, str, bool, type(None))) else repr(v)
+                         for k, v in (ran or {}).items()},
+              "maps": args.maps or (f"espirit-{args.espirit}" if args.espirit else "file"),
+              "espirit": espirit_kwargs(args) if args.espirit else None,
+              "prewhitened": bool(d.get("whitened", False)), "crop": list(crop) if crop else None,
+              "frames": len(slices) if frames else 1, "output_shape": list(img.shape), "time_s": total}
+    pp = _params_path(args.out)
+    with atomic_path(pp, args.force) as t:
+        with open(t, "w") as fh:
+            json.dump(record, fh, indent=2)
+    written.append(pp)
+    _note(f"{args.method}: {len(slices)} {'frame' if frames else 'slice'}(s) in {total:.2f} s"
+          f"{'; prewhitened with the noise scans' if d.get('whitened') else ''}; "
+          f"wrote {', '.join(map(str, written))}")
     return 0
 
 
