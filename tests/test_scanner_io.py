@@ -218,6 +218,21 @@ def test_bart_3d_volume_batch_matches_pics(tmp_path):
     p_ours = _psnr(vol.T, ref)
     assert p_ours > p_pics - 1, (p_ours, p_pics)
     assert _psnr(vol, ref.T) > 35
+    # a BART (x, y, z, coils) array is a volume by default too, never a stack of "coil" slices
+    from mri_csc.batch.tasks import slice_count
+
+    assert slice_count(tmp_path / "kus.cfl")[:3] == (24, "cfl", "volume")
+    with pytest.raises(ValueError, match="one 3-D volume"):
+        slice_count(tmp_path / "kus.cfl", "slices")
+
+
+@needs_gen
+def test_batch_refuses_ismrmrd_frames_and_counts_recon_width(tmp_path):
+    from mri_csc.batch.tasks import slice_count
+
+    with pytest.raises(ValueError, match="frames"):
+        slice_count(_gen(tmp_path / "r.h5", "-m", 32, "-c", 2, "-r", 2))
+    assert slice_count(_gen(tmp_path / "o.h5", "-m", 32, "-c", 2, "-O", 2))[:3] == (1, "ismrmrd", "slices")
 
 
 @needs_bart

@@ -199,14 +199,21 @@ def _h5_kind(f) -> str:
                      f"found keys {sorted(f.keys())}")
 
 
-def _ismrmrd_geometry(f) -> tuple[int, int, int]:
-    """``(n_slices, nz, nx)`` of an ISMRMRD file from its acquisition headers only."""
-    heads = f["dataset"]["data"].fields("head")[:]
+def _ismrmrd_geometry(p, f) -> tuple[int, int, int, int]:
+    """``(n_slices, nz, nx, n_frames)`` of an ISMRMRD file from its XML and acquisition headers only.
+
+    ``nx`` is the recon width (readout oversampling is removed on reading).
+    """
+    from mri_csc.io.ismrmrd import FRAME_COUNTERS, _encoding, _heads, read_header  # noqa: PLC0415
+
+    group = f["dataset"]
+    _, enc, rec = _encoding(p, read_header(p, group))
+    heads = _heads(p, group)
     if not len(heads):
-        return 0, 1, 0
+        return 0, 1, 0, 0
     idx = heads["idx"]
-    return (int(idx["slice"].max()) + 1, int(idx["kspace_encode_step_2"].max()) + 1,
-            int(heads["number_of_samples"].max()))
+    frames = np.unique(np.stack([idx[c] for c in FRAME_COUNTERS], 1), axis=0).shape[0]
+    return int(idx["slice"].max()) + 1, enc[2], rec[0], frames
 
 
 def slice_count(path, layout: str = "auto") -> tuple[int, str, str, tuple[int, ...]]:
@@ -217,7 +224,8 @@ def slice_count(path, layout: str = "auto") -> tuple[int, str, str, tuple[int, .
     path : path-like
     layout : {"auto", "slices", "volume"}
         ``"auto"`` treats every input as a stack of 2-D slices, except 3-D
-        ISMRMRD encodings, which are volumes.
+        ISMRMRD encodings and BART ``(x, y, z, coils)`` arrays, which are volumes.
+        A BART array with extra dimensions (time, echo, …) is a stack of frames.
 
     Returns
     -------
@@ -236,6 +244,7 @@ def slice_count(path, layout: str = "auto") -> tuple[int, str, str, tuple[int, .
     """
     p = Path(path)
     suffix = p.suffix.lower()
+    requested = layout
     layout = "slices" if layout == "auto" else layout
     if suffix in (".h5", ".hdf5", ".mrd"):
         import h5py  # noqa: PLC0415
@@ -243,7 +252,11 @@ def slice_count(path, layout: str = "auto") -> tuple[int, str, str, tuple[int, .
         with h5py.File(p, "r") as f:
             kind = _h5_kind(f)
             if kind == "ismrmrd":
-                n, nz, nx = _ismrmrd_geometry(f)
+                n, nz, nx, n_frames = _ismrmrd_geometry(p, f)
+                if n_frames > 1:
+                    raise ValueError(f"{p}: ISMRMRD file with {n_frames} frames (repetitions/contrasts/phases/"
+                                     "sets); batch reconstructs slices - use 'mri-csc recon', which "
+                                     "reconstructs every frame into a frame axis")
                 if nz > 1 or layout == "volume":  # a 3-D encoding: slices along the readout
                     if n > 1:
                         raise ValueError(f"{p}: ISMRMRD file with {n} slices of 3-D encodings; "
@@ -270,7 +283,13 @@ def slice_count(path, layout: str = "auto") -> tuple[int, str, str, tuple[int, .
         from mri_csc.io import read_kspace  # noqa: PLC0415  (small files: BART's header order is io's business)
 
         kind = "cfl"
-        shape = tuple(read_kspace(p)["kspace"].shape)
+        d = read_kspace(p)
+        shape = tuple(d["kspace"].shape)
+        if not d["stacked"] and len(shape) == 4:  # BART (x, y, z, coils): one 3-D volume, never slices
+            if layout == "slices" and requested == "slices":
+                raise ValueError(f"{p}: BART k-space (x, y, z, coils) = {shape[::-1]} is one 3-D volume; "
+                                 "use layout 'volume' (or 'auto')")
+            layout = "volume"
     else:
         raise ValueError(f"{p}: unknown input type {suffix!r}; expected one of {_SUFFIXES}")
 
