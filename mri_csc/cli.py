@@ -134,6 +134,47 @@ def add_espirit_options(p) -> None:
                    help="ESPIRiT map sets; only 1 is supported (BART ecalib -m)")
 
 
+def add_undersampling_options(p) -> None:
+    """Retrospective undersampling of fully sampled data, with fastMRI's mask conventions."""
+    g = p.add_argument_group("retrospective undersampling (fully sampled input; fastMRI conventions: whole "
+                             "columns of the last axis, a fully sampled centre)")
+    g.add_argument("--mask", dest="mask_file", metavar="FILE",
+                   help="sampling mask to apply: a column mask (nx,) or (ny, nx), .npy/.npz/.cfl/.h5")
+    g.add_argument("--accel", type=float, metavar="R", help="acceleration of a generated mask")
+    g.add_argument("--mask-kind", choices=["random", "equispaced"], default="random",
+                   help="fastMRI RandomMaskFunc or EquispacedMaskFunc (default random)")
+    g.add_argument("--center-fraction", type=float, default=None, metavar="F",
+                   help="fraction of fully sampled centre columns (default 0.08 for R<=4, else 0.04, as fastMRI)")
+    g.add_argument("--mask-seed", type=int, default=0, metavar="S", help="seed of the generated mask")
+
+
+def _retro_mask(args, shape):
+    """The ``(ny, nx)`` mask of ``--mask``/``--accel``, or None."""
+    import numpy as np  # noqa: PLC0415
+
+    if args.mask_file and args.accel:
+        raise UserError("--mask FILE and --accel both given; use one")
+    if args.mask_file:
+        from .io import read_array  # noqa: PLC0415
+
+        m = np.asarray(read_array(args.mask_file, "mask")).real.astype(np.float32)
+        m = m.reshape(m.shape[-1:]) if m.ndim == 2 and m.shape[0] == 1 else m
+        try:
+            return np.broadcast_to(m != 0, shape).astype(np.float32)
+        except ValueError:
+            raise UserError(f"--mask {args.mask_file}: shape {m.shape} does not broadcast to the k-space "
+                            f"(ny, nx) = {tuple(shape)}") from None
+    if args.accel:
+        from .preprocess import fastmri_mask  # noqa: PLC0415
+
+        cf = args.center_fraction if args.center_fraction is not None else (0.08 if args.accel <= 4 else 0.04)
+        cols = fastmri_mask(shape[-1], args.accel, cf, args.mask_kind, seed=args.mask_seed)
+        return np.broadcast_to(cols, shape).astype(np.float32)
+    if args.center_fraction is not None:
+        raise UserError("--center-fraction needs --accel")
+    return None
+
+
 def espirit_kwargs(args) -> dict:
     """The :func:`mri_csc.sim.estimate_maps` keywords from :func:`add_espirit_options`' arguments."""
     return {"calib_width": args.calib_width, "thresh": args.espirit_thresh, "crop": args.espirit_crop,
@@ -164,6 +205,11 @@ def add_recon(sub) -> None:
     p.add_argument("--no-prewhiten", action="store_true", help="do not prewhiten ISMRMRD data with its noise scans")
     p.add_argument("--crop", type=int, nargs=2, metavar=("NY", "NX"),
                    help="centre-crop the image (default: the file's recon matrix, e.g. fastMRI's 320x320)")
+    add_undersampling_options(p)
+    p.add_argument("--compress-coils", type=int, metavar="N",
+                   help="SVD coil compression to N virtual coils first (as bart cc -S -p N)")
+    p.add_argument("--precision", choices=["single", "double"], default="single",
+                   help="single: complex128 input is computed in complex64 (default); double keeps it")
     p.add_argument("--device", default="cpu", help="cpu, gpu or gpu:N")
     p.add_argument("--force", action="store_true", help="overwrite the output")
     p.add_argument("--no-pbar", "--no-progress", dest="no_pbar", action="store_true", help="no progress bars")
@@ -261,6 +307,14 @@ def cmd_recon(args) -> int:
     d = read_kspace(args.input, slice=args.slice, prewhiten=False if args.no_prewhiten else None, noise=noise)
     k, stacked = d["kspace"], d["stacked"]
     slices = list(k) if stacked else [k]
+    mask = d["mask"]
+    retro = _retro_mask(args, k.shape[-2:])
+    if retro is not None:
+        if mask is not None and not np.all(mask != 0):
+            raise UserError(f"{args.input} is already undersampled (it has a mask sampling "
+                            f"{float(np.mean(mask != 0)):.1%}); --mask/--accel need fully sampled data")
+        slices = [s * retro for s in slices]  # before ESPIRiT: maps from the undersampled data
+        mask = retro
     if args.maps:
         maps = np.asarray(read_array(args.maps)).astype(np.complex64)
         if stacked and maps.shape == k.shape[1:]:
@@ -283,7 +337,6 @@ def cmd_recon(args) -> int:
         maps_list = list(d["maps"]) if stacked else [d["maps"]]
     else:
         raise UserError(f"{args.input} holds no coil maps; pass --maps FILE or --espirit sigpy|bart")
-    mask = d["mask"]
     masks = list(mask) if (stacked and mask is not None and mask.ndim == k.ndim - 1) else [mask] * len(slices)
 
     images, total, ran = [], 0.0, None
@@ -291,7 +344,8 @@ def cmd_recon(args) -> int:
                else "slice", disable=args.no_pbar or len(slices) == 1)
     for s, m, mk in bar:
         res = reconstruct(s, m, mask=mk, method=args.method, device=args.device,
-                          show_pbar=not args.no_pbar and len(slices) == 1, **params)
+                          show_pbar=not args.no_pbar and len(slices) == 1, compress_coils=args.compress_coils,
+                          precision=args.precision, **params)
         images.append(to_numpy(res.image))
         total += res.time
         ran = ran or res.params
@@ -303,13 +357,19 @@ def cmd_recon(args) -> int:
     if d["lead_axes"] == ("slice", "frame"):
         img = np.moveaxis(img, 1, 0)  # (frames, slices, ny, nx)
     written = write_image(args.out, img, overwrite=args.force, frames=frames, geometry=d.get("geometry"),
-                          bart_frame_dims=d.get("bart_frame_dims"))
+                          bart_frame_dims=d.get("bart_frame_dims"), h5_attrs=d.get("h5_attrs"),
+                          ismrmrd_header=d.get("ismrmrd_header"))
     record = {"input": str(args.input), "method": args.method,
               "params": {k: v if isinstance(v, (int, float, str, bool, type(None))) else repr(v)
                          for k, v in (ran or {}).items()},
               "maps": args.maps or (f"espirit-{args.espirit}" if args.espirit else "file"),
               "espirit": espirit_kwargs(args) if args.espirit else None,
               "prewhitened": bool(d.get("whitened", False)), "crop": list(crop) if crop else None,
+              "compress_coils": args.compress_coils, "precision": args.precision,
+              "retrospective_mask": None if retro is None else {
+                  "file": args.mask_file, "accel": args.accel, "kind": args.mask_kind if args.accel else None,
+                  "center_fraction": args.center_fraction, "seed": args.mask_seed,
+                  "sampled": float(np.mean(retro != 0))},
               "frames": len(slices) if frames else 1, "output_shape": list(img.shape), "time_s": total}
     pp = _params_path(args.out)
     with atomic_path(pp, args.force) as t:

@@ -284,3 +284,125 @@ def test_real_kspace_refused_complex128_notice(tmp_path, caplog):
         d = read_kspace(tmp_path / "c.npy")
     assert d["kspace"].dtype == np.complex64
     assert sum("complex128" in r.message for r in caplog.records) == 1
+
+
+@needs_bart
+def test_coil_compression_matches_bart_cc(tmp_path):
+    import mri_csc
+    from mri_csc.preprocess import compress_coils
+    from mri_csc.sim import make_dataset
+
+    subprocess.run([BART, "phantom", "-k", "-s", "8", "-x", "32", str(tmp_path / "k")], check=True)
+    subprocess.run([BART, "cc", "-A", "-S", "-p", "3", str(tmp_path / "k"), str(tmp_path / "c")], check=True,
+                   capture_output=True)
+    k = read_kspace(tmp_path / "k.cfl")["kspace"]
+    ours, _ = compress_coils(k, 3)
+    theirs = read_kspace(tmp_path / "c.cfl")["kspace"]
+    assert ours.shape == theirs.shape == (3, 32, 32)
+    # virtual coils are defined up to a unitary mixing: the subspace (hence the RSS image) is what must agree
+    np.testing.assert_allclose(_rss(ours), _rss(theirs), rtol=1e-3, atol=1e-4 * _rss(theirs).max())
+    # through reconstruct: fewer coils, the maps compressed alike, nearly the same image
+    ds = make_dataset("shepp-logan", shape=(64, 64), n_coils=8, mask="poisson", accel=3, seed=0)
+    full = mri_csc.reconstruct(ds.kspace, ds.maps, mask=ds.mask, method="sense")
+    cc = mri_csc.reconstruct(ds.kspace, ds.maps, mask=ds.mask, method="sense", compress_coils=6)
+    from mri_csc.metrics import psnr
+
+    p_full = psnr(ds.magnitude_ref, np.abs(full.image), mask=ds.support)
+    p_cc = psnr(ds.magnitude_ref, np.abs(cc.image), mask=ds.support)
+    assert p_cc > p_full - 1.5, (p_cc, p_full)
+    with pytest.raises(ValueError, match="compress_coils"):
+        mri_csc.reconstruct(ds.kspace, ds.maps, mask=ds.mask, method="sense", compress_coils=9)
+
+
+def test_fastmri_masks_follow_fastmri_conventions():
+    from mri_csc.preprocess import fastmri_mask
+
+    for kind in ("random", "equispaced"):
+        m = fastmri_mask(368, 4, 0.08, kind, seed=3)
+        n_low = round(368 * 0.08)
+        pad = (368 - n_low + 1) // 2
+        assert m[pad:pad + n_low].all() and m.sum() < 368
+        frac = np.mean([fastmri_mask(368, 4, 0.08, kind, seed=s).mean() for s in range(20)])
+        assert abs(frac - 0.25) < 0.02, (kind, frac)
+    eq = np.flatnonzero(fastmri_mask(368, 4, 0.08, "equispaced", seed=3))
+    gaps = np.diff(eq)
+    # fastMRI's adjusted spacing, 4 * (29 - 368) / (29 * 4 - 368) = 5.38, so that with the centre 1/4 is sampled
+    assert set(gaps[gaps > 1].tolist()) <= {5, 6}
+    with pytest.raises(ValueError, match="center_fraction"):
+        fastmri_mask(64, 8, 0.5, "random")
+
+
+def _fastmri_file(path, rng):
+    import h5py
+
+    from mri_csc.sim import make_dataset
+
+    ds = make_dataset("shepp-logan", shape=(64, 48), n_coils=4, mask="poisson", accel=1, seed=0, snr_db=40)
+    hdr = ('<?xml version="1.0"?><ismrmrdHeader xmlns="http://www.ismrm.org/ISMRMRD"><experimentalConditions>'
+           "<H1resonanceFrequency_Hz>63500000</H1resonanceFrequency_Hz></experimentalConditions><encoding>"
+           "<encodedSpace><matrixSize><x>64</x><y>48</y><z>1</z></matrixSize><fieldOfView_mm><x>200</x><y>150</y>"
+           "<z>5</z></fieldOfView_mm></encodedSpace><reconSpace><matrixSize><x>32</x><y>32</y><z>1</z></matrixSize>"
+           "<fieldOfView_mm><x>100</x><y>100</y><z>5</z></fieldOfView_mm></reconSpace><encodingLimits/><trajectory>cartesian"
+           "</trajectory></encoding></ismrmrdHeader>")
+    with h5py.File(path, "w") as f:
+        f.create_dataset("kspace", data=np.stack([ds.kspace, ds.kspace]))
+        f.create_dataset("ismrmrd_header", data=hdr.encode())
+        f.attrs["acquisition"] = "CORPD_FBK"
+        f.attrs["patient_id"] = "abc"
+    return ds
+
+
+def test_fastmri_crop_attrs_and_retrospective_mask(tmp_path):
+    import h5py
+
+    _fastmri_file(tmp_path / "f.h5", np.random.default_rng(0))
+    out = tmp_path / "o.h5"
+    assert main(["recon", str(tmp_path / "f.h5"), "--out", str(out), "--method", "sense", "--espirit", "sigpy",
+                 "--accel", "4", "--mask-kind", "equispaced", "--center-fraction", "0.15", "--no-pbar"]) == 0
+    with h5py.File(out, "r") as f:
+        assert f["reconstruction"].shape == (2, 32, 32)  # fastMRI center_crop to (reconSpace x, y)
+        assert f.attrs["acquisition"] == "CORPD_FBK" and f.attrs["patient_id"] == "abc"
+        assert b"<reconSpace>" in f["ismrmrd_header"][()]
+    rec = json.loads((tmp_path / "o_params.json").read_text())
+    assert rec["crop"] == [32, 32] and abs(rec["retrospective_mask"]["sampled"] - 0.25) < 0.05
+    # --crop overrides; an already undersampled file is not undersampled again
+    assert main(["recon", str(tmp_path / "f.h5"), "--out", str(tmp_path / "p.npy"), "--method", "zero-filled",
+                 "--espirit", "sigpy", "--crop", "40", "20", "--no-pbar"]) == 0
+    assert np.load(tmp_path / "p.npy").shape == (2, 40, 20)
+    np.save(tmp_path / "m.npy", np.ones(48, np.float32))
+    assert main(["recon", str(tmp_path / "f.h5"), "--out", str(tmp_path / "q.npy"), "--method", "zero-filled",
+                 "--espirit", "sigpy", "--mask", str(tmp_path / "m.npy"), "--accel", "4", "--no-pbar"]) == 2
+
+
+@needs_gen
+def test_nifti_geometry_from_ismrmrd(tmp_path):
+    import nibabel as nib
+
+    f = _gen(tmp_path / "g.h5", "-m", 64, "-c", 4, "-n", 0.0)  # recon FOV 300 x 300 mm, 6 mm slice
+    assert main(["recon", str(f), "--out", str(tmp_path / "g.nii.gz"), "--method", "zero-filled",
+                 "--espirit", "sigpy", "--no-pbar"]) == 0
+    im = nib.load(tmp_path / "g_mag.nii.gz")
+    assert im.shape == (64, 64)
+    np.testing.assert_allclose(im.header.get_zooms()[:2], (300 / 64, 300 / 64), rtol=1e-5)
+    assert im.header.get_xyzt_units() == ("mm", "sec")
+    np.testing.assert_allclose(np.abs(np.diag(im.affine))[:3], (300 / 64, 300 / 64, 6.0), rtol=1e-5)
+    # frames go to NIfTI t
+    r = _gen(tmp_path / "r.h5", "-m", 32, "-c", 2, "-r", 3, "-n", 0.0)
+    assert main(["recon", str(r), "--out", str(tmp_path / "r.nii"), "--method", "zero-filled",
+                 "--espirit", "sigpy", "--calib-width", "16", "--no-pbar"]) == 0
+    assert nib.load(tmp_path / "r_mag.nii.gz").shape == (32, 32, 1, 3)
+
+
+def test_reconstruct_dtype_rules(caplog):
+    import mri_csc
+    from mri_csc.sim import make_dataset
+
+    ds = make_dataset("shepp-logan", shape=(32, 32), n_coils=2, mask="poisson", accel=2, seed=0)
+    with pytest.raises(TypeError, match="real-valued"):
+        mri_csc.reconstruct(ds.kspace.real.copy(), ds.maps, method="zero-filled")
+    with caplog.at_level("WARNING"):
+        r = mri_csc.reconstruct(ds.kspace.astype(np.complex128), ds.maps, method="zero-filled")
+    assert r.image.dtype == np.complex64 and any("complex128" in x.message for x in caplog.records)
+    r = mri_csc.reconstruct(ds.kspace.astype(np.complex128), ds.maps.astype(np.complex128), method="zero-filled",
+                            precision="double")
+    assert r.image.dtype == np.complex128

@@ -190,6 +190,29 @@ def _write_cfl_atomic(base, array, overwrite: bool) -> None:
 
 # ----------------------------------------------------------------------------- readers
 
+def _fastmri_meta(path, f) -> dict:
+    """A fastMRI file's attributes, ``ismrmrd_header`` and the image crop fastMRI's ``center_crop`` uses.
+
+    fastMRI crops the image ``(..., H, W)`` to ``(reconSpace.x, reconSpace.y)`` of the header
+    (e.g. 640 x 368 to 320 x 320 for knees).
+    """
+    meta = {"h5_attrs": {k: v for k, v in f.attrs.items()}, "ismrmrd_header": None, "crop": None}
+    if "ismrmrd_header" in f:
+        raw = f["ismrmrd_header"][()]
+        raw = raw[0] if getattr(raw, "shape", ()) else raw
+        meta["ismrmrd_header"] = raw
+        try:
+            import ismrmrd  # noqa: PLC0415
+
+            hdr = ismrmrd.xsd.CreateFromDocument(raw.decode() if isinstance(raw, bytes) else str(raw))
+            rs = hdr.encoding[0].reconSpace.matrixSize
+            meta["crop"] = (int(rs.x), int(rs.y))
+        except Exception as e:  # a header we cannot parse: no crop, said once
+            log.warning("%s: ismrmrd_header does not parse (%s); no crop to the recon size (use --crop)",
+                        path, type(e).__name__)
+    return meta
+
+
 def read_array(path, key: str | None = None) -> np.ndarray:
     """Read one array (e.g. coil maps for ``--maps``) from .npy, .npz (``key`` or ``maps``), .cfl or .h5."""
     fmt = detect_format(path)
@@ -361,6 +384,7 @@ def read_kspace(path: "str | os.PathLike", *, slice: int | None = None, fmt: str
                                           f"got shape {ds.shape}")
                 n_slices = ds.shape[0]
                 _select_slice(path, np.empty(n_slices), slice, n_slices)  # range check before reading
+                extra = _fastmri_meta(path, f)
                 try:
                     k = ds[()] if slice is None else ds[slice]
                     if "maps" in f:
@@ -556,7 +580,8 @@ def nifti_affine(geometry, shape) -> np.ndarray:
 
 
 def write_image(path, image, *, overwrite: bool = False, fmt: str | None = None, frames: bool = False,
-                geometry=None, affine=None, bart_frame_dims=None) -> list[Path]:
+                geometry=None, affine=None, bart_frame_dims=None, h5_attrs=None,
+                ismrmrd_header=None) -> list[Path]:
     """Write a complex image ``(ny, nx)``, ``(nz|slices, ny, nx)``, or frames of them.
 
     ``.npy``/``.npz`` (key ``image``) keep the complex array; ``.cfl`` stores BART
@@ -576,6 +601,8 @@ def write_image(path, image, *, overwrite: bool = False, fmt: str | None = None,
         ISMRMRD geometry (NIfTI affine by :func:`nifti_affine`, units mm, s).
     affine : array, optional
         A 4x4 NIfTI affine to use instead (e.g. an input NIfTI's).
+    h5_attrs, ismrmrd_header : optional
+        fastMRI output: attributes and the ``ismrmrd_header`` to carry over from the input.
     """
     fmt = detect_format(path, fmt)
     img = np.asarray(image)
@@ -611,6 +638,10 @@ def write_image(path, image, *, overwrite: bool = False, fmt: str | None = None,
         with atomic_path(path, overwrite) as t, h5py.File(t, "w") as f:
             f.create_dataset("reconstruction", data=np.abs(stack).astype(np.float32))
             f.create_dataset("reconstruction_complex", data=stack.astype(np.complex64))
+            for key, val in (h5_attrs or {}).items():
+                f.attrs[key] = val
+            if ismrmrd_header is not None:
+                f.create_dataset("ismrmrd_header", data=ismrmrd_header)
             f.attrs["written_by"] = "mri_csc"
     elif fmt == "nifti":
         import nibabel as nib  # noqa: PLC0415
