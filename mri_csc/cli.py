@@ -205,6 +205,9 @@ def add_recon(sub) -> None:
     p.add_argument("--no-prewhiten", action="store_true", help="do not prewhiten ISMRMRD data with its noise scans")
     p.add_argument("--crop", type=int, nargs=2, metavar=("NY", "NX"),
                    help="centre-crop the image (default: the file's recon matrix, e.g. fastMRI's 320x320)")
+    p.add_argument("--voxel-size", type=float, nargs="+", metavar="MM",
+                   help="NIfTI voxel size in mm, readout first (x y [z]), for files without geometry (.npy, "
+                        ".cfl); ISMRMRD files carry theirs")
     add_undersampling_options(p)
     p.add_argument("--compress-coils", type=int, metavar="N",
                    help="SVD coil compression to N virtual coils first (as bart cc -S -p N)")
@@ -226,8 +229,16 @@ CSC_PARAM_HELP = {
     "lam_lp": "smoothness weight of the low-pass part l",
     "max_iter": "outer iterations (CSC coding + CG data step) at most",
     "tol": "stop when the image changes by less than this (relative)",
-    "phase": "estimate a smooth phase from the calibration region and demodulate (True/False)",
+    "phase": "estimate a smooth phase from the calibration region and demodulate (True/False/'auto')",
     "imag_codes": "also code the imaginary part ('auto')",
+    "csc_iter": "sparse-coding ADMM steps per outer iteration (the coder's state carries over)",
+    "cg_iter": "conjugate-gradient steps of the data-consistency update per outer iteration",
+    "rho": "the coder's ADMM penalty (None: automatic, then residual-balanced)",
+    "rho_period": "coder steps between residual-balancing updates of rho",
+    "relax": "ADMM over-relaxation factor of the coder (1 = none; 1.8 is the usual choice)",
+    "dictionary": "filters: an .npz file (None: the shipped 36 real 11x11 brain filters)",
+    "x0": "initial image (None: the solver's own start); Python API only",
+    "callback": "function called after each iteration; Python API only",
 }
 
 
@@ -356,7 +367,14 @@ def cmd_recon(args) -> int:
     frames = "frame" in d["lead_axes"]
     if d["lead_axes"] == ("slice", "frame"):
         img = np.moveaxis(img, 1, 0)  # (frames, slices, ny, nx)
+    affine = None
+    if args.voxel_size:
+        vs = list(args.voxel_size) + [1.0] * (3 - len(args.voxel_size))
+        if len(args.voxel_size) > 3 or min(vs) <= 0:
+            raise UserError(f"--voxel-size takes 1 to 3 positive sizes in mm (x y [z]); got {args.voxel_size}")
+        affine = np.diag(vs + [1.0])
     written = write_image(args.out, img, overwrite=args.force, frames=frames, geometry=d.get("geometry"),
+                          affine=affine,
                           bart_frame_dims=d.get("bart_frame_dims"), h5_attrs=d.get("h5_attrs"),
                           ismrmrd_header=d.get("ismrmrd_header"))
     record = {"input": str(args.input), "method": args.method,

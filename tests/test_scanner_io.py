@@ -406,3 +406,17 @@ def test_reconstruct_dtype_rules(caplog):
     r = mri_csc.reconstruct(ds.kspace.astype(np.complex128), ds.maps.astype(np.complex128), method="zero-filled",
                             precision="double")
     assert r.image.dtype == np.complex128
+
+
+def test_recon_help_explains_every_csc_parameter(capsys):
+    from mri_csc.recon import get_method
+
+    with pytest.raises(SystemExit):
+        main(["recon", "--help"])
+    out = capsys.readouterr().out
+    for name in get_method("csc").params:
+        line = next(ln for ln in out.splitlines() if ln.strip().startswith(name + " "))
+        assert "see mri-csc methods" not in line, line
+    for opt in ("--espirit-thresh", "--espirit-crop", "--espirit-kernel", "--calib-width", "--noise",
+                "--compress-coils", "--accel", "--mask-kind", "--center-fraction", "--crop", "--voxel-size"):
+        assert opt in out

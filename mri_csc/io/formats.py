@@ -8,11 +8,13 @@ Formats, chosen by file extension:
 ``.npz``
     Keys ``kspace`` and optionally ``maps`` and ``mask``.
 ``.cfl`` / ``.hdr`` (BART)
-    BART's dimension order ``(x, y, z, coils, ...)``. Our ``(coils, ny, nx)`` is
-    stored as BART ``(ny, nx, 1, coils)`` (``(coils, nz, ny, nx)`` as
-    ``(nz, ny, nx, coils)``): spatial axes keep their order, coils go to dim 3.
-    Maps are ``<base>_maps.cfl`` (first ESPIRiT set when dim 4 > 1), the mask
-    ``<base>_mask.cfl`` (BART pattern ``(ny, nx, 1, 1)``).
+    BART's dimension order ``(x, y, z, coils, maps, TE, ...)`` with ``x`` the
+    readout. Ours is the reverse: ``(coils, ny, nx)`` is BART ``(nx, ny, 1, coils)``
+    and ``(coils, nz, ny, nx)`` is ``(nx, ny, nz, coils)``, in 2-D and 3-D alike
+    (:func:`to_bart`). BART dimensions from 5 on (echoes, time, …) are frames
+    (:func:`bart_frames`); several ESPIRiT map sets (dim 4) are refused. Maps are
+    ``<base>_maps.cfl``, the mask ``<base>_mask.cfl`` (a BART pattern ``(nx, ny, nz)``
+    or ``(1, ny, nz)``).
 ``.h5`` / ``.hdf5``
     fastMRI-style: ``kspace`` ``(slices, coils, ky, kx)``; optional ``maps``
     (same shape), ``mask`` (``(slices, ny, nx)``, ``(ny, nx)`` or fastMRI's 1D
@@ -25,8 +27,9 @@ Formats, chosen by file extension:
 ``.nii`` / ``.nii.gz`` (images only)
     A complex image becomes two volumes: ``<stem>_mag.nii.gz`` (magnitude)
     and ``<stem>_phase.nii.gz`` (phase in radians, ``[-π, π]``). Array axes
-    ``(ny, nx)`` are written as NIfTI ``(i, j) = (x, y)``, i.e. transposed, with
-    an identity affine.
+    ``([frames,] [nz,] ny, nx)`` are written reversed, as NIfTI ``(x, y, z, t)``
+    (x the readout, as BART's), units mm and s; the affine comes from the
+    ISMRMRD geometry (:func:`nifti_affine`) or a given affine, else identity.
 
 Every writer is atomic and refuses to overwrite an existing file unless
 ``overwrite=True``. Every reader names the file in its errors: missing,
