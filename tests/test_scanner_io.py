@@ -420,3 +420,19 @@ def test_recon_help_explains_every_csc_parameter(capsys):
     for opt in ("--espirit-thresh", "--espirit-crop", "--espirit-kernel", "--calib-width", "--noise",
                 "--compress-coils", "--accel", "--mask-kind", "--center-fraction", "--crop", "--voxel-size"):
         assert opt in out
+
+
+@needs_bart
+def test_batch_speaks_recon_vocabulary(tmp_path):
+    from mri_csc.sim import make_dataset
+
+    ds = make_dataset("shepp-logan", shape=(48, 40), n_coils=4, mask="poisson", accel=2, seed=0)
+    np.save(tmp_path / "s.npy", np.stack([ds.kspace, ds.kspace]))
+    out = tmp_path / "o"
+    assert main(["batch", str(tmp_path / "s.npy"), "--out", str(out), "--method", "sense", "--maps", "espirit",
+                 "--espirit", "bart", "--espirit-crop", "0.5", "--calib-width", "20", "--compress-coils", "3",
+                 "--workers", "1", "--format", "cfl", "--no-pbar"]) == 0
+    p = subprocess.run([BART, "show", "-m", str(out / "s")], capture_output=True, text=True, check=True)
+    assert "40\t48\t2\t1" in p.stdout  # BART (x = readout, y, slices)
+    img = read_cfl(out / "s").T
+    assert _psnr(img[0], ds.magnitude_ref) > 20

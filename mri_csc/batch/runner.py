@@ -34,7 +34,7 @@ __all__ = ["reconstruct_batch", "BatchReport", "SliceFailure", "serial_reconstru
 
 log = logging.getLogger(__name__)
 
-OUTPUT_FORMATS = {"h5": ".h5", "nii": ".nii.gz", "npy": ".npy"}
+OUTPUT_FORMATS = {"h5": ".h5", "nii": ".nii.gz", "npy": ".npy", "cfl": ".cfl"}
 MAPS_MODES = (None, "espirit", "file")
 PARTIAL = ".partial"
 
@@ -135,9 +135,11 @@ def _output_files(out_dir: Path, vol: VolumeSpec, output_format: str) -> list[Pa
     return image_outputs(_output_path(out_dir, vol, output_format))
 
 
-def _manifest(method, params, maps, seed, output_format, layout, calib_width) -> dict:
+def _manifest(method, params, maps, seed, output_format, layout, calib_width, espirit=None,
+              compress_coils=None) -> dict:
     return {"method": method, "params": {k: repr(v) for k, v in sorted(params.items())}, "maps": maps,
-            "seed": int(seed), "output_format": output_format, "layout": layout, "calib_width": calib_width}
+            "seed": int(seed), "output_format": output_format, "layout": layout, "calib_width": calib_width,
+            "espirit": {k: repr(v) for k, v in sorted((espirit or {}).items())}, "compress_coils": compress_coils}
 
 
 def _assemble(vol: VolumeSpec, cfg: SliceConfig, out_dir: Path, output_format: str) -> list[Path]:
@@ -186,7 +188,8 @@ def reconstruct_batch(inputs, out_dir, *, method: str = "csc", params: dict | No
                       maps: str | None = None, device: str = "cpu", scheduler: str | None = None,
                       n_workers: int | None = None, retries: int = 2, resume: bool = False, seed: int = 0,
                       output_format: str = "h5", show_pbar: bool = False, layout: str = "auto",
-                      calib_width: int = 24, timeout: float = 10.0, on_start=None) -> BatchReport:
+                      calib_width: int | None = None, timeout: float = 10.0, on_start=None,
+                      espirit: dict | None = None, compress_coils: int | None = None) -> BatchReport:
     r"""Reconstruct many files slice by slice on a Dask cluster.
 
     Each input file becomes one output volume. Every 2-D slice is one Dask task
@@ -225,10 +228,10 @@ def reconstruct_batch(inputs, out_dir, *, method: str = "csc", params: dict | No
         rest. The run's settings must match the earlier ones.
     seed : int
         Root of the per-slice random streams (see :func:`mri_csc.batch.tasks.slice_seed_sequence`).
-    output_format : {"h5", "nii", "npy"}
+    output_format : {"h5", "nii", "npy", "cfl"}
         fastMRI-style ``<name>.h5`` (``reconstruction`` magnitude and
         ``reconstruction_complex``), NIfTI ``<name>_mag.nii.gz``/``<name>_phase.nii.gz``,
-        or a complex ``<name>.npy``.
+        a complex ``<name>.npy`` or BART ``<name>.cfl``/``.hdr``.
     show_pbar : bool
         A progress bar over slices.
     layout : {"auto", "slices", "volume"}
@@ -236,8 +239,13 @@ def reconstruct_batch(inputs, out_dir, *, method: str = "csc", params: dict | No
         sampled readout on the last axis, sliced along x after an inverse FFT;
         outputs are ``(nz, ny, nx)``. ``"auto"``: stacks of 2-D slices (3-D
         ISMRMRD encodings are detected).
-    calib_width : int
-        ESPIRiT calibration width when maps are estimated.
+    calib_width : int, optional
+        ESPIRiT calibration width when maps are estimated (None: the implementation's default, 24).
+    espirit : dict, optional
+        Further :func:`mri_csc.sim.estimate_maps` keywords (``method``, ``thresh``,
+        ``crop``, ``kernel_width``, ``maps``) for estimated maps.
+    compress_coils : int, optional
+        SVD coil compression of every slice to this many virtual coils.
     timeout : float
         Seconds to wait for ``scheduler``.
     on_start : callable, optional
@@ -263,7 +271,8 @@ def reconstruct_batch(inputs, out_dir, *, method: str = "csc", params: dict | No
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"out_dir {str(out_dir)!r} exists and is not a folder")
     partial = out_dir / PARTIAL
-    manifest = _manifest(method, params, maps, seed, output_format, layout, calib_width)
+    espirit = {k: v for k, v in (espirit or {}).items() if v is not None}
+    manifest = _manifest(method, params, maps, seed, output_format, layout, calib_width, espirit, compress_coils)
     mpath = partial / "manifest.json"
     if mpath.exists():
         if not resume:
@@ -289,7 +298,8 @@ def reconstruct_batch(inputs, out_dir, *, method: str = "csc", params: dict | No
             continue
         todo.append(vol)
         report.n_slices += vol.n_slices
-    cfg = SliceConfig(str(partial), method, dict(params), maps, str(device), int(seed), int(calib_width))
+    cfg = SliceConfig(str(partial), method, dict(params), maps, str(device), int(seed),
+                      None if calib_width is None else int(calib_width), espirit, compress_coils)
     if not todo:
         log.info("nothing to do: every volume is finished")
         report.elapsed = time.perf_counter() - t0
