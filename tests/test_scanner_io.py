@@ -436,3 +436,14 @@ def test_batch_speaks_recon_vocabulary(tmp_path):
     assert "40\t48\t2\t1" in p.stdout  # BART (x = readout, y, slices)
     img = read_cfl(out / "s").T
     assert _psnr(img[0], ds.magnitude_ref) > 20
+
+
+def test_config_espirit_options(tmp_path):
+    from mri_csc.config import ConfigError, load_config
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[coils]\nmaps = "espirit"\nespirit = "bart"\nespirit_crop = 0.5\n[[methods]]\nname = "sense"\n')
+    c = load_config(cfg)["coils"]
+    assert c["espirit_crop"] == 0.5 and c["espirit_thresh"] == "auto" and c["espirit_kernel"] == 6
+    with pytest.raises(ConfigError, match="espirit_crop"):
+        load_config(cfg, ["coils.espirit_crop=1.5"])
