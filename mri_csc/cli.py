@@ -443,10 +443,16 @@ def cmd_simulate(args) -> int:
                       accel=args.accel, calib=args.calib, phase=None if args.phase == "none" else args.phase,
                       phase_amplitude=args.phase_amplitude, snr_db=args.snr_db, seed=args.seed,
                       slice_index=args.slice)
+    from .sim.simulate import phantom_voxel_mm  # noqa: PLC0415
+
+    vox = phantom_voxel_mm(args.phantom, tuple(args.shape))  # a NIfTI phantom's geometry, carried along
     written = write_kspace(args.out, ds.kspace, None if args.no_maps else ds.maps, ds.mask,
-                           overwrite=args.force, fmt=args.format)
+                           overwrite=args.force, fmt=args.format, voxel_mm=vox)
     if args.reference:
-        written += write_image(args.reference, ds.image, overwrite=args.force)
+        import numpy as np  # noqa: PLC0415
+
+        written += write_image(args.reference, ds.image, overwrite=args.force,
+                               affine=None if vox is None else np.diag([*vox, 1.0]))
     _note(f"simulated {args.phantom} {tuple(args.shape)}, {args.coils} coils, {args.mask} "
           f"R={ds.acceleration:.2f}; wrote {', '.join(map(str, written))}")
     return 0

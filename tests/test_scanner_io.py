@@ -447,3 +447,17 @@ def test_config_espirit_options(tmp_path):
     assert c["espirit_crop"] == 0.5 and c["espirit_thresh"] == "auto" and c["espirit_kernel"] == 6
     with pytest.raises(ConfigError, match="espirit_crop"):
         load_config(cfg, ["coils.espirit_crop=1.5"])
+
+
+@pytest.mark.skipif(not __import__("os").path.isfile("/usr/share/mricron/templates/ch2.nii.gz"),
+                    reason="mricron-data not installed")
+def test_nifti_phantom_geometry_carried_to_ismrmrd_and_nifti(tmp_path):
+    import nibabel as nib
+
+    assert main(["simulate", "--phantom", "brain", "--shape", "64", "64", "--coils", "4", "--out",
+                 str(tmp_path / "b.mrd"), "--reference", str(tmp_path / "ref.nii.gz")]) == 0
+    vox = 217 / 64  # ch2: 181 x 217 x 181 at 1 mm, fitted into 64 x 64 square pixels
+    assert main(["recon", str(tmp_path / "b.mrd"), "--out", str(tmp_path / "b.nii.gz"), "--method", "zero-filled",
+                 "--espirit", "sigpy", "--no-pbar"]) == 0
+    for name in ("b_mag.nii.gz", "ref_mag.nii.gz"):
+        np.testing.assert_allclose(nib.load(tmp_path / name).header.get_zooms(), (vox, vox), rtol=1e-5)

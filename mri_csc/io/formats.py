@@ -468,11 +468,13 @@ def _sibling(path, suffix):
     return Path(f"{_stem(path)}{suffix}")
 
 
-def write_kspace(path, kspace, maps=None, mask=None, *, overwrite: bool = False, fmt: str | None = None) -> list[Path]:
+def write_kspace(path, kspace, maps=None, mask=None, *, overwrite: bool = False, fmt: str | None = None,
+                 voxel_mm=None) -> list[Path]:
     """Write k-space (and maps and mask) in the format of ``path``'s extension.
 
     All outputs are checked for existence before any is written; each is written
-    atomically. Returns the paths written.
+    atomically. Returns the paths written. ``voxel_mm`` (x, y, z) sets an ISMRMRD
+    file's field of view (default 1 mm voxels).
     """
     fmt = detect_format(path, fmt)
     k = np.asarray(kspace, np.complex64)
@@ -529,7 +531,7 @@ def write_kspace(path, kspace, maps=None, mask=None, *, overwrite: bool = False,
         if maps is not None:
             log.info("ISMRMRD holds no coil maps; %s gets k-space only (estimate maps with --espirit)", path)
         with atomic_path(path, overwrite) as t:
-            _mrd.write_ismrmrd(t, k, mask)
+            _mrd.write_ismrmrd(t, k, mask, voxel_mm=voxel_mm or (1.0, 1.0, 1.0))
         written = [Path(path)]
     else:
         raise ValueError(f"{path}: cannot write k-space as {fmt}; use .npy, .npz, .cfl, .h5 or .mrd")
