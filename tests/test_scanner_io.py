@@ -461,3 +461,29 @@ def test_nifti_phantom_geometry_carried_to_ismrmrd_and_nifti(tmp_path):
                  "--espirit", "sigpy", "--no-pbar"]) == 0
     for name in ("b_mag.nii.gz", "ref_mag.nii.gz"):
         np.testing.assert_allclose(nib.load(tmp_path / name).header.get_zooms(), (vox, vox), rtol=1e-5)
+
+
+def test_partial_fourier_and_partial_echo_are_placed_by_the_header(tmp_path):
+    import h5py
+
+    rng = np.random.default_rng(2)
+    k = (rng.standard_normal((2, 48, 64)) + 1j * rng.standard_normal((2, 48, 64))).astype(np.complex64)
+    write_kspace(tmp_path / "p.mrd", k)  # 48 lines e1 = 0..47, 64 samples
+    with h5py.File(tmp_path / "p.mrd", "a") as f:
+        # partial Fourier: a 64-line matrix whose k-space centre is e1 = 16, so lines land on ky = 16..63
+        x = f["dataset/xml"][0].decode()
+        x = x.replace("<y>48</y>", "<y>64</y>").replace("<center>24</center>", "<center>16</center>", 1)
+        f["dataset/xml"][0] = x.encode()
+        # partial echo: drop the first 16 readout samples; the echo centre is then sample 16
+        acqs = f["dataset/data"][()]
+        for a in acqs:
+            a["data"] = a["data"].view(np.complex64).reshape(2, 64)[:, 16:].ravel().view(np.float32)
+        acqs["head"]["number_of_samples"] = 48
+        acqs["head"]["center_sample"] = 16
+        del f["dataset/data"]
+        f["dataset"].create_dataset("data", data=acqs, maxshape=(None,), chunks=True)
+    d = read_kspace(tmp_path / "p.mrd")
+    got = d["kspace"]
+    assert got.shape == (2, 64, 64)
+    np.testing.assert_array_equal(got[:, 16:, 16:], k[:, :, 16:])
+    assert not got[:, :16].any() and not got[:, :, :16].any()

@@ -41,7 +41,7 @@ import logging
 
 import numpy as np
 
-from .limits import check_shape
+from .limits import check_nbytes, check_shape
 
 __all__ = ["is_ismrmrd", "read_ismrmrd", "write_ismrmrd", "describe_ismrmrd", "read_header",
            "noise_whitener", "remove_readout_oversampling", "read_noise", "FRAME_COUNTERS"]
@@ -342,8 +342,11 @@ def read_ismrmrd(path, h5file, *, slice=None, prewhiten: "bool | None" = None, n
 def _read_lines(path, group, rows, heads, nc):
     """The ``(channels, samples)`` complex64 data of acquisitions ``rows`` (sorted)."""
     ds = group["data"]
+    lo, hi = (int(rows.min()), int(rows.max()) + 1) if rows.size else (0, 0)
+    if rows.size:
+        check_nbytes(float(hi - lo) * 8 * nc * float(heads["number_of_samples"].max()),
+                     f"{path}: ISMRMRD acquisitions {lo}..{hi - 1}")
     try:
-        lo, hi = (int(rows.min()), int(rows.max()) + 1) if rows.size else (0, 0)
         block = ds.fields("data")[lo:hi] if rows.size else []
     except OSError as e:
         raise _err(f"{path}: cannot read ISMRMRD acquisitions ({str(e).splitlines()[0]})") from None
