@@ -255,18 +255,6 @@ def _csc_help() -> str:
     return "\n".join(lines)
 
 
-def _center_crop(img, shape):
-    """fastMRI's ``center_crop`` of the last two axes to ``shape`` (never grows)."""
-    ny, nx = img.shape[-2:]
-    cy, cx = int(shape[0]), int(shape[1])
-    if cy < 1 or cx < 1:
-        raise UserError(f"--crop must be positive; got {shape}")
-    if cy > ny or cx > nx:
-        raise UserError(f"crop {tuple(shape)} is larger than the image {(ny, nx)}")
-    y0, x0 = (ny - cy) // 2, (nx - cx) // 2
-    return img[..., y0:y0 + cy, x0:x0 + cx]
-
-
 def _read_noise(path):
     import numpy as np  # noqa: PLC0415
 
@@ -363,7 +351,9 @@ def cmd_recon(args) -> int:
     img = np.stack(images).reshape(tuple(d["lead_shape"]) + images[0].shape) if stacked else images[0]
     crop = tuple(args.crop) if args.crop else d["crop"]
     if crop is not None:
-        img = _center_crop(img, crop)
+        from .io.formats import center_crop  # noqa: PLC0415
+
+        img = center_crop(img, crop)
     frames = "frame" in d["lead_axes"]
     if d["lead_axes"] == ("slice", "frame"):
         img = np.moveaxis(img, 1, 0)  # (frames, slices, ny, nx)

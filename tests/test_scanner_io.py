@@ -227,12 +227,28 @@ def test_bart_3d_volume_batch_matches_pics(tmp_path):
 
 
 @needs_gen
-def test_batch_refuses_ismrmrd_frames_and_counts_recon_width(tmp_path):
+def test_batch_reconstructs_ismrmrd_frames_and_counts_recon_width(tmp_path):
     from mri_csc.batch.tasks import slice_count
 
-    with pytest.raises(ValueError, match="frames"):
-        slice_count(_gen(tmp_path / "r.h5", "-m", 32, "-c", 2, "-r", 2))
     assert slice_count(_gen(tmp_path / "o.h5", "-m", 32, "-c", 2, "-O", 2))[:3] == (1, "ismrmrd", "slices")
+    r = _gen(tmp_path / "r.h5", "-m", 32, "-c", 2, "-r", 3, "-n", 0.0)
+    assert main(["batch", str(r), "--out", str(tmp_path / "b"), "--method", "zero-filled", "--calib-width", "16",
+                 "--workers", "1", "--format", "npy", "--no-pbar"]) == 0
+    img = np.load(tmp_path / "b" / "r.npy")
+    assert img.shape == (3, 32, 32)  # one frame per repetition, recon width
+    ph = _phantom(r)
+    assert min(_psnr(im, ph) for im in img) > 25
+
+
+def test_batch_fastmri_crop_and_attributes(tmp_path):
+    import h5py
+
+    _fastmri_file(tmp_path / "f.h5", None)
+    assert main(["batch", str(tmp_path / "f.h5"), "--out", str(tmp_path / "b"), "--method", "zero-filled",
+                 "--calib-width", "20", "--workers", "1", "--no-pbar"]) == 0
+    with h5py.File(tmp_path / "b" / "f.h5", "r") as f:
+        assert f["reconstruction"].shape == (2, 32, 32)
+        assert f.attrs["acquisition"] == "CORPD_FBK" and b"reconSpace" in f["ismrmrd_header"][()]
 
 
 @needs_bart

@@ -153,7 +153,19 @@ def _assemble(vol: VolumeSpec, cfg: SliceConfig, out_dir: Path, output_format: s
     if vol.layout == "volume":  # slices along the readout x: (nx, nz, ny) -> (nz, ny, nx)
         stack = np.moveaxis(stack, 0, -1)
     image = stack[0] if vol.n_slices == 1 and vol.layout != "volume" and not vol.stacked else stack
-    written = write_image(_output_path(out_dir, vol, output_format), image, overwrite=False)
+    from mri_csc.io.formats import read_metadata  # noqa: PLC0415  (issue 13: crop, geometry, fastMRI attributes)
+
+    meta = read_metadata(vol.path)
+    frames = vol.n_frames > 1
+    if frames:  # (slices * frames, ny, nx) -> (frames, slices, ny, nx), slices dropped when 1
+        image = np.moveaxis(image.reshape((-1, vol.n_frames) + image.shape[1:]), 1, 0)
+        image = image[:, 0] if image.shape[1] == 1 else image
+    if meta["crop"] is not None and vol.layout != "volume":
+        from mri_csc.io.formats import center_crop  # noqa: PLC0415
+
+        image = center_crop(image, meta["crop"])
+    written = write_image(_output_path(out_dir, vol, output_format), image, overwrite=False, frames=frames,
+                          geometry=meta["geometry"], h5_attrs=meta["h5_attrs"], ismrmrd_header=meta["ismrmrd_header"])
     shutil.rmtree(volume_dir(cfg, vol), ignore_errors=True)
     return [Path(p) for p in written]
 

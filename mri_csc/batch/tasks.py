@@ -80,6 +80,9 @@ class VolumeSpec:
     stacked : bool
         Whether the file holds a stack of slices (read with ``slice=i``) rather
         than a single ``(coils, ny, nx)`` slice.
+    n_frames : int
+        ISMRMRD frames (repetitions, contrasts, phases, sets) per slice: task
+        ``i`` is slice ``i // n_frames``, frame ``i % n_frames``.
     """
 
     path: str
@@ -89,6 +92,7 @@ class VolumeSpec:
     n_slices: int
     file_key: int
     stacked: bool = True
+    n_frames: int = 1
 
 
 @dataclass(frozen=True)
@@ -253,10 +257,11 @@ def slice_count(path, layout: str = "auto") -> tuple[int, str, str, tuple[int, .
             kind = _h5_kind(f)
             if kind == "ismrmrd":
                 n, nz, nx, n_frames = _ismrmrd_geometry(p, f)
-                if n_frames > 1:
-                    raise ValueError(f"{p}: ISMRMRD file with {n_frames} frames (repetitions/contrasts/phases/"
-                                     "sets); batch reconstructs slices - use 'mri-csc recon', which "
-                                     "reconstructs every frame into a frame axis")
+                if n_frames > 1 and (nz > 1 or layout == "volume"):
+                    raise ValueError(f"{p}: 3-D ISMRMRD encoding with {n_frames} frames (repetitions/contrasts/"
+                                     "phases/sets); batch takes one 3-D volume per file - use 'mri-csc recon'")
+                if n_frames > 1:  # one task per (slice, frame)
+                    return n * n_frames, kind, layout, ()
                 if nz > 1 or layout == "volume":  # a 3-D encoding: slices along the readout
                     if n > 1:
                         raise ValueError(f"{p}: ISMRMRD file with {n} slices of 3-D encodings; "
@@ -337,5 +342,11 @@ def discover(inputs, layout: str = "auto") -> tuple[list[VolumeSpec], list[FileE
         if n < 1:
             errors.append(FileError(str(p), "file holds no slice"))
             continue
-        volumes.append(VolumeSpec(str(p), name, kind, lay, int(n), _file_key(name), stacked))
+        frames = 1
+        if kind == "ismrmrd" and lay == "slices":
+            import h5py  # noqa: PLC0415
+
+            with h5py.File(p, "r") as f:
+                frames = _ismrmrd_geometry(p, f)[3]
+        volumes.append(VolumeSpec(str(p), name, kind, lay, int(n), _file_key(name), stacked, int(frames)))
     return volumes, errors

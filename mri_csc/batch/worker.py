@@ -103,7 +103,11 @@ def load_slice(task: SliceTask, cfg: SliceConfig) -> tuple[np.ndarray, np.ndarra
         return k, maps, mask
     from mri_csc.io import read_kspace  # noqa: PLC0415
 
-    data = read_kspace(vol.path, slice=task.index if vol.stacked else None)
+    if vol.n_frames > 1:  # ISMRMRD frames: task i is (slice, frame) = divmod(i, n_frames)
+        s, fr = divmod(task.index, vol.n_frames)
+        data = read_kspace(vol.path, slice=s, frame=fr)
+    else:
+        data = read_kspace(vol.path, slice=task.index if vol.stacked else None)
     k = np.asarray(data["kspace"])
     if k.ndim == 4 and k.shape[0] == 1:  # a 1-slice stack
         k = k[0]

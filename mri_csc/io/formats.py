@@ -48,8 +48,8 @@ import numpy as np
 from . import ismrmrd as _mrd
 from .atomic import atomic_path, atomic_paths, check_writable
 
-__all__ = ["FileFormatError", "detect_format", "read_kspace", "write_kspace", "write_image",
-           "read_array", "describe", "image_outputs", "KSPACE_FORMATS", "IMAGE_FORMATS"]
+__all__ = ["FileFormatError", "detect_format", "read_kspace", "read_metadata", "center_crop", "write_kspace",
+           "write_image", "read_array", "describe", "image_outputs", "KSPACE_FORMATS", "IMAGE_FORMATS"]
 
 log = logging.getLogger(__name__)
 
@@ -283,7 +283,7 @@ def _select_slice(path, arr, slice, n_slices):
 
 
 def read_kspace(path: "str | os.PathLike", *, slice: int | None = None, fmt: str | None = None,
-                prewhiten: "bool | None" = None, noise=None) -> dict:
+                prewhiten: "bool | None" = None, noise=None, frame: int | None = None) -> dict:
     """Read k-space (and coil maps and mask when the file holds them).
 
     Parameters
@@ -301,6 +301,8 @@ def read_kspace(path: "str | os.PathLike", *, slice: int | None = None, fmt: str
         when the file has noise scans), see :mod:`mri_csc.io.ismrmrd`.
     noise : array, optional
         ISMRMRD: ``(coils, samples)`` noise to whiten with instead.
+    frame : int, optional
+        ISMRMRD: read this frame only (BART frames are chosen with ``slice``).
 
     Returns
     -------
@@ -324,6 +326,8 @@ def read_kspace(path: "str | os.PathLike", *, slice: int | None = None, fmt: str
     maps = mask = None
     n_slices, stacked = 1, False
     extra = {}
+    if frame is not None and fmt not in ("fastmri", "ismrmrd"):
+        raise ValueError(f"{path}: frame= applies to ISMRMRD files; a BART file's frames are chosen with slice=")
     if (prewhiten or noise is not None) and fmt not in ("fastmri", "ismrmrd"):
         raise ValueError(f"{path}: prewhiten/noise apply to ISMRMRD files; prewhiten other k-space with "
                          "mri_csc.io.ismrmrd.noise_whitener")
@@ -360,7 +364,7 @@ def read_kspace(path: "str | os.PathLike", *, slice: int | None = None, fmt: str
         with _open_h5(path) as f:
             if _mrd.is_ismrmrd(f):
                 try:
-                    r = _mrd.read_ismrmrd(path, f, slice=slice, prewhiten=prewhiten, noise=noise)
+                    r = _mrd.read_ismrmrd(path, f, slice=slice, prewhiten=prewhiten, noise=noise, frame=frame)
                 except (OSError, KeyError) as e:
                     raise FileFormatError(f"{path}: corrupt ISMRMRD data ({e})") from None
                 n_slices = r["n_slices"]
@@ -378,6 +382,8 @@ def read_kspace(path: "str | os.PathLike", *, slice: int | None = None, fmt: str
                          "noise_scans": r["noise_scans"]}
                 slice = None  # already selected
             elif "kspace" in f:
+                if frame is not None:
+                    raise ValueError(f"{path}: frame= applies to ISMRMRD files, not fastMRI ones")
                 if prewhiten or noise is not None:
                     raise ValueError(f"{path}: prewhiten/noise apply to ISMRMRD files (fastMRI files hold no "
                                      "noise scans)")
@@ -460,6 +466,37 @@ def read_kspace(path: "str | os.PathLike", *, slice: int | None = None, fmt: str
            "crop": None, "geometry": None}
     out.update(extra)
     return out
+
+
+def center_crop(img, shape):
+    """fastMRI's ``center_crop``: the centre ``shape = (h, w)`` of the last two axes (never grows)."""
+    ny, nx = img.shape[-2:]
+    cy, cx = int(shape[0]), int(shape[1])
+    if cy < 1 or cx < 1:
+        raise ValueError(f"crop must be positive; got {tuple(shape)}")
+    if cy > ny or cx > nx:
+        raise ValueError(f"crop {tuple(shape)} is larger than the image {(ny, nx)}")
+    y0, x0 = (ny - cy) // 2, (nx - cx) // 2
+    return img[..., y0:y0 + cy, x0:x0 + cx]
+
+
+def read_metadata(path) -> dict:
+    """What an image output needs from its k-space file, from headers only.
+
+    ``crop`` (image size to centre-crop to, or None), ``geometry`` (ISMRMRD, for
+    NIfTI), ``h5_attrs`` and ``ismrmrd_header`` (fastMRI, for ``.h5`` outputs),
+    ``n_frames`` (ISMRMRD). Empty values for formats without them.
+    """
+    meta = {"crop": None, "geometry": None, "h5_attrs": None, "ismrmrd_header": None, "n_frames": 1}
+    if detect_format(path) in ("fastmri", "ismrmrd"):
+        _require(path)
+        with _open_h5(path) as f:
+            if _mrd.is_ismrmrd(f):
+                m = _mrd.ismrmrd_metadata(path, f)
+                meta.update(crop=m["crop"], geometry=m["geometry"], n_frames=m["n_frames"])
+            elif "kspace" in f:
+                meta.update(_fastmri_meta(path, f))
+    return meta
 
 
 # ----------------------------------------------------------------------------- writers

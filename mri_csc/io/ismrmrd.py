@@ -44,7 +44,7 @@ import numpy as np
 from .limits import check_nbytes, check_shape
 
 __all__ = ["is_ismrmrd", "read_ismrmrd", "write_ismrmrd", "describe_ismrmrd", "read_header",
-           "noise_whitener", "remove_readout_oversampling", "read_noise", "FRAME_COUNTERS"]
+           "noise_whitener", "remove_readout_oversampling", "read_noise", "ismrmrd_metadata", "FRAME_COUNTERS"]
 
 log = logging.getLogger(__name__)
 
@@ -187,7 +187,7 @@ def remove_readout_oversampling(kspace, nx: int) -> np.ndarray:
     return fftc(x[..., start:start + nx], axes=(-1,)).astype(k.dtype, copy=False)
 
 
-def read_ismrmrd(path, h5file, *, slice=None, prewhiten: "bool | None" = None, noise=None) -> dict:
+def read_ismrmrd(path, h5file, *, slice=None, prewhiten: "bool | None" = None, noise=None, frame=None) -> dict:
     """Assemble Cartesian k-space from an open ISMRMRD file (see the module docstring).
 
     Parameters
@@ -202,6 +202,8 @@ def read_ismrmrd(path, h5file, *, slice=None, prewhiten: "bool | None" = None, n
         ``True`` without noise scans or ``noise`` is an error.
     noise : array, optional
         ``(coils, samples)`` noise to whiten with instead of the file's noise scans.
+    frame : int, optional
+        Keep this frame only (index into ``frames``).
 
     Returns
     -------
@@ -284,6 +286,12 @@ def read_ismrmrd(path, h5file, *, slice=None, prewhiten: "bool | None" = None, n
                     raise _err(f"{path}: the {len(pats)} averages of slice {int(s)}, frame {frames[f]} sample "
                                "different lines; averaging them would weight lines unequally")
     wanted = list(range(n_slices)) if slice is None else [int(slice)]
+    if frame is not None:
+        if isinstance(frame, bool) or not isinstance(frame, (int, np.integer)) or not 0 <= frame < len(frames):
+            raise ValueError(f"{path}: frame {frame} out of range; the file has {len(frames)} frame(s)")
+        keep = frame_of == int(frame)
+        frames = [frames[int(frame)]]
+        frame_of = np.where(keep, 0, -1)
     rx = rec[0]
     if rx > ex:
         raise _err(f"{path}: reconSpace x = {rx} is wider than encodedSpace x = {ex}; mri_csc does not interpolate")
@@ -310,7 +318,7 @@ def read_ismrmrd(path, h5file, *, slice=None, prewhiten: "bool | None" = None, n
         raise ValueError(f"noise has {whitener.shape[0]} coils; the k-space has {nc}")
     # lines
     rows_all = np.flatnonzero(img)
-    take = np.isin(slices_all, wanted)
+    take = np.isin(slices_all, wanted) & (frame_of >= 0)
     rows = rows_all[take]
     lines = _read_lines(path, group, rows, hi[take], nc)
     acc = np.zeros(shape, np.complex64)
@@ -492,3 +500,30 @@ def read_noise(path) -> np.ndarray:
         if np.any(nh["active_channels"] != nc):
             raise _err(f"{path}: noise scans have different channel counts")
         return np.concatenate(_read_lines(path, group, np.flatnonzero(noise), nh, nc), axis=1)
+
+
+def ismrmrd_metadata(path, h5file) -> dict:
+    """What an output needs from an ISMRMRD file, from its headers only (no k-space is read).
+
+    ``n_slices``, ``n_frames``, ``crop`` and ``geometry`` as :func:`read_ismrmrd` gives them.
+    """
+    group = h5file[_find_group(h5file)]
+    hdr = read_header(path, group)
+    e, enc, rec = _encoding(path, hdr)
+    heads = _heads(path, group)
+    flags = heads["flags"].astype(np.uint64)
+    img = (flags & _bit("ACQ_IS_NOISE_MEASUREMENT")) == 0
+    for name in _SKIP:
+        img &= (flags & _bit(name)) == 0
+    hi = heads[img]
+    if not hi.size:
+        raise _err(f"{path}: ISMRMRD file has no k-space lines")
+    idx = hi["idx"]
+    slices = idx["slice"].astype(np.int64)
+    n_slices = int(slices.max()) + 1
+    present = np.unique(slices)
+    if present.size != n_slices:
+        raise _err(f"{path}: slice counter goes up to {n_slices - 1} but some slices have no acquisitions")
+    n_frames = np.unique(np.stack([idx[c] for c in FRAME_COUNTERS], 1), axis=0).shape[0]
+    return {"n_slices": n_slices, "n_frames": int(n_frames), "crop": (rec[1], rec[0]) if rec[1] < enc[1] else None,
+            "geometry": _geometry(hdr, e, rec, hi, slices, list(range(n_slices))), "encoded": enc, "recon": rec}
