@@ -8,7 +8,8 @@ worker reads its own slice from the file.
 Inputs
 ------
 - fastMRI ``.h5`` (``kspace`` of shape ``(slices, coils, kx, ky)``) and
-  ISMRMRD ``.h5`` files: one task per slice.
+  ISMRMRD ``.h5`` files: one task per slice (ISMRMRD: per slice and frame,
+  see :attr:`VolumeSpec.n_frames`).
 - ``.npy`` / ``.npz`` stacks of shape ``(slices, coils, ny, nx)`` (``.npz``
   with a ``kspace`` array, optionally ``maps`` and ``mask``); a 3-D array
   ``(coils, ny, nx)`` is one slice.
