@@ -125,34 +125,172 @@ def cmd_eval(args) -> int:
 
 # ----------------------------------------------------------------------------- recon
 
+def add_espirit_options(p) -> None:
+    """ESPIRiT options shared by ``recon`` and ``batch`` (None: the implementation's own default)."""
+    g = p.add_argument_group("ESPIRiT coil maps (defaults: the implementation's own; SigPy -t 0.02 -c 0.95, "
+                             "BART -t 0.001 -c 0.8; both kernel 6, calibration 24)")
+    g.add_argument("--calib-width", type=int, default=None, metavar="N",
+                   help="side of the fully sampled calibration block (BART ecalib -r)")
+    g.add_argument("--espirit-thresh", type=float, default=None, metavar="T",
+                   help="singular-value threshold of the calibration matrix, relative (BART ecalib -t)")
+    g.add_argument("--espirit-crop", type=float, default=None, metavar="C",
+                   help="eigenvalue below which a map voxel is zeroed, in [0, 1) (BART ecalib -c)")
+    g.add_argument("--espirit-kernel", type=int, default=None, metavar="K",
+                   help="calibration kernel width (BART ecalib -k)")
+    g.add_argument("--espirit-maps", type=int, default=1, metavar="M",
+                   help="ESPIRiT map sets; only 1 is supported (BART ecalib -m)")
+
+
+def add_undersampling_options(p) -> None:
+    """Retrospective undersampling of fully sampled data, with fastMRI's mask conventions."""
+    g = p.add_argument_group("retrospective undersampling (fully sampled input; fastMRI conventions: whole "
+                             "columns of the last axis, a fully sampled centre)")
+    g.add_argument("--mask", dest="mask_file", metavar="FILE",
+                   help="sampling mask to apply: a column mask (nx,) or (ny, nx), .npy/.npz/.cfl/.h5")
+    g.add_argument("--accel", type=float, metavar="R", help="acceleration of a generated mask")
+    g.add_argument("--mask-kind", choices=["random", "equispaced"], default="random",
+                   help="fastMRI RandomMaskFunc or EquispacedMaskFunc (default random)")
+    g.add_argument("--center-fraction", type=float, default=None, metavar="F",
+                   help="fraction of fully sampled centre columns (default 0.08 for R<=4, else 0.04, as fastMRI)")
+    g.add_argument("--mask-seed", type=int, default=0, metavar="S", help="seed of the generated mask")
+
+
+def _retro_mask(args, shape):
+    """The ``(ny, nx)`` mask of ``--mask``/``--accel``, or None."""
+    import numpy as np  # noqa: PLC0415
+
+    if args.mask_file and args.accel:
+        raise UserError("--mask FILE and --accel both given; use one")
+    if args.mask_file:
+        from .io import read_array  # noqa: PLC0415
+
+        m = np.asarray(read_array(args.mask_file, "mask")).real.astype(np.float32)
+        m = m.reshape(m.shape[-1:]) if m.ndim == 2 and m.shape[0] == 1 else m
+        try:
+            return np.broadcast_to(m != 0, shape).astype(np.float32)
+        except ValueError:
+            raise UserError(f"--mask {args.mask_file}: shape {m.shape} does not broadcast to the k-space "
+                            f"(ny, nx) = {tuple(shape)}") from None
+    if args.accel:
+        from .preprocess import fastmri_mask  # noqa: PLC0415
+
+        cf = args.center_fraction if args.center_fraction is not None else (0.08 if args.accel <= 4 else 0.04)
+        cols = fastmri_mask(shape[-1], args.accel, cf, args.mask_kind, seed=args.mask_seed)
+        return np.broadcast_to(cols, shape).astype(np.float32)
+    if args.center_fraction is not None:
+        raise UserError("--center-fraction needs --accel")
+    return None
+
+
+def espirit_kwargs(args) -> dict:
+    """The :func:`mri_csc.sim.estimate_maps` keywords from :func:`add_espirit_options`' arguments."""
+    return {"calib_width": args.calib_width, "thresh": args.espirit_thresh, "crop": args.espirit_crop,
+            "kernel_width": args.espirit_kernel, "maps": args.espirit_maps}
+
+
 def add_recon(sub) -> None:
     p = sub.add_parser("recon", help="reconstruct your own k-space file",
                        description="Reconstruct k-space from a .npy/.npz/.cfl/fastMRI .h5/ISMRMRD file. "
                                    "The output format follows OUTPUT's extension: .npy, .npz, .cfl, .h5 "
                                    "(fastMRI 'reconstruction'), .nii/.nii.gz (<stem>_mag.nii.gz and "
-                                   "<stem>_phase.nii.gz).")
+                                   "<stem>_phase.nii.gz). Frames (ISMRMRD repetitions/contrasts/phases/sets, "
+                                   "BART time/echo dims) are reconstructed one by one into a frame axis "
+                                   "(axis 0 of .npy, NIfTI t, BART dim 10). The parameters used are written "
+                                   "to <output stem>_params.json.")
     p.add_argument("input", help="k-space file")
     p.add_argument("--out", required=True, help="output image file")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--maps", help="coil maps file (same shape as the k-space)")
     g.add_argument("--espirit", choices=["sigpy", "bart"], help="estimate coil maps with ESPIRiT")
-    p.add_argument("--calib-width", type=int, default=24, help="ESPIRiT calibration width (default 24)")
+    add_espirit_options(p)
     p.add_argument("--method", default="csc", help="reconstruction method (default csc; see mri-csc methods)")
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
-                   help="method parameter, e.g. --param lam=0.01 --param max_iter=50")
+                   help="method parameter, e.g. --param lam=0.01 --param max_iter=50 (csc's are listed below)")
     p.add_argument("--slice", type=int, help="slice of a multi-slice file (default: all)")
+    p.add_argument("--noise", metavar="FILE", help="noise for prewhitening: an ISMRMRD file's noise scans or a "
+                   ".npy (coils, samples) array (default: the input's own noise scans)")
+    p.add_argument("--no-prewhiten", action="store_true", help="do not prewhiten ISMRMRD data with its noise scans")
+    p.add_argument("--crop", type=int, nargs=2, metavar=("NY", "NX"),
+                   help="centre-crop the image (default: the file's recon matrix, e.g. fastMRI's 320x320)")
+    p.add_argument("--voxel-size", type=float, nargs="+", metavar="MM",
+                   help="NIfTI voxel size in mm, readout first (x y [z]), for files without geometry (.npy, "
+                        ".cfl); ISMRMRD files carry theirs")
+    add_undersampling_options(p)
+    p.add_argument("--compress-coils", type=int, metavar="N",
+                   help="SVD coil compression to N virtual coils first (as bart cc -S -p N)")
+    p.add_argument("--precision", choices=["single", "double"], default="single",
+                   help="single: complex128 input is computed in complex64 (default); double keeps it")
     p.add_argument("--device", default="cpu", help="cpu, gpu or gpu:N")
     p.add_argument("--force", action="store_true", help="overwrite the output")
-    p.add_argument("--no-pbar", action="store_true", help="no progress bars")
+    p.add_argument("--no-pbar", "--no-progress", dest="no_pbar", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_recon)
+    p.epilog = _csc_help()
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+
+
+#: One line per CSC parameter, for ``--help``.
+CSC_PARAM_HELP = {
+    "lam": "l1 weight on the sparse codes z ('auto': from the mask; larger = sparser, smoother)",
+    "mu": "coupling weight between the image and its CSC model l + sum d_k * z_k ('auto': from the mask)",
+    "gamma": "weight pushing the demodulated image's imaginary part to 0 ('auto')",
+    "lam_lp": "smoothness weight of the low-pass part l",
+    "max_iter": "outer iterations (CSC coding + CG data step) at most",
+    "tol": "stop when the image changes by less than this (relative)",
+    "phase": "estimate a smooth phase from the calibration region and demodulate (True/False/'auto')",
+    "imag_codes": "also code the imaginary part ('auto')",
+    "csc_iter": "sparse-coding ADMM steps per outer iteration (the coder's state carries over)",
+    "cg_iter": "conjugate-gradient steps of the data-consistency update per outer iteration",
+    "rho": "the coder's ADMM penalty (None: automatic, then residual-balanced)",
+    "rho_period": "coder steps between residual-balancing updates of rho",
+    "relax": "ADMM over-relaxation factor of the coder (1 = none; 1.8 is the usual choice)",
+    "dictionary": "filters: an .npz file (None: the shipped 36 real 11x11 brain filters)",
+    "x0": "initial image (None: the solver's own start); Python API only",
+    "callback": "function called after each iteration; Python API only",
+}
+
+
+def _csc_help() -> str:
+    try:
+        from .recon import get_method  # noqa: PLC0415
+
+        params = get_method("csc").params
+    except Exception:  # the help must not fail
+        return ""
+    lines = ["csc parameters (--param KEY=VALUE; defaults in brackets):"]
+    for k, v in params.items():
+        lines.append(f"  {k:14s} {CSC_PARAM_HELP.get(k, 'see mri-csc methods')} [{v!r}]")
+    return "\n".join(lines)
+
+
+def _read_noise(path):
+    import numpy as np  # noqa: PLC0415
+
+    if str(path).lower().endswith(".npy"):
+        from .io.formats import _load_npy  # noqa: PLC0415
+
+        n = _load_npy(path)
+        if n.ndim != 2 or n.dtype.kind != "c":
+            raise UserError(f"--noise {path}: expected a complex (coils, samples) array; got {n.dtype} {n.shape}")
+        return np.asarray(n)
+    from .io.ismrmrd import read_noise  # noqa: PLC0415
+
+    return read_noise(path)
+
+
+def _params_path(out):
+    from .io.formats import _stem  # noqa: PLC0415
+
+    return type(_stem(out))(f"{_stem(out)}_params.json")
 
 
 def cmd_recon(args) -> int:
+    import json  # noqa: PLC0415
+
     import numpy as np  # noqa: PLC0415
     from tqdm.auto import tqdm  # noqa: PLC0415
 
     from .backend import to_numpy  # noqa: PLC0415
-    from .io import check_writable, detect_format, image_outputs, read_array, read_kspace, write_image  # noqa: PLC0415
+    from .io import atomic_path, check_writable, detect_format, image_outputs, read_array, read_kspace, write_image  # noqa: PLC0415
     from .recon import get_method, reconstruct  # noqa: PLC0415
     from .validate import check_output, per_slice  # noqa: PLC0415
 
@@ -165,14 +303,25 @@ def cmd_recon(args) -> int:
     if reason:
         raise UserError(f"method {args.method!r} is not available here: {reason}")
     detect_format(args.out)
-    for o in image_outputs(args.out):
+    for o in [*image_outputs(args.out), _params_path(args.out)]:
         check_writable(o, args.force)
     if args.slice is not None and args.slice < 0:
         raise UserError(f"--slice must be >= 0; got {args.slice}")
+    if args.noise and args.no_prewhiten:
+        raise UserError("--noise and --no-prewhiten contradict each other; drop one")
 
-    d = read_kspace(args.input, slice=args.slice)
+    noise = _read_noise(args.noise) if args.noise else None
+    d = read_kspace(args.input, slice=args.slice, prewhiten=False if args.no_prewhiten else None, noise=noise)
     k, stacked = d["kspace"], d["stacked"]
     slices = list(k) if stacked else [k]
+    mask = d["mask"]
+    retro = _retro_mask(args, k.shape[-2:])
+    if retro is not None:
+        if mask is not None and not np.all(mask != 0):
+            raise UserError(f"{args.input} is already undersampled (it has a mask sampling "
+                            f"{float(np.mean(mask != 0)):.1%}); --mask/--accel need fully sampled data")
+        slices = [s * retro for s in slices]  # before ESPIRiT: maps from the undersampled data
+        mask = retro
     if args.maps:
         maps = np.asarray(read_array(args.maps)).astype(np.complex64)
         if stacked and maps.shape == k.shape[1:]:
@@ -188,30 +337,68 @@ def cmd_recon(args) -> int:
     elif args.espirit:
         from .sim import estimate_maps  # noqa: PLC0415
 
-        maps_list = [estimate_maps(s, calib_width=args.calib_width, method=args.espirit)
+        kw = espirit_kwargs(args)
+        maps_list = [estimate_maps(s, method=args.espirit, **kw)
                      for s in tqdm(slices, desc="espirit", disable=args.no_pbar or len(slices) == 1)]
     elif d["maps"] is not None:
         maps_list = list(d["maps"]) if stacked else [d["maps"]]
     else:
         raise UserError(f"{args.input} holds no coil maps; pass --maps FILE or --espirit sigpy|bart")
-    mask = d["mask"]
     masks = per_slice(f"{args.input}: mask", mask, len(slices), k.ndim - 1 - stacked) if stacked \
         else [mask]
     if len(maps_list) != len(slices):
         raise UserError(f"{args.maps or args.input}: {len(maps_list)} set(s) of coil maps for {len(slices)} slice(s)")
 
-    images, total = [], 0.0
-    bar = tqdm(list(zip(slices, maps_list, masks, strict=True)), desc=args.method, unit="slice",
-               disable=args.no_pbar or len(slices) == 1)
+    images, total, ran = [], 0.0, None
+    bar = tqdm(list(zip(slices, maps_list, masks, strict=True)), desc=args.method,
+               unit="frame" if "frame" in d["lead_axes"] else "slice", disable=args.no_pbar or len(slices) == 1)
     for s, m, mk in bar:
         res = reconstruct(s, m, mask=mk, method=args.method, device=args.device,
-                          show_pbar=not args.no_pbar and len(slices) == 1, **params)
+                          show_pbar=not args.no_pbar and len(slices) == 1, compress_coils=args.compress_coils,
+                          precision=args.precision, **params)
         images.append(to_numpy(res.image))
         total += res.time
-    img = np.stack(images) if stacked else images[0]
+        ran = ran or res.params
+    img = np.stack(images).reshape(tuple(d["lead_shape"]) + images[0].shape) if stacked else images[0]
+    crop = tuple(args.crop) if args.crop else d["crop"]
+    if crop is not None:
+        from .io.formats import center_crop  # noqa: PLC0415
+
+        img = center_crop(img, crop)
+    frames = "frame" in d["lead_axes"]
+    if d["lead_axes"] == ("slice", "frame"):
+        img = np.moveaxis(img, 1, 0)  # (frames, slices, ny, nx)
     check_output(img, args.out, args.method)
-    written = write_image(args.out, img, overwrite=args.force)
-    _note(f"{args.method}: {len(slices)} slice(s) in {total:.2f} s; wrote {', '.join(map(str, written))}")
+    affine = None
+    if args.voxel_size:
+        vs = list(args.voxel_size) + [1.0] * (3 - len(args.voxel_size))
+        if len(args.voxel_size) > 3 or min(vs) <= 0:
+            raise UserError(f"--voxel-size takes 1 to 3 positive sizes in mm (x y [z]); got {args.voxel_size}")
+        affine = np.diag(vs + [1.0])
+    written = write_image(args.out, img, overwrite=args.force, frames=frames, geometry=d.get("geometry"),
+                          affine=affine,
+                          bart_frame_dims=d.get("bart_frame_dims"), h5_attrs=d.get("h5_attrs"),
+                          ismrmrd_header=d.get("ismrmrd_header"))
+    record = {"input": str(args.input), "method": args.method,
+              "params": {k: v if isinstance(v, (int, float, str, bool, type(None))) else repr(v)
+                         for k, v in (ran or {}).items()},
+              "maps": args.maps or (f"espirit-{args.espirit}" if args.espirit else "file"),
+              "espirit": espirit_kwargs(args) if args.espirit else None,
+              "prewhitened": bool(d.get("whitened", False)), "crop": list(crop) if crop else None,
+              "compress_coils": args.compress_coils, "precision": args.precision,
+              "retrospective_mask": None if retro is None else {
+                  "file": args.mask_file, "accel": args.accel, "kind": args.mask_kind if args.accel else None,
+                  "center_fraction": args.center_fraction, "seed": args.mask_seed,
+                  "sampled": float(np.mean(retro != 0))},
+              "frames": len(slices) if frames else 1, "output_shape": list(img.shape), "time_s": total}
+    pp = _params_path(args.out)
+    with atomic_path(pp, args.force) as t:
+        with open(t, "w") as fh:
+            json.dump(record, fh, indent=2)
+    written.append(pp)
+    _note(f"{args.method}: {len(slices)} {'frame' if frames else 'slice'}(s) in {total:.2f} s"
+          f"{'; prewhitened with the noise scans' if d.get('whitened') else ''}; "
+          f"wrote {', '.join(map(str, written))}")
     return 0
 
 
@@ -258,10 +445,16 @@ def cmd_simulate(args) -> int:
                       accel=args.accel, calib=args.calib, phase=None if args.phase == "none" else args.phase,
                       phase_amplitude=args.phase_amplitude, snr_db=args.snr_db, seed=args.seed,
                       slice_index=args.slice)
+    from .sim.simulate import phantom_voxel_mm  # noqa: PLC0415
+
+    vox = phantom_voxel_mm(args.phantom, tuple(args.shape))  # a NIfTI phantom's geometry, carried along
     written = write_kspace(args.out, ds.kspace, None if args.no_maps else ds.maps, ds.mask,
-                           overwrite=args.force, fmt=args.format)
+                           overwrite=args.force, fmt=args.format, voxel_mm=vox)
     if args.reference:
-        written += write_image(args.reference, ds.image, overwrite=args.force)
+        import numpy as np  # noqa: PLC0415
+
+        written += write_image(args.reference, ds.image, overwrite=args.force,
+                               affine=None if vox is None else np.diag([*vox, 1.0]))
     _note(f"simulated {args.phantom} {tuple(args.shape)}, {args.coils} coils, {args.mask} "
           f"R={ds.acceleration:.2f}; wrote {', '.join(map(str, written))}")
     return 0

@@ -25,6 +25,9 @@ Example (all sections; omitted keys take the defaults shown)::
     maps = "true"                       # "true": the simulated maps; "espirit": estimate from the data
     espirit = "sigpy"                   # "sigpy" or "bart" (for maps = "espirit")
     calib_width = 24                    # ESPIRiT calibration width
+    espirit_thresh = "auto"             # ESPIRiT threshold; "auto": the implementation's (SigPy 0.02, BART 0.001)
+    espirit_crop = "auto"               # ESPIRiT eigenvalue crop; "auto": SigPy 0.95, BART 0.8
+    espirit_kernel = 6                  # ESPIRiT kernel width
 
     [mask]
     kind = "poisson"                    # "poisson", "random-lines", "equispaced-lines", "uniform-random"
@@ -84,7 +87,8 @@ DEFAULTS: dict[str, Any] = {
     "description": "",
     "data": {"phantom": "shepp-logan", "slice": None, "shape": [128, 128]},
     "phase": {"model": "random", "amplitude": math.pi},
-    "coils": {"count": 8, "maps": "true", "espirit": "sigpy", "calib_width": 24},
+    "coils": {"count": 8, "maps": "true", "espirit": "sigpy", "calib_width": 24, "espirit_thresh": "auto",
+              "espirit_crop": "auto", "espirit_kernel": 6},
     "mask": {"kind": "poisson", "accel": 4.0, "calib": None, "seed": 0},
     "noise": {"snr_db": 30.0},
     "methods": [],
@@ -292,6 +296,11 @@ def validate_config(raw: dict, src="config") -> dict:
     _choice(src, "coils.espirit", c["espirit"], ("sigpy", "bart"))
     if not _is_int(c["calib_width"]) or c["calib_width"] < 4:
         raise _err(src, "coils.calib_width", "an integer >= 4", c["calib_width"])
+    for key, lo, hi in (("espirit_thresh", 0, 1), ("espirit_crop", 0, 1)):
+        if c[key] != "auto" and not (_is_num(c[key]) and lo <= c[key] < hi):
+            raise _err(src, f"coils.{key}", f'"auto" or a number in [{lo}, {hi})', c[key])
+    if not _is_int(c["espirit_kernel"]) or not 2 <= c["espirit_kernel"] <= c["calib_width"]:
+        raise _err(src, "coils.espirit_kernel", "an integer from 2 to coils.calib_width", c["espirit_kernel"])
     cfg["coils"] = c
     from .io.limits import BudgetError, check_shape  # noqa: PLC0415
 

@@ -208,7 +208,9 @@ def _run_locked(cfg, out, dev, methods, force, show_pbar, say, src) -> EvalResul
     maps = ds.maps
     if co["maps"] == "espirit":
         say(f"estimating coil maps with ESPIRiT ({co['espirit']})")
-        maps = estimate_maps(ds.kspace, calib_width=co["calib_width"], method=co["espirit"])
+        maps = estimate_maps(ds.kspace, calib_width=co["calib_width"], method=co["espirit"],
+                             kernel_width=co["espirit_kernel"], **{k: None if co[f"espirit_{k}"] == "auto" else
+                                                                   co[f"espirit_{k}"] for k in ("thresh", "crop")})
     fg = ds.support if cfg["metrics"]["foreground"] == "support" else None
     crop = tuple(cfg["metrics"]["crop"]) if cfg["metrics"]["crop"] else None
 

@@ -90,7 +90,8 @@ def test_image_writers(tmp_path, name):
     elif name.endswith(".cfl"):
         from mri_csc.io.cfl import read_cfl
 
-        np.testing.assert_array_equal(np.asarray(read_cfl(tmp_path / "i")).reshape(16, 20), img)
+        # BART x is the readout, our last axis: BART (nx, ny) is our image transposed
+        np.testing.assert_array_equal(np.asarray(read_cfl(tmp_path / "i")), img.T)
     else:
         np.testing.assert_array_equal(read_array(outs[0]), img)
     with pytest.raises(OutputExistsError, match="exists"):
@@ -155,7 +156,7 @@ def test_cfl_read_by_bart(tmp_path, data):
     write_kspace(tmp_path / "k.cfl", k, maps, mask)
     dims = subprocess.run([BART, "show", "-m", str(tmp_path / "k")], capture_output=True, text=True,
                           check=True).stdout
-    assert "16\t20\t1\t4\t1" in dims  # BART (x, y, z, coils)
+    assert "20\t16\t1\t4\t1" in dims  # BART (x = readout = our last axis, y, z, coils)
     # BART computes on our file; we read its result back
     subprocess.run([BART, "scale", "2", str(tmp_path / "k"), str(tmp_path / "k2")], check=True)
     np.testing.assert_allclose(read_kspace(tmp_path / "k2.cfl")["kspace"], 2 * k, rtol=1e-6)
@@ -163,7 +164,7 @@ def test_cfl_read_by_bart(tmp_path, data):
     subprocess.run([BART, "rss", "8", str(tmp_path / "k"), str(tmp_path / "rss")], check=True)
     from mri_csc.io.cfl import read_cfl
 
-    np.testing.assert_allclose(np.asarray(read_cfl(tmp_path / "rss")).reshape(16, 20),
+    np.testing.assert_allclose(np.asarray(read_cfl(tmp_path / "rss")).reshape(20, 16).T,
                                np.sqrt((np.abs(k) ** 2).sum(0)), rtol=1e-5)
 
 

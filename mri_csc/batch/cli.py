@@ -47,6 +47,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="a method parameter, e.g. --param lam=0.01 (repeatable)")
     p.add_argument("--maps", choices=["auto", "espirit", "file"], default="auto",
                    help="coil maps: from the file when present else ESPIRiT (auto), always ESPIRiT, or file only")
+    p.add_argument("--espirit", choices=["sigpy", "bart"], default=None,
+                   help="ESPIRiT implementation for estimated maps (default sigpy); as in mri-csc recon")
+    from ..cli import add_espirit_options  # noqa: PLC0415
+
+    add_espirit_options(p)
+    p.add_argument("--compress-coils", type=int, metavar="N",
+                   help="SVD coil compression of every slice to N virtual coils (as bart cc -S -p N)")
     p.add_argument("--scheduler", default=None, metavar="ADDRESS",
                    help="address of a running Dask scheduler, e.g. tcp://host:8786 (default: a local cluster)")
     p.add_argument("--workers", type=int, default=None, metavar="N",
@@ -55,13 +62,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="gpu: one worker per GPU through dask-cuda")
     p.add_argument("--retries", type=int, default=2, help="retries of a failing slice (default: 2)")
     p.add_argument("--resume", action="store_true", help="keep finished slices of an earlier run, do the rest")
-    p.add_argument("--format", dest="output_format", choices=["h5", "nii", "npy"], default="h5",
-                   help="output format (default: fastMRI-style h5)")
+    p.add_argument("--format", dest="output_format", choices=["h5", "nii", "npy", "cfl"], default="h5",
+                   help="output format (default: fastMRI-style h5; cfl: BART (x, y, z))")
     p.add_argument("--layout", choices=["auto", "slices", "volume"], default="auto",
                    help="volume: inputs are 3-D k-space (coils, nz, ny, nx), sliced along the readout x")
     p.add_argument("--seed", type=int, default=0, help="root seed of the per-slice random streams")
     p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for --scheduler")
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("--no-progress", "--no-pbar", dest="no_progress", action="store_true",
+                   help="hide the progress bar")
     p.set_defaults(func=run)
     return p
 
@@ -82,7 +90,11 @@ def run(args: argparse.Namespace) -> int:
             maps=None if args.maps == "auto" else args.maps, device=args.device, scheduler=args.scheduler,
             n_workers=args.workers, retries=args.retries, resume=args.resume, seed=args.seed,
             output_format=args.output_format, show_pbar=not args.no_progress, layout=args.layout,
-            timeout=args.timeout, on_start=_announce)
+            timeout=args.timeout, on_start=_announce, calib_width=args.calib_width,
+            espirit={"method": args.espirit, "thresh": args.espirit_thresh, "crop": args.espirit_crop,
+                     "kernel_width": args.espirit_kernel,
+                     "maps": args.espirit_maps if args.espirit_maps != 1 else None},
+            compress_coils=args.compress_coils)
     except (ConnectionError, ImportError) as exc:  # user errors the main CLI does not list
         print(f"mri-csc: error: {exc}", file=sys.stderr)
         return 2

@@ -35,7 +35,7 @@ __all__ = ["reconstruct_batch", "BatchReport", "SliceFailure", "serial_reconstru
 
 log = logging.getLogger(__name__)
 
-OUTPUT_FORMATS = {"h5": ".h5", "nii": ".nii.gz", "npy": ".npy"}
+OUTPUT_FORMATS = {"h5": ".h5", "nii": ".nii.gz", "npy": ".npy", "cfl": ".cfl"}
 MAPS_MODES = (None, "espirit", "file")
 PARTIAL = ".partial"
 
@@ -136,9 +136,11 @@ def _output_files(out_dir: Path, vol: VolumeSpec, output_format: str) -> list[Pa
     return image_outputs(_output_path(out_dir, vol, output_format))
 
 
-def _manifest(method, params, maps, seed, output_format, layout, calib_width) -> dict:
+def _manifest(method, params, maps, seed, output_format, layout, calib_width, espirit=None,
+              compress_coils=None) -> dict:
     return {"method": method, "params": {k: repr(v) for k, v in sorted(params.items())}, "maps": maps,
-            "seed": int(seed), "output_format": output_format, "layout": layout, "calib_width": calib_width}
+            "seed": int(seed), "output_format": output_format, "layout": layout, "calib_width": calib_width,
+            "espirit": {k: repr(v) for k, v in sorted((espirit or {}).items())}, "compress_coils": compress_coils}
 
 
 _HASH_BYTES = 1 << 20
@@ -188,7 +190,19 @@ def _assemble(vol: VolumeSpec, cfg: SliceConfig, out_dir: Path, output_format: s
     if vol.layout == "volume":  # slices along the readout x: (nx, nz, ny) -> (nz, ny, nx)
         stack = np.moveaxis(stack, 0, -1)
     image = stack[0] if vol.n_slices == 1 and vol.layout != "volume" and not vol.stacked else stack
-    written = write_image(_output_path(out_dir, vol, output_format), image, overwrite=False)
+    from mri_csc.io.formats import read_metadata  # noqa: PLC0415  (issue 13: crop, geometry, fastMRI attributes)
+
+    meta = read_metadata(vol.path)
+    frames = vol.n_frames > 1
+    if frames:  # (slices * frames, ny, nx) -> (frames, slices, ny, nx), slices dropped when 1
+        image = np.moveaxis(image.reshape((-1, vol.n_frames) + image.shape[1:]), 1, 0)
+        image = image[:, 0] if image.shape[1] == 1 else image
+    if meta["crop"] is not None and vol.layout != "volume":
+        from mri_csc.io.formats import center_crop  # noqa: PLC0415
+
+        image = center_crop(image, meta["crop"])
+    written = write_image(_output_path(out_dir, vol, output_format), image, overwrite=False, frames=frames,
+                          geometry=meta["geometry"], h5_attrs=meta["h5_attrs"], ismrmrd_header=meta["ismrmrd_header"])
     shutil.rmtree(volume_dir(cfg, vol), ignore_errors=True)
     return [Path(p) for p in written]
 
@@ -223,7 +237,8 @@ def reconstruct_batch(inputs, out_dir, *, method: str = "csc", params: dict | No
                       maps: str | None = None, device: str = "cpu", scheduler: str | None = None,
                       n_workers: int | None = None, retries: int = 2, resume: bool = False, seed: int = 0,
                       output_format: str = "h5", show_pbar: bool = False, layout: str = "auto",
-                      calib_width: int = 24, timeout: float = 10.0, on_start=None) -> BatchReport:
+                      calib_width: int | None = None, timeout: float = 10.0, on_start=None,
+                      espirit: dict | None = None, compress_coils: int | None = None) -> BatchReport:
     r"""Reconstruct many files slice by slice on a Dask cluster.
 
     Each input file becomes one output volume. Every 2-D slice is one Dask task
@@ -265,10 +280,10 @@ def reconstruct_batch(inputs, out_dir, *, method: str = "csc", params: dict | No
         file ``.<out_dir name>.lock`` beside it).
     seed : int
         Root of the per-slice random streams (see :func:`mri_csc.batch.tasks.slice_seed_sequence`).
-    output_format : {"h5", "nii", "npy"}
+    output_format : {"h5", "nii", "npy", "cfl"}
         fastMRI-style ``<name>.h5`` (``reconstruction`` magnitude and
         ``reconstruction_complex``), NIfTI ``<name>_mag.nii.gz``/``<name>_phase.nii.gz``,
-        or a complex ``<name>.npy``.
+        a complex ``<name>.npy`` or BART ``<name>.cfl``/``.hdr``.
     show_pbar : bool
         A progress bar over slices.
     layout : {"auto", "slices", "volume"}
@@ -276,8 +291,13 @@ def reconstruct_batch(inputs, out_dir, *, method: str = "csc", params: dict | No
         sampled readout on the last axis, sliced along x after an inverse FFT;
         outputs are ``(nz, ny, nx)``. ``"auto"``: stacks of 2-D slices (3-D
         ISMRMRD encodings are detected).
-    calib_width : int
-        ESPIRiT calibration width when maps are estimated.
+    calib_width : int, optional
+        ESPIRiT calibration width when maps are estimated (None: the implementation's default, 24).
+    espirit : dict, optional
+        Further :func:`mri_csc.sim.estimate_maps` keywords (``method``, ``thresh``,
+        ``crop``, ``kernel_width``, ``maps``) for estimated maps.
+    compress_coils : int, optional
+        SVD coil compression of every slice to this many virtual coils.
     timeout : float
         Seconds to wait for ``scheduler``.
     on_start : callable, optional
@@ -306,14 +326,17 @@ def reconstruct_batch(inputs, out_dir, *, method: str = "csc", params: dict | No
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     with run_lock(out_dir):  # one batch per output folder at a time
         return _batch_locked(inputs, out_dir, method, params, maps, device, scheduler, n_workers, retries, resume,
-                             seed, output_format, show_pbar, layout, calib_width, timeout, on_start, t0)
+                             seed, output_format, show_pbar, layout, calib_width, timeout, on_start, t0,
+                             espirit, compress_coils)
 
 
 def _batch_locked(inputs, out_dir, method, params, maps, device, scheduler, n_workers, retries, resume, seed,
-                  output_format, show_pbar, layout, calib_width, timeout, on_start, t0) -> BatchReport:
+                  output_format, show_pbar, layout, calib_width, timeout, on_start, t0, espirit,
+                  compress_coils) -> BatchReport:
     volumes, file_errors = discover(inputs, layout)
     partial = out_dir / PARTIAL
-    manifest = _manifest(method, params, maps, seed, output_format, layout, calib_width)
+    espirit = {k: v for k, v in (espirit or {}).items() if v is not None}
+    manifest = _manifest(method, params, maps, seed, output_format, layout, calib_width, espirit, compress_coils)
     mpath = partial / "manifest.json"
     if mpath.exists():
         if not resume:
@@ -348,7 +371,8 @@ def _batch_locked(inputs, out_dir, method, params, maps, device, scheduler, n_wo
             continue
         todo.append(vol)
         report.n_slices += vol.n_slices
-    cfg = SliceConfig(str(partial), method, dict(params), maps, str(device), int(seed), int(calib_width))
+    cfg = SliceConfig(str(partial), method, dict(params), maps, str(device), int(seed),
+                      None if calib_width is None else int(calib_width), espirit, compress_coils)
     if not todo:
         log.info("nothing to do: every volume is finished")
         report.elapsed = time.perf_counter() - t0

@@ -8,7 +8,8 @@ worker reads its own slice from the file.
 Inputs
 ------
 - fastMRI ``.h5`` (``kspace`` of shape ``(slices, coils, kx, ky)``) and
-  ISMRMRD ``.h5`` files: one task per slice.
+  ISMRMRD ``.h5`` files: one task per slice (ISMRMRD: per slice and frame,
+  see :attr:`VolumeSpec.n_frames`).
 - ``.npy`` / ``.npz`` stacks of shape ``(slices, coils, ny, nx)`` (``.npz``
   with a ``kspace`` array, optionally ``maps`` and ``mask``); a 3-D array
   ``(coils, ny, nx)`` is one slice.
@@ -79,6 +80,9 @@ class VolumeSpec:
     stacked : bool
         Whether the file holds a stack of slices (read with ``slice=i``) rather
         than a single ``(coils, ny, nx)`` slice.
+    n_frames : int
+        ISMRMRD frames (repetitions, contrasts, phases, sets) per slice: task
+        ``i`` is slice ``i // n_frames``, frame ``i % n_frames``.
     """
 
     path: str
@@ -88,6 +92,7 @@ class VolumeSpec:
     n_slices: int
     file_key: int
     stacked: bool = True
+    n_frames: int = 1
 
 
 @dataclass(frozen=True)
@@ -189,14 +194,21 @@ def _h5_kind(f) -> str:
                      f"found keys {sorted(f.keys())}")
 
 
-def _ismrmrd_geometry(f) -> tuple[int, int, int]:
-    """``(n_slices, nz, nx)`` of an ISMRMRD file from its acquisition headers only."""
-    heads = f["dataset"]["data"].fields("head")[:]
+def _ismrmrd_geometry(p, f) -> tuple[int, int, int, int]:
+    """``(n_slices, nz, nx, n_frames)`` of an ISMRMRD file from its XML and acquisition headers only.
+
+    ``nx`` is the recon width (readout oversampling is removed on reading).
+    """
+    from mri_csc.io.ismrmrd import FRAME_COUNTERS, _encoding, _heads, read_header  # noqa: PLC0415
+
+    group = f["dataset"]
+    _, enc, rec = _encoding(p, read_header(p, group))
+    heads = _heads(p, group)
     if not len(heads):
-        return 0, 1, 0
+        return 0, 1, 0, 0
     idx = heads["idx"]
-    return (int(idx["slice"].max()) + 1, int(idx["kspace_encode_step_2"].max()) + 1,
-            int(heads["number_of_samples"].max()))
+    frames = np.unique(np.stack([idx[c] for c in FRAME_COUNTERS], 1), axis=0).shape[0]
+    return int(idx["slice"].max()) + 1, enc[2], rec[0], frames
 
 
 def slice_count(path, layout: str = "auto") -> tuple[int, str, str, tuple[int, ...]]:
@@ -207,7 +219,8 @@ def slice_count(path, layout: str = "auto") -> tuple[int, str, str, tuple[int, .
     path : path-like
     layout : {"auto", "slices", "volume"}
         ``"auto"`` treats every input as a stack of 2-D slices, except 3-D
-        ISMRMRD encodings, which are volumes.
+        ISMRMRD encodings and BART ``(x, y, z, coils)`` arrays, which are volumes.
+        A BART array with extra dimensions (time, echo, …) is a stack of frames.
 
     Returns
     -------
@@ -226,6 +239,7 @@ def slice_count(path, layout: str = "auto") -> tuple[int, str, str, tuple[int, .
     """
     p = Path(path)
     suffix = p.suffix.lower()
+    requested = layout
     layout = "slices" if layout == "auto" else layout
     if suffix in (".h5", ".hdf5", ".mrd"):
         import h5py  # noqa: PLC0415
@@ -233,7 +247,12 @@ def slice_count(path, layout: str = "auto") -> tuple[int, str, str, tuple[int, .
         with h5py.File(p, "r") as f:
             kind = _h5_kind(f)
             if kind == "ismrmrd":
-                n, nz, nx = _ismrmrd_geometry(f)
+                n, nz, nx, n_frames = _ismrmrd_geometry(p, f)
+                if n_frames > 1 and (nz > 1 or layout == "volume"):
+                    raise ValueError(f"{p}: 3-D ISMRMRD encoding with {n_frames} frames (repetitions/contrasts/"
+                                     "phases/sets); batch takes one 3-D volume per file - use 'mri-csc recon'")
+                if n_frames > 1:  # one task per (slice, frame)
+                    return n * n_frames, kind, layout, ()
                 if nz > 1 or layout == "volume":  # a 3-D encoding: slices along the readout
                     if n > 1:
                         raise ValueError(f"{p}: ISMRMRD file with {n} slices of 3-D encodings; "
@@ -260,7 +279,13 @@ def slice_count(path, layout: str = "auto") -> tuple[int, str, str, tuple[int, .
         from mri_csc.io import read_kspace  # noqa: PLC0415  (small files: BART's header order is io's business)
 
         kind = "cfl"
-        shape = tuple(read_kspace(p)["kspace"].shape)
+        d = read_kspace(p)
+        shape = tuple(d["kspace"].shape)
+        if not d["stacked"] and len(shape) == 4:  # BART (x, y, z, coils): one 3-D volume, never slices
+            if layout == "slices" and requested == "slices":
+                raise ValueError(f"{p}: BART k-space (x, y, z, coils) = {shape[::-1]} is one 3-D volume; "
+                                 "use layout 'volume' (or 'auto')")
+            layout = "volume"
     else:
         raise ValueError(f"{p}: unknown input type {suffix!r}; expected one of {_SUFFIXES}")
 
@@ -308,5 +333,11 @@ def discover(inputs, layout: str = "auto") -> tuple[list[VolumeSpec], list[FileE
         if n < 1:
             errors.append(FileError(str(p), "file holds no slice"))
             continue
-        volumes.append(VolumeSpec(str(p), name, kind, lay, int(n), _file_key(name), stacked))
+        frames = 1
+        if kind == "ismrmrd" and lay == "slices":
+            import h5py  # noqa: PLC0415
+
+            with h5py.File(p, "r") as f:
+                frames = _ismrmrd_geometry(p, f)[3]
+        volumes.append(VolumeSpec(str(p), name, kind, lay, int(n), _file_key(name), stacked, int(frames)))
     return volumes, errors

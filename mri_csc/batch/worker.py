@@ -35,7 +35,9 @@ class SliceConfig:
     maps: str | None = None
     device: str = "cpu"
     seed: int = 0
-    calib_width: int = 24
+    calib_width: int | None = None
+    espirit: dict = field(default_factory=dict)  # estimate_maps keywords: method, thresh, crop, kernel_width, maps
+    compress_coils: int | None = None
 
 
 def volume_dir(cfg: SliceConfig, vol: VolumeSpec) -> Path:
@@ -101,7 +103,11 @@ def load_slice(task: SliceTask, cfg: SliceConfig) -> tuple[np.ndarray, np.ndarra
         return k, maps, mask
     from mri_csc.io import read_kspace  # noqa: PLC0415
 
-    data = read_kspace(vol.path, slice=task.index if vol.stacked else None)
+    if vol.n_frames > 1:  # ISMRMRD frames: task i is (slice, frame) = divmod(i, n_frames)
+        s, fr = divmod(task.index, vol.n_frames)
+        data = read_kspace(vol.path, slice=s, frame=fr)
+    else:
+        data = read_kspace(vol.path, slice=task.index if vol.stacked else None)
     k = np.asarray(data["kspace"])
     if k.ndim == 4 and k.shape[0] == 1:  # a 1-slice stack
         k = k[0]
@@ -131,7 +137,7 @@ def compute_slice(task: SliceTask, cfg: SliceConfig) -> np.ndarray:
     if maps is None or cfg.maps == "espirit":
         from mri_csc.sim import estimate_maps  # noqa: PLC0415
 
-        kw = {"calib_width": cfg.calib_width}
+        kw = {"calib_width": cfg.calib_width, **cfg.espirit}
         if _accepts(estimate_maps, "rng"):
             kw["rng"] = np.random.default_rng(maps_seed)
         elif _accepts(estimate_maps, "seed"):
@@ -144,7 +150,8 @@ def compute_slice(task: SliceTask, cfg: SliceConfig) -> np.ndarray:
     elif "seed" in spec.params and "seed" not in params:
         params["seed"] = int(method_seed.generate_state(1)[0])
     device = cfg.device
-    result = mri_csc.reconstruct(kspace, maps, mask=mask, method=cfg.method, device=device, **params)
+    result = mri_csc.reconstruct(kspace, maps, mask=mask, method=cfg.method, device=device,
+                                 compress_coils=cfg.compress_coils, **params)
     from mri_csc.backend import to_numpy  # noqa: PLC0415
 
     return to_numpy(result.image).astype(np.complex64, copy=False)

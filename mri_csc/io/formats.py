@@ -8,11 +8,13 @@ Formats, chosen by file extension:
 ``.npz``
     Keys ``kspace`` and optionally ``maps`` and ``mask``.
 ``.cfl`` / ``.hdr`` (BART)
-    BART's dimension order ``(x, y, z, coils, ...)``. Our ``(coils, ny, nx)`` is
-    stored as BART ``(ny, nx, 1, coils)`` (``(coils, nz, ny, nx)`` as
-    ``(nz, ny, nx, coils)``): spatial axes keep their order, coils go to dim 3.
-    Maps are ``<base>_maps.cfl`` (first ESPIRiT set when dim 4 > 1), the mask
-    ``<base>_mask.cfl`` (BART pattern ``(ny, nx, 1, 1)``).
+    BART's dimension order ``(x, y, z, coils, maps, TE, ...)`` with ``x`` the
+    readout. Ours is the reverse: ``(coils, ny, nx)`` is BART ``(nx, ny, 1, coils)``
+    and ``(coils, nz, ny, nx)`` is ``(nx, ny, nz, coils)``, in 2-D and 3-D alike
+    (:func:`to_bart`). BART dimensions from 5 on (echoes, time, …) are frames
+    (:func:`bart_frames`); several ESPIRiT map sets (dim 4) are refused. Maps are
+    ``<base>_maps.cfl``, the mask ``<base>_mask.cfl`` (a BART pattern ``(nx, ny, nz)``
+    or ``(1, ny, nz)``).
 ``.h5`` / ``.hdf5``
     fastMRI-style: ``kspace`` ``(slices, coils, ky, kx)``; optional ``maps``
     (same shape), ``mask`` (``(slices, ny, nx)``, ``(ny, nx)`` or fastMRI's 1D
@@ -25,8 +27,9 @@ Formats, chosen by file extension:
 ``.nii`` / ``.nii.gz`` (images only)
     A complex image becomes two volumes: ``<stem>_mag.nii.gz`` (magnitude)
     and ``<stem>_phase.nii.gz`` (phase in radians, ``[-π, π]``). Array axes
-    ``(ny, nx)`` are written as NIfTI ``(i, j) = (x, y)``, i.e. transposed, with
-    an identity affine.
+    ``([frames,] [nz,] ny, nx)`` are written reversed, as NIfTI ``(x, y, z, t)``
+    (x the readout, as BART's), units mm and s; the affine comes from the
+    ISMRMRD geometry (:func:`nifti_affine`) or a given affine, else identity.
 
 Every writer is atomic and refuses to overwrite an existing file unless
 ``overwrite=True``. Every reader names the file in its errors: missing,
@@ -47,8 +50,8 @@ from . import ismrmrd as _mrd
 from .atomic import atomic_path, atomic_paths, check_writable, commit_files, sweep_stale, temp_prefix
 from .limits import BudgetError, check_nbytes, check_shape
 
-__all__ = ["FileFormatError", "detect_format", "read_kspace", "write_kspace", "write_image",
-           "read_array", "load_nifti", "describe", "image_outputs", "KSPACE_FORMATS", "IMAGE_FORMATS"]
+__all__ = ["FileFormatError", "detect_format", "read_kspace", "read_metadata", "center_crop", "write_kspace",
+           "write_image", "read_array", "load_nifti", "describe", "image_outputs", "KSPACE_FORMATS", "IMAGE_FORMATS"]
 
 log = logging.getLogger(__name__)
 
@@ -100,30 +103,61 @@ def _require(path) -> None:
 
 
 # ----------------------------------------------------------------------------- BART layout
+#
+# BART's dimensions are (x, y, z, coils, maps, TE, coeff, coeff2, iter, cshift, time, time2, level, slice, ...)
+# with x the readout. mri_csc's arrays are (coils, [nz,] ny, nx) with the readout last, so the mapping is
+# a reversal of the first four axes: BART (x, y, z, coils) <-> ours (coils, z, y, x), in 2-D and 3-D alike.
+
+BART_MAPS_DIM = 4
+BART_TIME_DIM = 10
+
 
 def to_bart(a: np.ndarray, coils: bool = True) -> np.ndarray:
-    """Our ``(coils, *spatial)`` (or ``(*spatial)`` when ``coils=False``) → BART ``(x, y, z, coils)``."""
+    """Our ``(coils, [nz,] ny, nx)`` (or ``([nz,] ny, nx)`` when ``coils=False``) → BART ``(nx, ny, nz, coils)``."""
     a = np.asarray(a)
     if not coils:
         a = a[None]
-    spatial = a.shape[1:]
-    if len(spatial) not in (2, 3):
+    if a.ndim - 1 not in (2, 3):
         raise ValueError(f"expected 2 or 3 spatial dims; got shape {a.shape}")
-    sp = np.moveaxis(a, 0, -1)  # (*spatial, coils)
-    if len(spatial) == 2:
-        sp = sp[:, :, None, :]
-    return sp
+    if a.ndim == 3:
+        a = a[:, None]
+    return a.T
 
 
-def from_bart(a: np.ndarray, coils: bool = True) -> np.ndarray:
-    """BART ``(x, y, z, coils, maps, ...)`` → our ``(coils, *spatial)`` (first set of any extra dims)."""
+def bart_frames(a: np.ndarray, what: str = "array") -> tuple[np.ndarray, tuple[int, ...]]:
+    """BART ``(x, y, z, coils, maps, extra...)`` → ours ``(frames, coils, nz, ny, nx)`` and the extra dims.
+
+    Every BART dimension from 5 on (TE, coefficients, time, slice, …) is a frame;
+    frames are numbered in BART's (Fortran) order. A ``maps`` dimension (4) larger
+    than 1 is refused: k-space has no map sets, and soft-SENSE with several
+    ESPIRiT sets is not supported.
+    """
     a = np.asarray(a)
-    while a.ndim < 4:
+    while a.ndim < 5:
         a = a[..., None]
-    a = a[(slice(None),) * 4 + (0,) * (a.ndim - 4)]
-    out = np.moveaxis(a, 3, 0)
-    if out.shape[3] == 1:
-        out = out[:, :, :, 0]
+    if a.shape[BART_MAPS_DIM] > 1:
+        raise ValueError(f"{what}: BART dimension 4 (ESPIRiT map sets) has {a.shape[BART_MAPS_DIM]} sets; mri_csc "
+                         "uses one set of maps - compute them with 'bart ecalib -m 1' (or take the first set "
+                         "with 'bart slice 4 0 IN OUT')")
+    extra = tuple(a.shape[5:])
+    n = int(np.prod(extra)) if extra else 1
+    frames = a.reshape(a.shape[:4] + (n,), order="F")  # (x, y, z, coils, frames)
+    return np.ascontiguousarray(frames.T), extra    # (frames, coils, z, y, x)
+
+
+def from_bart(a: np.ndarray, coils: bool = True, what: str = "array") -> np.ndarray:
+    """BART ``(x, y, z, coils)`` → ours ``(coils, [nz,] ny, nx)`` (``nz`` dropped when 1).
+
+    Raises ``ValueError`` when the array has map sets or extra (time, echo, …)
+    dimensions: use :func:`bart_frames` for those.
+    """
+    f, extra = bart_frames(a, what)
+    if f.shape[0] > 1:
+        raise ValueError(f"{what}: BART array has extra dimensions {extra} (time, echo, ...); expected one "
+                         "frame here")
+    out = f[0]
+    if out.shape[1] == 1:
+        out = out[:, 0]
     return out if coils else out[0]
 
 
@@ -167,6 +201,29 @@ def _write_cfl_atomic(base, array, overwrite: bool) -> None:
 
 # ----------------------------------------------------------------------------- readers
 
+def _fastmri_meta(path, f) -> dict:
+    """A fastMRI file's attributes, ``ismrmrd_header`` and the image crop fastMRI's ``center_crop`` uses.
+
+    fastMRI crops the image ``(..., H, W)`` to ``(reconSpace.x, reconSpace.y)`` of the header
+    (e.g. 640 x 368 to 320 x 320 for knees).
+    """
+    meta = {"h5_attrs": {k: v for k, v in f.attrs.items()}, "ismrmrd_header": None, "crop": None}
+    if "ismrmrd_header" in f:
+        raw = f["ismrmrd_header"][()]
+        raw = raw[0] if getattr(raw, "shape", ()) else raw
+        meta["ismrmrd_header"] = raw
+        try:
+            import ismrmrd  # noqa: PLC0415
+
+            hdr = ismrmrd.xsd.CreateFromDocument(raw.decode() if isinstance(raw, bytes) else str(raw))
+            rs = hdr.encoding[0].reconSpace.matrixSize
+            meta["crop"] = (int(rs.x), int(rs.y))
+        except Exception as e:  # a header we cannot parse: no crop, said once
+            log.warning("%s: ismrmrd_header does not parse (%s); no crop to the recon size (use --crop)",
+                        path, type(e).__name__)
+    return meta
+
+
 def read_array(path, key: str | None = None) -> np.ndarray:
     """Read one array (e.g. coil maps for ``--maps``) from .npy, .npz (``key`` or ``maps``), .cfl or .h5."""
     fmt = detect_format(path)
@@ -182,7 +239,7 @@ def read_array(path, key: str | None = None) -> np.ndarray:
                     return z[k]
             raise FileFormatError(f"{path}: no array {key!r} in the .npz; it holds {z.files}")
     if fmt == "cfl":
-        return from_bart(_read_cfl(path))
+        return from_bart(_read_cfl(path), what=f"{_cfl_base(path)}.cfl")
     if fmt == "fastmri":
         with _open_h5(path) as f, _h5_guard(path):
             k = key or "maps"
@@ -447,7 +504,8 @@ def _select_slice(path, arr, slice, n_slices):
     return None if arr is None else arr[slice]
 
 
-def read_kspace(path: "str | os.PathLike", *, slice: int | None = None, fmt: str | None = None) -> dict:
+def read_kspace(path: "str | os.PathLike", *, slice: int | None = None, fmt: str | None = None,
+                prewhiten: "bool | None" = None, noise=None, frame: int | None = None) -> dict:
     """Read k-space (and coil maps and mask when the file holds them).
 
     Parameters
@@ -460,13 +518,24 @@ def read_kspace(path: "str | os.PathLike", *, slice: int | None = None, fmt: str
         array with ``fmt``'s ``stacked``), the slice to read; ``None`` reads all.
     fmt : str, optional
         Force a format instead of guessing from the extension.
+    prewhiten : bool, optional
+        ISMRMRD: whiten the coils with the noise scans' covariance (default:
+        when the file has noise scans), see :mod:`mri_csc.io.ismrmrd`.
+    noise : array, optional
+        ISMRMRD: ``(coils, samples)`` noise to whiten with instead.
+    frame : int, optional
+        ISMRMRD: read this frame only (BART frames are chosen with ``slice``).
 
     Returns
     -------
     dict
         ``kspace`` (complex64, ``(coils, ny, nx)``, or ``(slices, coils, ny, nx)``
         when several slices were read, with ``stacked=True``), ``maps`` (same
-        shape, or None), ``mask`` (or None), ``n_slices``, ``stacked``, ``format``.
+        shape, or None), ``mask`` (or None), ``n_slices``, ``stacked``, ``format``,
+        ``lead_shape``/``lead_axes`` (the shape and names of the stacked leading
+        axes, e.g. ``(4,)``/``("frame",)`` for an ISMRMRD file with 4 repetitions:
+        the stack is their flattening), ``crop`` (image size to crop the
+        reconstruction to, or None), ``geometry`` (ISMRMRD, for NIfTI, or None).
 
     Raises
     ------
@@ -478,6 +547,12 @@ def read_kspace(path: "str | os.PathLike", *, slice: int | None = None, fmt: str
         _require(path)
     maps = mask = None
     n_slices, stacked = 1, False
+    extra = {}
+    if frame is not None and fmt not in ("fastmri", "ismrmrd"):
+        raise ValueError(f"{path}: frame= applies to ISMRMRD files; a BART file's frames are chosen with slice=")
+    if (prewhiten or noise is not None) and fmt not in ("fastmri", "ismrmrd"):
+        raise ValueError(f"{path}: prewhiten/noise apply to ISMRMRD files; prewhiten other k-space with "
+                         "mri_csc.io.ismrmrd.noise_whitener")
     if fmt == "npy":
         stem = _stem(path)
         mp, mk = Path(f"{stem}_maps.npy"), Path(f"{stem}_mask.npy")
@@ -516,26 +591,53 @@ def read_kspace(path: "str | os.PathLike", *, slice: int | None = None, fmt: str
                 mask = z["mask"] if "mask" in z.files else None
     elif fmt == "cfl":
         base = _cfl_base(path)
-        k = from_bart(_read_cfl(base))
+        k, extra_dims = bart_frames(_read_cfl(base), f"{base}.cfl")
+        if k.shape[2] == 1:
+            k = k[:, :, 0]
         if Path(base + "_maps.cfl").exists():
-            maps = from_bart(_read_cfl(base + "_maps"))
+            maps = from_bart(_read_cfl(base + "_maps"), what=f"{base}_maps.cfl")
         if Path(base + "_mask.cfl").exists():
-            mask = from_bart(_read_cfl(base + "_mask"), coils=False).real.astype(np.float32)
+            mask = from_bart(_read_cfl(base + "_mask"), coils=False, what=f"{base}_mask.cfl").real.astype(np.float32)
+        if k.shape[0] > 1:
+            stacked = True
+            extra = {"lead_shape": (k.shape[0],), "lead_axes": ("frame",), "bart_frame_dims": extra_dims}
+            if maps is not None:
+                maps = np.broadcast_to(maps, k.shape)
+        else:
+            k = k[0]
     elif fmt in ("fastmri", "ismrmrd"):
         with _open_h5(path) as f, _h5_guard(path):
             if _mrd.is_ismrmrd(f):
                 try:
-                    k, n_slices = _mrd.read_ismrmrd(path, f, slice=slice)
+                    r = _mrd.read_ismrmrd(path, f, slice=slice, prewhiten=prewhiten, noise=noise, frame=frame)
                 except (OSError, KeyError) as e:
                     raise FileFormatError(f"{path}: corrupt ISMRMRD data ({e})") from None
-                stacked = slice is None and n_slices > 1
+                n_slices = r["n_slices"]
+                k, mask = r["kspace"], r["mask"]
+                lead = (k.shape[0] if slice is None else 1, k.shape[1])
+                lead_axes = tuple(a for a, n in zip(("slice", "frame"), lead) if n > 1)
+                lead_shape = tuple(n for n in lead if n > 1)
+                k = k.reshape((-1,) + k.shape[2:])
+                mask = mask.reshape((-1,) + mask.shape[2:])
+                stacked = bool(lead_shape)
+                if not stacked:
+                    k, mask = k[0], mask[0]
+                extra = {"lead_shape": lead_shape, "lead_axes": lead_axes, "frames": r["frames"],
+                         "crop": r["crop"], "geometry": r["geometry"], "whitened": r["whitened"],
+                         "noise_scans": r["noise_scans"]}
                 slice = None  # already selected
             elif (ds := _h5_dataset(f, "kspace", path)) is not None:
+                if frame is not None:
+                    raise ValueError(f"{path}: frame= applies to ISMRMRD files, not fastMRI ones")
+                if prewhiten or noise is not None:
+                    raise ValueError(f"{path}: prewhiten/noise apply to ISMRMRD files (fastMRI files hold no "
+                                     "noise scans)")
                 if ds.ndim != 4:
                     raise FileFormatError(f"{path}: fastMRI 'kspace' must be (slices, coils, ky, kx); "
                                           f"got shape {ds.shape}")
                 n_slices = ds.shape[0]
                 _select_slice(path, None, slice, n_slices)  # range check before reading
+                extra = _fastmri_meta(path, f)
                 k = _h5_read(ds, path, slice)
                 mds, kds = _h5_dataset(f, "maps", path), _h5_dataset(f, "mask", path)
                 if mds is not None:
@@ -572,10 +674,21 @@ def read_kspace(path: "str | os.PathLike", *, slice: int | None = None, fmt: str
     if k.dtype.kind != "c":
         if k.dtype.names and set(k.dtype.names) >= {"r", "i"}:  # some HDF5 writers store complex this way
             k = k["r"] + 1j * k["i"]
-        elif k.dtype.kind not in "fiu":
+        elif k.dtype.kind in "fiub":
+            raise FileFormatError(f"{path}: k-space is real-valued (dtype {k.dtype}); measured k-space is complex "
+                                  "- store it as complex64 (an image belongs in mri-csc simulate --phantom)")
+        else:
             raise FileFormatError(f"{path}: k-space has dtype {k.dtype}; expected complex")
+    if k.dtype == np.complex128:
+        log.warning("%s: complex128 k-space is computed in complex64 (float32 precision is ample for "
+                    "measured data and 4-6x faster)", path)
     k = k.astype(np.complex64, copy=False)
-    if not stacked and fmt in ("npy", "npz", "cfl") and slice is not None:
+    if stacked and fmt == "cfl" and slice is not None:  # BART frames (time, echo, ...): one of them
+        n = k.shape[0]
+        k = _select_slice(path, k, slice, n)
+        maps = maps[slice] if maps is not None else None
+        stacked, extra = False, {}
+    elif not stacked and fmt in ("npy", "npz", "cfl") and slice is not None:
         if k.ndim != 4:
             raise ValueError(f"{path}: slice={slice} given but the file holds a single slice of shape {k.shape}")
         n_slices = k.shape[0]
@@ -603,7 +716,42 @@ def read_kspace(path: "str | os.PathLike", *, slice: int | None = None, fmt: str
         except ValueError:
             raise FileFormatError(f"{path}: mask of shape {mask.shape} disagrees with k-space of shape "
                                   f"{k.shape}") from None
-    return {"kspace": k, "maps": maps, "mask": mask, "n_slices": n_slices, "stacked": stacked, "format": fmt}
+    out = {"kspace": k, "maps": maps, "mask": mask, "n_slices": n_slices, "stacked": stacked, "format": fmt,
+           "lead_shape": (k.shape[0],) if stacked else (), "lead_axes": ("slice",) if stacked else (),
+           "crop": None, "geometry": None}
+    out.update(extra)
+    return out
+
+
+def center_crop(img, shape):
+    """fastMRI's ``center_crop``: the centre ``shape = (h, w)`` of the last two axes (never grows)."""
+    ny, nx = img.shape[-2:]
+    cy, cx = int(shape[0]), int(shape[1])
+    if cy < 1 or cx < 1:
+        raise ValueError(f"crop must be positive; got {tuple(shape)}")
+    if cy > ny or cx > nx:
+        raise ValueError(f"crop {tuple(shape)} is larger than the image {(ny, nx)}")
+    y0, x0 = (ny - cy) // 2, (nx - cx) // 2
+    return img[..., y0:y0 + cy, x0:x0 + cx]
+
+
+def read_metadata(path) -> dict:
+    """What an image output needs from its k-space file, from headers only.
+
+    ``crop`` (image size to centre-crop to, or None), ``geometry`` (ISMRMRD, for
+    NIfTI), ``h5_attrs`` and ``ismrmrd_header`` (fastMRI, for ``.h5`` outputs),
+    ``n_frames`` (ISMRMRD). Empty values for formats without them.
+    """
+    meta = {"crop": None, "geometry": None, "h5_attrs": None, "ismrmrd_header": None, "n_frames": 1}
+    if detect_format(path) in ("fastmri", "ismrmrd"):
+        _require(path)
+        with _open_h5(path) as f:
+            if _mrd.is_ismrmrd(f):
+                m = _mrd.ismrmrd_metadata(path, f)
+                meta.update(crop=m["crop"], geometry=m["geometry"], n_frames=m["n_frames"])
+            elif "kspace" in f:
+                meta.update(_fastmri_meta(path, f))
+    return meta
 
 
 # ----------------------------------------------------------------------------- writers
@@ -612,11 +760,13 @@ def _sibling(path, suffix):
     return Path(f"{_stem(path)}{suffix}")
 
 
-def write_kspace(path, kspace, maps=None, mask=None, *, overwrite: bool = False, fmt: str | None = None) -> list[Path]:
+def write_kspace(path, kspace, maps=None, mask=None, *, overwrite: bool = False, fmt: str | None = None,
+                 voxel_mm=None) -> list[Path]:
     """Write k-space (and maps and mask) in the format of ``path``'s extension.
 
     All outputs are checked for existence before any is written; each is written
-    atomically. Returns the paths written.
+    atomically. Returns the paths written. ``voxel_mm`` (x, y, z) sets an ISMRMRD
+    file's field of view (default 1 mm voxels).
     """
     fmt = detect_format(path, fmt)
     k = np.asarray(kspace, np.complex64)
@@ -673,7 +823,7 @@ def write_kspace(path, kspace, maps=None, mask=None, *, overwrite: bool = False,
         if maps is not None:
             log.info("ISMRMRD holds no coil maps; %s gets k-space only (estimate maps with --espirit)", path)
         with atomic_path(path, overwrite) as t:
-            _mrd.write_ismrmrd(t, k, mask)
+            _mrd.write_ismrmrd(t, k, mask, voxel_mm=voxel_mm or (1.0, 1.0, 1.0))
         written = [Path(path)]
     else:
         raise ValueError(f"{path}: cannot write k-space as {fmt}; use .npy, .npz, .cfl, .h5 or .mrd")
@@ -691,18 +841,72 @@ def image_outputs(path, fmt: str | None = None) -> list[Path]:
     return [Path(path)]
 
 
-def write_image(path, image, *, overwrite: bool = False, fmt: str | None = None) -> list[Path]:
-    """Write a complex image ``(ny, nx)``, ``(nz, ny, nx)`` or a stack of slices.
+def nifti_affine(geometry, shape) -> np.ndarray:
+    """The NIfTI (RAS, mm) affine of an image from an ISMRMRD ``geometry`` (:func:`mri_csc.io.ismrmrd.read_ismrmrd`).
 
-    ``.npy``/``.npz`` (key ``image``) keep the complex array; ``.cfl`` stores
-    BART ``(ny, nx, 1)``; ``.h5`` writes fastMRI ``reconstruction`` (magnitude,
-    ``(slices, ny, nx)``) and ``reconstruction_complex``; ``.nii``/``.nii.gz``
-    writes ``<stem>_mag.nii.gz`` and ``<stem>_phase.nii.gz``.
+    ``shape`` is the NIfTI array's spatial shape ``(nx, ny[, nz])`` (readout,
+    phase, slice/partition). Voxel sizes are the recon field of view over the
+    recon matrix (``x``, ``y``; ``z``: the partition size of a 3-D encoding, else
+    the distance between slice centres, else the slice thickness). The columns
+    are ISMRMRD's ``read_dir``, ``phase_dir``, ``slice_dir`` (patient LPS) turned
+    to RAS; the centre voxel ``n // 2`` sits at the first slice's ``position``
+    (ISMRMRD positions are slice centres).
+    """
+    fov = np.asarray(geometry["fov_mm"], float)
+    matrix = np.asarray(geometry["matrix"], float)
+    nx, ny = shape[0], shape[1]
+    nz = shape[2] if len(shape) > 2 else 1
+    vox = [fov[0] / nx, fov[1] / ny, fov[2] / matrix[2] if matrix[2] > 1 else fov[2]]
+    sl = geometry["slices"]
+    if matrix[2] == 1 and len(sl) > 1:
+        step = np.asarray(sl[1]["position"]) - np.asarray(sl[0]["position"])
+        vox[2] = float(np.linalg.norm(step)) or vox[2]
+    g = sl[0]
+    lps_to_ras = np.diag([-1.0, -1.0, 1.0])
+    cols = [lps_to_ras @ np.asarray(g[d], float) for d in ("read_dir", "phase_dir", "slice_dir")]
+    if any(np.linalg.norm(c) < 1e-6 for c in cols):  # directions not set: the scanner axes
+        cols = [np.eye(3)[i] for i in range(3)]
+    cols = [c / np.linalg.norm(c) for c in cols]
+    aff = np.eye(4)
+    for i in range(3):
+        aff[:3, i] = cols[i] * vox[i]
+    centre = lps_to_ras @ np.asarray(g["position"], float)
+    index = np.array([nx // 2, ny // 2, nz // 2 if matrix[2] > 1 else 0], float)
+    aff[:3, 3] = centre - aff[:3, :3] @ index
+    return aff
+
+
+def write_image(path, image, *, overwrite: bool = False, fmt: str | None = None, frames: bool = False,
+                geometry=None, affine=None, bart_frame_dims=None, h5_attrs=None,
+                ismrmrd_header=None) -> list[Path]:
+    """Write a complex image ``(ny, nx)``, ``(nz|slices, ny, nx)``, or frames of them.
+
+    ``.npy``/``.npz`` (key ``image``) keep the complex array; ``.cfl`` stores BART
+    ``(nx, ny, nz|slices)`` (readout first, see :func:`to_bart`), frames on BART's
+    time dimension 10 (or on ``bart_frame_dims``, dims 5 on, when the k-space
+    came from BART with those); ``.h5`` writes fastMRI ``reconstruction``
+    (magnitude, ``(slices, ny, nx)``) and ``reconstruction_complex``;
+    ``.nii``/``.nii.gz`` writes ``<stem>_mag.nii.gz`` and ``<stem>_phase.nii.gz``
+    with NIfTI axes ``(x, y, z|slice[, frame])`` = the array's reversed.
+
+    Parameters
+    ----------
+    frames : bool
+        Axis 0 of ``image`` is a frame axis (repetitions, echoes, …):
+        ``image`` is ``(frames, ny, nx)`` or ``(frames, nz|slices, ny, nx)``.
+    geometry : dict, optional
+        ISMRMRD geometry (NIfTI affine by :func:`nifti_affine`, units mm, s).
+    affine : array, optional
+        A 4x4 NIfTI affine to use instead (e.g. an input NIfTI's).
+    h5_attrs, ismrmrd_header : optional
+        fastMRI output: attributes and the ``ismrmrd_header`` to carry over from the input.
     """
     fmt = detect_format(path, fmt)
     img = np.asarray(image)
-    if img.ndim not in (2, 3):
-        raise ValueError(f"image must be (ny, nx) or (nz|slices, ny, nx); got shape {img.shape}")
+    nsp = img.ndim - bool(frames)
+    if nsp not in (2, 3):
+        raise ValueError(f"image must be {'(frames, ' if frames else '('}ny, nx) or "
+                         f"{'(frames, ' if frames else '('}nz|slices, ny, nx); got shape {img.shape}")
     img = img.astype(np.complex64) if img.dtype.kind == "c" else img.astype(np.float32)
     outs = image_outputs(path, fmt)
     if fmt == "npy":
@@ -712,23 +916,48 @@ def write_image(path, image, *, overwrite: bool = False, fmt: str | None = None)
         with atomic_path(path, overwrite) as t:
             np.savez_compressed(t, image=img)
     elif fmt == "cfl":
-        _write_cfl_atomic(path, to_bart(img, coils=False)[..., 0] if img.ndim == 2 else np.moveaxis(img, 0, -1),
-                          overwrite)
+        stack = img if frames else img[None]
+        if nsp == 2:
+            stack = stack[:, None]
+        b = stack.T  # (nx, ny, nz, frames)
+        nf = b.shape[3]
+        if frames and bart_frame_dims and int(np.prod(bart_frame_dims)) == nf:
+            b = b.reshape(b.shape[:3] + (1, 1) + tuple(bart_frame_dims), order="F")
+        elif frames:
+            b = b.reshape(b.shape[:3] + (1,) * (BART_TIME_DIM - 3) + (nf,), order="F")
+        else:
+            b = b[..., 0]
+        _write_cfl_atomic(path, b, overwrite)
     elif fmt == "fastmri":
         import h5py  # noqa: PLC0415
 
-        stack = img[None] if img.ndim == 2 else img
+        stack = img[None] if nsp == 2 and not frames else img
         with atomic_path(path, overwrite) as t, h5py.File(t, "w") as f:
             f.create_dataset("reconstruction", data=np.abs(stack).astype(np.float32))
             f.create_dataset("reconstruction_complex", data=stack.astype(np.complex64))
+            for key, val in (h5_attrs or {}).items():
+                f.attrs[key] = val
+            if ismrmrd_header is not None:
+                f.create_dataset("ismrmrd_header", data=ismrmrd_header)
             f.attrs["written_by"] = "mri_csc"
     elif fmt == "nifti":
         import nibabel as nib  # noqa: PLC0415
 
-        vol = img.T  # (ny, nx) -> (x, y); (n, ny, nx) -> (x, y, n)
+        vol = img
+        if frames and nsp == 2:
+            vol = vol[:, None]
+        vol = vol.T  # (ny, nx) -> (x, y); (n, ny, nx) -> (x, y, n); (f, n, ny, nx) -> (x, y, n, f)
+        if affine is None and geometry is not None:
+            affine = nifti_affine(geometry, vol.shape[:3])
+        aff = np.eye(4) if affine is None else np.asarray(affine, float)
         with atomic_paths(outs, overwrite) as (tm, tp):
-            nib.save(nib.Nifti1Image(np.abs(vol).astype(np.float32), np.eye(4)), tm)
-            nib.save(nib.Nifti1Image(np.angle(vol).astype(np.float32), np.eye(4)), tp)
+            for t, data in ((tm, np.abs(vol)), (tp, np.angle(vol))):
+                im = nib.Nifti1Image(data.astype(np.float32), aff)
+                im.header.set_xyzt_units("mm", "sec")
+                if affine is not None:
+                    im.set_qform(aff, code=1)  # scanner coordinates
+                    im.set_sform(aff, code=1)
+                nib.save(im, t)
     else:
         raise ValueError(f"{path}: cannot write an image as {fmt}")
     return outs
@@ -790,7 +1019,7 @@ def describe(path: "str | os.PathLike") -> str:
     if fmt in ("fastmri", "ismrmrd"):
         with _open_h5(path) as f, _h5_guard(path):
             if _mrd.is_ismrmrd(f):
-                lines += _mrd.describe_ismrmrd(f)
+                lines += _mrd.describe_ismrmrd(path, f)
             else:
                 lines.append("format: HDF5 (fastMRI-style)")
                 for name, ds in f.items():
@@ -805,7 +1034,8 @@ def describe(path: "str | os.PathLike") -> str:
     if fmt not in ("fastmri", "ismrmrd"):
         lines.append({"npy": "format: NumPy .npy", "npz": "format: NumPy .npz archive",
                       "cfl": "format: BART .cfl/.hdr"}[fmt])
-    lines.append(f"k-space: shape {k.shape} ({'slices, ' if d['stacked'] else ''}coils, "
+    lead = "".join(f"{a}s, " for a in d["lead_axes"]) if d["stacked"] else ""
+    lines.append(f"k-space: shape {k.shape} ({lead}coils, "
                  f"{'nz, ' if k.ndim - d['stacked'] == 4 else ''}ny, nx), dtype {k.dtype}")
     lines.append(f"slices: {d['n_slices']}")
     lines.append(f"coil maps: {'shape ' + str(d['maps'].shape) if d['maps'] is not None else 'none'}")

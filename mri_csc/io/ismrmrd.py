@@ -1,57 +1,71 @@
-"""ISMRMRD / MRD HDF5 (Cartesian) read and minimal write, with h5py only.
+r"""ISMRMRD / MRD HDF5 (Cartesian): read and write on the ``ismrmrd`` package.
 
 An ISMRMRD file holds a group (``dataset`` by default) with an ``xml`` header
-and a ``data`` compound array of acquisitions. Each acquisition is one readout
-line: a ``head`` (the ISMRMRD ``AcquisitionHeader``), a ``traj`` and ``data``
-(float32, real/imaginary interleaved, ``(channels, samples)``). k-space is
-assembled by the encoding counters: ``idx.kspace_encode_step_1`` → ``ny``,
-``idx.kspace_encode_step_2`` → ``nz`` (3D), samples → ``nx``. Noise and
-navigator acquisitions are skipped. The ``ismrmrd`` package is not needed.
+and a ``data`` array of acquisitions, each one readout line with its
+``AcquisitionHeader``. The header layout (:data:`ismrmrd.hdf5.acquisition_dtype`),
+the flag bits (``ismrmrd.ACQ_IS_NOISE_MEASUREMENT`` …) and the XML schema
+(:mod:`ismrmrd.xsd`) are the reference implementation's; the acquisitions are read
+in one block with h5py.
+
+Reading (:func:`read_ismrmrd`), in this order:
+
+1. **Noise scans** (``ACQ_IS_NOISE_MEASUREMENT``) give the noise covariance
+   :math:`\Psi = \frac{1}{N-1}\sum_n \eta_n\eta_n^H` over coils; with its Cholesky
+   factor :math:`\Psi = LL^H`, every k-space sample's coil vector becomes
+   :math:`L^{-1}y` (prewhitening: unit-variance, uncorrelated coil noise). On by
+   default when the file has noise scans; a user noise array replaces them.
+   Navigator, phase-correction, feedback, dummy and phase-stabilisation scans
+   are skipped.
+2. Each line is placed by its encoding counters, shifted so that the
+   ``encodingLimits`` centre lands on the matrix centre (``ky = e1 + ny/2 - c1``,
+   same for ``e2``) and the readout's ``center_sample`` on ``nx/2`` (partial
+   echoes), after dropping ``discard_pre``/``discard_post`` samples.
+3. **Readout oversampling** is removed when ``reconSpace`` is narrower than
+   ``encodedSpace`` in x: inverse FFT along the readout, crop to the recon
+   width, forward FFT. A recon matrix narrower in y is returned as ``crop``
+   (the image is cropped after reconstruction; undersampled phase encodes
+   cannot be cropped before).
+4. Lines are kept apart by ``(contrast, phase, repetition, set)`` — one
+   **frame** each — and by ``slice``. ``average`` is averaged, after checking
+   that every average samples the same lines; a line acquired twice within a
+   frame (a calibration line that is also an imaging line) is averaged, never
+   summed.
+
+k-space is returned as ``(slices, frames, coils, [nz,] ny, nx)``, the readout on
+the last axis.
 """
 
 from __future__ import annotations
 
-import xml.etree.ElementTree as ET
+import logging
 
 import numpy as np
 
-__all__ = ["ACQ_DTYPE", "is_ismrmrd", "read_ismrmrd", "write_ismrmrd", "describe_ismrmrd"]
+from .limits import check_nbytes, check_shape
 
-_ENC_COUNTERS = np.dtype([
-    ("kspace_encode_step_1", "<u2"), ("kspace_encode_step_2", "<u2"), ("average", "<u2"),
-    ("slice", "<u2"), ("contrast", "<u2"), ("phase", "<u2"), ("repetition", "<u2"),
-    ("set", "<u2"), ("segment", "<u2"), ("user", "<u2", (8,)),
-])
-_ACQ_HEADER = np.dtype([
-    ("version", "<u2"), ("flags", "<u8"), ("measurement_uid", "<u4"), ("scan_counter", "<u4"),
-    ("acquisition_time_stamp", "<u4"), ("physiology_time_stamp", "<u4", (3,)),
-    ("number_of_samples", "<u2"), ("available_channels", "<u2"), ("active_channels", "<u2"),
-    ("channel_mask", "<u8", (16,)), ("discard_pre", "<u2"), ("discard_post", "<u2"),
-    ("center_sample", "<u2"), ("encoding_space_ref", "<u2"), ("trajectory_dimensions", "<u2"),
-    ("sample_time_us", "<f4"), ("position", "<f4", (3,)), ("read_dir", "<f4", (3,)),
-    ("phase_dir", "<f4", (3,)), ("slice_dir", "<f4", (3,)), ("patient_table_position", "<f4", (3,)),
-    ("idx", _ENC_COUNTERS), ("user_int", "<i4", (8,)), ("user_float", "<f4", (8,)),
-])
+__all__ = ["is_ismrmrd", "read_ismrmrd", "write_ismrmrd", "describe_ismrmrd", "read_header",
+           "noise_whitener", "remove_readout_oversampling", "read_noise", "ismrmrd_metadata", "FRAME_COUNTERS"]
+
+log = logging.getLogger(__name__)
+
+#: Encoding counters that make separate frames (``average`` is averaged, ``slice`` is the slice axis).
+FRAME_COUNTERS = ("contrast", "phase", "repetition", "set")
+
+_SKIP = ("ACQ_IS_NAVIGATION_DATA", "ACQ_IS_PHASECORR_DATA", "ACQ_IS_HPFEEDBACK_DATA", "ACQ_IS_DUMMYSCAN_DATA",
+         "ACQ_IS_RTFEEDBACK_DATA", "ACQ_IS_SURFACECOILCORRECTIONSCAN_DATA", "ACQ_IS_PHASE_STABILIZATION_REFERENCE",
+         "ACQ_IS_PHASE_STABILIZATION")
 
 
-def _acq_dtype():
-    import h5py  # noqa: PLC0415
+def _err(msg):
+    from .formats import FileFormatError  # noqa: PLC0415  (formats imports this module)
 
-    vlen = h5py.vlen_dtype(np.dtype("<f4"))
-    return np.dtype([("head", _ACQ_HEADER), ("traj", vlen), ("data", vlen)])
-
-
-ACQ_DTYPE = None  # built lazily (needs h5py)
-
-# ISMRMRD flag bits are 1-based: flag n is bit (n - 1)
-_SKIP_FLAGS = {19: "noise measurement", 23: "navigation", 24: "phase correction", 25: "hp feedback",
-               26: "dummy scan", 31: "phase stabilisation reference", 32: "phase stabilisation"}
-_SKIP_MASK = sum(1 << (n - 1) for n in _SKIP_FLAGS)
+    return FileFormatError(msg)
 
 
-def is_ismrmrd(h5file) -> bool:
-    """Whether an open h5py File looks like ISMRMRD (a group with a ``data`` compound dataset)."""
-    return _find_group(h5file) is not None
+def _bit(name: str) -> np.uint64:
+    import ismrmrd  # noqa: PLC0415
+
+    return np.uint64(1) << np.uint64(getattr(ismrmrd, name) - 1)  # ISMRMRD flags are 1-based
 
 
 def _find_group(h5file):
@@ -63,99 +77,338 @@ def _find_group(h5file):
     return None
 
 
-def _matrix_from_xml(xml_text):
+def is_ismrmrd(h5file) -> bool:
+    """Whether an open h5py File looks like ISMRMRD (a group with a ``data`` array of acquisitions)."""
+    return _find_group(h5file) is not None
+
+
+def read_header(path, group):
+    """Parse a group's ``xml`` header with :func:`ismrmrd.xsd.CreateFromDocument`."""
+    import ismrmrd  # noqa: PLC0415
+
+    if "xml" not in group:
+        raise _err(f"{path}: ISMRMRD group {group.name!r} has no 'xml' header")
+    x = group["xml"][()]
+    x = x[0] if getattr(x, "shape", ()) else x
+    x = x.decode("utf-8", "replace") if isinstance(x, bytes) else str(x)
     try:
-        root = ET.fromstring(xml_text)
-    except ET.ParseError:
-        return None
-    for el in root.iter():
-        if el.tag.split("}")[-1] == "encodedSpace":
-            for ms in el:
-                if ms.tag.split("}")[-1] == "matrixSize":
-                    vals = {c.tag.split("}")[-1]: int(float(c.text)) for c in ms}
-                    return vals.get("x"), vals.get("y"), vals.get("z", 1)
-    return None
+        return ismrmrd.xsd.CreateFromDocument(x)
+    except Exception as e:  # xsdata raises parser errors of several kinds
+        raise _err(f"{path}: ISMRMRD XML header does not parse ({type(e).__name__}: {str(e)[:200]})") from None
 
 
-def read_ismrmrd(path, h5file, *, slice=None):
-    """Assemble Cartesian k-space from an open ISMRMRD file.
+def _heads(path, group):
+    import ismrmrd  # noqa: PLC0415
 
-    Returns ``(kspace, n_slices)``; ``kspace`` is ``(coils, ny, nx)`` (or
-    ``(coils, nz, ny, nx)`` for 3D encodings) for the slice asked for (``idx.slice``),
-    or ``(slices, coils, ny, nx)`` when ``slice`` is None and there are several.
+    ds = group["data"]
+    want = ismrmrd.hdf5.acquisition_header_dtype
+    got = ds.dtype["head"]
+    if got.names is None or any(n not in got.names for n in want.names):
+        raise _err(f"{path}: ISMRMRD 'data' has an acquisition header without the fields "
+                   f"{[n for n in want.names if n not in (got.names or ())]}")
+    try:
+        return ds.fields("head")[:]
+    except OSError as e:
+        raise _err(f"{path}: cannot read ISMRMRD acquisition headers ({str(e).splitlines()[0]})") from None
+
+
+def _encoding(path, hdr):
+    if not hdr.encoding:
+        raise _err(f"{path}: ISMRMRD header has no <encoding>")
+    e = hdr.encoding[0]
+    traj = str(getattr(e.trajectory, "value", e.trajectory)).lower()
+    if traj != "cartesian":
+        raise _err(f"{path}: ISMRMRD trajectory {traj!r}; only Cartesian data are supported")
+    try:
+        enc = tuple(int(getattr(e.encodedSpace.matrixSize, a)) for a in "xyz")
+        rec = tuple(int(getattr(e.reconSpace.matrixSize, a)) for a in "xyz")
+    except (AttributeError, TypeError, ValueError):
+        raise _err(f"{path}: ISMRMRD header lacks encodedSpace/reconSpace matrixSize") from None
+    if min(enc) < 1 or min(rec) < 1:
+        raise _err(f"{path}: ISMRMRD matrix sizes must be >= 1; encoded {enc}, recon {rec}")
+    return e, enc, rec
+
+
+def _limit_center(lim, n):
+    if lim is None or lim.center is None:
+        return 0
+    return n // 2 - int(lim.center)
+
+
+def noise_whitener(noise) -> np.ndarray:
+    r"""The prewhitening matrix :math:`W = L^{-1}` from noise samples, :math:`\Psi = LL^H`.
+
+    Parameters
+    ----------
+    noise : array, ``(coils, samples)`` (or ``(coils, ...)``, flattened)
+        Noise-only samples of every coil.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(coils, coils)`` complex128 lower-triangular inverse; ``W @ y`` has
+        identity noise covariance when ``y``'s noise matches the samples.
+
+    Raises
+    ------
+    ValueError
+        Fewer samples than coils, non-finite samples, or a singular covariance.
+    """
+    n = np.asarray(noise)
+    if n.ndim < 2:
+        raise ValueError(f"noise must be (coils, samples); got shape {n.shape}")
+    n = n.reshape(n.shape[0], -1).astype(np.complex128)
+    nc, ns = n.shape
+    if ns <= nc:
+        raise ValueError(f"noise has {ns} samples per coil for {nc} coils; need more samples than coils")
+    if not np.isfinite(n).all():
+        raise ValueError("noise samples hold NaN or Inf")
+    cov = n @ n.conj().T / (ns - 1)
+    try:
+        L = np.linalg.cholesky(cov)
+    except np.linalg.LinAlgError:
+        raise ValueError(f"noise covariance of {nc} coils is not positive definite (a dead or duplicated "
+                         "channel?); cannot prewhiten") from None
+    return np.linalg.inv(L)
+
+
+def remove_readout_oversampling(kspace, nx: int) -> np.ndarray:
+    """Inverse FFT along the readout (last axis), crop the centre ``nx`` samples, forward FFT."""
+    from ..backend import fftc, ifftc  # noqa: PLC0415
+
+    k = np.asarray(kspace)
+    n = k.shape[-1]
+    if nx > n:
+        raise ValueError(f"recon width {nx} is larger than the {n} readout samples")
+    if nx == n:
+        return k
+    x = ifftc(k, axes=(-1,))
+    start = (n - nx) // 2
+    return fftc(x[..., start:start + nx], axes=(-1,)).astype(k.dtype, copy=False)
+
+
+def read_ismrmrd(path, h5file, *, slice=None, prewhiten: "bool | None" = None, noise=None, frame=None) -> dict:
+    """Assemble Cartesian k-space from an open ISMRMRD file (see the module docstring).
+
+    Parameters
+    ----------
+    path : str
+        For messages.
+    h5file : h5py.File
+    slice : int, optional
+        Read this slice only (``idx.slice``); all slices when None.
+    prewhiten : bool, optional
+        Whiten with the noise covariance; default: when noise is available.
+        ``True`` without noise scans or ``noise`` is an error.
+    noise : array, optional
+        ``(coils, samples)`` noise to whiten with instead of the file's noise scans.
+    frame : int, optional
+        Keep this frame only (index into ``frames``).
+
+    Returns
+    -------
+    dict
+        ``kspace`` complex64 ``(slices, frames, coils, [nz,] ny, nx)``, ``n_slices``
+        (in the file), ``frames`` (list of dicts of :data:`FRAME_COUNTERS`),
+        ``noise_scans`` (noise acquisitions in the file), ``whitened`` (bool),
+        ``crop`` (``(ny, nx)`` to crop the image to, or None), ``geometry``
+        (for NIfTI: ``fov_mm``, ``matrix``, per slice ``position``/``read_dir``/
+        ``phase_dir``/``slice_dir``), ``averages``, ``header`` (the parsed XML).
     """
     gname = _find_group(h5file)
     group = h5file[gname]
-    acqs = group["data"][()]
-    if acqs.size == 0:
-        raise ValueError(f"{path}: ISMRMRD group {gname!r} has no acquisitions")
-    head = acqs["head"]
-    keep = (head["flags"].astype(np.uint64) & np.uint64(_SKIP_MASK)) == 0
-    if not keep.any():
-        raise ValueError(f"{path}: ISMRMRD file has only noise/navigator acquisitions, no k-space lines")
-    acqs, head = acqs[keep], head[keep]
-    if np.any(head["trajectory_dimensions"] > 0):
-        raise ValueError(f"{path}: non-Cartesian ISMRMRD data (trajectory present); only Cartesian is supported")
-    ncoil = int(head["active_channels"].max())
-    nx = int(head["number_of_samples"].max())
-    e1, e2 = head["idx"]["kspace_encode_step_1"], head["idx"]["kspace_encode_step_2"]
-    ny, nz = int(e1.max()) + 1, int(e2.max()) + 1
-    if "xml" in group:
-        xml = group["xml"][()]
-        xml = xml[0] if getattr(xml, "shape", ()) else xml
-        mat = _matrix_from_xml(xml.decode() if isinstance(xml, bytes) else str(xml))
-        if mat and mat[1] and mat[1] > ny:
-            ny = mat[1]
-        if mat and mat[2] and mat[2] > nz:
-            nz = mat[2]
-    slices = head["idx"]["slice"]
-    n_slices = int(slices.max()) + 1
-    wanted = range(n_slices) if slice is None else [slice]
-    if slice is not None and not 0 <= slice < n_slices:
-        raise ValueError(f"{path}: slice {slice} out of range; the file has {n_slices} slice(s) (0..{n_slices - 1})")
-    out = np.zeros((len(wanted), ncoil, nz, ny, nx), np.complex64)
-    for j, s in enumerate(wanted):
-        for a, h in zip(acqs[slices == s], head[slices == s]):
-            c, n = int(h["active_channels"]), int(h["number_of_samples"])
-            d = np.asarray(a["data"], np.float32)
-            if d.size != 2 * c * n:
-                raise ValueError(f"{path}: acquisition {int(h['scan_counter'])} holds {d.size} floats; "
-                                 f"expected 2*channels*samples = {2 * c * n} (truncated file?)")
-            line = d.view(np.complex64).reshape(c, n)
-            out[j, :c, int(h["idx"]["kspace_encode_step_2"]), int(h["idx"]["kspace_encode_step_1"]), :n] += line
-    if nz == 1:
-        out = out[:, :, 0]
-    return (out[0] if len(wanted) == 1 else out), n_slices
+    hdr = read_header(path, group)
+    e, enc, rec = _encoding(path, hdr)
+    heads = _heads(path, group)
+    if heads.size == 0:
+        raise _err(f"{path}: ISMRMRD group {gname!r} has no acquisitions")
+    flags = heads["flags"].astype(np.uint64)
+    is_noise = (flags & _bit("ACQ_IS_NOISE_MEASUREMENT")) != 0
+    skip = np.zeros(heads.size, bool)
+    for name in _SKIP:
+        skip |= (flags & _bit(name)) != 0
+    img = ~is_noise & ~skip
+    if not img.any():
+        raise _err(f"{path}: ISMRMRD file has only noise/navigator/calibration-scan acquisitions, no k-space lines")
+    hi = heads[img]
+    if np.any(hi["trajectory_dimensions"] > 0):
+        raise _err(f"{path}: non-Cartesian ISMRMRD data (trajectory present); only Cartesian is supported")
+    if np.any(hi["encoding_space_ref"] != 0):
+        raise _err(f"{path}: acquisitions refer to encoding spaces {sorted(set(hi['encoding_space_ref'].tolist()))}; "
+                   "only the first <encoding> is supported")
+    nc = int(hi["active_channels"][0])
+    if nc < 1 or np.any(hi["active_channels"] != nc):
+        raise _err(f"{path}: acquisitions have {sorted(set(hi['active_channels'].tolist()))} active channels; "
+                   "expected one channel count >= 1")
+    ex, ey, ez = enc
+    idx = hi["idx"]
+    # placement of each line in the encoded matrix
+    lim = e.encodingLimits
+    ky = idx["kspace_encode_step_1"].astype(np.int64) + _limit_center(getattr(lim, "kspace_encoding_step_1", None), ey)
+    kz = idx["kspace_encode_step_2"].astype(np.int64) + (
+        _limit_center(getattr(lim, "kspace_encoding_step_2", None), ez) if ez > 1 else 0)
+    for name, k, n in (("kspace_encode_step_1", ky, ey), ("kspace_encode_step_2", kz, ez)):
+        if k.min() < 0 or k.max() >= n:
+            raise _err(f"{path}: {name} places lines at {int(k.min())}..{int(k.max())}, outside the encoded "
+                       f"matrix of {n} (encodedSpace/encodingLimits disagree with the acquisitions)")
+    ns = hi["number_of_samples"].astype(np.int64) - hi["discard_pre"] - hi["discard_post"]
+    centre = hi["center_sample"].astype(np.int64) - hi["discard_pre"]
+    full = ns == ex
+    x0 = np.where(full, 0, ex // 2 - centre)
+    if np.any(ns < 1) or np.any(x0 < 0) or np.any(x0 + ns > ex):
+        raise _err(f"{path}: readouts of {sorted(set(ns.tolist()))[:5]} samples (centre "
+                   f"{sorted(set(centre.tolist()))[:5]}) do not fit the encoded width {ex}")
+    slices_all = idx["slice"].astype(np.int64)
+    n_slices = int(slices_all.max()) + 1
+    present = np.unique(slices_all)
+    if present.size != n_slices:
+        missing = sorted(set(range(n_slices)) - set(present.tolist()))[:5]
+        raise _err(f"{path}: slice counter goes up to {n_slices - 1} but slice(s) {missing} have no acquisitions")
+    if slice is not None:
+        if isinstance(slice, bool) or not isinstance(slice, (int, np.integer)) or not 0 <= slice < n_slices:
+            raise ValueError(f"{path}: slice {slice} out of range; the file has {n_slices} slice(s) "
+                             f"(0..{n_slices - 1})")
+    frame_keys = np.stack([idx[c].astype(np.int64) for c in FRAME_COUNTERS], axis=1)
+    uniq, frame_of = np.unique(frame_keys, axis=0, return_inverse=True)
+    frame_of = frame_of.ravel()
+    frames = [dict(zip(FRAME_COUNTERS, map(int, u))) for u in uniq]
+    # averages must share a pattern, per (slice, frame)
+    avg = idx["average"].astype(np.int64)
+    n_avg = int(np.unique(avg).size)
+    if n_avg > 1:
+        for s in present:
+            for f in range(len(frames)):
+                sel = (slices_all == s) & (frame_of == f)
+                pats = {a: set(zip(kz[sel & (avg == a)].tolist(), ky[sel & (avg == a)].tolist()))
+                        for a in np.unique(avg[sel])}
+                first = next(iter(pats.values()))
+                if any(p != first for p in pats.values()):
+                    raise _err(f"{path}: the {len(pats)} averages of slice {int(s)}, frame {frames[f]} sample "
+                               "different lines; averaging them would weight lines unequally")
+    wanted = list(range(n_slices)) if slice is None else [int(slice)]
+    if frame is not None:
+        if isinstance(frame, bool) or not isinstance(frame, (int, np.integer)) or not 0 <= frame < len(frames):
+            raise ValueError(f"{path}: frame {frame} out of range; the file has {len(frames)} frame(s)")
+        keep = frame_of == int(frame)
+        frames = [frames[int(frame)]]
+        frame_of = np.where(keep, 0, -1)
+    rx = rec[0]
+    if rx > ex:
+        raise _err(f"{path}: reconSpace x = {rx} is wider than encodedSpace x = {ex}; mri_csc does not interpolate")
+    shape = (len(wanted), len(frames), nc, ez, ey, ex)
+    check_shape(shape, np.complex64, f"{path}: ISMRMRD k-space")
+    # noise
+    whitener = None
+    noise_heads = heads[is_noise]
+    n_noise = int(is_noise.sum())
+    if noise is not None:
+        if prewhiten is False:
+            raise ValueError("noise= given with prewhiten=False; drop one of them")
+        whitener = noise_whitener(noise)
+    elif prewhiten or (prewhiten is None and n_noise):
+        if not n_noise:
+            raise ValueError(f"{path}: prewhiten=True but the file has no noise scans; pass a noise file/array")
+        if np.any(noise_heads["active_channels"] != nc):
+            raise _err(f"{path}: noise scans have {sorted(set(noise_heads['active_channels'].tolist()))} channels, "
+                       f"the k-space lines {nc}")
+        rows = np.flatnonzero(is_noise)
+        noise_data = _read_lines(path, group, rows, noise_heads, nc)
+        whitener = noise_whitener(np.concatenate(noise_data, axis=1))
+    if whitener is not None and whitener.shape != (nc, nc):
+        raise ValueError(f"noise has {whitener.shape[0]} coils; the k-space has {nc}")
+    # lines
+    rows_all = np.flatnonzero(img)
+    take = np.isin(slices_all, wanted) & (frame_of >= 0)
+    rows = rows_all[take]
+    lines = _read_lines(path, group, rows, hi[take], nc)
+    acc = np.zeros(shape, np.complex64)
+    count = np.zeros(shape[:2] + shape[3:5], np.int32)
+    s_index = {s: j for j, s in enumerate(wanted)}
+    sub = np.flatnonzero(take)
+    for line, i in zip(lines, sub):
+        d = line[:, int(hi["discard_pre"][i]):int(hi["discard_pre"][i]) + int(ns[i])]
+        if whitener is not None:
+            d = (whitener @ d).astype(np.complex64)
+        j, f, z, y = s_index[int(slices_all[i])], int(frame_of[i]), int(kz[i]), int(ky[i])
+        acc[j, f, :, z, y, x0[i]:x0[i] + ns[i]] += d
+        count[j, f, z, y] += 1
+    c = np.maximum(count, 1)[:, :, None, :, :, None].astype(np.float32)
+    k = acc / c
+    k = remove_readout_oversampling(k, rx).astype(np.complex64, copy=False)
+    if ez == 1:
+        k = k[:, :, :, 0]
+    crop = (rec[1], rx) if rec[1] < ey else None
+    mask = np.broadcast_to((count > 0)[..., None], count.shape + (rx,)).astype(np.float32)
+    if ez == 1:
+        mask = mask[:, :, 0]
+    geometry = _geometry(hdr, e, rec, heads[img], slices_all, wanted)
+    return {"kspace": k, "mask": mask, "n_slices": n_slices, "frames": frames, "noise_scans": n_noise,
+            "whitened": whitener is not None, "crop": crop, "geometry": geometry, "averages": n_avg,
+            "header": hdr, "encoded": enc, "recon": rec}
 
 
-_XML = """<?xml version="1.0" encoding="utf-8"?>
-<ismrmrdHeader xmlns="http://www.ismrm.org/ISMRMRD">
-  <acquisitionSystemInformation><receiverChannels>{nc}</receiverChannels></acquisitionSystemInformation>
-  <experimentalConditions><H1resonanceFrequency_Hz>63500000</H1resonanceFrequency_Hz></experimentalConditions>
-  <encoding>
-    <encodedSpace><matrixSize><x>{nx}</x><y>{ny}</y><z>{nz}</z></matrixSize>
-      <fieldOfView_mm><x>{nx}</x><y>{ny}</y><z>{nz}</z></fieldOfView_mm></encodedSpace>
-    <reconSpace><matrixSize><x>{nx}</x><y>{ny}</y><z>{nz}</z></matrixSize>
-      <fieldOfView_mm><x>{nx}</x><y>{ny}</y><z>{nz}</z></fieldOfView_mm></reconSpace>
-    <encodingLimits>
-      <kspace_encoding_step_1><minimum>0</minimum><maximum>{ny1}</maximum><center>{cy}</center></kspace_encoding_step_1>
-      <kspace_encoding_step_2><minimum>0</minimum><maximum>{nz1}</maximum><center>{cz}</center></kspace_encoding_step_2>
-      <slice><minimum>0</minimum><maximum>0</maximum><center>0</center></slice>
-    </encodingLimits>
-    <trajectory>cartesian</trajectory>
-  </encoding>
-</ismrmrdHeader>
-"""
+def _read_lines(path, group, rows, heads, nc):
+    """The ``(channels, samples)`` complex64 data of acquisitions ``rows`` (sorted)."""
+    ds = group["data"]
+    lo, hi = (int(rows.min()), int(rows.max()) + 1) if rows.size else (0, 0)
+    if rows.size:
+        check_nbytes(float(hi - lo) * 8 * nc * float(heads["number_of_samples"].max()),
+                     f"{path}: ISMRMRD acquisitions {lo}..{hi - 1}")
+    try:
+        block = ds.fields("data")[lo:hi] if rows.size else []
+    except OSError as e:
+        raise _err(f"{path}: cannot read ISMRMRD acquisitions ({str(e).splitlines()[0]})") from None
+    out = []
+    for r, h in zip(rows, heads):
+        d = np.asarray(block[r - lo], np.float32)
+        n = int(h["number_of_samples"])
+        if d.size != 2 * nc * n:
+            raise _err(f"{path}: acquisition {int(h['scan_counter'])} holds {d.size} floats; expected "
+                       f"2*channels*samples = {2 * nc * n} (truncated file?)")
+        out.append(d.view(np.complex64).reshape(nc, n))
+    return out
 
 
-def write_ismrmrd(tmp_path, kspace, mask=None) -> None:
-    """Write a minimal valid ISMRMRD file holding the sampled lines of ``kspace``.
+def _geometry(hdr, e, rec, heads, slices, wanted) -> dict:
+    fov = e.reconSpace.fieldOfView_mm
+    geo = {"fov_mm": tuple(float(getattr(fov, a)) for a in "xyz"), "matrix": rec, "slices": []}
+    for s in wanted:
+        h = heads[slices == s][0]
+        geo["slices"].append({k: tuple(float(v) for v in h[k]) for k in ("position", "read_dir", "phase_dir",
+                                                                         "slice_dir")})
+    return geo
 
-    ``kspace`` is ``(coils, ny, nx)`` or ``(coils, nz, ny, nx)``; one acquisition
-    is written per sampled (``kz``, ``ky``) line (a line is sampled when the mask,
-    or the k-space, is non-zero anywhere along it).
+
+def _header(nc, nx, ny, nz, fov):
+    import ismrmrd.xsd as x  # noqa: PLC0415
+
+    def space(m, f):
+        return x.encodingSpaceType(matrixSize=x.matrixSizeType(x=m[0], y=m[1], z=m[2]),
+                                   fieldOfView_mm=x.fieldOfViewMm(x=f[0], y=f[1], z=f[2]))
+
+    limits = x.encodingLimitsType(
+        kspace_encoding_step_1=x.limitType(minimum=0, maximum=ny - 1, center=ny // 2),
+        kspace_encoding_step_2=x.limitType(minimum=0, maximum=nz - 1, center=nz // 2),
+        slice=x.limitType(minimum=0, maximum=0, center=0))
+    enc = x.encodingType(encodedSpace=space((nx, ny, nz), fov), reconSpace=space((nx, ny, nz), fov),
+                         encodingLimits=limits, trajectory=x.trajectoryType.CARTESIAN)
+    hdr = x.ismrmrdHeader(
+        acquisitionSystemInformation=x.acquisitionSystemInformationType(receiverChannels=nc),
+        experimentalConditions=x.experimentalConditionsType(H1resonanceFrequency_Hz=63500000),
+        encoding=[enc])
+    return x.ToXML(hdr)
+
+
+def write_ismrmrd(tmp_path, kspace, mask=None, *, voxel_mm=(1.0, 1.0, 1.0)) -> None:
+    """Write an ISMRMRD file of the sampled lines of ``kspace`` that the C++ library reads.
+
+    ``kspace`` is ``(coils, ny, nx)`` or ``(coils, nz, ny, nx)``, readout last;
+    one acquisition is written per sampled (``kz``, ``ky``) line (sampled where
+    the mask, or the k-space, is non-zero anywhere along the readout). The field
+    of view is the matrix times ``voxel_mm`` (x, y, z).
     """
     import h5py  # noqa: PLC0415
+    import ismrmrd  # noqa: PLC0415
 
     k = np.asarray(kspace, np.complex64)
     if k.ndim == 3:
@@ -168,40 +421,109 @@ def write_ismrmrd(tmp_path, kspace, mask=None) -> None:
         m = m if m.ndim == 3 else m[None]
         sampled = np.any(m != 0, axis=-1)
     lines = np.argwhere(sampled)
-    dt = _acq_dtype()
-    acqs = np.zeros(len(lines), dtype=dt)
-    head = acqs["head"]
+    acqs = np.zeros(len(lines), dtype=ismrmrd.hdf5.acquisition_dtype)
+    head = np.zeros(len(lines), dtype=ismrmrd.hdf5.acquisition_header_dtype)
     head["version"] = 1
     head["scan_counter"] = np.arange(len(lines))
     head["number_of_samples"] = nx
     head["available_channels"] = nc
     head["active_channels"] = nc
     head["center_sample"] = nx // 2
+    head["sample_time_us"] = 5.0
     head["read_dir"] = (1, 0, 0)
     head["phase_dir"] = (0, 1, 0)
     head["slice_dir"] = (0, 0, 1)
     head["idx"]["kspace_encode_step_1"] = lines[:, 1]
     head["idx"]["kspace_encode_step_2"] = lines[:, 0]
+    if len(lines):
+        head["flags"][0] |= _bit("ACQ_FIRST_IN_SLICE")
+        head["flags"][-1] |= _bit("ACQ_LAST_IN_SLICE") | _bit("ACQ_LAST_IN_MEASUREMENT")
     acqs["head"] = head
     for i, (z, y) in enumerate(lines):
         acqs["traj"][i] = np.zeros(0, np.float32)
         acqs["data"][i] = np.ascontiguousarray(k[:, z, y, :]).view(np.float32).ravel()
-    xml = _XML.format(nc=nc, nx=nx, ny=ny, nz=nz, ny1=ny - 1, nz1=nz - 1, cy=ny // 2, cz=nz // 2)
+    fov = tuple(float(n * v) for n, v in zip((nx, ny, nz), voxel_mm))
+    xml = _header(nc, nx, ny, nz, fov)
     with h5py.File(tmp_path, "w") as f:
         g = f.create_group("dataset")
-        g.create_dataset("xml", shape=(1,), dtype=h5py.string_dtype(), data=[xml])
+        # the C++ library reads the header as a variable-length *byte* string, as ismrmrd.Dataset writes it
+        g.create_dataset("xml", shape=(1,), dtype=h5py.special_dtype(vlen=bytes),
+                         data=[xml.encode() if isinstance(xml, str) else xml])
         g.create_dataset("data", data=acqs, maxshape=(None,), chunks=True)
 
 
-def describe_ismrmrd(h5file) -> list[str]:
+def describe_ismrmrd(path, h5file) -> list[str]:
+    """Lines for ``mri-csc info``: matrices, channels, slices, frames, averages, noise and prewhitening."""
     gname = _find_group(h5file)
-    acqs = h5file[gname]["data"]
-    head = acqs["head"] if acqs.shape[0] else None
-    lines = [f"format: ISMRMRD/MRD HDF5 (group {gname!r}), {acqs.shape[0]} acquisitions"]
-    if head is not None:
-        lines.append(f"channels: {int(head['active_channels'].max())}, samples per readout: "
-                     f"{int(head['number_of_samples'].max())}, "
-                     f"encode step 1: 0..{int(head['idx']['kspace_encode_step_1'].max())}, "
-                     f"encode step 2: 0..{int(head['idx']['kspace_encode_step_2'].max())}, "
-                     f"slices: {int(head['idx']['slice'].max()) + 1}")
+    group = h5file[gname]
+    heads = _heads(path, group)
+    lines = [f"format: ISMRMRD/MRD HDF5 (group {gname!r}), {heads.size} acquisitions"]
+    hdr = read_header(path, group)
+    _, enc, rec = _encoding(path, hdr)
+    lines.append(f"encoded matrix (x, y, z): {enc}, recon matrix: {rec}"
+                 + (f" (readout oversampling {enc[0] / rec[0]:g}x, removed on reading)" if rec[0] < enc[0] else ""))
+    if heads.size:
+        flags = heads["flags"].astype(np.uint64)
+        noise = (flags & _bit("ACQ_IS_NOISE_MEASUREMENT")) != 0
+        idx = heads["idx"][~noise]
+        lines.append(f"channels: {int(heads['active_channels'].max())}, slices: "
+                     f"{int(idx['slice'].max()) + 1 if idx.size else 0}, "
+                     + ", ".join(f"{c}s: {np.unique(idx[c]).size if idx.size else 0}"
+                                 for c in ("average", *FRAME_COUNTERS)))
+        n_frames = np.unique(np.stack([idx[c] for c in FRAME_COUNTERS], 1), axis=0).shape[0] if idx.size else 0
+        lines.append(f"frames (contrast x phase x repetition x set): {n_frames}, reconstructed one by one")
+        lines.append(f"noise scans: {int(noise.sum())}"
+                     + ("; k-space is prewhitened with their covariance (default)" if noise.any()
+                        else "; no prewhitening"))
     return lines
+
+
+def read_noise(path) -> np.ndarray:
+    """The noise scans of an ISMRMRD file, ``(coils, samples)`` complex64 (for whitening another file)."""
+    import h5py  # noqa: PLC0415
+
+    try:
+        f = h5py.File(path, "r")
+    except OSError as e:
+        raise _err(f"{path}: not a valid HDF5 file ({str(e).splitlines()[0]})") from None
+    with f:
+        gname = _find_group(f)
+        if gname is None:
+            raise _err(f"{path}: not an ISMRMRD file (no group with a 'data' array of acquisitions)")
+        group = f[gname]
+        heads = _heads(path, group)
+        noise = (heads["flags"].astype(np.uint64) & _bit("ACQ_IS_NOISE_MEASUREMENT")) != 0
+        if not noise.any():
+            raise _err(f"{path}: ISMRMRD file has no noise scans (ACQ_IS_NOISE_MEASUREMENT)")
+        nh = heads[noise]
+        nc = int(nh["active_channels"][0])
+        if np.any(nh["active_channels"] != nc):
+            raise _err(f"{path}: noise scans have different channel counts")
+        return np.concatenate(_read_lines(path, group, np.flatnonzero(noise), nh, nc), axis=1)
+
+
+def ismrmrd_metadata(path, h5file) -> dict:
+    """What an output needs from an ISMRMRD file, from its headers only (no k-space is read).
+
+    ``n_slices``, ``n_frames``, ``crop`` and ``geometry`` as :func:`read_ismrmrd` gives them.
+    """
+    group = h5file[_find_group(h5file)]
+    hdr = read_header(path, group)
+    e, enc, rec = _encoding(path, hdr)
+    heads = _heads(path, group)
+    flags = heads["flags"].astype(np.uint64)
+    img = (flags & _bit("ACQ_IS_NOISE_MEASUREMENT")) == 0
+    for name in _SKIP:
+        img &= (flags & _bit(name)) == 0
+    hi = heads[img]
+    if not hi.size:
+        raise _err(f"{path}: ISMRMRD file has no k-space lines")
+    idx = hi["idx"]
+    slices = idx["slice"].astype(np.int64)
+    n_slices = int(slices.max()) + 1
+    present = np.unique(slices)
+    if present.size != n_slices:
+        raise _err(f"{path}: slice counter goes up to {n_slices - 1} but some slices have no acquisitions")
+    n_frames = np.unique(np.stack([idx[c] for c in FRAME_COUNTERS], 1), axis=0).shape[0]
+    return {"n_slices": n_slices, "n_frames": int(n_frames), "crop": (rec[1], rec[0]) if rec[1] < enc[1] else None,
+            "geometry": _geometry(hdr, e, rec, hi, slices, list(range(n_slices))), "encoded": enc, "recon": rec}

@@ -49,7 +49,8 @@ class ReconResult:
 
 
 def reconstruct(kspace, coil_maps, *, mask=None, method: str = "csc", device: "str | Device" = "cpu",
-                show_pbar: bool = False, scale: "bool | float" = True, **params) -> ReconResult:
+                show_pbar: bool = False, scale: "bool | float" = True, compress_coils: "int | None" = None,
+                precision: str = "single", **params) -> ReconResult:
     """Reconstruct an image from undersampled multi-coil Cartesian k-space.
 
     Parameters
@@ -74,6 +75,12 @@ def reconstruct(kspace, coil_maps, *, mask=None, method: str = "csc", device: "s
     scale : bool or float
         Scale the data first (BART-style, see :func:`mri_csc.recon.problem.data_scale`)
         so that default regularisation weights carry across data sets.
+    compress_coils : int, optional
+        SVD-compress to this many virtual coils first (as ``bart cc -S -p N``;
+        the maps are compressed the same way), see :mod:`mri_csc.preprocess.coil_compression`.
+    precision : {"single", "double"}
+        complex128 input is computed in complex64 (with a notice) unless ``"double"``;
+        real-valued k-space is refused.
     **params
         The method's parameters (e.g. ``lam``, ``max_iter``); unknown names raise.
 
@@ -87,6 +94,12 @@ def reconstruct(kspace, coil_maps, *, mask=None, method: str = "csc", device: "s
     spec.check(params)
     if device.kind == "gpu" and not spec.gpu:
         raise ValueError(f"method {method!r} runs on the CPU only; got device={str(device)!r}")
+    from ..preprocess import compress_coils as _compress  # noqa: PLC0415  (issue 13: raw-data steps)
+    from ..preprocess import input_dtype
+
+    kspace, coil_maps = input_dtype(kspace, coil_maps, precision)
+    if compress_coils is not None:
+        kspace, coil_maps = _compress(kspace, compress_coils, coil_maps)
     problem = make_problem(kspace, coil_maps, mask, device=device, scale=scale)
     full = {**spec.params, **params}
     with problem.device.use():

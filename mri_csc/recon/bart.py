@@ -10,7 +10,7 @@ image back.
   :math:`\min_x \tfrac12\|Ax-y\|^2 + \lambda\|\nabla x\|_1`.
 
 Layout: our ``(coils, ny, nx)`` goes to BART's ``(x, y, z, coils)`` as
-``(ny, nx, 1, coils)`` (see :func:`mri_csc.io.formats.to_bart`); BART's centred
+``(nx, ny, 1, coils)`` (see :func:`mri_csc.io.formats.to_bart`); BART's centred
 unitary FFT matches ours, so the maps carry over unchanged.
 
 Scaling: ``pics`` normally rescales the data itself. :func:`mri_csc.reconstruct`
@@ -93,7 +93,7 @@ def bart_pics(problem: ReconProblem, regularizer: str, *, max_iter: int, randshi
     out = np.asarray(out)
     if out.size != int(np.prod(problem.image_shape)):
         raise RuntimeError(f"bart pics returned shape {out.shape}; expected image shape {problem.image_shape}")
-    img = out.reshape(problem.image_shape)  # BART (ny, nx[, 1]) / (nz, ny, nx): only singletons dropped
+    img = out.T.reshape(problem.image_shape)  # BART (nx, ny[, nz]): the axes reversed (see to_bart)
     history.append(iterations=int(max_iter))
     dtype = np.complex128 if k.dtype == np.complex128 else np.complex64
     image = img.astype(dtype) * problem.support

@@ -114,28 +114,24 @@ def _espirit_sigpy(ksp, calib_width, thresh, kernel_width, crop, max_iter, dev):
 
 
 def _espirit_bart(ksp, calib_width, thresh, kernel_width, crop, bart):
+    """``bart ecalib -m 1``; ``None`` options are left to BART's own defaults (``-t 0.001 -c 0.8 -k 6 -r 24``)."""
     k = to_numpy(ksp)
     if k.ndim == 3:  # (coils, ny, nx) -> BART (nx, ny, 1, coils)
         k = k[:, None]
+    three_d = k.shape[1] > 1
+    opts = ["-m", "1"]
+    if thresh is not None:
+        opts += ["-t", repr(float(thresh))]
+    if crop is not None:
+        opts += ["-c", repr(float(crop))]
+    if kernel_width is not None:
+        opts += ["-k", f"{kernel_width}:{kernel_width}:{kernel_width if three_d else 1}"]
+    if calib_width is not None:
+        opts += ["-r", f"{calib_width}:{calib_width}:{calib_width if three_d else 1}"]
     with tempfile.TemporaryDirectory(prefix="mri_csc_ecalib_") as tmp:
         kin, kout = Path(tmp) / "ksp", Path(tmp) / "sens"
         write_cfl(kin, k.T)
-        cmd = [
-            bart,
-            "ecalib",
-            "-m",
-            "1",
-            "-t",
-            repr(float(thresh)),
-            "-c",
-            repr(float(crop)),
-            "-k",
-            f"{kernel_width}:{kernel_width}:{kernel_width if k.shape[1] > 1 else 1}",
-            "-r",
-            f"{calib_width}:{calib_width}:{calib_width if k.shape[1] > 1 else 1}",
-            str(kin),
-            str(kout),
-        ]
+        cmd = [bart, "ecalib", *opts, str(kin), str(kout)]
         log.debug("running %s", " ".join(cmd))
         proc = subprocess.run(cmd, check=False, capture_output=True, text=True)
         if proc.returncode != 0:
@@ -146,16 +142,22 @@ def _espirit_bart(ksp, calib_width, thresh, kernel_width, crop, bart):
     return sens[:, 0] if to_numpy(ksp).ndim == 3 else sens
 
 
+#: ESPIRiT defaults per implementation: SigPy's ``EspiritCalib`` and BART's ``ecalib``.
+ESPIRIT_DEFAULTS = {"sigpy": {"calib_width": 24, "thresh": 0.02, "kernel_width": 6, "crop": 0.95},
+                    "bart": {"calib_width": 24, "thresh": 0.001, "kernel_width": 6, "crop": 0.8}}
+
+
 def estimate_maps(
     kspace,
     *,
-    calib_width: int = 24,
+    calib_width: "int | None" = None,
     method: str = "sigpy",
-    thresh: float = 0.02,
-    kernel_width: int = 6,
-    crop: float = 0.95,
+    thresh: "float | None" = None,
+    kernel_width: "int | None" = None,
+    crop: "float | None" = None,
     max_iter: int = 100,
     device="cpu",
+    maps: int = 1,
 ):
     r"""Estimate coil maps from the fully sampled k-space centre by ESPIRiT.
 
@@ -176,7 +178,14 @@ def estimate_maps(
         ``"sigpy"`` uses :class:`sigpy.mri.app.EspiritCalib`; ``"bart"`` runs
         ``bart ecalib -m 1`` on ``.cfl`` files in a temporary directory (CPU only).
     thresh, kernel_width, crop, max_iter
-        ESPIRiT parameters (``max_iter`` is SigPy's power iterations).
+        ESPIRiT parameters (``max_iter`` is SigPy's power iterations). ``None``
+        (the default for ``calib_width`` too) takes the chosen implementation's
+        own default, :data:`ESPIRIT_DEFAULTS`: SigPy ``thresh=0.02, crop=0.95``,
+        BART ``-t 0.001 -c 0.8`` (BART's defaults are left to BART itself);
+        ``kernel_width=6`` and ``calib_width=24`` for both.
+    maps : int
+        Number of ESPIRiT map sets; only 1 is supported (soft-SENSE with two sets
+        is not in the forward model), anything else is refused.
     device : str
         ``"cpu"`` or ``"gpu[:N]"``: where the SigPy calibration runs and where
         the maps are returned.
@@ -196,8 +205,16 @@ def estimate_maps(
     """
     if method not in ESPIRIT_METHODS:
         raise ValueError(f"method must be one of {ESPIRIT_METHODS}; got {method!r}")
+    if maps != 1:
+        raise ValueError(f"maps={maps!r}: mri_csc reconstructs with one set of ESPIRiT maps (soft-SENSE with "
+                         "several sets is not supported); use maps=1")
     _check_kspace(kspace)
     img_shape = kspace.shape[1:]
+    given = {"calib_width": calib_width, "thresh": thresh, "kernel_width": kernel_width, "crop": crop}
+    d = ESPIRIT_DEFAULTS[method]
+    calib_width, thresh, kernel_width, crop = (d[n] if v is None else v for n, v in given.items())
+    if not 0 < float(thresh) < 1:
+        raise ValueError(f"thresh must be in (0, 1); got {thresh}")
     if int(calib_width) < kernel_width or any(int(calib_width) > n for n in img_shape[-2:]):
         raise ValueError(
             f"calib_width must be between kernel_width={kernel_width} and the k-space size "
@@ -214,7 +231,9 @@ def estimate_maps(
                 "method='bart' needs the BART command-line tool on PATH (e.g. 'apt-get install bart' "
                 "or build from https://mrirecon.github.io/bart/); use method='sigpy' otherwise"
             )
-        maps = _espirit_bart(kspace, int(calib_width), thresh, int(kernel_width), crop, bart)
+        maps = _espirit_bart(kspace, *(None if given[n] is None else v for n, v in
+                                       (("calib_width", int(calib_width)), ("thresh", thresh),
+                                        ("kernel_width", int(kernel_width)), ("crop", crop))), bart)
     else:
         maps = _espirit_sigpy(kspace, int(calib_width), thresh, int(kernel_width), crop, int(max_iter), dev)
     maps = to_device(maps, dev)

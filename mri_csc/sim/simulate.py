@@ -310,3 +310,26 @@ def make_dataset(
         phase=phi,
         params=params,
     )
+
+
+def phantom_voxel_mm(phantom: str, shape) -> "tuple[float, float, float] | None":
+    """The voxel size (mm; x, y, slice) of the image :func:`make_dataset` makes from a NIfTI phantom.
+
+    An axial slice of the NIfTI is resampled to square pixels that fit ``shape``
+    (see :func:`~mri_csc.sim.phantoms.nifti_slice`), so the in-plane size is the
+    larger of the field of view over ``shape``; the slice thickness is the
+    NIfTI's voxel size along the slice axis. ``None`` for ``"shepp-logan"``.
+    """
+    import nibabel as nib  # noqa: PLC0415
+
+    from .phantoms import DEFAULT_BRAIN  # noqa: PLC0415
+
+    path = DEFAULT_BRAIN if phantom == "brain" else phantom
+    if phantom == "shepp-logan" or not os.path.isfile(path) or len(shape) != 2:
+        return None
+    img = nib.as_closest_canonical(nib.load(str(path)))
+    zooms = img.header.get_zooms()[:3]
+    # the axial slice's display axes are (second, first) of RAS: rows = y (A-P), columns = x (R-L)
+    phys = (img.shape[1] * zooms[1], img.shape[0] * zooms[0])
+    pix = max(phys[0] / shape[0], phys[1] / shape[1])
+    return float(pix), float(pix), float(zooms[2])

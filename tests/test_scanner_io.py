@@ -1,0 +1,505 @@
+"""Scanner formats checked against the tools that define them: ISMRMRD's generator and C++ reader, BART."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+from mri_csc.cli import main
+from mri_csc.io import FileFormatError, describe, read_kspace, write_image, write_kspace
+from mri_csc.io.cfl import read_cfl, write_cfl
+
+GEN = shutil.which("ismrmrd_generate_cartesian_shepp_logan")
+CPP_RECON = shutil.which("ismrmrd_recon_cartesian_2d")
+BART = shutil.which("bart")
+needs_gen = pytest.mark.skipif(GEN is None, reason="ismrmrd-tools not installed")
+needs_bart = pytest.mark.skipif(BART is None, reason="bart not installed")
+
+
+def _gen(path, *args):
+    subprocess.run([GEN, "-o", str(path), *map(str, args)], check=True, capture_output=True)
+    return path
+
+
+def _phantom(path):
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        p = f["dataset/phantom"][()]
+    return (p["real"] + 1j * p["imag"])[0]
+
+
+def _psnr(x, ref):
+    x, ref = np.abs(x), np.abs(ref)
+    s = (x * ref).sum() / (x * x).sum()  # the least-squares scale: files differ in units
+    return 20 * np.log10(ref.max() / np.sqrt(np.mean((s * x - ref) ** 2)))
+
+
+def _rss(k):
+    from mri_csc.backend import ifftc
+
+    return np.sqrt((np.abs(ifftc(k, axes=(-2, -1))) ** 2).sum(0))
+
+
+# ----------------------------------------------------------------------------- ISMRMRD
+
+@needs_gen
+def test_oversampled_ismrmrd_gives_recon_size(tmp_path):
+    f = _gen(tmp_path / "os.h5", "-m", 64, "-c", 4, "-O", 2, "-n", 0.0)
+    d = read_kspace(f)
+    assert d["kspace"].shape == (4, 64, 64)  # encoded 128 x 64, recon 64 x 64
+    # the readout crop is exact: our coil images are the centre of the generator's oversampled ones
+    import h5py
+
+    from mri_csc.backend import ifftc
+
+    with h5py.File(f, "r") as h:
+        c = h["dataset/coil_images"][()]
+    c = (c["real"] + 1j * c["imag"])[0]  # (coils, 64, 128)
+    np.testing.assert_allclose(ifftc(d["kspace"], axes=(-2, -1)), c[..., 32:96], atol=1e-5 * np.abs(c).max())
+    assert main(["recon", str(f), "--out", str(tmp_path / "x.npy"), "--method", "zero-filled",
+                 "--espirit", "sigpy", "--no-pbar"]) == 0
+    assert np.load(tmp_path / "x.npy").shape == (64, 64)
+    assert "readout oversampling 2x" in describe(f)
+
+
+@needs_gen
+def test_repetitions_are_frames_not_summed(tmp_path):
+    f = _gen(tmp_path / "rep.h5", "-m", 64, "-c", 4, "-r", 3, "-a", 2, "-w", 16, "-n", 0.0)
+    d = read_kspace(f)
+    # acceleration 2 with 3 repetitions: the generator writes 6 repetitions with shifted patterns
+    assert d["lead_axes"] == ("frame",)
+    n = d["kspace"].shape[0]
+    assert n == 6 and d["kspace"].shape[1:] == (4, 64, 64)
+    # each frame is undersampled (R = 64 / 40) and its |k| equals one repetition's, not a sum
+    frac = (d["mask"][:, :, 0] != 0).mean(axis=1)
+    np.testing.assert_allclose(frac, 40 / 64)
+    full = read_kspace(_gen(tmp_path / "one.h5", "-m", 64, "-c", 4, "-n", 0.0))["kspace"]
+    np.testing.assert_allclose(np.abs(d["kspace"][0]).max(), np.abs(full).max(), rtol=1e-4)
+    out = tmp_path / "x.npy"
+    assert main(["recon", str(f), "--out", str(out), "--method", "sense", "--espirit", "sigpy",
+                 "--calib-width", "16", "--no-pbar"]) == 0
+    img = np.load(out)
+    assert img.shape == (6, 64, 64)
+    ph = _phantom(f)
+    assert min(_psnr(im, ph) for im in img) > 25
+    rec = json.loads((tmp_path / "x_params.json").read_text())
+    assert rec["frames"] == 6 and rec["method"] == "sense" and rec["params"]["max_iter"] > 0
+
+
+@needs_gen
+def test_noise_scans_prewhiten(tmp_path):
+    f = _gen(tmp_path / "n.h5", "-m", 64, "-c", 4, "-C", "-n", 0.05)
+    from mri_csc.io.ismrmrd import noise_whitener, read_noise
+
+    noise = read_noise(f)
+    assert noise.shape[0] == 4
+    W = noise_whitener(noise)
+    wn = W @ noise
+    np.testing.assert_allclose(wn @ wn.conj().T / (wn.shape[1] - 1), np.eye(4), atol=1e-6)
+    on, off = read_kspace(f), read_kspace(f, prewhiten=False)
+    assert on["whitened"] and not off["whitened"]
+    np.testing.assert_allclose(on["kspace"], np.einsum("ij,j...->i...", W, off["kspace"]), rtol=1e-4, atol=1e-4)
+    assert "prewhitened" in describe(f)
+    # a user-supplied noise array gives the same whitening
+    np.testing.assert_allclose(read_kspace(f, noise=noise)["kspace"], on["kspace"], rtol=1e-5, atol=1e-6)
+    # no noise scans, prewhiten asked: refused
+    g = _gen(tmp_path / "nn.h5", "-m", 32, "-c", 2)
+    with pytest.raises(ValueError, match="no noise scans"):
+        read_kspace(g, prewhiten=True)
+
+
+def test_written_ismrmrd_is_read_by_the_reference_libraries(tmp_path):
+    import ismrmrd
+
+    rng = np.random.default_rng(0)
+    k = (rng.standard_normal((3, 24, 32)) + 1j * rng.standard_normal((3, 24, 32))).astype(np.complex64)
+    mask = np.zeros((24, 32), np.float32)
+    mask[::2] = 1
+    k *= mask
+    write_kspace(tmp_path / "a.mrd", k, mask=mask)
+    with ismrmrd.Dataset(str(tmp_path / "a.mrd"), "dataset", create_if_needed=False) as ds:
+        hdr = ismrmrd.xsd.CreateFromDocument(ds.read_xml_header())
+        assert (hdr.encoding[0].encodedSpace.matrixSize.x, hdr.encoding[0].encodedSpace.matrixSize.y) == (32, 24)
+        assert ds.number_of_acquisitions() == 12
+        acq = ds.read_acquisition(3)
+        np.testing.assert_array_equal(acq.data, k[:, acq.idx.kspace_encode_step_1])
+    d = read_kspace(tmp_path / "a.mrd")
+    np.testing.assert_allclose(d["kspace"], k)
+    if CPP_RECON is None:
+        pytest.skip("ismrmrd-tools not installed (C++ reader)")
+    shutil.copy(tmp_path / "a.mrd", tmp_path / "c.h5")  # the C++ tool writes its result into the file
+    p = subprocess.run([CPP_RECON, str(tmp_path / "c.h5")], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr[-500:]
+    assert "Encoding Matrix Size        : [32, 24, 1]" in p.stdout
+    assert "Number of acquisitions      : 12" in p.stdout
+
+
+def test_hostile_ismrmrd_header_refused(tmp_path, monkeypatch):
+    import h5py
+
+    k = np.ones((2, 8, 8), np.complex64)
+    write_kspace(tmp_path / "a.mrd", k)
+    with h5py.File(tmp_path / "a.mrd", "a") as f:
+        x = f["dataset/xml"][0].decode().replace("<y>8</y>", "<y>4</y>", 1)
+        f["dataset/xml"][0] = x.encode()
+    with pytest.raises(FileFormatError, match="outside the encoded matrix"):
+        read_kspace(tmp_path / "a.mrd")
+    write_kspace(tmp_path / "b.mrd", np.ones((2, 32, 32), np.complex64))  # 16 KiB of k-space
+    monkeypatch.setenv("MRI_CSC_MAX_BYTES", "1K")
+    with pytest.raises(ValueError, match="memory budget"):
+        read_kspace(tmp_path / "b.mrd")
+
+
+# ----------------------------------------------------------------------------- BART
+
+@needs_bart
+def test_bart_2d_axes(tmp_path):
+    subprocess.run([BART, "phantom", "-k", "-s", "4", "-x", "32", str(tmp_path / "k")], check=True)
+    subprocess.run([BART, "resize", "-c", "1", "24", str(tmp_path / "k"), str(tmp_path / "k2")], check=True)
+    d = read_kspace(tmp_path / "k2.cfl")
+    assert d["kspace"].shape == (4, 24, 32)  # BART (x=32 readout, y=24, 1, coils)
+    subprocess.run([BART, "fft", "-u", "-i", "3", str(tmp_path / "k2"), str(tmp_path / "ci")], check=True)
+    subprocess.run([BART, "rss", "8", str(tmp_path / "ci"), str(tmp_path / "rss")], check=True)
+    np.testing.assert_allclose(_rss(d["kspace"]), read_cfl(tmp_path / "rss").T, rtol=1e-4, atol=1e-5)
+
+
+@needs_bart
+def test_bart_extra_dims_are_frames_and_map_sets_refused(tmp_path):
+    a = (np.random.default_rng(1).standard_normal((16, 12, 1, 2, 1, 3))).astype(np.complex64)
+    write_cfl(tmp_path / "t", a)  # 3 echoes (BART dim 5)
+    d = read_kspace(tmp_path / "t.cfl")
+    assert d["kspace"].shape == (3, 2, 12, 16) and d["lead_axes"] == ("frame",)
+    np.testing.assert_array_equal(d["kspace"][2], a[..., 0, 2].T[:, 0])
+    np.testing.assert_array_equal(read_kspace(tmp_path / "t.cfl", slice=1)["kspace"], a[..., 0, 1].T[:, 0])
+    img = np.arange(3 * 12 * 16).reshape(3, 12, 16).astype(np.complex64)
+    write_image(tmp_path / "o.cfl", img, frames=True, bart_frame_dims=d["bart_frame_dims"])
+    p = subprocess.run([BART, "show", "-m", str(tmp_path / "o")], capture_output=True, text=True, check=True)
+    assert "16\t12\t1\t1\t1\t3\t" in p.stdout
+    # two ESPIRiT sets: refused with the way out
+    k = tmp_path / "k"
+    subprocess.run([BART, "phantom", "-k", "-s", "4", "-x", "32", str(k)], check=True)
+    subprocess.run([BART, "ecalib", "-m", "2", str(k), str(tmp_path / "k_maps")], check=True, capture_output=True)
+    with pytest.raises(ValueError, match="ecalib -m 1"):
+        read_kspace(tmp_path / "k.cfl")
+
+
+def _bart_3d_case(tmp_path):
+    def b(*a):
+        subprocess.run([BART, *map(str, a)], check=True, capture_output=True)
+
+    t = tmp_path
+    b("phantom", "-3", "-k", "-s", 4, "-x", 24, t / "full")
+    b("resize", "-c", 1, 20, 2, 16, t / "full", t / "full2")  # x 24, y 20, z 16: every axis distinct
+    b("ecalib", "-m", 1, t / "full2", t / "kus_maps")
+    b("poisson", "-Y", 20, "-Z", 16, "-y", 1.5, "-z", 1.5, "-C", 4, "-s", 1, t / "mask")
+    b("fmac", t / "full2", t / "mask", t / "kus")
+    b("fft", "-i", 7, t / "full2", t / "ci")
+    b("fmac", "-C", "-s", 8, t / "ci", t / "kus_maps", t / "ref")
+    return np.abs(read_cfl(t / "ref"))  # BART (x, y, z)
+
+
+@needs_bart
+def test_bart_3d_volume_batch_matches_pics(tmp_path):
+    ref = _bart_3d_case(tmp_path)
+    subprocess.run([BART, "pics", "-S", "-R", "W:6:0:0.005", "-i", "60", *(str(tmp_path / n) for n in
+                    ("kus", "kus_maps", "pics"))], check=True, capture_output=True)
+    p_pics = _psnr(read_cfl(tmp_path / "pics"), ref)
+    # the volume layout: iFFT along x (BART dim 0), one 2-D (z, y) problem per x, wavelets along y and z
+    assert main(["batch", str(tmp_path / "kus.cfl"), "--out", str(tmp_path / "o"), "--layout", "volume",
+                 "--method", "bart-l1wavelet", "--param", "lam=0.005", "--param", "max_iter=60",
+                 "--param", "randshift=False", "--workers", "1", "--format", "npy", "--no-progress"]) == 0
+    vol = np.load(tmp_path / "o" / "kus.npy")
+    assert vol.shape == (16, 20, 24)  # ours (nz, ny, nx) = BART (x, y, z) reversed
+    p_ours = _psnr(vol.T, ref)
+    assert p_ours > p_pics - 1, (p_ours, p_pics)
+    assert _psnr(vol, ref.T) > 35
+    # a BART (x, y, z, coils) array is a volume by default too, never a stack of "coil" slices
+    from mri_csc.batch.tasks import slice_count
+
+    assert slice_count(tmp_path / "kus.cfl")[:3] == (24, "cfl", "volume")
+    with pytest.raises(ValueError, match="one 3-D volume"):
+        slice_count(tmp_path / "kus.cfl", "slices")
+
+
+@needs_gen
+def test_batch_reconstructs_ismrmrd_frames_and_counts_recon_width(tmp_path):
+    from mri_csc.batch.tasks import slice_count
+
+    assert slice_count(_gen(tmp_path / "o.h5", "-m", 32, "-c", 2, "-O", 2))[:3] == (1, "ismrmrd", "slices")
+    r = _gen(tmp_path / "r.h5", "-m", 32, "-c", 2, "-r", 3, "-n", 0.0)
+    assert main(["batch", str(r), "--out", str(tmp_path / "b"), "--method", "zero-filled", "--calib-width", "16",
+                 "--workers", "1", "--format", "npy", "--no-pbar"]) == 0
+    img = np.load(tmp_path / "b" / "r.npy")
+    assert img.shape == (3, 32, 32)  # one frame per repetition, recon width
+    ph = _phantom(r)
+    assert min(_psnr(im, ph) for im in img) > 25
+
+
+def test_batch_fastmri_crop_and_attributes(tmp_path):
+    import h5py
+
+    _fastmri_file(tmp_path / "f.h5", None)
+    assert main(["batch", str(tmp_path / "f.h5"), "--out", str(tmp_path / "b"), "--method", "zero-filled",
+                 "--calib-width", "20", "--workers", "1", "--no-pbar"]) == 0
+    with h5py.File(tmp_path / "b" / "f.h5", "r") as f:
+        assert f["reconstruction"].shape == (2, 32, 32)
+        assert f.attrs["acquisition"] == "CORPD_FBK" and b"reconSpace" in f["ismrmrd_header"][()]
+
+
+@needs_bart
+def test_bart_3d_recon_same_regulariser_as_pics(tmp_path):
+    import mri_csc
+
+    ref = _bart_3d_case(tmp_path)
+    d = read_kspace(tmp_path / "kus.cfl")
+    assert d["kspace"].shape == (4, 16, 20, 24)
+    res = mri_csc.reconstruct(d["kspace"], d["maps"], method="bart-l1wavelet", lam=0.005, max_iter=60,
+                              randshift=False)
+    # the same regulariser: BART pics on BART's own files, scaled as mri_csc scales the data
+    subprocess.run([BART, "pics", "-w", repr(res.scale), "-n", "-R", "W:7:0:0.005", "-i", "60",
+                    *(str(tmp_path / n) for n in ("kus", "kus_maps", "pics"))], check=True, capture_output=True)
+    # mri_csc zeroes the image where every map is zero (outside ESPIRiT's crop); do the same to BART's
+    support = (np.abs(read_cfl(tmp_path / "kus_maps")) ** 2).sum(-1) > 0
+    pics = read_cfl(tmp_path / "pics") * support
+    p_pics, p_ours = _psnr(pics, ref), _psnr(np.asarray(res.image).T, ref)
+    assert p_pics > 38 and abs(p_ours - p_pics) < 0.2, (p_ours, p_pics)
+    # and through the CLI, to a .cfl BART reads as (x, y, z)
+    assert main(["recon", str(tmp_path / "kus.cfl"), "--out", str(tmp_path / "r.cfl"), "--method", "bart-l1wavelet",
+                 "--param", "lam=0.005", "--param", "max_iter=60", "--param", "randshift=False", "--no-pbar"]) == 0
+    assert read_cfl(tmp_path / "r").shape == (24, 20, 16)
+    assert _psnr(read_cfl(tmp_path / "r"), ref) > p_pics - 1
+
+
+@needs_bart
+def test_espirit_bart_uses_bart_defaults(tmp_path):
+    from mri_csc.sim import estimate_maps, make_dataset
+
+    ds = make_dataset("shepp-logan", shape=(64, 64), n_coils=4, mask="poisson", accel=3, seed=0)
+    maps = estimate_maps(ds.kspace, method="bart")
+    # BART's own -c 0.8 keeps the maps over the whole object (SigPy's 0.95 cut holes into it)
+    support = ds.support if ds.support is not None else np.abs(ds.image) > 0.05 * np.abs(ds.image).max()
+    covered = (np.abs(maps) ** 2).sum(0)[support] > 0.5
+    assert covered.mean() > 0.99
+    with pytest.raises(ValueError, match="one set"):
+        estimate_maps(ds.kspace, method="bart", maps=2)
+
+
+# ----------------------------------------------------------------------------- dtypes
+
+def test_real_kspace_refused_complex128_notice(tmp_path, caplog):
+    np.save(tmp_path / "r.npy", np.ones((2, 8, 8), np.float32))
+    with pytest.raises(FileFormatError, match="real-valued"):
+        read_kspace(tmp_path / "r.npy")
+    np.save(tmp_path / "c.npy", np.ones((2, 8, 8), np.complex128))
+    with caplog.at_level("WARNING"):
+        d = read_kspace(tmp_path / "c.npy")
+    assert d["kspace"].dtype == np.complex64
+    assert sum("complex128" in r.message for r in caplog.records) == 1
+
+
+@needs_bart
+def test_coil_compression_matches_bart_cc(tmp_path):
+    import mri_csc
+    from mri_csc.preprocess import compress_coils
+    from mri_csc.sim import make_dataset
+
+    subprocess.run([BART, "phantom", "-k", "-s", "8", "-x", "32", str(tmp_path / "k")], check=True)
+    subprocess.run([BART, "cc", "-A", "-S", "-p", "3", str(tmp_path / "k"), str(tmp_path / "c")], check=True,
+                   capture_output=True)
+    k = read_kspace(tmp_path / "k.cfl")["kspace"]
+    ours, _ = compress_coils(k, 3)
+    theirs = read_kspace(tmp_path / "c.cfl")["kspace"]
+    assert ours.shape == theirs.shape == (3, 32, 32)
+    # virtual coils are defined up to a unitary mixing: the subspace (hence the RSS image) is what must agree
+    np.testing.assert_allclose(_rss(ours), _rss(theirs), rtol=1e-3, atol=1e-4 * _rss(theirs).max())
+    # through reconstruct: fewer coils, the maps compressed alike, nearly the same image
+    ds = make_dataset("shepp-logan", shape=(64, 64), n_coils=8, mask="poisson", accel=3, seed=0)
+    full = mri_csc.reconstruct(ds.kspace, ds.maps, mask=ds.mask, method="sense")
+    cc = mri_csc.reconstruct(ds.kspace, ds.maps, mask=ds.mask, method="sense", compress_coils=6)
+    from mri_csc.metrics import psnr
+
+    p_full = psnr(ds.magnitude_ref, np.abs(full.image), mask=ds.support)
+    p_cc = psnr(ds.magnitude_ref, np.abs(cc.image), mask=ds.support)
+    assert p_cc > p_full - 1.5, (p_cc, p_full)
+    with pytest.raises(ValueError, match="compress_coils"):
+        mri_csc.reconstruct(ds.kspace, ds.maps, mask=ds.mask, method="sense", compress_coils=9)
+
+
+def test_fastmri_masks_follow_fastmri_conventions():
+    from mri_csc.preprocess import fastmri_mask
+
+    for kind in ("random", "equispaced"):
+        m = fastmri_mask(368, 4, 0.08, kind, seed=3)
+        n_low = round(368 * 0.08)
+        pad = (368 - n_low + 1) // 2
+        assert m[pad:pad + n_low].all() and m.sum() < 368
+        frac = np.mean([fastmri_mask(368, 4, 0.08, kind, seed=s).mean() for s in range(20)])
+        assert abs(frac - 0.25) < 0.02, (kind, frac)
+    eq = np.flatnonzero(fastmri_mask(368, 4, 0.08, "equispaced", seed=3))
+    gaps = np.diff(eq)
+    # fastMRI's adjusted spacing, 4 * (29 - 368) / (29 * 4 - 368) = 5.38, so that with the centre 1/4 is sampled
+    assert set(gaps[gaps > 1].tolist()) <= {5, 6}
+    with pytest.raises(ValueError, match="center_fraction"):
+        fastmri_mask(64, 8, 0.5, "random")
+
+
+def _fastmri_file(path, rng):
+    import h5py
+
+    from mri_csc.sim import make_dataset
+
+    ds = make_dataset("shepp-logan", shape=(64, 48), n_coils=4, mask="poisson", accel=1, seed=0, snr_db=40)
+    hdr = ('<?xml version="1.0"?><ismrmrdHeader xmlns="http://www.ismrm.org/ISMRMRD"><experimentalConditions>'
+           "<H1resonanceFrequency_Hz>63500000</H1resonanceFrequency_Hz></experimentalConditions><encoding>"
+           "<encodedSpace><matrixSize><x>64</x><y>48</y><z>1</z></matrixSize><fieldOfView_mm><x>200</x><y>150</y>"
+           "<z>5</z></fieldOfView_mm></encodedSpace><reconSpace><matrixSize><x>32</x><y>32</y><z>1</z></matrixSize>"
+           "<fieldOfView_mm><x>100</x><y>100</y><z>5</z></fieldOfView_mm></reconSpace><encodingLimits/><trajectory>cartesian"
+           "</trajectory></encoding></ismrmrdHeader>")
+    with h5py.File(path, "w") as f:
+        f.create_dataset("kspace", data=np.stack([ds.kspace, ds.kspace]))
+        f.create_dataset("ismrmrd_header", data=hdr.encode())
+        f.attrs["acquisition"] = "CORPD_FBK"
+        f.attrs["patient_id"] = "abc"
+    return ds
+
+
+def test_fastmri_crop_attrs_and_retrospective_mask(tmp_path):
+    import h5py
+
+    _fastmri_file(tmp_path / "f.h5", np.random.default_rng(0))
+    out = tmp_path / "o.h5"
+    assert main(["recon", str(tmp_path / "f.h5"), "--out", str(out), "--method", "sense", "--espirit", "sigpy",
+                 "--accel", "4", "--mask-kind", "equispaced", "--center-fraction", "0.15", "--no-pbar"]) == 0
+    with h5py.File(out, "r") as f:
+        assert f["reconstruction"].shape == (2, 32, 32)  # fastMRI center_crop to (reconSpace x, y)
+        assert f.attrs["acquisition"] == "CORPD_FBK" and f.attrs["patient_id"] == "abc"
+        assert b"<reconSpace>" in f["ismrmrd_header"][()]
+    rec = json.loads((tmp_path / "o_params.json").read_text())
+    assert rec["crop"] == [32, 32] and abs(rec["retrospective_mask"]["sampled"] - 0.25) < 0.05
+    # --crop overrides; an already undersampled file is not undersampled again
+    assert main(["recon", str(tmp_path / "f.h5"), "--out", str(tmp_path / "p.npy"), "--method", "zero-filled",
+                 "--espirit", "sigpy", "--crop", "40", "20", "--no-pbar"]) == 0
+    assert np.load(tmp_path / "p.npy").shape == (2, 40, 20)
+    np.save(tmp_path / "m.npy", np.ones(48, np.float32))
+    assert main(["recon", str(tmp_path / "f.h5"), "--out", str(tmp_path / "q.npy"), "--method", "zero-filled",
+                 "--espirit", "sigpy", "--mask", str(tmp_path / "m.npy"), "--accel", "4", "--no-pbar"]) == 2
+
+
+@needs_gen
+def test_nifti_geometry_from_ismrmrd(tmp_path):
+    import nibabel as nib
+
+    f = _gen(tmp_path / "g.h5", "-m", 64, "-c", 4, "-n", 0.0)  # recon FOV 300 x 300 mm, 6 mm slice
+    assert main(["recon", str(f), "--out", str(tmp_path / "g.nii.gz"), "--method", "zero-filled",
+                 "--espirit", "sigpy", "--no-pbar"]) == 0
+    im = nib.load(tmp_path / "g_mag.nii.gz")
+    assert im.shape == (64, 64)
+    np.testing.assert_allclose(im.header.get_zooms()[:2], (300 / 64, 300 / 64), rtol=1e-5)
+    assert im.header.get_xyzt_units() == ("mm", "sec")
+    np.testing.assert_allclose(np.abs(np.diag(im.affine))[:3], (300 / 64, 300 / 64, 6.0), rtol=1e-5)
+    # frames go to NIfTI t
+    r = _gen(tmp_path / "r.h5", "-m", 32, "-c", 2, "-r", 3, "-n", 0.0)
+    assert main(["recon", str(r), "--out", str(tmp_path / "r.nii"), "--method", "zero-filled",
+                 "--espirit", "sigpy", "--calib-width", "16", "--no-pbar"]) == 0
+    assert nib.load(tmp_path / "r_mag.nii.gz").shape == (32, 32, 1, 3)
+
+
+def test_reconstruct_dtype_rules(caplog):
+    import mri_csc
+    from mri_csc.sim import make_dataset
+
+    ds = make_dataset("shepp-logan", shape=(32, 32), n_coils=2, mask="poisson", accel=2, seed=0)
+    with pytest.raises(TypeError, match="real-valued"):
+        mri_csc.reconstruct(ds.kspace.real.copy(), ds.maps, method="zero-filled")
+    with caplog.at_level("WARNING"):
+        r = mri_csc.reconstruct(ds.kspace.astype(np.complex128), ds.maps, method="zero-filled")
+    assert r.image.dtype == np.complex64 and any("complex128" in x.message for x in caplog.records)
+    r = mri_csc.reconstruct(ds.kspace.astype(np.complex128), ds.maps.astype(np.complex128), method="zero-filled",
+                            precision="double")
+    assert r.image.dtype == np.complex128
+
+
+def test_recon_help_explains_every_csc_parameter(capsys):
+    from mri_csc.recon import get_method
+
+    with pytest.raises(SystemExit):
+        main(["recon", "--help"])
+    out = capsys.readouterr().out
+    for name in get_method("csc").params:
+        line = next(ln for ln in out.splitlines() if ln.strip().startswith(name + " "))
+        assert "see mri-csc methods" not in line, line
+    for opt in ("--espirit-thresh", "--espirit-crop", "--espirit-kernel", "--calib-width", "--noise",
+                "--compress-coils", "--accel", "--mask-kind", "--center-fraction", "--crop", "--voxel-size"):
+        assert opt in out
+
+
+@needs_bart
+def test_batch_speaks_recon_vocabulary(tmp_path):
+    from mri_csc.sim import make_dataset
+
+    ds = make_dataset("shepp-logan", shape=(48, 40), n_coils=4, mask="poisson", accel=2, seed=0)
+    np.save(tmp_path / "s.npy", np.stack([ds.kspace, ds.kspace]))
+    out = tmp_path / "o"
+    assert main(["batch", str(tmp_path / "s.npy"), "--out", str(out), "--method", "sense", "--maps", "espirit",
+                 "--espirit", "bart", "--espirit-crop", "0.5", "--calib-width", "20", "--compress-coils", "3",
+                 "--workers", "1", "--format", "cfl", "--no-pbar"]) == 0
+    p = subprocess.run([BART, "show", "-m", str(out / "s")], capture_output=True, text=True, check=True)
+    assert "40\t48\t2\t1" in p.stdout  # BART (x = readout, y, slices)
+    img = read_cfl(out / "s").T
+    assert _psnr(img[0], ds.magnitude_ref) > 20
+
+
+def test_config_espirit_options(tmp_path):
+    from mri_csc.config import ConfigError, load_config
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[coils]\nmaps = "espirit"\nespirit = "bart"\nespirit_crop = 0.5\n[[methods]]\nname = "sense"\n')
+    c = load_config(cfg)["coils"]
+    assert c["espirit_crop"] == 0.5 and c["espirit_thresh"] == "auto" and c["espirit_kernel"] == 6
+    with pytest.raises(ConfigError, match="espirit_crop"):
+        load_config(cfg, ["coils.espirit_crop=1.5"])
+
+
+@pytest.mark.skipif(not __import__("os").path.isfile("/usr/share/mricron/templates/ch2.nii.gz"),
+                    reason="mricron-data not installed")
+def test_nifti_phantom_geometry_carried_to_ismrmrd_and_nifti(tmp_path):
+    import nibabel as nib
+
+    assert main(["simulate", "--phantom", "brain", "--shape", "64", "64", "--coils", "4", "--out",
+                 str(tmp_path / "b.mrd"), "--reference", str(tmp_path / "ref.nii.gz")]) == 0
+    vox = 217 / 64  # ch2: 181 x 217 x 181 at 1 mm, fitted into 64 x 64 square pixels
+    assert main(["recon", str(tmp_path / "b.mrd"), "--out", str(tmp_path / "b.nii.gz"), "--method", "zero-filled",
+                 "--espirit", "sigpy", "--no-pbar"]) == 0
+    for name in ("b_mag.nii.gz", "ref_mag.nii.gz"):
+        np.testing.assert_allclose(nib.load(tmp_path / name).header.get_zooms(), (vox, vox), rtol=1e-5)
+
+
+def test_partial_fourier_and_partial_echo_are_placed_by_the_header(tmp_path):
+    import h5py
+
+    rng = np.random.default_rng(2)
+    k = (rng.standard_normal((2, 48, 64)) + 1j * rng.standard_normal((2, 48, 64))).astype(np.complex64)
+    write_kspace(tmp_path / "p.mrd", k)  # 48 lines e1 = 0..47, 64 samples
+    with h5py.File(tmp_path / "p.mrd", "a") as f:
+        # partial Fourier: a 64-line matrix whose k-space centre is e1 = 16, so lines land on ky = 16..63
+        x = f["dataset/xml"][0].decode()
+        x = x.replace("<y>48</y>", "<y>64</y>").replace("<center>24</center>", "<center>16</center>", 1)
+        f["dataset/xml"][0] = x.encode()
+        # partial echo: drop the first 16 readout samples; the echo centre is then sample 16
+        acqs = f["dataset/data"][()]
+        for a in acqs:
+            a["data"] = a["data"].view(np.complex64).reshape(2, 64)[:, 16:].ravel().view(np.float32)
+        acqs["head"]["number_of_samples"] = 48
+        acqs["head"]["center_sample"] = 16
+        del f["dataset/data"]
+        f["dataset"].create_dataset("data", data=acqs, maxshape=(None,), chunks=True)
+    d = read_kspace(tmp_path / "p.mrd")
+    got = d["kspace"]
+    assert got.shape == (2, 64, 64)
+    np.testing.assert_array_equal(got[:, 16:, 16:], k[:, :, 16:])
+    assert not got[:, :16].any() and not got[:, :, :16].any()
