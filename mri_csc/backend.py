@@ -227,3 +227,24 @@ def ifftn_ortho(x, axes: Sequence[int] = (-2, -1), overwrite_x: bool = False):
     axes = tuple(axes)
     mod, kw = _fft_module(x)
     return mod.ifftn(x, axes=axes, norm="ortho", overwrite_x=overwrite_x, **kw)
+
+
+def _dct_module(x):
+    xp = get_xp(x)
+    if xp is np:
+        return scipy.fft, {"workers": fft_workers()}
+    import cupyx.scipy.fft as cufft  # noqa: PLC0415
+
+    return cufft, {}
+
+
+def dctn_ortho(x, axes: Sequence[int] = (-2, -1)):
+    """Orthonormal DCT-II over ``axes`` (real or complex input; complex transforms both parts)."""
+    mod, kw = _dct_module(x)
+    return mod.dctn(x, type=2, axes=tuple(axes), norm="ortho", **kw)
+
+
+def idctn_ortho(x, axes: Sequence[int] = (-2, -1)):
+    """Inverse of :func:`dctn_ortho` (its adjoint: the transform is orthonormal)."""
+    mod, kw = _dct_module(x)
+    return mod.idctn(x, type=2, axes=tuple(axes), norm="ortho", **kw)

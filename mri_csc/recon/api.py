@@ -26,7 +26,8 @@ class ReconResult:
         the units of the input k-space (the internal data scaling is undone).
     history : list of dict
         Per-iteration records (``iter``, ``time`` in seconds, and the method's
-        own keys such as ``objective``, ``primal_residual``, ``dual_residual``, ``rho``).
+        own keys: for ``csc`` the objective and its terms, ``coupling_misfit``, ``image_change``,
+        ``code_l1``, ``coder_rho``; see :mod:`mri_csc.solvers.csc_recon`).
     method : str
     params : dict
         The parameters the method ran with: defaults filled in and data-dependent

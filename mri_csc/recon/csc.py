@@ -47,6 +47,7 @@ from ..backend import get_xp, to_device
 from ..prior.conv import check_filters
 from ..prior.dictionary import load_default_dictionary
 from ..prior.phase import estimate_phase
+from ..prior.csc_prior import CSCPrior
 from ..prior.sparse_coding import ConvSparseCoder
 from ..solvers.csc_recon import CSCReconSolver
 from .problem import ReconProblem
@@ -153,9 +154,8 @@ def _dictionary(problem: ReconProblem, dictionary):
     return to_device(filters, problem.device).astype(np.float32, copy=False)
 
 
-def csc(problem: ReconProblem, *, show_pbar: bool = False, **params):
-    """Reconstruct with the CSC prior (see module docstring); returns ``(image, history)``."""
-    p = resolve_params(problem, params)
+def build_prior(problem: ReconProblem, p: dict):
+    """The CSC prior (and the phase weight γ, 0 without demodulation) for resolved parameters ``p``."""
     filters = _dictionary(problem, p["dictionary"])
     coder = ConvSparseCoder(filters, problem.image_shape, p["lam"], rho=p["rho"], relax=p["relax"],
                             rho_period=p["rho_period"], dtype=problem.kspace.real.dtype)
@@ -164,15 +164,31 @@ def csc(problem: ReconProblem, *, show_pbar: bool = False, **params):
     if p["phase"] in ("auto", True):
         phasor = estimate_phase(problem.kspace, problem.maps, problem.mask)
         gamma = p["gamma"]
-    x0 = p["x0"]
-    if x0 is not None:
-        if tuple(x0.shape) != problem.image_shape:
-            raise ValueError(f"x0 must have the image shape {problem.image_shape}; got {tuple(x0.shape)}")
-        x0 = to_device(x0, problem.device) / problem.scale
-    solver = CSCReconSolver(problem.sense(), problem.kspace, coder, phasor=phasor, mu=p["mu"],
-                            gamma=gamma, lam_lp=p["lam_lp"], cg_iter=p["cg_iter"], csc_iter=p["csc_iter"],
-                            max_iter=p["max_iter"], tol=p["tol"], x0=x0, imag_codes=p["imag_codes"],
-                            callback=p["callback"])
+    prior = CSCPrior(coder, mu=p["mu"], lam_lp=p["lam_lp"], phasor=phasor, imag_codes=p["imag_codes"],
+                     coder_iter=p["csc_iter"])
+    return prior, gamma
+
+
+def _x0(problem: ReconProblem, x0):
+    if x0 is None:
+        return None
+    if tuple(x0.shape) != problem.image_shape:
+        raise ValueError(f"x0 must have the image shape {problem.image_shape}; got {tuple(x0.shape)}")
+    return to_device(x0, problem.device) / problem.scale
+
+
+_HINT = ("lower lam (the sparse code's weight) or raise mu; a fixed rho for the coder (rho=...) can also "
+         "stabilise it")
+
+
+def csc(problem: ReconProblem, *, show_pbar: bool = False, **params):
+    """Reconstruct with the CSC prior (see module docstring); returns ``(image, history)``."""
+    p = resolve_params(problem, params)
+    prior, gamma = build_prior(problem, p)
+    solver = CSCReconSolver(problem.sense(), problem.kspace, prior, gamma=gamma, support=problem.support,
+                            cg_iter=p["cg_iter"], max_iter=p["max_iter"], tol=p["tol"],
+                            x0=_x0(problem, p["x0"]), callback=p["callback"],
+                            hint=f"csc with lam={p['lam']}, mu={p['mu']}: {_HINT}")
     with tqdm(total=p["max_iter"], desc="csc", disable=not show_pbar, leave=False) as pbar:
         image = solver.run(pbar)
     return image, solver.history
