@@ -46,9 +46,9 @@ def test_phase_term_helps_with_1d_mask(lines_case):
 def test_imag_codes_follow_the_phase_model(poisson_case):
     """With the phase demodulated only Re u is sparse-coded (one channel), without it both;
     coding Im u as well changes the image by little."""
+    from mri_csc.prior.csc_prior import CSCPrior
     from mri_csc.prior.dictionary import load_default_dictionary
     from mri_csc.prior.sparse_coding import ConvSparseCoder
-    from mri_csc.prior.csc_prior import CSCPrior
     from mri_csc.recon.csc import DEFAULTS, resolve_params
     from mri_csc.recon.problem import make_problem
     from mri_csc.solvers.csc_recon import CSCReconSolver
@@ -99,7 +99,7 @@ def test_recorded_objective_is_the_documented_one_and_does_not_increase(poisson_
     """The history's objective is F(x, z) of mri_csc.solvers.csc_recon, recomputed here from the
     image and the codes, and it is non-increasing (1e-3 relative) after the first iterations."""
     from mri_csc.prior.csc_prior import CSCPrior
-    from mri_csc.recon.csc import build_prior, resolve_params, DEFAULTS
+    from mri_csc.recon.csc import DEFAULTS, build_prior, resolve_params
     from mri_csc.recon.problem import make_problem
     from mri_csc.solvers.csc_recon import CSCReconSolver
 

@@ -206,7 +206,8 @@ class TVPrior(Prior):
                         and self._p.dtype == v.dtype) else xp.zeros((nd,) + v.shape, dtype=v.dtype)
         q, theta = p.copy(), 1.0
         w = v - t * grad_adjoint(p)
-        for k in range(self.n_inner):
+        k = 0
+        for k in range(self.n_inner):  # noqa: B007 (k counts the inner iterations, read after the loop)
             w_q = v - t * grad_adjoint(q)
             g = q + grad(w_q) / (lip * t)
             mag = xp.sqrt((xp.abs(g) ** 2).sum(axis=0))

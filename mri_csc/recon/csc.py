@@ -45,9 +45,9 @@ from tqdm.auto import tqdm
 
 from ..backend import get_xp, to_device
 from ..prior.conv import check_filters
+from ..prior.csc_prior import CSCPrior
 from ..prior.dictionary import load_default_dictionary
 from ..prior.phase import estimate_phase
-from ..prior.csc_prior import CSCPrior
 from ..prior.sparse_coding import ConvSparseCoder
 from ..solvers.csc_recon import CSCReconSolver
 from .problem import ReconProblem
