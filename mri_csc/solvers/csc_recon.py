@@ -97,6 +97,7 @@ class CSCReconSolver:
         self.cg_iter, self.max_iter, self.tol = int(cg_iter), int(max_iter), float(tol)
         self.callback, self.hint = callback, hint
         self._h2 = self.mu * prior.filter.high_gain ** 2  # the gain of mu H^2
+        self._hu = None  # H of the current x's channels, from the last record
         if support is None and hasattr(A, "maps"):
             support = xp.any(A.maps != 0, axis=0)
         self.support = support
@@ -138,17 +139,24 @@ class CSCReconSolver:
         r = self.A(self.x) - self.y
         return self.xp.vdot(r.ravel(), r.ravel()).real
 
-    def prior_step(self, x):
-        """The code step on the demodulated image; returns :math:`H Dz` (complex), the prior's target."""
+    def prior_step(self, x, hu=None):
+        r"""The code step on the demodulated image; returns :math:`H Dz` (complex), the prior's target.
+
+        ``hu``: :math:`H(\operatorname{Re}u, \operatorname{Im}u)` when already known (the last
+        iteration's record computed it for this ``x``)."""
         pr = self.prior
-        dz = pr.code(pr.filter.high(pr.channels(pr.demod(x))))
-        return pr.complex(pr.filter.high(dz), x.dtype)
+        if hu is None:
+            hu = pr.filter.high(pr.channels(pr.demod(x)))
+        dz = pr.code(hu)
+        n = pr.n_coded
+        hdz = pr.filter.high(dz[:n])  # the uncoded imaginary channel of Dz is 0
+        return hdz[0].astype(x.dtype) if n == 1 else pr.complex(hdz, x.dtype)
 
     def update(self) -> dict:
         """Run one outer iteration and append its record to :attr:`history`."""
         xp = self.xp
         pr = self.prior
-        target = self.prior_step(self.x)
+        target = self.prior_step(self.x, self._hu)
         rhs = self.rhs_data + self.mu * self._restrict(pr.mod(target))
         r0 = None if self._residual is None else self._residual + (rhs - self._rhs)
         x_old = self.x
@@ -157,7 +165,7 @@ class CSCReconSolver:
         self._rhs = rhs
         # every norm as a device scalar, moved to the host in one transfer (one GPU sync per iteration)
         u = pr.demod(self.x)
-        hu = pr.filter.high(pr.channels(u))
+        hu = self._hu = pr.filter.high(pr.channels(u))
 
         def n2(a):
             return xp.vdot(a.ravel(), a.ravel()).real
