@@ -95,7 +95,8 @@ def test_history_callback_and_warm_start(poisson_case):
     assert _psnr(ds, warm.image) > _psnr(ds, cold.image) + 1
 
 
-def test_recorded_objective_is_the_documented_one_and_does_not_increase(poisson_case):
+@pytest.mark.parametrize("x_step", ["mm", "exact"])
+def test_recorded_objective_is_the_documented_one_and_does_not_increase(poisson_case, x_step):
     """The history's objective is F(x, z) of mri_csc.solvers.csc_recon, recomputed here from the
     image and the codes, and it is non-increasing (1e-3 relative) after the first iterations."""
     from mri_csc.prior.csc_prior import CSCPrior
@@ -104,7 +105,7 @@ def test_recorded_objective_is_the_documented_one_and_does_not_increase(poisson_
     from mri_csc.solvers.csc_recon import CSCReconSolver
 
     ds = poisson_case
-    r = mri_csc.reconstruct(ds.kspace, ds.maps, mask=ds.mask, method="csc", max_iter=30, tol=0)
+    r = mri_csc.reconstruct(ds.kspace, ds.maps, mask=ds.mask, method="csc", max_iter=30, tol=0, x_step=x_step)
     obj = np.array([h["objective"] for h in r.history])
     rel = np.diff(obj) / np.abs(obj[:-1])
     assert rel[3:].max() < 1e-3, rel
@@ -115,7 +116,7 @@ def test_recorded_objective_is_the_documented_one_and_does_not_increase(poisson_
     prior, gamma = build_prior(prob, p)
     assert isinstance(prior, CSCPrior)
     solver = CSCReconSolver(prob.sense(), prob.kspace, prior, gamma=gamma, support=prob.support,
-                            max_iter=6, tol=0)
+                            max_iter=6, tol=0, x_step=x_step)
     x = solver.run()
     k = np.fft.fftshift(np.fft.fft2(np.fft.ifftshift(prob.maps * x, axes=(-2, -1)), norm="ortho"), axes=(-2, -1))
     data = 0.5 * np.sum(np.abs(k * prob.mask - prob.kspace) ** 2)
@@ -184,3 +185,27 @@ def test_first_iterations_gpu_parity(poisson_case):
     assert np.linalg.norm(g - cpu.image) / np.linalg.norm(cpu.image) < 1e-3
     for a, b in zip(cpu.history, gpu.history):
         assert a["objective"] == pytest.approx(b["objective"], rel=1e-3)
+
+
+def test_admm_solver_reaches_the_same_quality(poisson_case):
+    """solver="admm": ReconSolver with the CSC and phase priors as two splits, same objective."""
+    ds = poisson_case
+    bcd = mri_csc.reconstruct(ds.kspace, ds.maps, mask=ds.mask, method="csc", max_iter=25)
+    admm = mri_csc.reconstruct(ds.kspace, ds.maps, mask=ds.mask, method="csc", max_iter=25, solver="admm")
+    assert abs(_psnr(ds, admm.image) - _psnr(ds, bcd.image)) < 0.5
+    h = admm.history[-1]
+    for key in ("objective", "primal_residual", "dual_residual", "csc_value", "csc_code_l1", "csc_rho",
+                "phase_value", "phase_rho"):
+        assert np.isfinite(h[key])
+    obj = [r["objective"] for r in admm.history]
+    assert obj[-1] < obj[0]
+
+
+def test_divergence_is_an_error_naming_the_parameter(poisson_case):
+    """lam=20 zeroes every code, the coder's residual balancing then drives its rho to 0 and the
+    image to ~1e18 (it did so silently before); now it stops with the parameter to change."""
+    from mri_csc.solvers import DivergenceError
+
+    ds = poisson_case
+    with pytest.raises(DivergenceError, match="lam=20.0.*lower lam"):
+        mri_csc.reconstruct(ds.kspace, ds.maps, mask=ds.mask, method="csc", lam=20)
