@@ -154,13 +154,18 @@ def test_recorded_params_reproduce_the_run(poisson_case):
 @pytest.mark.parametrize(
     "params, exc, match",
     [
-        (dict(lam=-1.0), ValueError, "lam must be a finite number >= 0; got -1.0"),
-        (dict(lam=float("nan")), ValueError, "lam must be a finite number"),
-        (dict(mu=0), ValueError, "mu must be a finite number > 0"),
-        (dict(max_iter=2.5), ValueError, "max_iter must be an integer"),
-        (dict(rho_period=0), ValueError, "rho_period must be an integer >= 1; got 0"),
-        (dict(phase="sometimes"), ValueError, "phase must be 'auto', True or False"),
-        (dict(imag_codes="yes"), ValueError, "imag_codes must be 'auto', True or False; got 'yes'"),
+        (dict(lam=-1.0), ValueError,
+         r"method 'csc': parameter lam = -1.0 is invalid; expected a finite number >= 0 \(or 'auto'\)"),
+        (dict(lam=float("nan")), ValueError, "parameter lam = nan is invalid"),
+        (dict(mu=0), ValueError, "parameter mu = 0 is invalid; expected a finite number > 0"),
+        (dict(max_iter=2.5), ValueError, "parameter max_iter = 2.5 is invalid; expected an integer >= 1"),
+        (dict(max_iter=0), ValueError, "parameter max_iter = 0 is invalid; expected an integer >= 1"),
+        (dict(rho_period=0), ValueError, "parameter rho_period = 0 is invalid; expected an integer >= 1"),
+        (dict(relax=2.0), ValueError, "parameter relax = 2.0 is invalid; expected a finite number > 0 and < 2"),
+        (dict(phase="sometimes"), ValueError, "parameter phase = 'sometimes' is invalid; expected one of True, False"),
+        (dict(imag_codes="yes"), ValueError, "parameter imag_codes = 'yes' is invalid"),
+        (dict(solver="newton"), ValueError, "parameter solver = 'newton' is invalid; expected one of 'bcd', 'admm'"),
+        (dict(callback=3), ValueError, "parameter callback = 3 is invalid; expected a callable"),
         (dict(dictionary=np.ones((4, 5), np.float32)), ValueError, r"shape \(K, fy, fx\)"),
         (dict(dictionary=np.full((4, 5, 5), np.nan, np.float32)), ValueError, "must be finite"),
         (dict(dictionary=np.ones((4, 128, 128), np.float32)), ValueError, "larger than"),
@@ -207,5 +212,5 @@ def test_divergence_is_an_error_naming_the_parameter(poisson_case):
     from mri_csc.solvers import DivergenceError
 
     ds = poisson_case
-    with pytest.raises(DivergenceError, match="lam=20.0.*lower lam"):
+    with pytest.raises(DivergenceError, match=r"lam=20\b.*lower lam"):
         mri_csc.reconstruct(ds.kspace, ds.maps, mask=ds.mask, method="csc", lam=20)

@@ -74,7 +74,13 @@ def test_baselines_beat_zero_filled(phantom):
     "kwargs, match",
     [
         (dict(method="nope"), "method must be one of"),
-        (dict(method="sense", max_it=3), r"unknown parameter\(s\) \['max_it'\]"),
+        (dict(method="sense", max_it=3), r"unknown parameter 'max_it' for method 'sense'; accepted"),
+        (dict(method="sense", lam=float("nan")), r"method 'sense': parameter lam = nan is invalid; expected a finite"),
+        (dict(method="sense", max_iter=0), "parameter max_iter = 0 is invalid; expected an integer >= 1"),
+        (dict(method="l1wavelet", lam=-1), "method 'l1wavelet': parameter lam = -1 is invalid"),
+        (dict(method="tv", lam="abc"), "method 'tv': parameter lam = 'abc' is invalid; expected a finite number >= 0"),
+        (dict(method="bart-tv", max_iter=-1), "method 'bart-tv': parameter max_iter = -1 is invalid"),
+        (dict(method="bart-l1wavelet", randshift="no"), "parameter randshift = 'no' is invalid; expected true or"),
         (dict(method="sense", device="tpu"), "device must be"),
     ],
 )

@@ -86,13 +86,13 @@ def reconstruct(kspace, coil_maps, *, mask=None, method: str = "csc", device: "s
     device = resolve_device(device)
     spec = get_method(method)
     spec.check(params)
-    if device.kind == "gpu" and not spec.gpu:
-        raise ValueError(f"method {method!r} runs on the CPU only; got device={str(device)!r}")
+    spec.check_device(device)
     problem = make_problem(kspace, coil_maps, mask, device=device, scale=scale)
     full = {**spec.params, **params}
     with problem.device.use():
         if spec.resolve is not None:
             full = spec.resolve(problem, full)
+            spec.check(full)  # the resolved values too
         image, history = spec.func(problem, show_pbar=show_pbar, **full)
         image = image * image.real.dtype.type(problem.scale)
     elapsed = time.perf_counter() - t0

@@ -44,8 +44,6 @@ blocks directly needs no extra split.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 from tqdm.auto import tqdm
 
@@ -59,35 +57,40 @@ from ..prior.sparse_coding import ConvSparseCoder
 from ..solvers.admm import ReconSolver
 from ..solvers.csc_recon import CSCReconSolver
 from .problem import ReconProblem
-from .registry import register_method
+from .registry import Param, register_method
 
-__all__ = ["csc", "is_line_mask", "resolve_params", "LAM_2D", "LAM_LINES", "MU_2D", "MU_LINES", "DEFAULTS"]
+__all__ = ["csc", "is_line_mask", "resolve_params", "LAM_2D", "LAM_LINES", "MU_2D", "MU_LINES", "DEFAULTS", "SCHEMA"]
 
 LAM_2D = 0.008
 LAM_LINES = 0.025
 MU_2D = 0.3
 MU_LINES = 0.1
 
-DEFAULTS = {
-    "lam": "auto",
-    "mu": "auto",
-    "gamma": "auto",
-    "lam_lp": 5.0,
-    "phase": "auto",
-    "imag_codes": "auto",
-    "max_iter": 100,
-    "csc_iter": 1,
-    "cg_iter": 3,
-    "rho": None,
-    "rho_period": 2,
-    "relax": 1.8,
-    "dictionary": None,
-    "tol": 1e-3,
-    "solver": "bcd",
-    "x_step": "mm",
-    "x0": None,
-    "callback": None,
+_AUTO_NUM = dict(kind="float", also=("auto",))
+_FLAG = dict(kind="choice", choices=(True, False), also=("auto",))
+
+#: the csc parameters: the one source of their defaults and accepted values (see Method.check)
+SCHEMA = {
+    "lam": Param("auto", lo=0, **_AUTO_NUM),
+    "mu": Param("auto", lo=0, lo_open=True, **_AUTO_NUM),
+    "gamma": Param("auto", lo=0, **_AUTO_NUM),
+    "lam_lp": Param(5.0, "float", lo=0),
+    "phase": Param("auto", **_FLAG),
+    "imag_codes": Param("auto", **_FLAG),
+    "max_iter": Param(100, "int", lo=1),
+    "csc_iter": Param(1, "int", lo=1),
+    "cg_iter": Param(3, "int", lo=1),
+    "rho": Param(None, "float", lo=0, lo_open=True, also=(None,)),
+    "rho_period": Param(2, "int", lo=1),
+    "relax": Param(1.8, "float", lo=0, hi=2, lo_open=True, hi_open=True),
+    "dictionary": Param(None),
+    "tol": Param(1e-3, "float", lo=0),
+    "solver": Param("bcd", "choice", choices=("bcd", "admm")),
+    "x_step": Param("mm", "choice", choices=("mm", "exact")),
+    "x0": Param(None),
+    "callback": Param(None, "callable", also=(None,)),
 }
+DEFAULTS = {k: p.default for k, p in SCHEMA.items()}
 
 
 def is_line_mask(mask) -> bool:
@@ -102,55 +105,21 @@ def is_line_mask(mask) -> bool:
     return False
 
 
-def _positive(name, value, allow_zero=True):
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a number; got {value!r}") from None
-    if not math.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
-        raise ValueError(f"{name} must be a finite number {'>=' if allow_zero else '>'} 0; got {value!r}")
-    return v
-
-
-def _count(name, value, minimum=0):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}")
-    return int(value)
-
-
 def resolve_params(problem: ReconProblem, params: dict) -> dict:
-    """Validate the CSC parameters and fill in the data-dependent defaults (idempotent)."""
+    """Fill in the data-dependent defaults (``"auto"``) of checked CSC parameters (idempotent).
+
+    The values are checked by the registry's ``Method.check`` (:data:`SCHEMA`), before and after this."""
     out = dict(params)
     # the mask is inspected only when a default depends on it (a second, idempotent call skips it)
     lines = (out["lam"] == "auto" or out["mu"] == "auto") and is_line_mask(problem.mask)
     if out["lam"] == "auto":
         out["lam"] = LAM_LINES if lines else LAM_2D
-    out["lam"] = _positive("lam", out["lam"])
     if out["mu"] == "auto":
         out["mu"] = MU_LINES if lines else MU_2D
-    out["mu"] = _positive("mu", out["mu"], allow_zero=False)
     if out["gamma"] == "auto":
         out["gamma"] = out["mu"]
-    for name in ("gamma", "lam_lp"):
-        out[name] = _positive(name, out[name])
-    for name in ("max_iter", "csc_iter", "cg_iter"):
-        out[name] = _count(name, out[name])
-    out["rho_period"] = _count("rho_period", out["rho_period"], minimum=1)
-    if out["rho"] is not None:
-        out["rho"] = _positive("rho", out["rho"], allow_zero=False)
-    if out["phase"] not in ("auto", True, False):
-        raise ValueError(f"phase must be 'auto', True or False; got {out['phase']!r}")
-    if out["imag_codes"] not in ("auto", True, False):
-        raise ValueError(f"imag_codes must be 'auto', True or False; got {out['imag_codes']!r}")
     if out["imag_codes"] == "auto":
         out["imag_codes"] = out["phase"] is False  # demodulated images keep their detail in Re u
-    out["tol"] = _positive("tol", out["tol"])
-    if out["solver"] not in ("bcd", "admm"):
-        raise ValueError(f"solver must be 'bcd' or 'admm'; got {out['solver']!r}")
-    if out["x_step"] not in ("mm", "exact"):
-        raise ValueError(f"x_step must be 'mm' or 'exact'; got {out['x_step']!r}")
-    if out["callback"] is not None and not callable(out["callback"]):
-        raise TypeError(f"callback must be callable; got {type(out['callback']).__name__}")
     return out
 
 
@@ -214,6 +183,6 @@ def csc(problem: ReconProblem, *, show_pbar: bool = False, **params):
     return image, solver.history
 
 
-register_method("csc", csc, DEFAULTS,
+register_method("csc", csc, SCHEMA,
                 "convolutional sparse coding prior with phase smoothness, solved by ADMM-based alternation",
                 resolve=resolve_params)
