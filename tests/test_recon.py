@@ -127,3 +127,21 @@ def test_gpu_cpu_parity(phantom, method):
     assert gpu.device == "gpu:0"
     g = to_numpy(gpu.image)
     assert np.linalg.norm(g - cpu.image) / np.linalg.norm(cpu.image) < 1e-3
+
+
+def test_problem_carries_one_operator_and_one_lowres_image(phantom):
+    """The forward operator is built once; the data scale and the phase estimate both come from
+    the low-resolution image A^H(w y), so any operator with an adjoint serves them."""
+    from mri_csc.operators import Sense
+    from mri_csc.operators.base import FunctionOperator
+    from mri_csc.prior.phase import estimate_phase
+    from mri_csc.recon import make_problem
+
+    k, maps, mask, _ = phantom
+    prob = make_problem(k, maps, mask)
+    assert prob.sense() is prob.operator and isinstance(prob.operator, Sense)
+    assert prob.support is prob.support
+    op = prob.operator
+    generic = FunctionOperator(op.ishape, op.oshape, op, op.adjoint)  # no Sense fast paths
+    assert data_scale(k, maps, mask) == pytest.approx(data_scale(k * mask, op=generic), rel=1e-5)
+    assert np.allclose(estimate_phase(generic, prob.kspace), estimate_phase(op, prob.kspace), atol=1e-5)

@@ -145,7 +145,7 @@ def build_prior(problem: ReconProblem, p: dict):
     phasor = None
     gamma = 0.0
     if p["phase"] in ("auto", True):
-        phasor = estimate_phase(problem.kspace, problem.maps, problem.mask)
+        phasor = estimate_phase(problem.operator, problem.kspace)
         gamma = p["gamma"]
     prior = CSCPrior(coder, mu=p["mu"], lam_lp=p["lam_lp"], phasor=phasor, imag_codes=p["imag_codes"],
                      coder_iter=p["csc_iter"])
@@ -173,10 +173,10 @@ def csc(problem: ReconProblem, *, show_pbar: bool = False, **params):
                   callback=p["callback"], hint=hint)
     if p["solver"] == "admm":
         priors = [prior] + ([PhasePrior(gamma, prior.phasor)] if gamma > 0 else [])
-        solver = ReconSolver(problem.sense(), problem.kspace, priors, rho=[p["mu"]] + [gamma] * (len(priors) - 1),
+        solver = ReconSolver(problem.operator, problem.kspace, priors, rho=[p["mu"]] + [gamma] * (len(priors) - 1),
                              support=problem.support, **common)
     else:
-        solver = CSCReconSolver(problem.sense(), problem.kspace, prior, gamma=gamma, support=problem.support,
+        solver = CSCReconSolver(problem.operator, problem.kspace, prior, gamma=gamma, support=problem.support,
                                 x_step=p["x_step"], **common)
     with tqdm(total=p["max_iter"], desc="csc", disable=not show_pbar, leave=False) as pbar:
         image = solver.run(pbar)
