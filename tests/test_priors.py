@@ -150,3 +150,21 @@ def test_bad_prior_parameters_are_rejected(make, match):
 def test_base_prior_is_abstract():
     with pytest.raises(NotImplementedError):
         Prior().prox(np.zeros(2), 1.0)
+
+
+@pytest.mark.parametrize("boundary", ["pad", "circular"])
+def test_set_filters_invalidates_every_filter_cache(boundary):
+    rng = np.random.default_rng(0)
+    f1, f2 = (rng.standard_normal((4, 5, 5)).astype(np.float32) for _ in range(2))
+    s = rng.standard_normal((1, 24, 24)).astype(np.float32)
+    coder = ConvSparseCoder(f1, (24, 24), 0.1, boundary=boundary)
+    coder.solve(s, max_iter=20, tol=0)
+    coder.set_filters(f2)
+    # the kept Fourier-domain synthesis is that of the new filters
+    assert np.abs(coder.synthesize() - coder.synthesize(coder.codes)).max() < 1e-5
+    fresh = ConvSparseCoder(f2, (24, 24), 0.1, boundary=boundary)
+    coder.solve(s, max_iter=300, tol=0)
+    fresh.solve(s, max_iter=300, tol=0)
+    assert coder.objective(s) == pytest.approx(fresh.objective(s), rel=5e-3)
+    with pytest.raises(ValueError, match="keep the shape"):
+        coder.set_filters(f2[:3])
