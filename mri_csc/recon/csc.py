@@ -184,5 +184,5 @@ def csc(problem: ReconProblem, *, show_pbar: bool = False, **params):
 
 
 register_method("csc", csc, SCHEMA,
-                "convolutional sparse coding prior with phase smoothness, solved by ADMM-based alternation",
+                "convolutional sparse coding prior with phase smoothness (block-coordinate descent, or ADMM)",
                 resolve=resolve_params)
