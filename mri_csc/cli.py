@@ -296,12 +296,10 @@ def cmd_recon(args) -> int:
 
     spec = get_method(args.method)
     params = _parse_kv(args.param, "--param")
-    unknown = sorted(set(params) - set(spec.params))
-    if unknown:
-        raise UserError(f"unknown parameter {unknown[0]!r} for method {args.method!r}; accepted: {sorted(spec.params)}")
-    reason = spec.available()
-    if reason:
-        raise UserError(f"method {args.method!r} is not available here: {reason}")
+    try:
+        spec.check(params)  # names, values and availability: the registry's one check
+    except ValueError as e:
+        raise UserError(str(e)) from None
     detect_format(args.out)
     for o in [*image_outputs(args.out), _params_path(args.out)]:
         check_writable(o, args.force)

@@ -386,20 +386,10 @@ def check_methods(cfg: dict, src="config") -> None:
         except ValueError:
             raise ConfigError(f"{src}: methods[{i}].name: unknown method {m['name']!r}; "
                               f"registered methods: {available_methods()}") from None
-        unknown = sorted(set(m["params"]) - set(spec.params))
-        if unknown:
-            raise ConfigError(f"{src}: methods[{i}].params: unknown parameter {unknown[0]!r} for method "
-                              f"{m['name']!r}; accepted: {sorted(spec.params)}")
-        for k, v in m["params"].items():
-            default = spec.params[k]
-            if _is_num(default) and not isinstance(default, bool) and not _is_num(v):
-                raise _err(src, f"methods[{i}].params.{k}", f"a number (like the default {default!r})", v)
-            if isinstance(default, bool) and not isinstance(v, bool):
-                raise _err(src, f"methods[{i}].params.{k}", "true or false", v)
-        reason = spec.available()
-        if reason:
-            raise ConfigError(f"{src}: methods[{i}].name: method {m['name']!r} is not available here: {reason}")
-
+        try:
+            spec.check(m["params"])  # names, values and availability: the registry's one check
+        except ValueError as e:
+            raise ConfigError(f"{src}: methods[{i}].params: {e}") from None
 
 # ----------------------------------------------------------------------------- TOML writer
 

@@ -178,8 +178,10 @@ def run_eval(cfg: dict, out_dir: "str | os.PathLike | None" = None, *, device: s
     check_methods(cfg, src=src)
     methods = [dict(m) for m in cfg["methods"]]
     for m in methods:
-        if dev.kind == "gpu" and not get_method(m["name"]).gpu:
-            raise ConfigError(f"{src}: method {m['name']!r} runs on the CPU only; got device {dev_name!r}")
+        try:
+            get_method(m["name"]).check_device(dev)
+        except ValueError as e:
+            raise ConfigError(f"{src}: {e}") from None
     if not any(m["name"] == "zero-filled" for m in methods):
         label = "zero-filled" if all(m["label"] != "zero-filled" for m in methods) else "zero-filled (ref)"
         methods.insert(0, {"name": "zero-filled", "label": label, "params": {}})

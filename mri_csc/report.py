@@ -22,7 +22,7 @@ import numpy as np
 
 __all__ = ["save_grid", "save_convergence", "html_report", "format_table", "CONVERGENCE_KEYS"]
 
-CONVERGENCE_KEYS = ("objective", "residual", "primal_residual", "dual_residual")
+CONVERGENCE_KEYS = ("objective", "residual", "primal_residual", "dual_residual", "coupling_misfit", "image_change")
 
 
 def _plt():

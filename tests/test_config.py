@@ -61,7 +61,11 @@ def test_methods_checked_against_registry(tmp_path):
     with pytest.raises(ConfigError, match=r"unknown parameter 'lamda' for method 'tv'"):
         load_config(p)
     p = write(tmp_path, '[[methods]]\nname = "tv"\nparams = { lam = "big" }\n')
-    with pytest.raises(ConfigError, match=r"methods\[0\]\.params\.lam: expected a number"):
+    with pytest.raises(ConfigError, match=r"methods\[0\]\.params: method 'tv': parameter lam = 'big' is invalid; "
+                                          r"expected a finite number >= 0"):
+        load_config(p)
+    p = write(tmp_path, '[[methods]]\nname = "csc"\nparams = { lam = nan }\n')
+    with pytest.raises(ConfigError, match=r"method 'csc': parameter lam = nan is invalid"):
         load_config(p)
 
 

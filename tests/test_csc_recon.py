@@ -46,6 +46,7 @@ def test_phase_term_helps_with_1d_mask(lines_case):
 def test_imag_codes_follow_the_phase_model(poisson_case):
     """With the phase demodulated only Re u is sparse-coded (one channel), without it both;
     coding Im u as well changes the image by little."""
+    from mri_csc.prior.csc_prior import CSCPrior
     from mri_csc.prior.dictionary import load_default_dictionary
     from mri_csc.prior.sparse_coding import ConvSparseCoder
     from mri_csc.recon.csc import DEFAULTS, resolve_params
@@ -58,7 +59,8 @@ def test_imag_codes_follow_the_phase_model(poisson_case):
     assert resolve_params(prob, dict(DEFAULTS, phase=False))["imag_codes"] is True
     for imag_codes, n in ((False, 1), (True, 2)):
         coder = ConvSparseCoder(load_default_dictionary(), SHAPE, LAM_2D)
-        CSCReconSolver(prob.sense(), prob.kspace, coder, imag_codes=imag_codes, max_iter=2).run()
+        prior = CSCPrior(coder, mu=MU_2D, lam_lp=5.0, imag_codes=imag_codes)
+        CSCReconSolver(prob.sense(), prob.kspace, prior, max_iter=2).run()
         assert coder.codes.shape[0] == n and np.abs(coder.codes).max() > 0
     one, both = (mri_csc.reconstruct(ds.kspace, ds.maps, mask=ds.mask, method="csc", max_iter=25,
                                      imag_codes=flag).image for flag in (False, True))
@@ -84,7 +86,8 @@ def test_history_callback_and_warm_start(poisson_case):
     r = mri_csc.reconstruct(ds.kspace, ds.maps, mask=ds.mask, method="csc", max_iter=20,
                             callback=stop_after_three)
     assert seen == [0, 1, 2] and len(r.history) == 3
-    for key in ("objective", "primal_residual", "dual_residual", "rho", "time"):
+    for key in ("objective", "data_fidelity", "coupling", "l1", "phase", "coupling_misfit", "image_change",
+                "code_l1", "coder_rho", "time"):
         assert np.isfinite(r.history[-1][key])
     long = mri_csc.reconstruct(ds.kspace, ds.maps, mask=ds.mask, method="csc", max_iter=15)
     warm = mri_csc.reconstruct(ds.kspace, ds.maps, mask=ds.mask, method="csc", max_iter=1, x0=long.image)
@@ -92,11 +95,39 @@ def test_history_callback_and_warm_start(poisson_case):
     assert _psnr(ds, warm.image) > _psnr(ds, cold.image) + 1
 
 
-def test_objective_decreases_overall(poisson_case):
+@pytest.mark.parametrize("x_step", ["mm", "exact"])
+def test_recorded_objective_is_the_documented_one_and_does_not_increase(poisson_case, x_step):
+    """The history's objective is F(x, z) of mri_csc.solvers.csc_recon, recomputed here from the
+    image and the codes, and it is non-increasing (1e-3 relative) after the first iterations."""
+    from mri_csc.prior.csc_prior import CSCPrior
+    from mri_csc.recon.csc import DEFAULTS, build_prior, resolve_params
+    from mri_csc.recon.problem import make_problem
+    from mri_csc.solvers.csc_recon import CSCReconSolver
+
     ds = poisson_case
-    r = mri_csc.reconstruct(ds.kspace, ds.maps, mask=ds.mask, method="csc", max_iter=15)
-    obj = [h["objective"] for h in r.history]
-    assert obj[-1] < obj[0]
+    r = mri_csc.reconstruct(ds.kspace, ds.maps, mask=ds.mask, method="csc", max_iter=30, tol=0, x_step=x_step)
+    obj = np.array([h["objective"] for h in r.history])
+    rel = np.diff(obj) / np.abs(obj[:-1])
+    assert rel[3:].max() < 1e-3, rel
+    assert obj[-1] < 0.5 * obj[0]
+    # recompute F at the final iterate with independent code: SENSE by explicit FFTs, H by its DCT gain
+    prob = make_problem(ds.kspace, ds.maps, ds.mask)
+    p = resolve_params(prob, dict(DEFAULTS, max_iter=6, tol=0))
+    prior, gamma = build_prior(prob, p)
+    assert isinstance(prior, CSCPrior)
+    solver = CSCReconSolver(prob.sense(), prob.kspace, prior, gamma=gamma, support=prob.support,
+                            max_iter=6, tol=0, x_step=x_step)
+    x = solver.run()
+    k = np.fft.fftshift(np.fft.fft2(np.fft.ifftshift(prob.maps * x, axes=(-2, -1)), norm="ortho"), axes=(-2, -1))
+    data = 0.5 * np.sum(np.abs(k * prob.mask - prob.kspace) ** 2)
+    u = x * prior.phasor.conj()
+    hu = prior.filter.high(np.stack([u.real, u.imag]))
+    z = prior.coder.codes
+    dz = np.zeros_like(hu)
+    dz[0] = prior.coder.synthesize(z)
+    f = (data + p["mu"] * (0.5 * np.sum((hu - dz) ** 2) + p["lam"] * np.abs(z).sum())
+         + 0.5 * gamma * np.sum(u.imag ** 2))
+    assert solver.history[-1]["objective"] == pytest.approx(f, rel=1e-4)
 
 
 def test_auto_lambda_follows_the_mask_kind(poisson_case, lines_case):
@@ -123,13 +154,18 @@ def test_recorded_params_reproduce_the_run(poisson_case):
 @pytest.mark.parametrize(
     "params, exc, match",
     [
-        (dict(lam=-1.0), ValueError, "lam must be a finite number >= 0; got -1.0"),
-        (dict(lam=float("nan")), ValueError, "lam must be a finite number"),
-        (dict(mu=0), ValueError, "mu must be a finite number > 0"),
-        (dict(max_iter=2.5), ValueError, "max_iter must be an integer"),
-        (dict(rho_period=0), ValueError, "rho_period must be an integer >= 1; got 0"),
-        (dict(phase="sometimes"), ValueError, "phase must be 'auto', True or False"),
-        (dict(imag_codes="yes"), ValueError, "imag_codes must be 'auto', True or False; got 'yes'"),
+        (dict(lam=-1.0), ValueError,
+         r"method 'csc': parameter lam = -1.0 is invalid; expected a finite number >= 0 \(or 'auto'\)"),
+        (dict(lam=float("nan")), ValueError, "parameter lam = nan is invalid"),
+        (dict(mu=0), ValueError, "parameter mu = 0 is invalid; expected a finite number > 0"),
+        (dict(max_iter=2.5), ValueError, "parameter max_iter = 2.5 is invalid; expected an integer >= 1"),
+        (dict(max_iter=0), ValueError, "parameter max_iter = 0 is invalid; expected an integer >= 1"),
+        (dict(rho_period=0), ValueError, "parameter rho_period = 0 is invalid; expected an integer >= 1"),
+        (dict(relax=2.0), ValueError, "parameter relax = 2.0 is invalid; expected a finite number > 0 and < 2"),
+        (dict(phase="sometimes"), ValueError, "parameter phase = 'sometimes' is invalid; expected one of True, False"),
+        (dict(imag_codes="yes"), ValueError, "parameter imag_codes = 'yes' is invalid"),
+        (dict(solver="newton"), ValueError, "parameter solver = 'newton' is invalid; expected one of 'bcd', 'admm'"),
+        (dict(callback=3), ValueError, "parameter callback = 3 is invalid; expected a callable"),
         (dict(dictionary=np.ones((4, 5), np.float32)), ValueError, r"shape \(K, fy, fx\)"),
         (dict(dictionary=np.full((4, 5, 5), np.nan, np.float32)), ValueError, "must be finite"),
         (dict(dictionary=np.ones((4, 128, 128), np.float32)), ValueError, "larger than"),
@@ -154,3 +190,27 @@ def test_first_iterations_gpu_parity(poisson_case):
     assert np.linalg.norm(g - cpu.image) / np.linalg.norm(cpu.image) < 1e-3
     for a, b in zip(cpu.history, gpu.history):
         assert a["objective"] == pytest.approx(b["objective"], rel=1e-3)
+
+
+def test_admm_solver_reaches_the_same_quality(poisson_case):
+    """solver="admm": ReconSolver with the CSC and phase priors as two splits, same objective."""
+    ds = poisson_case
+    bcd = mri_csc.reconstruct(ds.kspace, ds.maps, mask=ds.mask, method="csc", max_iter=25)
+    admm = mri_csc.reconstruct(ds.kspace, ds.maps, mask=ds.mask, method="csc", max_iter=25, solver="admm")
+    assert abs(_psnr(ds, admm.image) - _psnr(ds, bcd.image)) < 0.5
+    h = admm.history[-1]
+    for key in ("objective", "primal_residual", "dual_residual", "csc_value", "csc_code_l1", "csc_rho",
+                "phase_value", "phase_rho"):
+        assert np.isfinite(h[key])
+    obj = [r["objective"] for r in admm.history]
+    assert obj[-1] < obj[0]
+
+
+def test_divergence_is_an_error_naming_the_parameter(poisson_case):
+    """lam=20 zeroes every code, the coder's residual balancing then drives its rho to 0 and the
+    image to ~1e18 (it did so silently before); now it stops with the parameter to change."""
+    from mri_csc.solvers import DivergenceError
+
+    ds = poisson_case
+    with pytest.raises(DivergenceError, match=r"lam=20\b.*lower lam"):
+        mri_csc.reconstruct(ds.kspace, ds.maps, mask=ds.mask, method="csc", lam=20)

@@ -74,7 +74,13 @@ def test_baselines_beat_zero_filled(phantom):
     "kwargs, match",
     [
         (dict(method="nope"), "method must be one of"),
-        (dict(method="sense", max_it=3), r"unknown parameter\(s\) \['max_it'\]"),
+        (dict(method="sense", max_it=3), r"unknown parameter 'max_it' for method 'sense'; accepted"),
+        (dict(method="sense", lam=float("nan")), r"method 'sense': parameter lam = nan is invalid; expected a finite"),
+        (dict(method="sense", max_iter=0), "parameter max_iter = 0 is invalid; expected an integer >= 1"),
+        (dict(method="l1wavelet", lam=-1), "method 'l1wavelet': parameter lam = -1 is invalid"),
+        (dict(method="tv", lam="abc"), "method 'tv': parameter lam = 'abc' is invalid; expected a finite number >= 0"),
+        (dict(method="bart-tv", max_iter=-1), "method 'bart-tv': parameter max_iter = -1 is invalid"),
+        (dict(method="bart-l1wavelet", randshift="no"), "parameter randshift = 'no' is invalid; expected true or"),
         (dict(method="sense", device="tpu"), "device must be"),
     ],
 )
@@ -121,3 +127,21 @@ def test_gpu_cpu_parity(phantom, method):
     assert gpu.device == "gpu:0"
     g = to_numpy(gpu.image)
     assert np.linalg.norm(g - cpu.image) / np.linalg.norm(cpu.image) < 1e-3
+
+
+def test_problem_carries_one_operator_and_one_lowres_image(phantom):
+    """The forward operator is built once; the data scale and the phase estimate both come from
+    the low-resolution image A^H(w y), so any operator with an adjoint serves them."""
+    from mri_csc.operators import Sense
+    from mri_csc.operators.base import FunctionOperator
+    from mri_csc.prior.phase import estimate_phase
+    from mri_csc.recon import make_problem
+
+    k, maps, mask, _ = phantom
+    prob = make_problem(k, maps, mask)
+    assert prob.sense() is prob.operator and isinstance(prob.operator, Sense)
+    assert prob.support is prob.support
+    op = prob.operator
+    generic = FunctionOperator(op.ishape, op.oshape, op, op.adjoint)  # no Sense fast paths
+    assert data_scale(k, maps, mask) == pytest.approx(data_scale(k * mask, op=generic), rel=1e-5)
+    assert np.allclose(estimate_phase(generic, prob.kspace), estimate_phase(op, prob.kspace), atol=1e-5)

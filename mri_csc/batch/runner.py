@@ -121,8 +121,7 @@ def _check_args(method, params, maps, output_format, retries, seed, device):
     kind = str(device).split(":")[0].lower()
     if kind not in ("cpu", "gpu", "cuda"):
         raise ValueError(f"device must be 'cpu' or 'gpu'; got {device!r}")
-    if kind != "cpu" and not spec.gpu:
-        raise ValueError(f"method {method!r} runs on the CPU only; got device={device!r}")
+    spec.check_device(device)
     return params
 
 

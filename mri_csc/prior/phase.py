@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..backend import get_xp, ifftc
+from ..backend import get_xp
 
-__all__ = ["hann_window", "lowres_image", "phase_from_image", "estimate_phase"]
+__all__ = ["box_window", "hann_window", "lowres_image", "phase_from_image", "estimate_phase"]
 
 
 def hann_window(shape, width, xp=np, dtype=np.float32):
@@ -35,15 +35,23 @@ def hann_window(shape, width, xp=np, dtype=np.float32):
     return win
 
 
-def lowres_image(kspace, maps, mask=None, width: int = 24):
-    r"""Coil-combined low-resolution image :math:`\sum_c \bar S_c F^{-1}(h\,y_c)`, ``h`` a Hann window."""
-    xp = get_xp(kspace, maps)
-    shape = kspace.shape[1:]
-    win = hann_window(shape, width, xp, kspace.real.dtype)
-    if mask is not None:
-        win = win * mask
-    img = ifftc(kspace * win, tuple(range(-len(shape), 0)))
-    return (maps.conj() * img).sum(axis=0)
+def box_window(shape, width, xp=np, dtype=np.float32):
+    """Centred box of ``width`` samples per axis in ``shape`` (1 inside, 0 outside)."""
+    win = xp.zeros(shape, dtype=dtype)
+    win[tuple(slice(max(n // 2 - width // 2, 0), n // 2 + width // 2) for n in shape)] = 1
+    return win
+
+
+def lowres_image(op, kspace, window):
+    r"""The low-resolution image :math:`A^H(w \odot y)`: the forward operator's adjoint on windowed data.
+
+    For Cartesian SENSE (:class:`~mri_csc.operators.Sense`) and a centred window ``w`` of the image
+    shape this is the coil-combined image :math:`\sum_c \bar S_c F^{-1}(M w y_c)` of the centre of
+    k-space; a non-Cartesian operator takes a window over its samples. It serves the data scale
+    (:func:`~mri_csc.recon.problem.data_scale`, box window) and the phase estimate
+    (:func:`estimate_phase`, Hann window).
+    """
+    return op.adjoint(kspace * window)
 
 
 def phase_from_image(image, eps: float = 1e-12):
@@ -54,6 +62,7 @@ def phase_from_image(image, eps: float = 1e-12):
     return xp.where(safe, image / xp.where(safe, mag, 1), 1).astype(image.dtype)
 
 
-def estimate_phase(kspace, maps, mask=None, width: int = 24):
-    """Smooth phase phasor of the data, from the Hann-windowed calibration region."""
-    return phase_from_image(lowres_image(kspace, maps, mask, width))
+def estimate_phase(op, kspace, width: int = 24):
+    """Smooth phase phasor of the data: of :func:`lowres_image` with a ``width``-wide Hann window."""
+    xp = get_xp(kspace)
+    return phase_from_image(lowres_image(op, kspace, hann_window(kspace.shape[1:], width, xp, kspace.real.dtype)))

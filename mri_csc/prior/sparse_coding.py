@@ -293,7 +293,34 @@ class ConvSparseCoder:
         self._state = None
         self.rho = self.rho0
 
-    # ------------------------------------------------------------------ internals
+    def set_filters(self, filters):
+        """Replace the dictionary (same number and size of filters, same device), keeping the codes.
+
+        Every filter-dependent cache is dropped: the filter spectra, the Sherman–Morrison
+        denominators, and the Fourier-domain syntheses ``D Y``, ``D U`` and the pending ``D T``
+        of the iteration state, which are recomputed from the codes with the new filters (so
+        :meth:`synthesize` and the next :meth:`solve` see the new dictionary). The iterates,
+        duals and ρ carry over: the next :meth:`solve` warm-starts from them.
+        """
+        geom = _ConvGeometry(filters, self.image_shape, self.boundary)
+        if (geom.n_filters, geom.filter_shape) != (self.geom.n_filters, self.geom.filter_shape):
+            raise ValueError(f"filters must keep the shape {(self.geom.n_filters, *self.geom.filter_shape)}; "
+                             f"got {tuple(filters.shape)}")
+        if geom.xp is not self.xp:
+            raise TypeError("filters must stay on the coder's device (NumPy and CuPy mixed)")
+        self.geom = geom
+        self._denom = {}
+        st = self._state
+        if st is not None and st.n_iter > 0:
+            xp = self.xp
+            df = self._spectra(st.real)[0]
+            kax = -self.geom.ndim - 1
+            st.DY = (df * self._fwd(st.Y, st.real)).sum(axis=kax)
+            st.DU = (df * self._fwd(st.U, st.real)).sum(axis=kax)
+            st.DT, st.u_scale = None, 1.0
+            st.vf = None  # the next step recomputes F(Y - U) and D(Y - U)
+            st.dv = xp.empty_like(st.DY)
+
     def _spectra(self, real):
         df = self.geom.spectrum(self.rdt, half=real)
         key = ("e", real)

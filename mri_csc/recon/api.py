@@ -26,7 +26,8 @@ class ReconResult:
         the units of the input k-space (the internal data scaling is undone).
     history : list of dict
         Per-iteration records (``iter``, ``time`` in seconds, and the method's
-        own keys such as ``objective``, ``primal_residual``, ``dual_residual``, ``rho``).
+        own keys: for ``csc`` the objective and its terms, ``coupling_misfit``, ``image_change``,
+        ``code_l1``, ``coder_rho``; see :mod:`mri_csc.solvers.csc_recon`).
     method : str
     params : dict
         The parameters the method ran with: defaults filled in and data-dependent
@@ -92,8 +93,7 @@ def reconstruct(kspace, coil_maps, *, mask=None, method: str = "csc", device: "s
     device = resolve_device(device)
     spec = get_method(method)
     spec.check(params)
-    if device.kind == "gpu" and not spec.gpu:
-        raise ValueError(f"method {method!r} runs on the CPU only; got device={str(device)!r}")
+    spec.check_device(device)
     from ..preprocess import compress_coils as _compress  # noqa: PLC0415  (issue 13: raw-data steps)
     from ..preprocess import input_dtype
 
@@ -105,6 +105,7 @@ def reconstruct(kspace, coil_maps, *, mask=None, method: str = "csc", device: "s
     with problem.device.use():
         if spec.resolve is not None:
             full = spec.resolve(problem, full)
+            spec.check(full)  # the resolved values too
         image, history = spec.func(problem, show_pbar=show_pbar, **full)
         image = image * image.real.dtype.type(problem.scale)
     elapsed = time.perf_counter() - t0

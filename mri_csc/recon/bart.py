@@ -35,7 +35,7 @@ import numpy as np
 from ..backend import to_numpy
 from ..solvers import History
 from .problem import ReconProblem
-from .registry import register_method
+from .registry import Param, register_method
 
 __all__ = ["bart_binary", "bart_available", "bart_pics"]
 
@@ -100,23 +100,18 @@ def bart_pics(problem: ReconProblem, regularizer: str, *, max_iter: int, randshi
     return problem.device.xp.asarray(image), history
 
 
-def bart_l1wavelet(problem: ReconProblem, *, lam: float = 0.005, max_iter: int = 100, randshift: bool = True,
-                   show_pbar: bool = False):
-    """``bart pics -R W:7:0:λ`` (ℓ1-wavelet)."""
-    if lam < 0:
-        raise ValueError(f"lam must be >= 0; got {lam}")
+def bart_l1wavelet(problem: ReconProblem, *, lam: float, max_iter: int, randshift: bool, show_pbar: bool = False):
+    """``bart pics -R W:7:0:λ`` (ℓ1-wavelet; parameters checked by the registry)."""
     return bart_pics(problem, f"W:7:0:{lam}", max_iter=max_iter, randshift=randshift)
 
 
-def bart_tv(problem: ReconProblem, *, lam: float = 0.005, max_iter: int = 100, randshift: bool = True,
-            show_pbar: bool = False):
-    """``bart pics -R T:3:0:λ`` (isotropic TV over x, y)."""
-    if lam < 0:
-        raise ValueError(f"lam must be >= 0; got {lam}")
+def bart_tv(problem: ReconProblem, *, lam: float, max_iter: int, randshift: bool, show_pbar: bool = False):
+    """``bart pics -R T:3:0:λ`` (isotropic TV over x, y; parameters checked by the registry)."""
     return bart_pics(problem, f"T:3:0:{lam}", max_iter=max_iter, randshift=randshift)
 
 
-register_method("bart-l1wavelet", bart_l1wavelet, {"lam": 0.005, "max_iter": 100, "randshift": True},
+_PICS = {"lam": Param(0.005, "float", lo=0), "max_iter": Param(100, "int", lo=1), "randshift": Param(True, "bool")}
+register_method("bart-l1wavelet", bart_l1wavelet, _PICS,
                 "BART pics, l1 on wavelets (-R W:7:0:lam)", gpu=False, available=bart_available)
-register_method("bart-tv", bart_tv, {"lam": 0.005, "max_iter": 100, "randshift": True},
+register_method("bart-tv", bart_tv, _PICS,
                 "BART pics, total variation (-R T:3:0:lam)", gpu=False, available=bart_available)

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from ..solvers import History, conjugate_gradient
 from .problem import ReconProblem
-from .registry import register_method
+from .registry import Param, register_method
 
 __all__ = ["zero_filled", "sense", "sigpy_l1wavelet", "sigpy_tv"]
 
@@ -31,11 +31,8 @@ def zero_filled(problem: ReconProblem, *, show_pbar: bool = False):
     return out, History()
 
 
-def sense(problem: ReconProblem, *, lam: float = 0.0, max_iter: int = 30, tol: float = 1e-6,
-          show_pbar: bool = False):
-    r"""SENSE: CG on :math:`(A^H A + \lambda I)x = A^H y` from zero."""
-    if lam < 0:
-        raise ValueError(f"lam must be >= 0; got {lam}")
+def sense(problem: ReconProblem, *, lam: float, max_iter: int, tol: float, show_pbar: bool = False):
+    r"""SENSE: CG on :math:`(A^H A + \lambda I)x = A^H y` from zero (parameters checked by the registry)."""
     op = problem.sense()
     history = History()
     b = op.adjoint(problem.kspace)
@@ -71,8 +68,7 @@ def _run_sigpy_app(app, name: str, max_iter: int, show_pbar: bool):
     return app._output(), history
 
 
-def sigpy_l1wavelet(problem: ReconProblem, *, lam: float = 0.005, max_iter: int = 100,
-                    show_pbar: bool = False):
+def sigpy_l1wavelet(problem: ReconProblem, *, lam: float, max_iter: int, show_pbar: bool = False):
     """SigPy ``L1WaveletRecon`` on the scaled problem."""
     from sigpy.mri.app import L1WaveletRecon  # noqa: PLC0415
 
@@ -81,7 +77,7 @@ def sigpy_l1wavelet(problem: ReconProblem, *, lam: float = 0.005, max_iter: int 
     return _run_sigpy_app(app, "l1wavelet", max_iter, show_pbar)
 
 
-def sigpy_tv(problem: ReconProblem, *, lam: float = 0.005, max_iter: int = 100, show_pbar: bool = False):
+def sigpy_tv(problem: ReconProblem, *, lam: float, max_iter: int, show_pbar: bool = False):
     """SigPy ``TotalVariationRecon`` on the scaled problem."""
     from sigpy.mri.app import TotalVariationRecon  # noqa: PLC0415
 
@@ -90,8 +86,12 @@ def sigpy_tv(problem: ReconProblem, *, lam: float = 0.005, max_iter: int = 100, 
     return _run_sigpy_app(app, "tv", max_iter, show_pbar)
 
 
+LAM = Param(0.005, "float", lo=0)
+MAX_ITER = Param(100, "int", lo=1)
+
 register_method("zero-filled", zero_filled, {}, "coil-combined zero-filled inverse FFT")
-register_method("sense", sense, {"lam": 0.0, "max_iter": 30, "tol": 1e-6}, "SENSE by conjugate gradient")
-register_method("l1wavelet", sigpy_l1wavelet, {"lam": 0.005, "max_iter": 100},
+register_method("sense", sense, {"lam": Param(0.0, "float", lo=0), "max_iter": Param(30, "int", lo=1),
+                                 "tol": Param(1e-6, "float", lo=0)}, "SENSE by conjugate gradient")
+register_method("l1wavelet", sigpy_l1wavelet, {"lam": LAM, "max_iter": MAX_ITER},
                 "SigPy L1WaveletRecon (l1 on Daubechies-4 wavelets)")
-register_method("tv", sigpy_tv, {"lam": 0.005, "max_iter": 100}, "SigPy TotalVariationRecon")
+register_method("tv", sigpy_tv, {"lam": LAM, "max_iter": MAX_ITER}, "SigPy TotalVariationRecon")

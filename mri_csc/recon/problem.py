@@ -12,12 +12,13 @@ multiplied back before they are returned.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..backend import Device, get_xp, ifftc, resolve_device, to_device
+from ..backend import Device, get_xp, resolve_device, to_device
 from ..operators import Sense
+from ..prior.phase import box_window, lowres_image
 from ..validate import check_recon_inputs
 
 __all__ = ["ReconProblem", "make_problem", "data_scale"]
@@ -40,6 +41,10 @@ class ReconProblem:
     scale : float
         The factor the k-space was divided by.
     device : Device
+    operator : LinearOperator
+        The forward operator (built once by :func:`make_problem`, or on first use; SENSE here).
+    metadata : dict
+        Free-form facts about the data (e.g. from a file header).
     """
 
     kspace: object
@@ -47,6 +52,13 @@ class ReconProblem:
     mask: object
     scale: float
     device: Device
+    operator: object = None
+    metadata: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.operator is None:
+            self.operator = Sense(self.maps, self.mask)
+        self._support = None
 
     @property
     def xp(self):
@@ -62,17 +74,18 @@ class ReconProblem:
 
     @property
     def support(self):
-        """Boolean image-domain support: where any coil map is non-zero."""
-        xp = self.xp
-        return xp.any(self.maps != 0, axis=0)
+        """Boolean image-domain support: where any coil map is non-zero (computed once)."""
+        if self._support is None:
+            self._support = self.xp.any(self.maps != 0, axis=0)
+        return self._support
 
     def sense(self) -> Sense:
-        """The SENSE operator ``A = M F S`` for this problem."""
-        return Sense(self.maps, self.mask)
+        """The forward operator ``A = M F S`` (:attr:`operator`, built once)."""
+        return self.operator
 
     def adjoint_image(self):
         r""":math:`A^H y`."""
-        return self.sense().adjoint(self.kspace)
+        return self.operator.adjoint(self.kspace)
 
 
 def _check_array(name: str, a, *, complex_ok=True) -> None:
@@ -99,22 +112,21 @@ def infer_mask(kspace):
     return xp.any(kspace != 0, axis=0).astype(np.float32)
 
 
-def data_scale(kspace, maps, mask, *, percentile: float = 99.0, calib: int = 24) -> float:
-    r"""BART-style data scale: a high percentile of :math:`|S^H F^{-1} W y|`.
+def data_scale(kspace, maps=None, mask=None, *, op=None, percentile: float = 99.0, calib: int = 24) -> float:
+    r"""BART-style data scale: a high percentile of the magnitude of the low-resolution image
+    :func:`~mri_csc.prior.phase.lowres_image` (:math:`A^H W y`, ``W`` a centred ``calib``-wide box),
+    so the scale reflects the object, not the noise or the aliasing.
 
-    ``W`` keeps a centred ``calib``-wide block of k-space (the low-resolution
-    part), so the scale reflects the object, not the noise or the aliasing.
+    ``op`` is the forward operator; without it, SENSE from ``maps`` and ``mask``.
     """
     xp = get_xp(kspace)
-    ndim = kspace.ndim - 1
-    window = xp.zeros(kspace.shape[1:], dtype=np.float32)
-    sl = tuple(slice(max(n // 2 - calib // 2, 0), n // 2 + calib // 2) for n in kspace.shape[1:])
-    window[sl] = 1
-    low = ifftc(kspace * window * mask, tuple(range(-ndim, 0)))
-    combined = xp.abs((maps.conj() * low).sum(axis=0))
+    if op is None:
+        op = Sense(maps, mask)
+    low = lowres_image(op, kspace, box_window(kspace.shape[1:], calib, xp, kspace.real.dtype))
+    combined = xp.abs(low)
     s = float(xp.percentile(combined.ravel(), percentile))
     if not np.isfinite(s) or s <= 0:
-        s = float(xp.abs(combined).max())
+        s = float(combined.max())
     return s if s > 0 else 1.0
 
 
@@ -184,9 +196,10 @@ def make_problem(kspace, coil_maps, mask=None, device: "str | Device" = "cpu", s
     if not bool(m.any()):
         raise ValueError("mask samples no k-space point (all zero); expected at least the calibration region")
     k = k * m
+    op = Sense(s, m)
 
     if scale is True:
-        factor = data_scale(k, s, m)
+        factor = data_scale(k, op=op)
     elif scale is False or scale is None:
         factor = 1.0
     else:
@@ -195,4 +208,4 @@ def make_problem(kspace, coil_maps, mask=None, device: "str | Device" = "cpu", s
             raise ValueError(f"scale must be True, False or a positive number; got {scale!r}")
     if factor != 1.0:
         k = k / k.real.dtype.type(factor)
-    return ReconProblem(kspace=k, maps=s, mask=m, scale=factor, device=dev)
+    return ReconProblem(kspace=k, maps=s, mask=m, scale=factor, device=dev, operator=op)

@@ -1,103 +1,97 @@
-r"""The CSC reconstruction solver: ADMM-based alternation on NumPy or CuPy.
+r"""The CSC reconstruction solver: block-coordinate descent over the image and the CSC prior's variables.
 
 Model
 -----
-With :math:`u = e^{-i\varphi}x` the phase-demodulated image, the solver
-minimises
+With :math:`u = e^{-i\varphi}x` the phase-demodulated image, the solver minimises
 
 .. math::
-    \tfrac12\|Ax-y\|^2
-    + \tfrac{\mu}{2}\big\|u - (l + \textstyle\sum_k d_k * z_k)\big\|^2
-    + \lambda\|z\|_1 + \tfrac{\lambda_{lp}}{2}\|\nabla l\|^2
-    + \tfrac{\gamma}{2}\|\operatorname{Im} u\|^2 ,
+    F(x, z) = \tfrac12\|Ax-y\|^2
+    + \mu\Big(\tfrac12\big\|H u - Dz\big\|^2 + \lambda\|z\|_1\Big)
+    + \tfrac{\gamma}{2}\|\operatorname{Im} u\|^2
 
-a soft version of the coupling :math:`u = l + Dz`. ``A = M F S`` is the SENSE
-operator, :math:`l` the smooth (complex) low-pass part, :math:`z` sparse codes,
-and the last term is the phase-smoothness penalty: with :math:`\varphi` a smooth
-phase estimated from the data, a smooth-phase image has a small imaginary part
-after demodulation. With ``imag_codes`` the real and imaginary parts of ``u`` are
-coded as two real channels sharing the dictionary; without it only the real part
-is (``z`` real, so ``Dz`` is real): after demodulation the detail an image has is
-real, and the imaginary part is modelled by its low-pass part and the γ penalty
-alone, which halves the cost of the sparse coding, the dominant one.
-``γ = 0`` with :math:`\varphi = 0` and ``imag_codes`` is a plain complex (re/im)
-CSC prior.
+over :math:`x` restricted to the coil maps' support (where ``A`` sees anything; the image is
+zero elsewhere) and the codes :math:`z`; minimising over :math:`z` alone gives the CSC prior
+:math:`R(x)` of :mod:`mri_csc.prior.csc_prior`, so this is
+:math:`\min_x \tfrac12\|Ax-y\|^2 + R(x) + \tfrac{\gamma}{2}\|\operatorname{Im}u\|^2`.
+:math:`H = I - (I + \lambda_{lp}\nabla^T\nabla)^{-1}` is the Tikhonov high-pass filter (Neumann
+boundary, exact in the DCT-II domain; the low-pass part :math:`Lu` is left to the data), applied
+to both real channels of :math:`u`; :math:`D` the dictionary's synthesis (real filters; real codes
+of :math:`\operatorname{Re}u`, or of both parts with ``imag_codes``). ``A`` is any
+:class:`~mri_csc.operators.LinearOperator` with ``normal`` (Cartesian SENSE by default).
 
 Iteration
 ---------
-Block coordinate descent over ``(l, z)`` and ``x``, each block solved inexactly
-and warm-started:
+Block-coordinate descent, each block warm-started:
 
-1. **prior step** — split :math:`u` into low-pass ``l`` and high-pass part by a
-   Tikhonov filter (:func:`mri_csc.prior.lowpass.lowpass_split`), then run
-   ``csc_iter`` ADMM iterations of convolutional sparse coding on the high-pass
-   part (of the real part only, without ``imag_codes``;
-   :class:`mri_csc.prior.sparse_coding.ConvSparseCoder`, exact Sherman–Morrison
-   solves, over-relaxation, residual-balancing ρ), keeping its iterates and duals
-   between outer iterations;
-2. **data step** — ``cg_iter`` warm-started CG iterations (the residual carried over
-   from the previous outer iteration, since only the right-hand side changes) on the
-   normal equations
+1. **code step** (:meth:`CSCPrior.code`) — ``csc_iter`` ADMM steps of convolutional sparse
+   coding of :math:`Hu` with ℓ1 weight λ (:class:`~mri_csc.prior.sparse_coding.ConvSparseCoder`:
+   exact Sherman–Morrison solves, over-relaxation, residual balancing of its own penalty
+   ``coder_rho``), its iterates kept between outer iterations;
+2. **data step** — ``cg_iter`` warm-started CG iterations (the residual carried over, since
+   only the right-hand side changes), restricted to the support, on one of two quadratics in
+   :math:`x` (``x_step``):
 
-   .. math::
-       \big(A^HA + e^{i\varphi}(\mu\operatorname{Re} + (\mu+\gamma)\,i\operatorname{Im})e^{-i\varphi}\big)x
-       = A^Hy + \mu e^{i\varphi} p ,\qquad p = l + Dz ,
+   - ``"mm"`` (default), majorize–minimize: since :math:`0 \preceq H^2 \preceq I`,
+     :math:`\|Hu - Dz\|^2 \le \|u - t\|^2 + \text{const}` with equality at the current
+     :math:`u_k`, for :math:`t = u_k - H(Hu_k - Dz) = (I - H^2)u_k + HDz`; minimising the
+     majorizer,
 
-   an operator that is self-adjoint for the real inner product
-   :math:`\operatorname{Re}\langle a,b\rangle` CG uses (it is only real-linear when γ > 0).
+     .. math::
+         \big(A^HA + e^{i\varphi}(\mu\operatorname{Re} + (\mu+\gamma)\,i\operatorname{Im})e^{-i\varphi}\big)x
+         = A^Hy + \mu e^{i\varphi} t ,
 
-Outside the coil maps' support ``A`` sees nothing, and there the prior target
-is set to zero, so the image is zero where the maps are (ESPIRiT maps are zero
-outside the object): nothing is invented there.
+     lowers :math:`F` whenever CG lowers the majorizer (it does from the warm start), and
+     costs no transform inside CG (the DCTs for :math:`t` and the record: 2 forward, 2
+     inverse per iteration);
+   - ``"exact"``: the x-block minimisation itself,
 
-Each iteration records the relative coupling (primal) residual
-:math:`\|u-p\|/\max(\|u\|,\|p\|)` and the relative change of the image
-:math:`\|x_k-x_{k-1}\|/\|x_k\|` (dual). The coupling is soft, so the primal
-residual settles at a non-zero value (the prior's misfit, about 1-2 % on brain
-data) rather than going to zero; the solver therefore stops when the relative
-change falls below ``tol``, or after ``max_iter`` iterations.
+     .. math::
+         \big(A^HA + e^{i\varphi}(\mu H^2 + \gamma\, i\operatorname{Im})e^{-i\varphi}\big)x
+         = A^Hy + \mu e^{i\varphi} H Dz ,
+
+     with a DCT pair per CG step. Both operators are self-adjoint for the real inner product
+     CG uses.
+
+The recorded ``objective`` is :math:`F` at the iterate (``data_fidelity``, ``coupling``
+(:math:`\tfrac{\mu}{2}\|Hu - Dz\|^2`), ``l1`` and ``phase`` are its terms, weights included);
+``coupling_misfit`` is :math:`\|Hu - Dz\|/\max(\|Hu\|, \|Dz\|)`, which settles at the prior's
+misfit, not at zero; the solver stops when ``image_change``
+(:math:`\|x_k - x_{k-1}\|/\|x_k\|`) falls below ``tol``, or after ``max_iter`` iterations.
+A non-finite or exploding image, or a collapsing coder penalty, raises
+:class:`~mri_csc.solvers.guard.DivergenceError`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from ..backend import get_xp, to_numpy
-from ..operators import Sense
-from ..prior.lowpass import lowpass_split
-from ..prior.sparse_coding import ConvSparseCoder
+from ..backend import dctn_ortho, get_xp, idctn_ortho, to_numpy
+from ..prior.csc_prior import CSCPrior
 from .cg import conjugate_gradient
+from .guard import check_divergence
 from .history import History
 
 __all__ = ["CSCReconSolver"]
 
 
 class CSCReconSolver:
-    r"""Alternating CSC reconstruction; one :meth:`update` is one outer iteration.
+    r"""Block-coordinate CSC reconstruction; one :meth:`update` is one outer iteration.
 
     Parameters
     ----------
-    A : Sense
-        Forward operator (maps and mask on the working device).
-    y : array ``(coils, *image_shape)``
+    A : LinearOperator
+        Forward operator with ``adjoint``, ``normal`` and a call (SENSE keeps a fast residual norm).
+    y : array ``A.oshape``
         Scaled, masked k-space.
-    coder : ConvSparseCoder
-        Sparse coder over the image shape (built once; its state is the warm start).
-    phasor : array or None
-        :math:`e^{i\varphi}` (unit modulus, image shape); ``None`` means no demodulation.
-    mu : float
-        Coupling weight μ between the image and the prior.
+    prior : CSCPrior
+        Its coder's state is the warm start; its ``phasor``, ``mu`` are the model's.
     gamma : float
-        Phase-smoothness weight γ on :math:`\operatorname{Im}(e^{-i\varphi}x)`.
-    lam_lp : float
-        Tikhonov weight of the low-pass split.
-    cg_iter, csc_iter : int
-        Inner iterations per outer iteration.
-    imag_codes : bool
-        Sparse-code the imaginary part of ``u`` too (default), not only the real part.
-        The coder then sees signals of shape ``(2, *image_shape)``, else ``(1, *image_shape)``.
+        Phase-smoothness weight γ.
+    support : boolean array, optional
+        Image support (default: where ``A.maps`` is non-zero, for SENSE; everywhere otherwise).
+    cg_iter : int
+        CG iterations per outer iteration.
     max_iter : int
-        Outer iterations.
     tol : float
         Stop when the relative change of the image falls below it (0: run ``max_iter``).
     x0 : array, optional
@@ -105,103 +99,148 @@ class CSCReconSolver:
     init_iter : int
     callback : callable, optional
         ``callback(record, x)`` after each iteration; returning ``True`` stops.
+    hint : str
+        Added to a divergence error: which parameter to change.
     """
 
-    def __init__(self, A: Sense, y, coder: ConvSparseCoder, *, phasor=None, mu: float = 0.3,
-                 gamma: float = 0.0, lam_lp: float = 5.0, cg_iter: int = 3, csc_iter: int = 3,
+    def __init__(self, A, y, prior: CSCPrior, *, gamma: float = 0.0, support=None, cg_iter: int = 3,
                  max_iter: int = 50, tol: float = 0.0, x0=None, init_iter: int = 10,
-                 imag_codes: bool = True, callback: Callable | None = None):
-        self.A, self.y, self.coder = A, y, coder
-        self.n_coded = 2 if imag_codes else 1  # channels (re, im) given to the sparse coder
-        self.xp = get_xp(y)
-        self.phasor = phasor
-        self.mu, self.gamma, self.lam_lp = float(mu), float(gamma), float(lam_lp)
-        self.cg_iter, self.csc_iter = int(cg_iter), int(csc_iter)
-        self.max_iter, self.tol = int(max_iter), float(tol)
-        self.callback = callback
-        self.support = self.xp.any(A.maps != 0, axis=0)
-        self.rhs_data = A.adjoint(y)
-        self._y_u = A.uncentred(y)  # k-space in the uncentred layout of A.residual_norm2
+                 callback: Callable | None = None, hint: str = "", x_step: str = "mm"):
+        if x_step not in ("mm", "exact"):
+            raise ValueError(f"x_step must be 'mm' or 'exact'; got {x_step!r}")
+        self.x_step = x_step
+        self.A, self.y, self.prior = A, y, prior
+        self.xp = xp = get_xp(y)
+        self.phasor = prior.phasor
+        self.mu, self.gamma = prior.mu, float(gamma)
+        self.cg_iter, self.max_iter, self.tol = int(cg_iter), int(max_iter), float(tol)
+        self.callback, self.hint = callback, hint
+        self._h2 = self.mu * prior.filter.high_gain ** 2  # the gain of mu H^2
+        self._hu = None  # H of the current x's channels, from the last record
+        self._uf = None  # their DCT (the "mm" step), from the last record
+        if support is None and hasattr(A, "maps"):
+            support = xp.any(A.maps != 0, axis=0)
+        self.support = support
+        self.rhs_data = self._restrict(A.adjoint(y))
         self.history = History()
         self.iter = 0
         self._stop = False
-        # the CG residual b - N x is carried between outer iterations (only b changes), which
-        # saves one application of N (a coil FFT pair) per iteration
+        # the CG residual b - N x is carried between outer iterations (only b changes)
         self._rhs = self._residual = None
         if x0 is None:
             x0, self._residual = conjugate_gradient(self._normal, self.rhs_data, max_iter=init_iter,
                                                     return_residual=True)
             self._rhs = self.rhs_data
-        self.x = x0.astype(self.rhs_data.dtype, copy=True)
+        self.x = self._restrict(x0.astype(self.rhs_data.dtype, copy=True))
+        self._ref = max(float(xp.linalg.norm(self.x)), float(xp.linalg.norm(self.rhs_data)), 1e-30)
+        self._coder_rho0 = prior.coder.rho
 
-    # -- the pieces of the x-step ----------------------------------------------------------
-    def _demod(self, x):
-        return x if self.phasor is None else x * self.phasor.conj()
-
-    def _mod(self, u):
-        return u if self.phasor is None else u * self.phasor
+    def _restrict(self, x):
+        return x if self.support is None else x * self.support
 
     def _prior_weight(self, x):
-        r""":math:`e^{i\varphi}(\mu\operatorname{Re}u + (\mu+\gamma)i\operatorname{Im}u)`."""
-        if self.gamma == 0.0:
-            return self.mu * x
-        u = self._demod(x)
-        return self._mod(self.mu * u + (1j * self.gamma) * u.imag)
+        r"""The prior's part of the x-step operator, :math:`u = e^{-i\varphi}x`:
+        :math:`e^{i\varphi}(\mu H^2 u + \gamma\,i\operatorname{Im}u)` (``"exact"``) or
+        :math:`e^{i\varphi}(\mu u + \gamma\,i\operatorname{Im}u)` (``"mm"``)."""
+        pr = self.prior
+        if self.x_step == "mm":
+            if self.gamma == 0.0:
+                return self.mu * x
+            u = pr.demod(x)
+            return pr.mod(self.mu * u + (1j * self.gamma) * u.imag)
+        u = pr.demod(x)
+        out = pr.filter.apply_gain(u, self._h2)
+        if self.gamma:
+            out += (1j * self.gamma) * u.imag
+        return pr.mod(out)
 
     def _normal(self, x):
-        return self.A.normal(x) + self._prior_weight(x)
+        """The x-step operator restricted to the support (CG keeps ``x`` there)."""
+        return self._restrict(self.A.normal(x) + self._prior_weight(x))
 
-    # -- one outer iteration ------------------------------------------------------------------
-    def prior_step(self, x):
-        """Low-pass split and sparse coding of the demodulated image; returns the prior ``p``."""
+    def _data_residual2(self):
+        if hasattr(self.A, "residual_norm2"):  # SENSE: no output shift
+            if not hasattr(self, "_y_u"):
+                self._y_u = self.A.uncentred(self.y)
+            return self.A.residual_norm2(self.x, self._y_u)
+        r = self.A(self.x) - self.y
+        return self.xp.vdot(r.ravel(), r.ravel()).real
+
+    def prior_step(self, x, hu=None):
+        r"""The code step on the demodulated image; returns :math:`H Dz` (complex), the prior's target.
+
+        ``hu``: :math:`H(\operatorname{Re}u, \operatorname{Im}u)` when already known (the last
+        iteration's record computed it for this ``x``)."""
+        pr = self.prior
+        if hu is None:
+            hu = pr.filter.high(pr.channels(pr.demod(x)))
+        dz = pr.code(hu)
+        n = pr.n_coded
+        hdz = pr.filter.high(dz[:n])  # the uncoded imaginary channel of Dz is 0
+        return hdz[0].astype(x.dtype) if n == 1 else pr.complex(hdz, x.dtype)
+
+    def _mm_target(self):
+        r"""Code step and the majorizer's target :math:`t = (I - H^2)u + H Dz` (complex), with the DCT of
+        ``Dz``'s coded channels; one forward DCT of ``Dz`` and one inverse for ``t``."""
+        pr = self.prior
+        f = pr.filter
         xp = self.xp
-        u = self._demod(x)
-        chans = xp.stack([u.real, u.imag])
-        p, high = lowpass_split(chans, self.lam_lp, axes=tuple(range(-(x.ndim), 0)))
-        n = self.n_coded
-        self.coder.solve(high[:n], max_iter=self.csc_iter, tol=0.0, warm=True, copy=False)
-        p[:n] += self.coder.synthesize()
-        prior = (p[0] + 1j * p[1]).astype(x.dtype)
-        prior *= self.support
-        return prior
+        if self._uf is None:
+            self._uf = dctn_ortho(pr.channels(pr.demod(self.x)), f.axes)
+        hu = idctn_ortho(self._uf * f.high_gain, f.axes).astype(self._uf.dtype, copy=False)
+        dz = pr.code(hu)
+        n = pr.n_coded
+        dzf = dctn_ortho(dz[:n], f.axes)
+        tf = self._uf * (1 - f.high_gain ** 2)
+        tf[:n] += f.high_gain * dzf
+        t = idctn_ortho(tf, f.axes)
+        return pr.complex(t, self.x.dtype), dzf, xp
 
     def update(self) -> dict:
         """Run one outer iteration and append its record to :attr:`history`."""
         xp = self.xp
-        prior = self.prior_step(self.x)
-        rhs = self.rhs_data + self.mu * self._mod(prior)
+        pr = self.prior
+        if self.x_step == "mm":
+            target, dzf, _ = self._mm_target()
+        else:
+            target = self.prior_step(self.x, self._hu)
+        rhs = self.rhs_data + self.mu * self._restrict(pr.mod(target))
         r0 = None if self._residual is None else self._residual + (rhs - self._rhs)
         x_old = self.x
         self.x, self._residual = conjugate_gradient(self._normal, rhs, self.x, max_iter=self.cg_iter,
                                                     residual=r0, return_residual=True)
         self._rhs = rhs
-        # history: every norm as a device scalar, moved to the host in one transfer (one sync
-        # per outer iteration on a GPU); the data term skips the output fftshift (norms are
-        # shift-invariant) against the k-space shifted once in __init__
-        u = self._demod(self.x)
+        # every norm as a device scalar, moved to the host in one transfer (one GPU sync per iteration)
+        u = pr.demod(self.x)
 
         def n2(a):
             return xp.vdot(a.ravel(), a.ravel()).real
 
-        d = u - prior
-        vals = xp.stack([n2(self.x), n2(d), n2(u), n2(prior), n2(self.x - x_old),
-                         self.A.residual_norm2(self.x, self._y_u), xp.abs(self.coder.codes).sum(),
-                         n2(u.imag)]).astype(xp.float64)
-        xn2, c2, un2, pn2, dx2, r2, l1sum, im2 = (float(v) for v in to_numpy(vals))
+        if self.x_step == "mm":  # the coupling in the DCT domain (orthonormal): ||h U - C Dz||^2
+            uf = self._uf = dctn_ortho(pr.channels(u), pr.filter.axes)
+            huf = uf * pr.filter.high_gain
+            n = pr.n_coded
+            cpl = n2(huf[:n] - dzf) + (n2(huf[n:]) if n < huf.shape[0] else 0.0)
+            hn, dn = n2(huf), n2(dzf)
+        else:
+            hu = self._hu = pr.filter.high(pr.channels(u))
+            cpl, hn, dn = n2(hu - pr.dz), n2(hu), n2(pr.dz)
+        vals = xp.stack([n2(self.x), cpl, hn, dn, n2(self.x - x_old), self._data_residual2(),
+                         xp.abs(pr.coder.codes).sum(), n2(u.imag)]).astype(xp.float64)
+        xn2, c2, hn2, dn2, dx2, r2, l1sum, im2 = (float(v) for v in to_numpy(vals))
+        terms = {"data_fidelity": 0.5 * r2, "coupling": 0.5 * self.mu * c2, "l1": self.mu * pr.lam * l1sum,
+                 "phase": 0.5 * self.gamma * im2}
         xnorm = xn2 ** 0.5 or 1.0
-        coupling = c2 ** 0.5
-        primal = coupling / max(un2 ** 0.5, pn2 ** 0.5, 1e-30)
-        dual = dx2 ** 0.5 / xnorm
-        data = 0.5 * r2
-        l1 = self.coder.lam * l1sum
-        phase_pen = 0.5 * self.gamma * im2
-        objective = data + 0.5 * self.mu * coupling ** 2 + l1 + phase_pen
-        rec = self.history.append(objective=objective, data_fidelity=data, l1=l1,
-                                  primal_residual=primal, dual_residual=dual, rho=self.coder.rho)
+        change = dx2 ** 0.5 / xnorm
+        rec = self.history.append(objective=sum(terms.values()), **terms,
+                                  coupling_misfit=c2 ** 0.5 / max(hn2 ** 0.5, dn2 ** 0.5, 1e-30),
+                                  image_change=change, code_l1=l1sum, coder_rho=pr.coder.rho)
+        check_divergence(self.iter, xn2 ** 0.5, self._ref, rho={"coder_rho": (pr.coder.rho, self._coder_rho0)},
+                         hint=self.hint)
         self.iter += 1
         if self.callback is not None and self.callback(rec, self.x):
             self._stop = True
-        if self.tol > 0 and dual < self.tol:
+        if self.tol > 0 and change < self.tol:
             self._stop = True
         return rec
 
@@ -213,6 +252,6 @@ class CSCReconSolver:
         while not self.done():
             rec = self.update()
             if pbar is not None:
-                pbar.set_postfix(obj=f"{rec['objective']:.4g}", r=f"{rec['primal_residual']:.2e}")
+                pbar.set_postfix(obj=f"{rec['objective']:.4g}", misfit=f"{rec['coupling_misfit']:.2e}")
                 pbar.update()
         return self.x
