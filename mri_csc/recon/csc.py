@@ -7,14 +7,15 @@ as :func:`~mri_csc.recon.problem.data_scale` does.
 
 Default rule
 ------------
-``lam="auto"`` and ``mu="auto"`` are picked from the sampling pattern: masks
-that sample whole lines (1D undersampling, coherent aliasing) get
-``LAM_LINES``/``MU_LINES`` (a sparser code, a looser coupling); 2D patterns
-(Poisson-disc, random) get ``LAM_2D``/``MU_2D``. ``gamma="auto"`` sets the
-phase-smoothness weight equal to μ. ``phase="auto"`` demodulates by the smooth
-phase of the calibration region. The values were chosen on ch2 slices 70 and
-100 (simulated 8 coils, ±π random phase, 30 dB) at Poisson R=4, R=8 and 1D
-R=4; ``benchmarks/quality.py`` evaluates them on other slices.
+``lam="auto"`` and ``mu="auto"`` follow the noise level: σ̂ is estimated from
+the calibration region (:mod:`mri_csc.recon.noise`; ``noise_std=`` overrides
+it, in the units of the input k-space, and the result records it) and turned
+into λ and μ by the rule of :mod:`mri_csc.recon.csc_defaults` (λ ∝ σ̂ with a
+floor for whole-line masks, μ = 37.5 λ), fitted on the tuning split of
+``benchmarks/quality.py``. ``gamma="auto"`` sets the phase-smoothness weight
+equal to μ. ``phase="auto"`` demodulates by the smooth phase of the
+calibration region. ``LAM_2D``/``MU_2D``/``LAM_LINES``/``MU_LINES`` are the
+earlier fixed defaults (chosen at 30 dB on ch2), kept for reference.
 
 ``imag_codes="auto"`` sparse-codes only the real part of the demodulated image
 when the phase is demodulated (the imaginary part keeps its low-pass part and
@@ -49,6 +50,7 @@ from ..prior.dictionary import load_default_dictionary
 from ..prior.phase import estimate_phase
 from ..prior.sparse_coding import ConvSparseCoder
 from ..solvers.csc_recon import CSCReconSolver
+from .csc_defaults import auto_weights, resolve_noise_std
 from .problem import ReconProblem
 from .registry import register_method
 
@@ -64,6 +66,7 @@ DEFAULTS = {
     "mu": "auto",
     "gamma": "auto",
     "lam_lp": 5.0,
+    "noise_std": "auto",
     "phase": "auto",
     "imag_codes": "auto",
     "max_iter": 100,
@@ -110,13 +113,15 @@ def _count(name, value, minimum=0):
 def resolve_params(problem: ReconProblem, params: dict) -> dict:
     """Validate the CSC parameters and fill in the data-dependent defaults (idempotent)."""
     out = dict(params)
-    # the mask is inspected only when a default depends on it (a second, idempotent call skips it)
-    lines = (out["lam"] == "auto" or out["mu"] == "auto") and is_line_mask(problem.mask)
-    if out["lam"] == "auto":
-        out["lam"] = LAM_LINES if lines else LAM_2D
+    # noise-adaptive defaults (csc_defaults); the mask and the noise are inspected only when a default
+    # depends on them (a second, idempotent call skips it)
+    out["noise_std"] = resolve_noise_std(problem, out.get("noise_std", "auto"),
+                                         needed=out["lam"] == "auto" or out["mu"] == "auto")
+    if out["lam"] == "auto" or out["mu"] == "auto":
+        auto = auto_weights(out["noise_std"] / problem.scale, is_line_mask(problem.mask))
+        out["lam"] = auto["lam"] if out["lam"] == "auto" else out["lam"]
+        out["mu"] = auto["mu"] if out["mu"] == "auto" else out["mu"]
     out["lam"] = _positive("lam", out["lam"])
-    if out["mu"] == "auto":
-        out["mu"] = MU_LINES if lines else MU_2D
     out["mu"] = _positive("mu", out["mu"], allow_zero=False)
     if out["gamma"] == "auto":
         out["gamma"] = out["mu"]
