@@ -15,7 +15,7 @@ with :math:`\hat\sigma` from :func:`mri_csc.recon.noise.estimate_noise_std`
 (or the user's ``noise_std``). The slope :math:`a` and the floor
 :math:`\lambda_{\min}` depend on the mask kind: 1-D (whole-line) sampling
 leaves coherent aliasing that does not shrink with the noise, so at low noise
-the weight must not follow σ down (pure noise scaling loses 7–9 dB there);
+the weight must not follow σ down (issue 12 reports 7–9 dB lost there by pure noise scaling);
 the floor stands for that aliasing. See :data:`RULE` for the values and how they
 were fitted.
 """
