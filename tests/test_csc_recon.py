@@ -5,7 +5,8 @@ import pytest
 
 import mri_csc
 from mri_csc.metrics import psnr
-from mri_csc.recon.csc import LAM_2D, LAM_LINES, MU_2D, MU_LINES, is_line_mask
+from mri_csc.recon.csc import LAM_2D, MU_2D, is_line_mask
+from mri_csc.recon.csc_defaults import auto_weights
 from mri_csc.sim import make_dataset
 
 SHAPE = (96, 96)
@@ -135,11 +136,13 @@ def test_auto_lambda_follows_the_mask_kind(poisson_case, lines_case):
     assert is_line_mask(lines_case.mask)
     assert not is_line_mask(np.ones(SHAPE, np.float32))
     r = mri_csc.reconstruct(lines_case.kspace, lines_case.maps, method="csc", max_iter=1)
-    # the result records the values the run used, not "auto"
-    assert (r.params["lam"], r.params["mu"], r.params["gamma"]) == (LAM_LINES, MU_LINES, MU_LINES)
+    # the result records the values the run used, not "auto" (the rule: mri_csc.recon.csc_defaults)
+    auto = auto_weights(r.params["noise_std"] / r.scale, lines=True)
+    assert (r.params["lam"], r.params["mu"], r.params["gamma"]) == (auto["lam"], auto["mu"], auto["mu"])
     assert r.params["imag_codes"] is False  # phase demodulated: only Re u coded
     r2 = mri_csc.reconstruct(poisson_case.kspace, poisson_case.maps, method="csc", max_iter=1, phase=False)
-    assert (r2.params["lam"], r2.params["mu"], r2.params["gamma"]) == (LAM_2D, MU_2D, MU_2D)
+    auto = auto_weights(r2.params["noise_std"] / r2.scale, lines=False)
+    assert (r2.params["lam"], r2.params["mu"], r2.params["gamma"]) == (auto["lam"], auto["mu"], auto["mu"])
     assert r2.params["imag_codes"] is True and r2.params["phase"] is False
 
 

@@ -7,14 +7,15 @@ as :func:`~mri_csc.recon.problem.data_scale` does.
 
 Default rule
 ------------
-``lam="auto"`` and ``mu="auto"`` are picked from the sampling pattern: masks
-that sample whole lines (1D undersampling, coherent aliasing) get
-``LAM_LINES``/``MU_LINES`` (a sparser code, a looser coupling); 2D patterns
-(Poisson-disc, random) get ``LAM_2D``/``MU_2D``. ``gamma="auto"`` sets the
-phase-smoothness weight equal to μ. ``phase="auto"`` demodulates by the smooth
-phase of the calibration region. The values were chosen on ch2 slices 70 and
-100 (simulated 8 coils, ±π random phase, 30 dB) at Poisson R=4, R=8 and 1D
-R=4; ``benchmarks/quality.py`` evaluates them on other slices.
+``lam="auto"`` and ``mu="auto"`` follow the noise level: σ̂ is estimated from
+the calibration region (:mod:`mri_csc.recon.noise`; ``noise_std=`` overrides
+it, in the units of the input k-space, and the result records it) and turned
+into λ and μ by the rule of :mod:`mri_csc.recon.csc_defaults` (λ ∝ σ̂ with a
+floor for whole-line masks, μ = 37.5 λ), fitted on the tuning split of
+``benchmarks/quality.py``. ``gamma="auto"`` sets the phase-smoothness weight
+equal to μ. ``phase="auto"`` demodulates by the smooth phase of the
+calibration region. ``LAM_2D``/``MU_2D``/``LAM_LINES``/``MU_LINES`` are the
+earlier fixed defaults (chosen at 30 dB on ch2), kept for reference.
 
 ``imag_codes="auto"`` sparse-codes only the real part of the demodulated image
 when the phase is demodulated (the imaginary part keeps its low-pass part and
@@ -56,6 +57,7 @@ from ..prior.phase import estimate_phase
 from ..prior.sparse_coding import ConvSparseCoder
 from ..solvers.admm import ReconSolver
 from ..solvers.csc_recon import CSCReconSolver
+from .csc_defaults import auto_weights, resolve_noise_std
 from .problem import ReconProblem
 from .registry import Param, register_method
 
@@ -75,6 +77,7 @@ SCHEMA = {
     "mu": Param("auto", lo=0, lo_open=True, **_AUTO_NUM),
     "gamma": Param("auto", lo=0, **_AUTO_NUM),
     "lam_lp": Param(5.0, "float", lo=0),
+    "noise_std": Param("auto", lo=0, lo_open=True, **_AUTO_NUM),
     "phase": Param("auto", **_FLAG),
     "imag_codes": Param("auto", **_FLAG),
     "max_iter": Param(100, "int", lo=1),
@@ -110,12 +113,14 @@ def resolve_params(problem: ReconProblem, params: dict) -> dict:
 
     The values are checked by the registry's ``Method.check`` (:data:`SCHEMA`), before and after this."""
     out = dict(params)
-    # the mask is inspected only when a default depends on it (a second, idempotent call skips it)
-    lines = (out["lam"] == "auto" or out["mu"] == "auto") and is_line_mask(problem.mask)
-    if out["lam"] == "auto":
-        out["lam"] = LAM_LINES if lines else LAM_2D
-    if out["mu"] == "auto":
-        out["mu"] = MU_LINES if lines else MU_2D
+    # noise-adaptive defaults (csc_defaults); the mask and the noise are inspected only when a default
+    # depends on them (a second, idempotent call skips it)
+    out["noise_std"] = resolve_noise_std(problem, out.get("noise_std", "auto"),
+                                         needed=out["lam"] == "auto" or out["mu"] == "auto")
+    if out["lam"] == "auto" or out["mu"] == "auto":
+        auto = auto_weights(out["noise_std"] / problem.scale, is_line_mask(problem.mask))
+        out["lam"] = auto["lam"] if out["lam"] == "auto" else out["lam"]
+        out["mu"] = auto["mu"] if out["mu"] == "auto" else out["mu"]
     if out["gamma"] == "auto":
         out["gamma"] = out["mu"]
     if out["imag_codes"] == "auto":

@@ -1,0 +1,94 @@
+r"""Noise-adaptive default weights of the ``csc`` method.
+
+The weights that work best follow a ridge of constant effective ℓ1 weight
+:math:`\kappa = \lambda\mu` with :math:`\kappa \propto \sigma^2` (σ the k-space
+noise standard deviation in the units of the scaled data, see
+:func:`mri_csc.recon.problem.data_scale`), and along the ridge μ matters
+little, so both λ and μ scale linearly with σ:
+
+.. math::
+
+    \lambda = \max\big(a\,\hat\sigma,\ \lambda_{\min}\big), \qquad
+    \mu = \gamma = r\,\lambda ,
+
+with :math:`\hat\sigma` from :func:`mri_csc.recon.noise.estimate_noise_std`
+(or the user's ``noise_std``). The slope :math:`a` and the floor
+:math:`\lambda_{\min}` depend on the mask kind: 1-D (whole-line) sampling
+leaves coherent aliasing that does not shrink with the noise, so at low noise
+the weight must not follow σ down (issue 12 reports 7–9 dB lost there by pure noise scaling);
+the floor stands for that aliasing. See :data:`RULE` for the values and how they
+were fitted.
+"""
+
+from __future__ import annotations
+
+import math
+
+__all__ = ["RULE", "MU_PER_LAM", "auto_weights", "resolve_noise_std"]
+
+#: μ/λ along the ridge (the shipped defaults' ratio, 0.3 / 0.008)
+MU_PER_LAM = 37.5
+
+#: mask kind -> (slope a = λ/σ̂, floor λ_min). Fitted on the tuning split of ``benchmarks/quality.py``
+#: (``--fit``: Colin 27 axial and BART's Shepp–Logan k-space phantom, 25/35/45 dB, Poisson R=4 and 8,
+#: lines R=3 and 4, ESPIRiT maps, 128², 8 coils): CSC's PSNR over λ ∈ 2.5e-4·2^k (k = 0..7) with
+#: μ = γ = 37.5 λ, then (a, λ_min) on a grid maximising the mean PSNR minus half the worst shortfall
+#: from each case's best λ. Shortfall on the tuning cases: mean 0.16 dB / worst 0.29 dB (2-D), mean
+#: 0.11 / worst 0.25 dB (lines). Best λ/σ̂ per case: 0.18–0.54 (2-D), 0.17–1.6 (lines, the largest at
+#: 45 dB, where aliasing and not noise sets the weight: hence the floor).
+RULE = {
+    "2d": (0.28, 8e-4),
+    "lines": (0.34, 1.6e-3),
+}
+
+
+def auto_weights(sigma: float, lines: bool) -> dict:
+    r"""``{"lam", "mu", "gamma"}`` for noise level ``sigma`` (scaled units) and the mask kind.
+
+    Parameters
+    ----------
+    sigma : float
+        Complex k-space noise standard deviation in the units of the scaled data
+        (> 0, finite).
+    lines : bool
+        Whether the mask samples whole lines (1-D undersampling), see
+        :func:`mri_csc.recon.csc.is_line_mask`.
+    """
+    try:
+        s = float(sigma)
+    except (TypeError, ValueError):
+        raise TypeError(f"sigma must be a number; got {sigma!r}") from None
+    if not math.isfinite(s) or s <= 0:
+        raise ValueError(f"sigma must be a finite number > 0; got {sigma!r}")
+    slope, floor = RULE["lines" if lines else "2d"]
+    lam = max(slope * s, floor)
+    mu = MU_PER_LAM * lam
+    return {"lam": lam, "mu": mu, "gamma": mu}
+
+
+def resolve_noise_std(problem, value="auto", *, needed: bool = True):
+    r"""The k-space noise standard deviation in the units of the *input* k-space.
+
+    ``value`` is ``"auto"`` (estimated from the calibration region by
+    :func:`mri_csc.recon.noise.estimate_noise_std` when ``needed``, else left
+    ``"auto"``) or a positive number given by the user (a noise scan's figure;
+    1 for prewhitened data). Divide by ``problem.scale`` for the scaled units the
+    solver works in.
+    """
+    if isinstance(value, str):
+        if value != "auto":
+            raise ValueError(f"noise_std must be 'auto' or a positive number; got {value!r}")
+        if not needed:
+            return value
+        from .noise import estimate_noise_std  # noqa: PLC0415
+
+        return estimate_noise_std(problem.kspace, problem.mask) * float(problem.scale)
+    if isinstance(value, bool):
+        raise TypeError(f"noise_std must be 'auto' or a positive number; got {value!r}")
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"noise_std must be 'auto' or a positive number; got {value!r}") from None
+    if not math.isfinite(v) or v <= 0:
+        raise ValueError(f"noise_std must be 'auto' or a finite number > 0; got {value!r}")
+    return v

@@ -1,0 +1,83 @@
+"""The k-space noise estimate (calibration-matrix singular values against the Marchenko–Pastur median)."""
+
+import numpy as np
+import pytest
+
+from mri_csc.recon.noise import calibration_box, estimate_noise_std, mp_median, noise_std_from_samples
+from mri_csc.sim import make_dataset, sample_mask
+
+
+def _true_sigma(ds_clean, snr_db):
+    p = np.mean(np.abs(ds_clean.kspace[:, ds_clean.mask != 0]) ** 2)
+    return np.sqrt(p / 10 ** (snr_db / 10))
+
+
+def test_mp_median_known_values():
+    # beta = 1: Gavish & Donoho's omega(1) = 2.858 = (4/sqrt(3)) / sqrt(mu_1); beta -> 0 concentrates at 1
+    assert mp_median(1.0) == pytest.approx((4 / np.sqrt(3) / 2.858) ** 2, rel=1e-3)
+    assert mp_median(1e-4) == pytest.approx(1.0, abs=0.02)
+    # monotone in beta
+    assert mp_median(0.2) > mp_median(0.5) > mp_median(1.0)
+    with pytest.raises(ValueError, match="beta"):
+        mp_median(0.0)
+
+
+@pytest.mark.parametrize("shape", [(8, 24, 24), (8, 96, 5), (4, 12, 12, 12)])
+def test_pure_noise_is_recovered(rng, shape):
+    sigma = 0.37
+    n = sigma * (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)) / np.sqrt(2)
+    est = estimate_noise_std(n.astype(np.complex64), np.ones(shape[1:], np.float32))
+    assert est == pytest.approx(sigma, rel=0.05)
+
+
+@pytest.mark.parametrize("phantom", ["shepp-logan", "brain"])
+@pytest.mark.parametrize("mask,accel", [("poisson", 6), ("random-lines", 4)])
+def test_within_1_35x_of_true_sigma_from_low_to_high_snr(phantom, mask, accel):
+    if phantom == "brain":
+        pytest.importorskip("nibabel")
+        import os
+
+        from mri_csc.sim.phantoms import DEFAULT_BRAIN
+
+        if not os.path.isfile(DEFAULT_BRAIN):
+            pytest.skip("mricron-data not installed")
+    kw = dict(shape=(96, 96), n_coils=8, mask=mask, accel=accel, seed=3, oversample=2)
+    clean = make_dataset(phantom, snr_db=None, **kw)
+    for snr in (20, 30, 40, 50):
+        ds = make_dataset(phantom, snr_db=snr, **kw)
+        ratio = estimate_noise_std(ds.kspace, ds.mask) / _true_sigma(clean, snr)
+        assert 0.95 < ratio < 1.35, (snr, ratio)
+
+
+def test_mask_inferred_and_scale_equivariant():
+    ds = make_dataset("shepp-logan", (64, 64), 4, mask="poisson", accel=4, snr_db=30, seed=0)
+    a = estimate_noise_std(ds.kspace, ds.mask)
+    assert estimate_noise_std(ds.kspace) == pytest.approx(a, rel=1e-6)
+    assert estimate_noise_std(ds.kspace * 10) == pytest.approx(10 * a, rel=1e-5)
+
+
+def test_calibration_box():
+    m = sample_mask("poisson", (64, 64), 4, calib=16, seed=0)
+    box = calibration_box(m)
+    assert m[box].all() and all(s.stop - s.start >= 16 for s in box)
+    lines = sample_mask("random-lines", (64, 64), 4, seed=0)
+    box = calibration_box(lines)
+    assert box[0] == slice(0, 64) and lines[box].all()
+    m = np.zeros((8, 8))
+    assert calibration_box(m) == (slice(4, 4), slice(4, 4))
+
+
+def test_no_calibration_region_is_a_clear_error(rng):
+    k = np.zeros((2, 16, 16), np.complex64)
+    k[:, ::2, ::2] = 1
+    with pytest.raises(ValueError, match="noise_std"):
+        estimate_noise_std(k)
+    with pytest.raises(ValueError, match="kernel"):
+        estimate_noise_std(k, kernel=0)
+
+
+def test_noise_scan_samples(rng):
+    n = 2.0 * (rng.standard_normal((8, 5000)) + 1j * rng.standard_normal((8, 5000))) / np.sqrt(2) + 3.0
+    assert noise_std_from_samples(n) == pytest.approx(2.0, rel=0.03)
+    with pytest.raises(ValueError, match="NaN"):
+        noise_std_from_samples(np.array([1.0, np.nan]))
