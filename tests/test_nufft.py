@@ -149,3 +149,14 @@ def test_gpu_matches_cpu(rng):
     xg = backend.to_device(x, "gpu")
     assert rel(backend.to_numpy(gpu(xg)), cpu(x)) < 1e-4
     assert rel(backend.to_numpy(gpu.normal(xg)), cpu.normal(x)) < 1e-4
+
+
+def test_residual_norm_without_a_nufft(rng):
+    shape = (20, 16)
+    maps, x = random_complex(rng, (3, *shape)), random_complex(rng, shape)
+    coord = _coord(rng, 200, shape)
+    y = random_complex(rng, (3, 200))
+    op = NUFFTSense(maps, coord)
+    ref = np.linalg.norm(op(x) - y) ** 2
+    assert float(op.residual_norm2(x, op.uncentred(y))) == pytest.approx(ref, rel=1e-4)
+    assert float(op.residual_norm2(2 * x, y)) == pytest.approx(np.linalg.norm(op(2 * x) - y) ** 2, rel=1e-4)

@@ -53,7 +53,7 @@ from ..backend import fft_workers, get_xp, is_cupy_array
 from .base import LinearOperator
 from .mri import CoilSensitivity
 
-__all__ = ["NUFFT", "NUFFTSense", "nufft_backends", "check_trajectory", "pipe_menon_dcf",
+__all__ = ["NUFFT", "NUFFTSense", "nufft_backends", "check_trajectory", "pipe_menon_dcf", "grid_density",
            "grid_calibration", "gridded_lowres"]
 
 log = logging.getLogger(__name__)
@@ -308,6 +308,7 @@ class NUFFTSense(LinearOperator):
         self.nufft = NUFFT(shape, coord, maps.shape[0], eps=eps, backend=backend, dtype=cdtype)
         self.toeplitz = bool(toeplitz)
         self._kernel = None
+        self._residual_cache = None
         if self.toeplitz:
             self._kernel = _toeplitz_kernel(coord, shape, None, self.nufft.eps, self.nufft.backend, cdtype)
 
@@ -361,10 +362,23 @@ class NUFFTSense(LinearOperator):
         return xp.ascontiguousarray(out[(Ellipsis, slice(0, shape[-1]))])
 
     def residual_norm2(self, x, y_u):
-        r""":math:`\|Ax - y\|^2` (``y_u`` is ``y``: :meth:`uncentred` is the identity)."""
-        r = self._apply(x)
-        r -= y_u
-        return self.xp.vdot(r.ravel(), r.ravel()).real
+        r""":math:`\|Ax - y\|^2` (``y_u`` is ``y``: :meth:`uncentred` is the identity).
+
+        With the Toeplitz normal it is evaluated without a NUFFT as
+        :math:`\langle x, A^HAx\rangle - 2\operatorname{Re}\langle x, A^Hy\rangle + \|y\|^2`
+        (:math:`A^Hy` and :math:`\|y\|^2` computed once per ``y``), clipped at 0.
+        """
+        xp = self.xp
+        if self._kernel is None:
+            r = self._apply(x)
+            r -= y_u
+            return xp.vdot(r.ravel(), r.ravel()).real
+        cache = self._residual_cache
+        if cache is None or cache[0] is not y_u:
+            cache = self._residual_cache = (y_u, self._adjoint(y_u), xp.vdot(y_u.ravel(), y_u.ravel()).real)
+        _, aty, yy = cache
+        quad = xp.vdot(x.ravel(), self._normal(x).ravel()).real - 2 * xp.vdot(x.ravel(), aty.ravel()).real
+        return xp.maximum(quad + yy, 0)
 
     def uncentred(self, y):
         """The identity (kept for the interface of :class:`~mri_csc.operators.Sense`)."""
@@ -373,7 +387,7 @@ class NUFFTSense(LinearOperator):
 
 # -- density compensation and calibration ------------------------------------------------------------------
 
-def pipe_menon_dcf(coord, image_shape, *, max_iter: int = 20, backend: str = "auto", sigma: float = 4.0):
+def pipe_menon_dcf(coord, image_shape, *, max_iter: int = 10, backend: str = "auto", sigma: float = 4.0):
     r"""Density compensation weights by Pipe–Menon iterations, :math:`w \leftarrow w / (C w)`.
 
     ``C`` convolves the samples' weights with a Gaussian kernel :math:`\Psi` of unit
@@ -402,10 +416,7 @@ def pipe_menon_dcf(coord, image_shape, *, max_iter: int = 20, backend: str = "au
         raise ValueError(f"max_iter must be an integer >= 1; got {max_iter!r}")
     xp = get_xp(coord)
     op = NUFFT(shape, coord, 1, backend=backend, eps=1e-4)
-    grids = np.meshgrid(*[(np.arange(n) - n // 2) / n for n in shape], indexing="ij")
-    psi = np.exp(-0.5 * sigma ** 2 * sum(g ** 2 for g in grids)) / math.prod(shape)
-    # N^H and N carry 1/sqrt(P) each; C = N diag(P psi) N^H has the kernel Psi above
-    psi = xp.asarray((psi * math.prod(shape)).astype(np.float32))
+    psi = _kernel_window(shape, sigma, xp)
     w = xp.ones(op.oshape, dtype=np.complex64)
     for _ in range(int(max_iter)):
         cw = op(op.H(w) * psi).real
@@ -413,18 +424,44 @@ def pipe_menon_dcf(coord, image_shape, *, max_iter: int = 20, backend: str = "au
     return xp.ascontiguousarray(w.real[0].astype(np.float32))
 
 
+def _kernel_window(shape, sigma, xp):
+    r""":math:`P\psi(n)`, so that :math:`C = \mathcal{N}\,\mathrm{diag}(P\psi)\,\mathcal{N}^H` (see above)."""
+    grids = np.meshgrid(*[(np.arange(n) - n // 2) / n for n in shape], indexing="ij")
+    return xp.asarray(np.exp(-0.5 * sigma ** 2 * sum(g ** 2 for g in grids)).astype(np.float32))
+
+
+def grid_density(coord, image_shape, *, weights=None, backend: str = "auto", sigma: float = 4.0):
+    r"""Sampling density on the Cartesian grid, :math:`\rho(f_m) = \sum_j w_j \Psi(f_m - k_j)` (samples per cell).
+
+    ``Psi`` is :func:`pipe_menon_dcf`'s unit-integral kernel, so a fully sampled Cartesian
+    trajectory has :math:`\rho = 1`. Evaluated as :math:`F(P\psi\cdot\mathcal{N}^H w)` (centred
+    orthonormal FFT ``F``). :math:`\rho` is the spectrum of the circulant approximation of
+    :math:`\mathcal{N}^H\mathcal{N}`. Returns float32 ``image_shape``.
+    """
+    from ..backend import fftc  # noqa: PLC0415
+
+    shape = check_trajectory(coord, image_shape, "coord")
+    xp = get_xp(coord)
+    op = NUFFT(shape, coord, 1, backend=backend, eps=1e-4)
+    w = xp.ones(op.oshape, dtype=np.complex64) if weights is None else \
+        xp.asarray(weights, dtype=np.complex64).reshape(op.oshape)
+    rho = fftc(op.H(w)[0] * _kernel_window(shape, sigma, xp), tuple(range(-len(shape), 0))).real
+    return xp.ascontiguousarray(rho.astype(np.float32))
+
+
 def _box(coord, width, axes_shape):
     xp = get_xp(coord)
     inside = xp.ones(coord.shape[:-1], dtype=bool)
     for i in range(coord.shape[-1]):
-        inside &= xp.abs(coord[..., i]) < width / 2
+        inside &= (coord[..., i] >= -(width // 2)) & (coord[..., i] < width - width // 2)  # as the Cartesian block
     return inside
 
 
 def gridded_lowres(kspace, coord, image_shape, dcf, *, width: int = 24, window: str = "box", backend="auto"):
     r"""Coil images of the centre of k-space by gridding: :math:`\mathcal{N}^H (h\,w\,y_c)`.
 
-    ``h`` keeps the samples with :math:`|k_i| < \text{width}/2` on every axis (``"box"``) or
+    ``h`` keeps the samples with :math:`-\lfloor w/2\rfloor \le k_i < w - \lfloor w/2\rfloor` on every axis
+    (``"box"``, ``w`` = ``width``: the Cartesian calibration block) or
     weights them by a separable Hann window of that width (``"hann"``); ``w`` are density
     compensation weights (:func:`pipe_menon_dcf`). Returns ``(coils, *image_shape)``.
     """

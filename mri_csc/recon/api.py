@@ -49,8 +49,9 @@ class ReconResult:
 
 
 def reconstruct(kspace, coil_maps, *, mask=None, method: str = "csc", device: "str | Device" = "cpu",
-                show_pbar: bool = False, scale: "bool | float" = True, **params) -> ReconResult:
-    """Reconstruct an image from undersampled multi-coil Cartesian k-space.
+                show_pbar: bool = False, scale: "bool | float" = True, trajectory=None, image_shape=None,
+                dcf=None, **params) -> ReconResult:
+    """Reconstruct an image from undersampled multi-coil Cartesian or non-Cartesian k-space.
 
     Parameters
     ----------
@@ -74,6 +75,16 @@ def reconstruct(kspace, coil_maps, *, mask=None, method: str = "csc", device: "s
     scale : bool or float
         Scale the data first (BART-style, see :func:`mri_csc.recon.problem.data_scale`)
         so that default regularisation weights carry across data sets.
+    trajectory : array ``(*samples, ndim)``, optional
+        Non-Cartesian k-space locations in SigPy's ``coord`` convention (cycles per FOV,
+        ``trajectory[..., i]`` along image axis ``i``); ``kspace`` is then ``(coils, *samples)``,
+        ``mask`` must be ``None`` and the forward model is the NUFFT SENSE operator
+        (:mod:`mri_csc.recon.noncartesian`).
+    image_shape : tuple of int, optional
+        With ``trajectory``: the image shape (checked against ``coil_maps.shape[1:]``).
+    dcf : None, ``"pipe-menon"`` or array ``samples``
+        With ``trajectory``: density compensation weights for calibration (Pipe–Menon when
+        ``None``); given explicitly, they also precondition ``sense``'s CG. Never in the objective.
     **params
         The method's parameters (e.g. ``lam``, ``max_iter``); unknown names raise.
 
@@ -87,7 +98,17 @@ def reconstruct(kspace, coil_maps, *, mask=None, method: str = "csc", device: "s
     spec.check(params)
     if device.kind == "gpu" and not spec.gpu:
         raise ValueError(f"method {method!r} runs on the CPU only; got device={str(device)!r}")
-    problem = make_problem(kspace, coil_maps, mask, device=device, scale=scale)
+    if trajectory is not None:
+        from .noncartesian import make_noncartesian_problem  # noqa: PLC0415
+
+        if mask is not None:
+            raise ValueError("mask must be None with a trajectory: non-Cartesian k-space holds only measured samples")
+        problem = make_noncartesian_problem(kspace, coil_maps, trajectory, image_shape, dcf=dcf, device=device,
+                                            scale=scale)
+    elif image_shape is not None or dcf is not None:
+        raise ValueError("image_shape and dcf are for non-Cartesian data; pass trajectory= as well")
+    else:
+        problem = make_problem(kspace, coil_maps, mask, device=device, scale=scale)
     full = {**spec.params, **params}
     with problem.device.use():
         if spec.resolve is not None:

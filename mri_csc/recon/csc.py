@@ -46,7 +46,7 @@ from tqdm.auto import tqdm
 from ..backend import get_xp, to_device
 from ..prior.conv import check_filters
 from ..prior.dictionary import load_default_dictionary
-from ..prior.phase import estimate_phase
+from ..prior.phase import phase_from_image
 from ..prior.sparse_coding import ConvSparseCoder
 from ..solvers.csc_recon import CSCReconSolver
 from .problem import ReconProblem
@@ -111,7 +111,8 @@ def resolve_params(problem: ReconProblem, params: dict) -> dict:
     """Validate the CSC parameters and fill in the data-dependent defaults (idempotent)."""
     out = dict(params)
     # the mask is inspected only when a default depends on it (a second, idempotent call skips it)
-    lines = (out["lam"] == "auto" or out["mu"] == "auto") and is_line_mask(problem.mask)
+    lines = ((out["lam"] == "auto" or out["mu"] == "auto") and problem.mask is not None  # None: non-Cartesian
+             and is_line_mask(problem.mask))
     if out["lam"] == "auto":
         out["lam"] = LAM_LINES if lines else LAM_2D
     out["lam"] = _positive("lam", out["lam"])
@@ -162,7 +163,7 @@ def csc(problem: ReconProblem, *, show_pbar: bool = False, **params):
     phasor = None
     gamma = 0.0
     if p["phase"] in ("auto", True):
-        phasor = estimate_phase(problem.kspace, problem.maps, problem.mask)
+        phasor = phase_from_image(problem.lowres_image())  # = estimate_phase(kspace, maps, mask) on a grid
         gamma = p["gamma"]
     x0 = p["x0"]
     if x0 is not None:

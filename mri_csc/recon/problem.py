@@ -73,6 +73,12 @@ class ReconProblem:
         r""":math:`A^H y`."""
         return self.sense().adjoint(self.kspace)
 
+    def lowres_image(self, width: int = 24):
+        """Coil-combined Hann-windowed low-resolution image (see :func:`mri_csc.prior.phase.lowres_image`)."""
+        from ..prior.phase import lowres_image  # noqa: PLC0415
+
+        return lowres_image(self.kspace, self.maps, self.mask, width)
+
 
 def _check_array(name: str, a, *, complex_ok=True) -> None:
     if not hasattr(a, "shape") or not hasattr(a, "dtype"):
