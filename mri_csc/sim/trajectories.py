@@ -208,7 +208,9 @@ def bart_phantom_kspace(coord, image_shape: Sequence[int], n_coils: int | None =
     Returns ``(kspace, maps, image)``: k-space ``(coils, *samples)`` in our NUFFT's units
     (BART's values times :math:`\sqrt{\prod N}`, so that the image that explains it is
     ``bart phantom -x N``'s, ``image``), and with ``n_coils`` BART's analytic coil
-    sensitivities (``bart phantom -S nc``) as ``maps`` (else ``None``, one coil). 2-D only.
+    sensitivities (``bart phantom -S nc``) as ``maps`` (else ``None``, one coil), divided by
+    their peak root-sum-of-squares ``c`` (``image`` then multiplied by ``c``, so that
+    ``NUFFTSense(maps, coord)(image)`` still explains ``kspace``). 2-D only.
     """
     from ..io.cfl import read_cfl, write_cfl  # noqa: PLC0415
     from ..io.formats import from_bart  # noqa: PLC0415
@@ -240,6 +242,9 @@ def bart_phantom_kspace(coord, image_shape: Sequence[int], n_coils: int | None =
         image = np.asarray(read_cfl(im)).reshape(shape).astype(np.complex64)
         maps = None if n_coils is None else from_bart(read_cfl(s)).astype(np.complex64)
     ksp = (ksp * math.sqrt(math.prod(shape))).astype(np.complex64)
+    if maps is not None:  # BART 0.8's analytic sensitivities reach ~1e5: unit peak root-sum-of-squares instead
+        peak = float(np.sqrt((np.abs(maps) ** 2).sum(axis=0)).max())
+        maps, image = (maps / peak).astype(np.complex64), (image * peak).astype(np.complex64)
     return ksp, maps, image
 
 
