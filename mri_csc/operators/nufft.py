@@ -343,20 +343,20 @@ class NUFFTSense(LinearOperator):
         if xp is np:
             import scipy.fft as sfft  # noqa: PLC0415
 
-            kw = {"workers": fft_workers()}
+            kw, ow = {"workers": fft_workers()}, {"overwrite_x": True}
         else:
-            sfft, kw = xp.fft, {}
+            sfft, kw, ow = xp.fft, {}, {}  # cupy.fft: no workers, no overwrite_x
         buf = xp.zeros((v.shape[0], *big), dtype=v.dtype)
         buf[(slice(None), *(slice(0, n) for n in shape))] = v
         # forward, pruned: the last axis only on the rows that hold data, then the other axes in full
         rows = (slice(None), *(slice(0, n) for n in shape[:-1]))
         buf[rows] = sfft.fft(buf[rows], axis=-1, **kw)
         if nd > 1:
-            buf = sfft.fftn(buf, axes=tuple(range(1, nd)), overwrite_x=True, **kw)
+            buf = sfft.fftn(buf, axes=tuple(range(1, nd)), **ow, **kw)
         buf *= self._kernel
         # inverse, pruned: the leading axes in full, then the last axis only on the kept rows
         if nd > 1:
-            buf = sfft.ifftn(buf, axes=tuple(range(1, nd)), overwrite_x=True, **kw)
+            buf = sfft.ifftn(buf, axes=tuple(range(1, nd)), **ow, **kw)
             buf = buf[rows]
         out = sfft.ifft(buf, axis=-1, **kw)
         return xp.ascontiguousarray(out[(Ellipsis, slice(0, shape[-1]))])
