@@ -137,6 +137,11 @@ def add_recon(sub) -> None:
     p.add_argument("--device", default="cpu", help="cpu, gpu or gpu:N")
     p.add_argument("--force", action="store_true", help="overwrite the output")
     p.add_argument("--no-pbar", action="store_true", help="no progress bars")
+    p.add_argument("--traj", metavar="FILE", help="non-Cartesian: trajectory (.npy/.npz in SigPy's coord layout, or "
+                   "a BART .cfl from bart traj); INPUT is then (coils, *samples) k-space (.npy/.npz, or BART's "
+                   "(1, readout, spokes, coils) .cfl)")
+    p.add_argument("--image-shape", type=int, nargs="+", metavar="N",
+                   help="with --traj and --espirit: the image shape (default: from --maps)")
     p.set_defaults(func=cmd_recon)
 
 
@@ -161,6 +166,8 @@ def cmd_recon(args) -> int:
         check_writable(o, args.force)
     if args.slice is not None and args.slice < 0:
         raise UserError(f"--slice must be >= 0; got {args.slice}")
+    if args.traj:
+        return _recon_noncartesian(args, params)
 
     d = read_kspace(args.input, slice=args.slice)
     k, stacked = d["kspace"], d["stacked"]
@@ -200,6 +207,50 @@ def cmd_recon(args) -> int:
     img = np.stack(images) if stacked else images[0]
     written = write_image(args.out, img, overwrite=args.force)
     _note(f"{args.method}: {len(slices)} slice(s) in {total:.2f} s; wrote {', '.join(map(str, written))}")
+    return 0
+
+
+def _recon_noncartesian(args, params) -> int:
+    """``mri-csc recon INPUT --traj FILE``: one non-Cartesian k-space ``(coils, *samples)``."""
+    import numpy as np  # noqa: PLC0415
+
+    from .backend import to_numpy  # noqa: PLC0415
+    from .io import read_array, write_image  # noqa: PLC0415
+    from .io.cfl import read_cfl  # noqa: PLC0415
+    from .io.trajectory import bart_noncartesian_kspace, read_trajectory  # noqa: PLC0415
+    from .recon import reconstruct  # noqa: PLC0415
+
+    coord = read_trajectory(args.traj)
+    if str(args.input).lower().endswith((".cfl", ".hdr")):
+        k = bart_noncartesian_kspace(read_cfl(str(args.input)[:-4]))
+    else:
+        k = np.asarray(read_array(args.input, key="kspace"))
+    samples = coord.shape[:-1]
+    if k.ndim < 2 or int(np.prod(k.shape[1:])) != int(np.prod(samples)):
+        raise UserError(f"{args.input}: k-space of shape {k.shape} does not hold (coils, *{samples}) samples of "
+                        f"the trajectory {args.traj} (shape {coord.shape})")
+    k = k.reshape(k.shape[0], *samples).astype(np.complex64)
+    if args.maps:
+        maps = np.asarray(read_array(args.maps)).astype(np.complex64)
+    elif args.espirit:
+        from .sim.trajectories import estimate_maps_noncartesian  # noqa: PLC0415
+
+        if not args.image_shape:
+            raise UserError("--traj with --espirit needs --image-shape N N (the image shape to calibrate on)")
+        maps = estimate_maps_noncartesian(k, coord, tuple(args.image_shape), calib_width=args.calib_width,
+                                          method=args.espirit)
+    else:
+        raise UserError("--traj needs coil maps: pass --maps FILE or --espirit sigpy|bart")
+    if args.image_shape and tuple(args.image_shape) != tuple(maps.shape[1:]):
+        raise UserError(f"--image-shape {tuple(args.image_shape)} differs from the coil maps' {maps.shape[1:]}")
+    try:
+        res = reconstruct(k, maps, trajectory=coord, method=args.method, device=args.device,
+                          show_pbar=not args.no_pbar, **params)
+    except (TypeError, ValueError) as e:
+        raise UserError(str(e)) from None
+    written = write_image(args.out, to_numpy(res.image), overwrite=args.force)
+    _note(f"{args.method}: non-Cartesian, {k.shape[0]} coils x {int(np.prod(samples))} samples in {res.time:.2f} s; "
+          f"wrote {', '.join(map(str, written))}")
     return 0
 
 
