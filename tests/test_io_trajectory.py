@@ -86,3 +86,17 @@ def test_cli_recon_with_a_bart_trajectory(tmp_path, capsys):
     assert np.linalg.norm(a * img - image) < 0.5 * np.linalg.norm(image)
     assert main(["recon", str(tmp_path / "k.cfl"), "--traj", str(t) + ".cfl", "--out", str(tmp_path / "x.npy")]) != 0
     assert "needs coil maps" in capsys.readouterr().err
+
+
+def test_cli_simulate_and_recon_a_radial_case(tmp_path):
+    from mri_csc.cli import main
+    from mri_csc.metrics import psnr
+
+    case, out, ref = tmp_path / "case.npz", tmp_path / "img.npy", tmp_path / "ref.npy"
+    assert main(["simulate", "--trajectory", "golden-radial", "--shape", "48", "48", "--coils", "4", "--accel", "2",
+                 "--out", str(case), "--reference", str(ref)]) == 0
+    with np.load(case) as f:
+        assert f["kspace"].shape == (4, 38, 96) and f["trajectory"].shape == (38, 96, 2)
+    assert main(["recon", str(case), "--traj", str(case), "--maps", str(case), "--method", "sense",
+                 "--out", str(out), "--no-pbar"]) == 0
+    assert psnr(np.abs(np.load(ref)), np.abs(np.load(out))) > 22
