@@ -14,6 +14,11 @@
     the per-iteration times, the FFT floor on the GPU and the CPU/GPU image
     difference; targets: GPU ≥ 20× NumPy and < 1 s per 320² slice.
 
+(c) non-Cartesian: a golden-angle radial CSC reconstruction (256², 8 coils, R=4; dry run
+    32², 4 coils) on NumPy (FINUFFT) and on CuPy (cuFINUFFT when ``cufinufft`` imports,
+    else SigPy's NUFFT on CuPy), the NUFFT backend each used, the speed-up, the NUFFT
+    pair and Toeplitz normal times on the device, and the CPU/GPU image difference.
+
 Without a usable GPU (``mri_csc.backend.gpu_available()`` false) it prints why and
 exits with status 0 (1 with ``--require-gpu``), before any heavy work.
 Writes ``benchmarks/results/gpu.json``.
@@ -103,6 +108,56 @@ def time_recon(ds, d, device: str, repeat: int, max_iter=None) -> dict:
             "iterations": len(res.history), "image": to_numpy(res.image)}
 
 
+def noncartesian_case(dry_run: bool, device: str, repeat: int) -> dict:
+    """(c): radial CSC on the CPU and on ``device``, and the device's NUFFT/Toeplitz timings."""
+    import mri_csc
+    from mri_csc.backend import get_xp, to_device, to_numpy
+    from mri_csc.operators.nufft import NUFFTSense
+    from mri_csc.sim import birdcage_maps, shepp_logan
+    from mri_csc.sim.trajectories import make_trajectory, simulate_noncartesian
+
+    n, coils = (32, 4) if dry_run else (256, 8)
+    img = shepp_logan((n, n)).astype(np.complex64)
+    maps = birdcage_maps((n, n), coils)
+    coord = make_trajectory("golden-radial", (n, n), 4)
+    y = simulate_noncartesian(img, maps, coord, snr_db=30, seed=0)
+    extra = {"max_iter": 3} if dry_run else {}
+    out = {"shape": [n, n], "coils": coils, "samples": list(coord.shape[:-1])}
+    images = {}
+    for label, dev in (("cpu", "cpu"), ("gpu", device)):
+        args = [y, maps, coord] if dev == "cpu" else [to_device(a, dev) for a in (y, maps, coord)]
+        xp = get_xp(args[0])
+        mri_csc.reconstruct(args[0], args[1], trajectory=args[2], method="csc", device=dev, max_iter=2)  # warm-up
+        times = []
+        for _ in range(1 if label == "cpu" else repeat):
+            sync(xp)
+            t = time.perf_counter()
+            res = mri_csc.reconstruct(args[0], args[1], trajectory=args[2], method="csc", device=dev, **extra)
+            sync(xp)
+            times.append(time.perf_counter() - t)
+        op = NUFFTSense(args[1], args[2])
+        x = xp.asarray(img)
+        op.H(op(x))  # warm-up (plans, cuFFT)
+        op.normal(x)
+        sync(xp)
+        t = time.perf_counter()
+        op.H(op(x))
+        sync(xp)
+        t_pair = time.perf_counter() - t
+        t = time.perf_counter()
+        op.normal(x)
+        sync(xp)
+        t_toep = time.perf_counter() - t
+        images[label] = to_numpy(res.image)
+        out[label] = {"median_s": statistics.median(times), "backend": op.backend,
+                                               "pair_ms": t_pair * 1e3, "toeplitz_ms": t_toep * 1e3,
+                                               "iterations": len(res.history)}
+    ref = images["cpu"]
+    out["rel_diff_cpu_gpu"] = float(np.linalg.norm(images["gpu"] - ref) / max(np.linalg.norm(ref), 1e-30))
+    out["speedup"] = out["cpu"]["median_s"] / out["gpu"]["median_s"]
+    return out
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dry-run", action="store_true", help="tiny problems, CPU only (checks the script)")
@@ -174,6 +229,13 @@ def main(argv=None) -> int:
               f"({slice_row[2]:.2f} s)")
         out["targets"] = {"speedup": slice_row[3], "speedup_met": met_speed, "slice_s": slice_row[2],
                           "slice_met": met_time}
+    nc = noncartesian_case(args.dry_run, gpu, 1 if args.dry_run else args.repeat)
+    out["noncartesian"] = nc
+    print(f"\n## (c) non-Cartesian CSC, golden radial R=4, {nc['shape'][0]}², {nc['coils']} coils")
+    print(fmt_table([[d, nc[d]["backend"], nc[d]["median_s"], nc[d]["pair_ms"], nc[d]["toeplitz_ms"]]
+                     for d in ("cpu", "gpu")],
+                    ["device", "NUFFT backend", "csc s", "NUFFT pair ms", "Toeplitz ms"]))
+    print(f"speed-up x{nc['speedup']:.1f}, rel. diff cpu/{gpu} {nc['rel_diff_cpu_gpu']:.2e}")
     out["total_s"] = time.perf_counter() - t0
     path = write_json("gpu_dry_run.json" if args.dry_run else "gpu.json", out)
     print(f"wrote {path} ({out['total_s']:.0f} s)")

@@ -223,6 +223,11 @@ def add_recon(sub) -> None:
     p.add_argument("--device", default="cpu", help="cpu, gpu or gpu:N")
     p.add_argument("--force", action="store_true", help="overwrite the output")
     p.add_argument("--no-pbar", "--no-progress", dest="no_pbar", action="store_true", help="no progress bars")
+    p.add_argument("--traj", metavar="FILE", help="non-Cartesian: trajectory (.npy/.npz in SigPy's coord layout, or "
+                   "a BART .cfl from bart traj); INPUT is then (coils, *samples) k-space (.npy/.npz, or BART's "
+                   "(1, readout, spokes, coils) .cfl)")
+    p.add_argument("--image-shape", type=int, nargs="+", metavar="N",
+                   help="with --traj and --espirit: the image shape (default: from --maps)")
     p.set_defaults(func=cmd_recon)
     p.epilog = _csc_help()
     p.formatter_class = argparse.RawDescriptionHelpFormatter
@@ -307,6 +312,8 @@ def cmd_recon(args) -> int:
         raise UserError(f"--slice must be >= 0; got {args.slice}")
     if args.noise and args.no_prewhiten:
         raise UserError("--noise and --no-prewhiten contradict each other; drop one")
+    if args.traj:
+        return _recon_noncartesian(args, params)
 
     noise = _read_noise(args.noise) if args.noise else None
     d = read_kspace(args.input, slice=args.slice, prewhiten=False if args.no_prewhiten else None, noise=noise)
@@ -400,6 +407,50 @@ def cmd_recon(args) -> int:
     return 0
 
 
+def _recon_noncartesian(args, params) -> int:
+    """``mri-csc recon INPUT --traj FILE``: one non-Cartesian k-space ``(coils, *samples)``."""
+    import numpy as np  # noqa: PLC0415
+
+    from .backend import to_numpy  # noqa: PLC0415
+    from .io import read_array, write_image  # noqa: PLC0415
+    from .io.cfl import read_cfl  # noqa: PLC0415
+    from .io.trajectory import bart_noncartesian_kspace, read_trajectory  # noqa: PLC0415
+    from .recon import reconstruct  # noqa: PLC0415
+
+    coord = read_trajectory(args.traj)
+    if str(args.input).lower().endswith((".cfl", ".hdr")):
+        k = bart_noncartesian_kspace(read_cfl(str(args.input)[:-4]))
+    else:
+        k = np.asarray(read_array(args.input, key="kspace"))
+    samples = coord.shape[:-1]
+    if k.ndim < 2 or int(np.prod(k.shape[1:])) != int(np.prod(samples)):
+        raise UserError(f"{args.input}: k-space of shape {k.shape} does not hold (coils, *{samples}) samples of "
+                        f"the trajectory {args.traj} (shape {coord.shape})")
+    k = k.reshape(k.shape[0], *samples).astype(np.complex64)
+    if args.maps:
+        maps = np.asarray(read_array(args.maps)).astype(np.complex64)
+    elif args.espirit:
+        from .sim.trajectories import estimate_maps_noncartesian  # noqa: PLC0415
+
+        if not args.image_shape:
+            raise UserError("--traj with --espirit needs --image-shape N N (the image shape to calibrate on)")
+        maps = estimate_maps_noncartesian(k, coord, tuple(args.image_shape), calib_width=args.calib_width,
+                                          method=args.espirit)
+    else:
+        raise UserError("--traj needs coil maps: pass --maps FILE or --espirit sigpy|bart")
+    if args.image_shape and tuple(args.image_shape) != tuple(maps.shape[1:]):
+        raise UserError(f"--image-shape {tuple(args.image_shape)} differs from the coil maps' {maps.shape[1:]}")
+    try:
+        res = reconstruct(k, maps, trajectory=coord, method=args.method, device=args.device,
+                          show_pbar=not args.no_pbar, **params)
+    except (TypeError, ValueError) as e:
+        raise UserError(str(e)) from None
+    written = write_image(args.out, to_numpy(res.image), overwrite=args.force)
+    _note(f"{args.method}: non-Cartesian, {k.shape[0]} coils x {int(np.prod(samples))} samples in {res.time:.2f} s; "
+          f"wrote {', '.join(map(str, written))}")
+    return 0
+
+
 # ----------------------------------------------------------------------------- simulate
 
 def add_simulate(sub) -> None:
@@ -426,6 +477,9 @@ def add_simulate(sub) -> None:
     p.add_argument("--no-maps", action="store_true", help="do not write the coil maps")
     p.add_argument("--reference", help="also write the ground-truth complex image here (.npy, .nii.gz, ...)")
     p.add_argument("--force", action="store_true", help="overwrite existing outputs")
+    p.add_argument("--trajectory", choices=["radial", "golden-radial", "spiral"],
+                   help="non-Cartesian: k-space on this trajectory at --accel (NUFFT of a 2x finer image), "
+                        "written as .npz with 'kspace', 'maps', 'trajectory' (--mask is ignored)")
     p.set_defaults(func=cmd_simulate)
 
 
@@ -439,6 +493,8 @@ def cmd_simulate(args) -> int:
             check_writable(o, args.force)
     check_writable(args.out if detect_format(args.out, args.format) != "cfl" else
                    args.out if args.out.endswith((".cfl", ".hdr")) else args.out + ".cfl", args.force)
+    if args.trajectory:
+        return _simulate_noncartesian(args)
     ds = make_dataset(phantom=args.phantom, shape=tuple(args.shape), n_coils=args.coils, mask=args.mask,
                       accel=args.accel, calib=args.calib, phase=None if args.phase == "none" else args.phase,
                       phase_amplitude=args.phase_amplitude, snr_db=args.snr_db, seed=args.seed,
@@ -455,6 +511,36 @@ def cmd_simulate(args) -> int:
                                affine=None if vox is None else np.diag([*vox, 1.0]))
     _note(f"simulated {args.phantom} {tuple(args.shape)}, {args.coils} coils, {args.mask} "
           f"R={ds.acceleration:.2f}; wrote {', '.join(map(str, written))}")
+    return 0
+
+
+def _simulate_noncartesian(args) -> int:
+    """``mri-csc simulate --trajectory KIND``: one .npz with kspace ``(coils, *samples)``, maps, trajectory."""
+    import numpy as np  # noqa: PLC0415
+
+    from .io import atomic_path, write_image  # noqa: PLC0415
+    from .sim import make_dataset  # noqa: PLC0415
+    from .sim.trajectories import make_trajectory, simulate_noncartesian  # noqa: PLC0415
+
+    if not str(args.out).endswith(".npz") or args.format not in (None, "npz"):
+        raise UserError(f"--trajectory writes .npz (kspace, maps, trajectory); got --out {args.out}")
+    try:
+        ds = make_dataset(phantom=args.phantom, shape=tuple(args.shape), n_coils=args.coils, mask="poisson",
+                          accel=1, phase=None if args.phase == "none" else args.phase,
+                          phase_amplitude=args.phase_amplitude, snr_db=None, seed=args.seed, slice_index=args.slice)
+        coord = make_trajectory(args.trajectory, tuple(args.shape), args.accel)
+        k = simulate_noncartesian(ds.image, ds.maps, coord, snr_db=args.snr_db, seed=args.seed)
+    except (TypeError, ValueError) as e:
+        raise UserError(str(e)) from None
+    arrays = {"kspace": k, "trajectory": coord, **({} if args.no_maps else {"maps": ds.maps})}
+    with atomic_path(args.out, args.force) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+    written = [args.out]
+    if args.reference:
+        written += write_image(args.reference, ds.image, overwrite=args.force)
+    _note(f"simulated {args.phantom} {tuple(args.shape)}, {args.coils} coils, {args.trajectory} R={args.accel:g} "
+          f"({coord.shape[0]} x {coord.shape[1]} samples); wrote {', '.join(map(str, written))}")
     return 0
 
 

@@ -4,6 +4,7 @@ import sigpy.mri as mr
 
 from mri_csc import backend
 from mri_csc.operators import FFT, CoilSensitivity, Identity, Mask, Scaled, Sense, dot_test
+from mri_csc.operators.nufft import NUFFTSense
 
 from .conftest import random_complex
 
@@ -23,6 +24,13 @@ def _operators(rng):
         "sense-full": Sense(maps2),
         "single-coil": Sense(np.ones((1, 20, 16), np.complex64), mask2),
         "scaled-compose": Scaled(FFT((4, 20, 16)), 2 - 1j) @ CoilSensitivity(maps2),
+        # non-Cartesian (eps 1e-6 so that the Toeplitz normal meets the generic 1e-5 tolerance)
+        "nufft2": NUFFTSense(maps2, (rng.random((30, 9, 2)) - 0.5).astype(np.float32) * [20, 16], eps=1e-6),
+        "nufft3": NUFFTSense(maps3, (rng.random((90, 3)) - 0.5).astype(np.float32) * [6, 10, 8], eps=1e-6),
+        "nufft-direct": NUFFTSense(maps2, (rng.random((120, 2)) - 0.5).astype(np.float32) * [20, 16],
+                                   toeplitz=False),
+        "nufft-sigpy": NUFFTSense(maps2, (rng.random((120, 2)) - 0.5).astype(np.float32) * [20, 16],
+                                  backend="sigpy"),
     }
 
 

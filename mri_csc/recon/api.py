@@ -51,8 +51,8 @@ class ReconResult:
 
 def reconstruct(kspace, coil_maps, *, mask=None, method: str = "csc", device: "str | Device" = "cpu",
                 show_pbar: bool = False, scale: "bool | float" = True, compress_coils: "int | None" = None,
-                precision: str = "single", **params) -> ReconResult:
-    """Reconstruct an image from undersampled multi-coil Cartesian k-space.
+                precision: str = "single", trajectory=None, image_shape=None, dcf=None, **params) -> ReconResult:
+    """Reconstruct an image from undersampled multi-coil Cartesian or non-Cartesian k-space.
 
     Parameters
     ----------
@@ -82,6 +82,16 @@ def reconstruct(kspace, coil_maps, *, mask=None, method: str = "csc", device: "s
     precision : {"single", "double"}
         complex128 input is computed in complex64 (with a notice) unless ``"double"``;
         real-valued k-space is refused.
+    trajectory : array ``(*samples, ndim)``, optional
+        Non-Cartesian k-space locations in SigPy's ``coord`` convention (cycles per FOV,
+        ``trajectory[..., i]`` along image axis ``i``); ``kspace`` is then ``(coils, *samples)``,
+        ``mask`` must be ``None`` and the forward model is the NUFFT SENSE operator
+        (:mod:`mri_csc.recon.noncartesian`).
+    image_shape : tuple of int, optional
+        With ``trajectory``: the image shape (checked against ``coil_maps.shape[1:]``).
+    dcf : None, ``"pipe-menon"`` or array ``samples``
+        With ``trajectory``: density compensation weights for calibration (Pipe–Menon when
+        ``None``); given explicitly, they also precondition ``sense``'s CG. Never in the objective.
     **params
         The method's parameters (e.g. ``lam``, ``max_iter``); unknown names raise.
 
@@ -100,7 +110,17 @@ def reconstruct(kspace, coil_maps, *, mask=None, method: str = "csc", device: "s
     kspace, coil_maps = input_dtype(kspace, coil_maps, precision)
     if compress_coils is not None:
         kspace, coil_maps = _compress(kspace, compress_coils, coil_maps)
-    problem = make_problem(kspace, coil_maps, mask, device=device, scale=scale)
+    if trajectory is not None:
+        from .noncartesian import make_noncartesian_problem  # noqa: PLC0415
+
+        if mask is not None:
+            raise ValueError("mask must be None with a trajectory: non-Cartesian k-space holds only measured samples")
+        problem = make_noncartesian_problem(kspace, coil_maps, trajectory, image_shape, dcf=dcf, device=device,
+                                            scale=scale)
+    elif image_shape is not None or dcf is not None:
+        raise ValueError("image_shape and dcf are for non-Cartesian data; pass trajectory= as well")
+    else:
+        problem = make_problem(kspace, coil_maps, mask, device=device, scale=scale)
     full = {**spec.params, **params}
     with problem.device.use():
         if spec.resolve is not None:

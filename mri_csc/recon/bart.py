@@ -13,6 +13,13 @@ Layout: our ``(coils, ny, nx)`` goes to BART's ``(x, y, z, coils)`` as
 ``(nx, ny, 1, coils)`` (see :func:`mri_csc.io.formats.to_bart`); BART's centred
 unitary FFT matches ours, so the maps carry over unchanged.
 
+Non-Cartesian problems (:mod:`mri_csc.recon.noncartesian`) run ``bart pics -t traj -e``:
+the trajectory as BART's ``(3, samples, 1)`` (its first coordinate along its first axis, our
+first image axis), the k-space as ``(1, samples, 1, coils)``, no pattern; ``-e`` scales the
+step size by the maximum eigenvalue of :math:`A^HA`, which is not 1 for non-Cartesian
+sampling. BART's NUFFT has our scaling (checked against ``bart nufft``: a factor 1.000),
+so λ means the same.
+
 Scaling: ``pics`` normally rescales the data itself. :func:`mri_csc.reconstruct`
 has already divided the k-space by its BART-style scale, so ``-w 1`` is passed
 to switch BART's own scaling off; λ therefore means the same thing as for the
@@ -75,13 +82,22 @@ def bart_pics(problem: ReconProblem, regularizer: str, *, max_iter: int, randshi
     history = History()
     k = to_numpy(problem.kspace)
     maps = to_numpy(problem.maps)
-    mask = np.broadcast_to(to_numpy(problem.mask), k.shape[1:])
+    coord = getattr(problem, "trajectory", None)
     with tempfile.TemporaryDirectory(prefix="mri_csc_bart_") as tmp:
         kb, sb, pb, ob = (os.path.join(tmp, n) for n in ("kspace", "sens", "pattern", "out"))
-        write_cfl(kb, _bart_dims(k))
         write_cfl(sb, _bart_dims(maps))
-        write_cfl(pb, _bart_dims(mask[None]))
-        cmd = [exe, "pics", "-w", "1", "-R", regularizer, "-i", str(int(max_iter)), "-p", pb,
+        if coord is None:
+            write_cfl(kb, _bart_dims(k))
+            write_cfl(pb, _bart_dims(np.broadcast_to(to_numpy(problem.mask), k.shape[1:])[None]))
+            sampling = ["-p", pb]
+        else:  # non-Cartesian: samples flattened, trajectory (3, M, 1), k-space (1, M, 1, coils)
+            c = to_numpy(coord).reshape(-1, coord.shape[-1])
+            traj = np.zeros((3, c.shape[0], 1), np.complex64)
+            traj[: c.shape[1], :, 0] = c.T
+            write_cfl(pb, traj)
+            write_cfl(kb, k.reshape(k.shape[0], -1).T[None, :, None, :])
+            sampling = ["-t", pb, "-e"]
+        cmd = [exe, "pics", "-w", "1", "-R", regularizer, "-i", str(int(max_iter)), *sampling,
                *(() if randshift else ("-n",)), *extra, kb, sb, ob]
         log.debug("running %s", " ".join(cmd))
         proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS":

@@ -42,7 +42,13 @@ def sense(problem: ReconProblem, *, lam: float, max_iter: int, tol: float, show_
         history.append(residual=rnorm)
         pbar.update()
 
-    x = conjugate_gradient(lambda v: op.normal(v) + lam * v, b, max_iter=max_iter, tol=tol, callback=record)
+    precond = getattr(problem, "preconditioner", None)  # non-Cartesian with dcf=: density compensation
+    P = precond(lam) if precond is not None else None
+    if P is None:
+        x = conjugate_gradient(lambda v: op.normal(v) + lam * v, b, max_iter=max_iter, tol=tol, callback=record)
+    else:  # CG on P (A^H A + lam) P z = P b, x = P z: the same solution, better conditioned
+        x = P(conjugate_gradient(lambda v: P(op.normal(P(v)) + lam * P(v)), P(b), max_iter=max_iter, tol=tol,
+                                 callback=record))
     pbar.close()
     return x, history
 
@@ -73,6 +79,7 @@ def sigpy_l1wavelet(problem: ReconProblem, *, lam: float, max_iter: int, show_pb
     from sigpy.mri.app import L1WaveletRecon  # noqa: PLC0415
 
     app = L1WaveletRecon(problem.kspace, problem.maps, lam, weights=problem.mask,
+                         coord=getattr(problem, "trajectory", None),  # non-Cartesian: SigPy's NUFFT
                          device=_sigpy_device(problem), max_iter=max_iter, show_pbar=False)
     return _run_sigpy_app(app, "l1wavelet", max_iter, show_pbar)
 
@@ -82,6 +89,7 @@ def sigpy_tv(problem: ReconProblem, *, lam: float, max_iter: int, show_pbar: boo
     from sigpy.mri.app import TotalVariationRecon  # noqa: PLC0415
 
     app = TotalVariationRecon(problem.kspace, problem.maps, lam, weights=problem.mask,
+                              coord=getattr(problem, "trajectory", None),  # non-Cartesian: SigPy's NUFFT
                               device=_sigpy_device(problem), max_iter=max_iter, show_pbar=False)
     return _run_sigpy_app(app, "tv", max_iter, show_pbar)
 

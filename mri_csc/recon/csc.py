@@ -53,7 +53,7 @@ from ..prior.conv import check_filters
 from ..prior.csc_prior import CSCPrior
 from ..prior.dictionary import load_default_dictionary
 from ..prior.functionals import PhasePrior
-from ..prior.phase import estimate_phase
+from ..prior.phase import phase_from_image
 from ..prior.sparse_coding import ConvSparseCoder
 from ..solvers.admm import ReconSolver
 from ..solvers.csc_recon import CSCReconSolver
@@ -114,11 +114,18 @@ def resolve_params(problem: ReconProblem, params: dict) -> dict:
     The values are checked by the registry's ``Method.check`` (:data:`SCHEMA`), before and after this."""
     out = dict(params)
     # noise-adaptive defaults (csc_defaults); the mask and the noise are inspected only when a default
-    # depends on them (a second, idempotent call skips it)
-    out["noise_std"] = resolve_noise_std(problem, out.get("noise_std", "auto"),
-                                         needed=out["lam"] == "auto" or out["mu"] == "auto")
+    # depends on them (a second, idempotent call skips it). Non-Cartesian problems (mask None) have no
+    # Cartesian calibration region to estimate the noise from: without a given noise_std they keep the
+    # fixed 2-D weights LAM_2D, MU_2D.
+    needed = out["lam"] == "auto" or out["mu"] == "auto"
+    if problem.mask is None and out.get("noise_std", "auto") == "auto":
+        if needed:
+            out["lam"] = LAM_2D if out["lam"] == "auto" else out["lam"]
+            out["mu"] = MU_2D if out["mu"] == "auto" else out["mu"]
+    else:
+        out["noise_std"] = resolve_noise_std(problem, out.get("noise_std", "auto"), needed=needed)
     if out["lam"] == "auto" or out["mu"] == "auto":
-        auto = auto_weights(out["noise_std"] / problem.scale, is_line_mask(problem.mask))
+        auto = auto_weights(out["noise_std"] / problem.scale, problem.mask is not None and is_line_mask(problem.mask))
         out["lam"] = auto["lam"] if out["lam"] == "auto" else out["lam"]
         out["mu"] = auto["mu"] if out["mu"] == "auto" else out["mu"]
     if out["gamma"] == "auto":
@@ -150,7 +157,7 @@ def build_prior(problem: ReconProblem, p: dict):
     phasor = None
     gamma = 0.0
     if p["phase"] in ("auto", True):
-        phasor = estimate_phase(problem.operator, problem.kspace)
+        phasor = phase_from_image(problem.lowres_image())  # Hann-windowed A^H y of the calibration region
         gamma = p["gamma"]
     prior = CSCPrior(coder, mu=p["mu"], lam_lp=p["lam_lp"], phasor=phasor, imag_codes=p["imag_codes"],
                      coder_iter=p["csc_iter"])

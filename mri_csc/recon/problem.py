@@ -18,7 +18,7 @@ import numpy as np
 
 from ..backend import Device, get_xp, resolve_device, to_device
 from ..operators import Sense
-from ..prior.phase import box_window, lowres_image
+from ..prior.phase import box_window, hann_window, lowres_image
 from ..validate import check_recon_inputs
 
 __all__ = ["ReconProblem", "make_problem", "data_scale"]
@@ -86,6 +86,15 @@ class ReconProblem:
     def adjoint_image(self):
         r""":math:`A^H y`."""
         return self.operator.adjoint(self.kspace)
+
+    def lowres_image(self, width: int = 24):
+        r"""Low-resolution image :math:`A^H(h\,y)` of the calibration region (Hann window ``h``, ``width`` wide).
+
+        The phase estimate's input; see :func:`mri_csc.prior.phase.lowres_image`.
+        """
+        xp = self.xp
+        return lowres_image(self.operator, self.kspace,
+                            hann_window(self.kspace.shape[1:], width, xp, self.kspace.real.dtype))
 
 
 def _check_array(name: str, a, *, complex_ok=True) -> None:

@@ -9,6 +9,15 @@ from .masks import MASK_KINDS, calibration_region, realized_acceleration, sample
 from .phantoms import DEFAULT_BRAIN, brain_slice, ellipse_phantom, load_ellipses, nifti_slice, shepp_logan
 from .phase import PHASE_KINDS, smooth_phase
 from .simulate import PHANTOMS, Dataset, make_dataset, simulate_kspace, support_mask
+from .trajectories import (
+    TRAJECTORIES,
+    estimate_maps_noncartesian,
+    make_trajectory,
+    radial,
+    simulate_noncartesian,
+    spiral,
+    stack_of_stars,
+)
 
 __all__ = [
     "DEFAULT_BRAIN",
@@ -32,4 +41,11 @@ __all__ = [
     "simulate_kspace",
     "smooth_phase",
     "support_mask",
+    "TRAJECTORIES",
+    "estimate_maps_noncartesian",
+    "make_trajectory",
+    "radial",
+    "simulate_noncartesian",
+    "spiral",
+    "stack_of_stars",
 ]

@@ -1,0 +1,101 @@
+r"""Reading non-Cartesian trajectories: ``.npy``/``.npz`` (SigPy layout) and BART ``.cfl`` (``bart traj`` layout).
+
+Ours is SigPy's ``coord``: ``(*samples, ndim)``, cycles per FOV, ``coord[..., i]`` along
+image axis ``i``. BART stores ``(3, readout, spokes, ...)`` with coordinate ``j`` along its
+axis ``j`` — our image axis ``j`` (:func:`mri_csc.io.formats.to_bart`) — so a BART
+trajectory becomes ``moveaxis(traj[:ndim].real, 0, -1)`` with its sample axes reversed,
+``(..., spokes, readout, ndim)``, and BART non-Cartesian k-space ``(1, readout, spokes,
+..., coils)`` becomes ``(coils, ..., spokes, readout)`` (:func:`bart_noncartesian_kspace`).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .limits import check_shape
+
+__all__ = ["read_trajectory", "bart_noncartesian_kspace", "TRAJECTORY_KEYS"]
+
+TRAJECTORY_KEYS = ("trajectory", "traj", "coord")
+
+
+def _drop_trailing_singletons(shape):
+    shape = list(shape)
+    while len(shape) > 1 and shape[-1] == 1:
+        shape.pop()
+    return tuple(shape)
+
+
+def read_trajectory(path: "str | os.PathLike", ndim: int | None = None) -> np.ndarray:
+    """Read a trajectory file into SigPy's ``(*samples, ndim)`` float32 layout.
+
+    Parameters
+    ----------
+    path : path
+        ``.npy`` (the array), ``.npz`` (key ``trajectory``, ``traj`` or ``coord``, or its only
+        array), or a BART ``.cfl``/``.hdr`` pair written by ``bart traj`` (``(3, readout,
+        spokes, ...)``).
+    ndim : int, optional
+        Image dimensions (2 or 3). BART files always hold 3 coordinates: by default the third
+        is kept only when it is non-zero somewhere.
+
+    Raises
+    ------
+    ValueError
+        On a file that holds no trajectory, complex values with imaginary parts, NaN/Inf, or
+        a shape that is not ``(*samples, 2|3)``.
+    """
+    p = Path(path)
+    name = p.name.lower()
+    if name.endswith((".cfl", ".hdr")) or (not p.exists() and p.with_suffix(".hdr").exists()):
+        from .cfl import read_cfl  # noqa: PLC0415
+
+        base = str(p.with_suffix("")) if name.endswith((".cfl", ".hdr")) else str(p)
+        t = np.asarray(read_cfl(base))
+        if t.ndim < 2 or t.shape[0] != 3:
+            raise ValueError(f"{path}: a BART trajectory has shape (3, readout, spokes, ...); got {t.shape}")
+        if np.abs(t.imag).max(initial=0) > 0:
+            raise ValueError(f"{path}: BART trajectory has non-zero imaginary parts; expected real coordinates")
+        t = t.real.reshape((3, *_drop_trailing_singletons(t.shape[1:])))
+        if ndim is None:
+            ndim = 3 if np.abs(t[2]).max(initial=0) > 0 else 2
+        coord = np.moveaxis(t[:ndim], 0, -1)
+        samples = tuple(range(coord.ndim - 2, -1, -1))
+        coord = coord.transpose((*samples, coord.ndim - 1))  # (..., spokes, readout, ndim)
+    elif name.endswith(".npz"):
+        with np.load(p) as f:
+            keys = [k for k in TRAJECTORY_KEYS if k in f.files] or (f.files if len(f.files) == 1 else [])
+            if not keys:
+                raise ValueError(f"{path}: no trajectory array; expected one of the keys {TRAJECTORY_KEYS} "
+                                 f"(found {f.files})")
+            coord = f[keys[0]]
+    elif name.endswith(".npy"):
+        coord = np.load(p, mmap_mode="r")
+    else:
+        raise ValueError(f"{path}: trajectory files are .npy, .npz or BART .cfl; got {p.suffix or 'no suffix'!r}")
+    check_shape(coord.shape, np.float32, f"trajectory {path}")
+    coord = np.asarray(coord)
+    if np.iscomplexobj(coord):
+        if np.abs(coord.imag).max(initial=0) > 0:
+            raise ValueError(f"{path}: trajectory has non-zero imaginary parts; expected real coordinates")
+        coord = coord.real
+    if coord.ndim < 2 or coord.shape[-1] not in (2, 3) or (ndim is not None and coord.shape[-1] != ndim):
+        raise ValueError(f"{path}: trajectory must have shape (*samples, {ndim or '2|3'}); got {coord.shape}")
+    if not np.isfinite(coord).all():
+        raise ValueError(f"{path}: trajectory contains NaN or Inf")
+    return np.ascontiguousarray(coord, dtype=np.float32)
+
+
+def bart_noncartesian_kspace(k: np.ndarray) -> np.ndarray:
+    """BART non-Cartesian k-space ``(1, readout, spokes, coils)`` → ours ``(coils, spokes, readout)``.
+
+    Dimensions after BART's coil dimension (3) must be singletons.
+    """
+    k = np.asarray(k)
+    k = k.reshape(k.shape + (1,) * max(0, 4 - k.ndim))
+    if k.shape[0] != 1 or any(n != 1 for n in k.shape[4:]):
+        raise ValueError(f"BART non-Cartesian k-space has shape (1, readout, spokes, coils); got {k.shape}")
+    return np.ascontiguousarray(k[0, :, :, :, ...].reshape(k.shape[1:4]).transpose(2, 1, 0))

@@ -1,0 +1,221 @@
+r"""Non-Cartesian reconstruction problems: k-space on a trajectory, the NUFFT SENSE operator.
+
+:func:`make_noncartesian_problem` is :func:`~mri_csc.recon.problem.make_problem` for
+k-space ``(coils, *samples)`` measured at ``trajectory`` ``(*samples, ndim)`` (SigPy's
+``coord`` convention, cycles per FOV; see :mod:`mri_csc.operators.nufft`). The
+forward model is :math:`A = \mathcal{N} S` and every method minimises its usual
+objective with :math:`\tfrac12\|Ax - y\|^2` as the data term: the density
+compensation weights ``dcf`` (:func:`~mri_csc.operators.nufft.pipe_menon_dcf`
+when none are given) never enter the objective. They are used where an
+estimate from the raw samples is needed before any solve: the data scale, the
+smooth phase (gridded low-resolution image :math:`S^H\mathcal{N}^H(h\,w\,y)`), the
+zero-filled (gridded) image, and the ``sense`` method's preconditioner (a
+change of variables, so the solution is that of the unpreconditioned system).
+
+Density normalisation: a Cartesian mask samples each grid cell once or not at all, so
+:math:`A^HA` has gain 1 where it samples, and the default weights (λ, μ, γ) were set for
+that. A non-Cartesian trajectory samples the centre densely (radial: density
+:math:`\propto 1/|k|`) and readout oversampling doubles the density everywhere. The
+problem therefore divides the k-space *and the coil maps* by :math:`\sqrt g`, with
+:math:`g` the median sampling density (:func:`~mri_csc.operators.nufft.grid_density`,
+samples per cell) over the cells the trajectory reaches (density above 0.1): the image
+that explains the data is unchanged (:math:`y/\sqrt g = \mathcal{N}(S/\sqrt g)x`), and the
+data term becomes :math:`\tfrac1{2g}\|Ax-y\|^2`, i.e. every method's weights act as
+:math:`g` times theirs on the raw data term. On the Cartesian grid :math:`g = 1`. Every
+method (SigPy, BART included) sees the same normalised k-space and maps.
+
+Scaling is BART's rule on the gridded image: the 99th percentile of
+:math:`|S^H \mathcal{N}^H (b\,w\,y)|` with ``b`` the centred 24-wide box, which is the
+Cartesian :func:`~mri_csc.recon.problem.data_scale` when the trajectory is the
+Cartesian grid (``w`` = 1 there).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..backend import get_xp, to_device
+from ..operators.nufft import NUFFTSense, check_trajectory, gridded_lowres, pipe_menon_dcf
+from .problem import ReconProblem, _check_array, _check_finite
+
+__all__ = ["NonCartesianProblem", "make_noncartesian_problem", "noncartesian_data_scale", "density_gain"]
+
+
+@dataclass
+class NonCartesianProblem(ReconProblem):
+    """A validated, scaled non-Cartesian problem on one device.
+
+    Attributes (beyond :class:`~mri_csc.recon.problem.ReconProblem`'s; ``mask`` is ``None``)
+    ----------
+    trajectory : array ``(*samples, ndim)``, float32
+    dcf : array ``samples``, float32
+        Density compensation weights (calibration and preconditioning only).
+    image_shape_ : tuple of int
+    nufft_backend : str
+    density_gain : float
+        :math:`g` of the density normalisation (module docstring).
+    """
+
+    trajectory: object = None
+    dcf: object = None
+    image_shape_: tuple = ()
+    nufft_backend: str = "auto"
+    precondition: bool = False
+    density_gain: float = 1.0
+
+    def __post_init__(self):
+        if self.operator is None:  # the NUFFT SENSE operator, built once: plans and Toeplitz kernel reused
+            self.operator = NUFFTSense(self.maps, self.trajectory, backend=self.nufft_backend)
+        super().__post_init__()
+
+    @property
+    def image_shape(self) -> tuple[int, ...]:
+        return tuple(self.image_shape_)
+
+    def adjoint_image(self):
+        r"""Gridded image :math:`A^H W y` (density-compensated: the zero-filled estimate)."""
+        return self.operator.adjoint(self.kspace * self.dcf)
+
+    def preconditioner(self, lam: float = 0.0):
+        r"""None, or the Hermitian root :math:`P = F^H D^{1/2} F` of a circulant :math:`\approx(A^HA+\lambda)^{-1}`.
+
+        ``None`` unless the problem was made with an explicit ``dcf`` (``"pipe-menon"`` or weights):
+        the preconditioned CG reaches in 5-10 iterations what plain CG reaches in 20, but it
+        also reaches the noisy unregularised least-squares solution sooner, so it is opt-in.
+
+        :math:`A^HA \approx \bar s\, F^H \mathrm{diag}(\rho) F` with :math:`\rho` the sampling density on
+        the grid (:func:`~mri_csc.operators.nufft.grid_density`, the inverse of the density
+        compensation) and :math:`\bar s` the mean of :math:`\sum_c|S_c|^2` on the coil support;
+        :math:`D = 1/\max(\bar s\rho + \lambda, \epsilon)`, :math:`\epsilon` a tenth of the mean
+        :math:`\bar s\rho` (so unsampled corners are not amplified). CG on
+        :math:`P(A^HA+\lambda)Pz = Pb`, :math:`x = Pz`, has the solution of the original system.
+        """
+        from ..backend import fftc, ifftc  # noqa: PLC0415
+        from ..operators.nufft import grid_density  # noqa: PLC0415
+
+        if not self.precondition:
+            return None
+        xp = self.xp
+        sos = xp.sum(xp.abs(self.maps) ** 2, axis=0)
+        sbar = float(sos[sos > 0].mean())
+        rho = sbar * grid_density(self.trajectory, self.image_shape, backend=self.nufft_backend)
+        d = 1 / xp.maximum(rho + lam, 0.1 * float(rho.mean()))
+        root = xp.sqrt(d).astype(np.float32)
+        axes = tuple(range(-len(self.image_shape), 0))
+        return lambda x: ifftc(fftc(x, axes) * root, axes)
+
+    def lowres_image(self, width: int = 24):
+        r"""Coil-combined low-resolution image :math:`\sum_c \bar S_c \mathcal{N}^H(h\,w\,y_c)` (Hann ``h``)."""
+        low = gridded_lowres(self.kspace, self.trajectory, self.image_shape, self.dcf, width=width,
+                             window="hann", backend=self.nufft_backend)
+        return (self.maps.conj() * low).sum(axis=0)
+
+
+def noncartesian_data_scale(kspace, maps, trajectory, dcf, *, percentile: float = 99.0, calib: int = 24,
+                            backend: str = "auto") -> float:
+    """BART-style data scale from the gridded calibration region (see module docstring)."""
+    xp = get_xp(kspace)
+    low = gridded_lowres(kspace, trajectory, maps.shape[1:], dcf, width=calib, window="box", backend=backend)
+    combined = xp.abs((maps.conj() * low).sum(axis=0))
+    s = float(xp.percentile(combined.ravel(), percentile))
+    if not np.isfinite(s) or s <= 0:
+        s = float(combined.max())
+    return s if s > 0 else 1.0
+
+
+def make_noncartesian_problem(kspace, coil_maps, trajectory, image_shape=None, *, dcf=None, device="cpu",
+                              scale: "bool | float" = True, nufft_backend: str = "auto") -> NonCartesianProblem:
+    """Validate non-Cartesian inputs, compute the DCF when none is given, scale, move to ``device``.
+
+    Parameters
+    ----------
+    kspace : array ``(coils, *samples)``, complex
+    coil_maps : array ``(coils, *image_shape)``, complex
+    trajectory : array ``(*samples, ndim)``, real, cycles per FOV
+    image_shape : tuple of int, optional
+        Defaults to ``coil_maps.shape[1:]``; must equal it when given.
+    dcf : None, ``"pipe-menon"`` or array ``samples``
+        Density compensation weights (non-negative) for calibration; ``None`` computes them by
+        Pipe–Menon iterations. An explicit ``"pipe-menon"`` or array also switches on the
+        ``sense`` method's density preconditioner (:meth:`NonCartesianProblem.preconditioner`).
+    device, scale :
+        As :func:`~mri_csc.recon.problem.make_problem`.
+    nufft_backend : str
+        ``"auto"``, ``"finufft"``, ``"cufinufft"`` or ``"sigpy"``.
+
+    Raises
+    ------
+    TypeError, ValueError
+        Naming the argument, what was received and what was expected.
+    """
+    from ..backend import resolve_device  # noqa: PLC0415
+
+    dev = resolve_device(device)
+    _check_array("kspace", kspace)
+    _check_array("coil_maps", coil_maps)
+    if coil_maps.ndim not in (3, 4):
+        raise ValueError(f"coil_maps must have shape (coils, ny, nx) or (coils, nz, ny, nx); got "
+                         f"{tuple(coil_maps.shape)}")
+    shape = tuple(coil_maps.shape[1:])
+    if image_shape is not None and tuple(int(n) for n in image_shape) != shape:
+        raise ValueError(f"image_shape {tuple(image_shape)} differs from the coil maps' image shape {shape}")
+    check_trajectory(trajectory, shape, "trajectory")
+    samples = tuple(trajectory.shape[:-1])
+    if tuple(kspace.shape) != (coil_maps.shape[0], *samples):
+        raise ValueError(f"kspace must have shape (coils, *samples) = {(coil_maps.shape[0], *samples)} for "
+                         f"{coil_maps.shape[0]} coil maps and a trajectory of shape {tuple(trajectory.shape)}; "
+                         f"got {tuple(kspace.shape)}")
+    precondition = dcf is not None
+    if isinstance(dcf, str):
+        if dcf != "pipe-menon":
+            raise ValueError(f"dcf must be None, 'pipe-menon' or an array of weights; got {dcf!r}")
+        dcf = None
+    if dcf is not None:
+        _check_array("dcf", dcf, complex_ok=False)
+        if tuple(dcf.shape) != samples:
+            raise ValueError(f"dcf must have the trajectory's sample shape {samples}; got {tuple(dcf.shape)}")
+    get_xp(kspace, coil_maps, trajectory, dcf)  # raises when NumPy and CuPy are mixed
+    _check_finite("kspace", kspace)
+    _check_finite("coil_maps", coil_maps)
+    if dcf is not None:
+        _check_finite("dcf", dcf)
+        if bool((get_xp(dcf).asarray(dcf) < 0).any()):
+            raise ValueError("dcf has negative weights; expected density compensation weights >= 0")
+    xp = get_xp(coil_maps)
+    if not bool(xp.any(coil_maps != 0)):
+        raise ValueError("coil_maps are all zero; expected sensitivities that are non-zero on the object")
+
+    cdtype = np.complex128 if np.dtype(kspace.dtype) == np.complex128 else np.complex64
+    k = to_device(kspace, dev).astype(cdtype, copy=False)
+    s = to_device(coil_maps, dev).astype(cdtype, copy=False)
+    t = to_device(trajectory, dev).astype(np.float32, copy=False)
+    w = pipe_menon_dcf(t, shape) if dcf is None else to_device(dcf, dev).astype(np.float32, copy=False)
+    if scale is True:
+        factor = noncartesian_data_scale(k, s, t, w, backend=nufft_backend)
+    elif scale is False or scale is None:
+        factor = 1.0
+    else:
+        factor = float(scale)
+        if not np.isfinite(factor) or factor <= 0:
+            raise ValueError(f"scale must be True, False or a positive number; got {scale!r}")
+    if factor != 1.0:
+        k = k / k.real.dtype.type(factor)
+    g = density_gain(t, shape, backend=nufft_backend)
+    if g != 1.0:
+        root = k.real.dtype.type(g ** 0.5)
+        k, s = k / root, s / root
+    return NonCartesianProblem(kspace=k, maps=s, mask=None, scale=factor, device=dev, trajectory=t, dcf=w,
+                               image_shape_=shape, nufft_backend=nufft_backend, precondition=precondition,
+                               density_gain=g)
+
+
+def density_gain(trajectory, image_shape, *, backend: str = "auto", floor: float = 0.1) -> float:
+    """Median sampling density (samples per grid cell) over the cells with density above ``floor``."""
+    from ..operators.nufft import grid_density  # noqa: PLC0415
+
+    rho = grid_density(trajectory, image_shape, backend=backend)
+    xp = get_xp(rho)
+    reached = rho[rho > floor]
+    return float(xp.median(reached)) if reached.size else 1.0
