@@ -71,6 +71,21 @@ def test_normalised_maps_are_left_alone(ds):
         normalise_maps(np.zeros((2, 4, 4), np.complex64))
 
 
+def test_correct_maps_that_leak_outside_the_object_are_not_rescaled(ds):
+    """Maps with sum |S|^2 = 1 on a disc holding 23 % of the image and 0.01 outside it (leakage):
+    judged on the high-power region they are normalised; a median over everything above 1e-6 of
+    the peak would be 0.01 and rescale them tenfold."""
+    yy, xx = np.mgrid[:48, :48]
+    obj = (yy - 24) ** 2 + (xx - 24) ** 2 < 13 ** 2
+    leaky = ds.maps / np.sqrt((np.abs(ds.maps) ** 2).sum(0))
+    leaky[:, ~obj] *= 0.1
+    assert 0.2 < obj.mean() < 0.3
+    assert maps_power(leaky) == pytest.approx(1.0, rel=1e-4)
+    assert normalise_maps(leaky) is leaky
+    assert maps_power(leaky * 1e20) == pytest.approx(1e40, rel=1e-4)  # no float32 overflow
+    assert maps_power(leaky * 1e-25) == pytest.approx(1e-50, rel=1e-4)  # nor underflow
+
+
 def test_empty_arrays_are_named_empty(ds):
     k = np.zeros((4, 0, 48), np.complex64)
     with pytest.raises(InputError, match=r"kspace is empty \(shape \(4, 0, 48\)\)"):
