@@ -530,13 +530,23 @@ def memory_message(e: MemoryError) -> str:
             f"a single --slice, or set {ENV_VAR})")
 
 
+def deliberate_runtime_error(e: BaseException) -> bool:
+    """Whether ``e`` is a ``RuntimeError`` raised on purpose by a ``raise RuntimeError(`` in mri_csc's code."""
+    from .validate import raised_here  # noqa: PLC0415
+
+    return (isinstance(e, RuntimeError) and not isinstance(e, (RecursionError, NotImplementedError))
+            and raised_here(e))
+
+
 def report_error(e: BaseException, debug: bool = False) -> int:
     """The CLI's error contract for an exception that escaped a command; returns the exit code.
 
     A user error (:func:`mri_csc.validate.is_user_error`, or :class:`UserError`) prints one
     line ``mri-csc: error: ...`` and gives 2; ``MemoryError`` one line naming the size and 2;
-    ``KeyboardInterrupt`` 130; a ``RuntimeError`` (a tool or solver that failed) one line and
-    1; anything else is a bug: its traceback and 1. ``debug`` re-raises every error.
+    ``KeyboardInterrupt`` 130; a ``RuntimeError`` mri_csc raised on purpose (an external
+    tool such as ``bart`` that failed: :func:`deliberate_runtime_error`) one line and 1;
+    anything else (``RecursionError``, ``NotImplementedError``, an error raised inside SigPy
+    or NumPy) is a bug: its traceback and 1. ``debug`` re-raises every error.
     """
     from .validate import is_user_error  # noqa: PLC0415
 
@@ -552,7 +562,7 @@ def report_error(e: BaseException, debug: bool = False) -> int:
         msg = str(e) if not isinstance(e, OSError) or not e.filename else f"{e.filename}: {e.strerror}"
         _err(" ".join(msg.split()) or type(e).__name__)
         return EXIT_USER
-    if isinstance(e, RuntimeError):
+    if deliberate_runtime_error(e):
         _err(" ".join(str(e).split()))
         return 1
     import traceback  # noqa: PLC0415

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 
 import numpy as np
 
@@ -33,7 +34,7 @@ from .io.limits import check_shape
 
 __all__ = ["InputError", "InputTypeError", "check_recon_inputs", "check_array", "check_finite",
            "check_mask_values", "normalise_maps", "maps_power", "per_slice", "check_output",
-           "is_user_error", "MAPS_TOLERANCE"]
+           "is_user_error", "raised_here", "MAPS_TOLERANCE"]
 
 log = logging.getLogger(__name__)
 
@@ -260,8 +261,14 @@ def check_output(image, what: str, method: str | None = None) -> None:
                          f"was written; {hint}")
 
 
-def _raised_here(exc: BaseException) -> bool:
-    """Whether ``exc`` was raised by a ``raise`` statement in mri_csc's own code."""
+def raised_here(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised on purpose in mri_csc's own code: by a ``raise <its class>(`` statement.
+
+    The innermost frame must be in the package, on a ``raise`` statement that
+    names the exception's own class, so that an error Python raises while
+    evaluating that statement (formatting ``None`` with ``:.3g`` inside
+    ``raise ValueError(f"...")`` gives a ``TypeError``) is not taken for it.
+    """
     import linecache  # noqa: PLC0415
     import os  # noqa: PLC0415
 
@@ -273,7 +280,8 @@ def _raised_here(exc: BaseException) -> bool:
     fname = tb.tb_frame.f_code.co_filename
     if not os.path.abspath(fname).startswith(_PACKAGE_DIR):
         return False
-    return linecache.getline(fname, tb.tb_lineno).lstrip().startswith("raise ")
+    line = linecache.getline(fname, tb.tb_lineno).strip()
+    return line.startswith("raise ") and re.match(rf"raise ([\w.]+\.)?{type(exc).__name__}\(", line) is not None
 
 
 def _package_dir() -> str:
@@ -291,11 +299,13 @@ def is_user_error(exc: BaseException) -> bool:
     User errors are the input-error classes (:class:`InputError`,
     :class:`~mri_csc.io.formats.FileFormatError`, :class:`~mri_csc.config.ConfigError`,
     :class:`~mri_csc.io.limits.BudgetError`, :class:`~mri_csc.io.atomic.OutputExistsError`),
-    missing files, permissions and other operating-system errors with an
-    ``errno``, and a ``ValueError``/``TypeError`` raised on purpose by a ``raise``
-    statement in mri_csc's own code. A ``TypeError`` or ``ValueError`` raised
+    operating-system errors with an ``errno`` (a missing file, no permission, a
+    full disk: the environment, not mri_csc, is at fault), and a
+    ``ValueError`` raised on purpose by mri_csc's own code (:func:`raised_here`).
+    A plain ``TypeError`` is never one (deliberate type errors are
+    :class:`InputTypeError`), nor a ``TypeError`` or ``ValueError`` raised
     inside NumPy, h5py or by Python itself (``'NoneType' object is not
-    subscriptable``) is a bug.
+    subscriptable``): those are bugs.
     """
     from .config import ConfigError  # noqa: PLC0415
     from .io.atomic import OutputExistsError  # noqa: PLC0415
@@ -307,6 +317,6 @@ def is_user_error(exc: BaseException) -> bool:
     if isinstance(exc, OSError):
         return exc.errno is not None or isinstance(exc, (FileNotFoundError, FileExistsError, PermissionError,
                                                          IsADirectoryError, NotADirectoryError))
-    if isinstance(exc, (ValueError, TypeError)):
-        return _raised_here(exc)
+    if isinstance(exc, ValueError) and not isinstance(exc, TypeError):
+        return raised_here(exc)
     return False

@@ -134,6 +134,29 @@ def test_user_errors_are_told_from_bugs():
         assert not is_user_error(e)
 
 
+def test_typeerror_on_a_raise_line_is_a_bug():
+    """Python's TypeError while formatting a message inside ``raise ValueError(...)`` is not a user
+    error; nor is any plain TypeError; a ValueError mri_csc raises on purpose is."""
+    def fmt(x):
+        raise ValueError(f"bad value {x:.3g}")
+
+    try:
+        fmt(None)
+    except TypeError as e:
+        assert not is_user_error(e)
+    try:
+        fmt(2.0)
+    except ValueError as e:
+        assert not is_user_error(e)  # raised in a test file, not in mri_csc
+    from mri_csc.sim import masks
+    with pytest.raises(TypeError, match="accel must be a number") as info:
+        masks.sample_mask("poisson", (8, 8), accel="abc")  # a deliberate plain TypeError of mri_csc's own
+    assert not is_user_error(info.value)
+    with pytest.raises(ValueError, match="accel must be a finite number") as info:
+        masks.sample_mask("poisson", (8, 8), accel=0.5)  # a plain ValueError raised on purpose by mri_csc
+    assert is_user_error(info.value)
+
+
 def _cli(*args, env=None):
     return subprocess.run([sys.executable, "-m", "mri_csc.cli", *map(str, args)], capture_output=True, text=True,
                           timeout=120, env=env)
