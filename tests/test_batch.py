@@ -404,3 +404,19 @@ def test_resume_refuses_another_input_writing_the_same_output(tmp_path):
     np.save(out / ".partial" / "a" / "slice_00000.npy", np.zeros((8, 8), np.complex64))
     with pytest.raises(ValueError, match="holds finished slices of an input the unfinished run did not record"):
         _check_inputs_unchanged({}, [VolumeSpec(a2, "a", "npy", "slices", 2, 0, True)], out)
+
+
+def test_only_permanent_os_errors_are_not_retried():
+    import errno
+
+    from mri_csc.batch.worker import deterministic
+    from mri_csc.io import OutputExistsError
+    from mri_csc.validate import InputError
+
+    for e in (errno.ENOENT, errno.EACCES, errno.EISDIR, errno.ENOTDIR):
+        assert deterministic(OSError(e, os.strerror(e), "x.h5"))
+    for e in (errno.ENOSPC, errno.EIO, errno.ESTALE, errno.EMFILE, errno.EAGAIN):
+        assert not deterministic(OSError(e, os.strerror(e), "x.h5"))  # transient: retried
+    assert not deterministic(OSError("no errno"))
+    assert deterministic(InputError("bad")) and deterministic(OutputExistsError("exists"))
+    assert not deterministic(TypeError("a bug")) and not deterministic(RuntimeError("worker died"))
