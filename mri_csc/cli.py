@@ -344,10 +344,10 @@ def cmd_recon(args) -> int:
         maps_list = list(d["maps"]) if stacked else [d["maps"]]
     else:
         raise UserError(f"{args.input} holds no coil maps; pass --maps FILE or --espirit sigpy|bart")
+    # one mask per slice (read_kspace checked the file's mask against the slices; a retrospective one is 2-D);
+    # every branch above gives one map set per slice, and zip(strict=True) below holds them to it
     masks = per_slice(f"{args.input}: mask", mask, len(slices), k.ndim - 1 - stacked) if stacked \
         else [mask]
-    if len(maps_list) != len(slices):
-        raise UserError(f"{args.maps or args.input}: {len(maps_list)} set(s) of coil maps for {len(slices)} slice(s)")
 
     images, total, ran = [], 0.0, None
     bar = tqdm(list(zip(slices, maps_list, masks, strict=True)), desc=args.method,

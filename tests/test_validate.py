@@ -210,3 +210,26 @@ def test_learn_dict_and_info_on_a_corrupt_nifti_give_one_line(tmp_path, content)
         p = _cli(*args)
         assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr
         assert p.stderr.strip().startswith("mri-csc: error: ") and "bad.nii" in p.stderr
+
+
+@pytest.mark.parametrize("kind", ["h5", "npz"])
+def test_a_leading_one_mask_is_shared_by_every_slice_in_the_readers_too(tmp_path, kind):
+    """(1, ny, nx) is one pattern for all slices in per_slice and in every reader: full stack and one slice."""
+    import h5py
+
+    d = make_dataset(phantom="shepp-logan", shape=(32, 32), n_coils=4, accel=2, seed=0)
+    k, maps, m = np.stack([d.kspace] * 3), np.stack([d.maps] * 3), d.mask[None].astype(np.float32)
+    assert len(per_slice("mask", m, 3, 2)) == 3
+    path = tmp_path / f"k.{kind}"
+    if kind == "h5":
+        with h5py.File(path, "w") as f:
+            f["kspace"], f["maps"], f["mask"] = k, maps, m
+    else:
+        np.savez(path, kspace=k, maps=maps, mask=m)
+    if kind == "h5":  # a 4-D .npz without slice= is one 3-D volume (coils, nz, ny, nx), not a stack
+        full = mri_csc.io.read_kspace(path)
+        assert full["stacked"] and full["mask"].shape == (32, 32)
+        assert len(per_slice("mask", full["mask"], 3, 2)) == 3
+    one = mri_csc.io.read_kspace(path, slice=2)
+    assert one["kspace"].shape == (4, 32, 32) and one["mask"].shape == (32, 32)
+    assert np.array_equal(one["mask"], d.mask.astype(np.float32))

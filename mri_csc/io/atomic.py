@@ -138,12 +138,22 @@ def check_writable(path: "str | os.PathLike", overwrite: bool = False) -> Path:
 
 
 def commit_files(pairs, overwrite: bool = False) -> None:
-    """Move each finished temporary ``tmp`` onto ``dest`` for ``(tmp, dest)`` in ``pairs``, all or none.
+    """Rename each finished temporary ``tmp`` to ``dest`` for ``(tmp, dest)`` in ``pairs``, as one set.
 
-    Existing destinations (``overwrite=True``) are first moved to hidden backups;
-    if any rename fails, the destinations already written are removed and the
-    backups put back, then the error is raised. Without ``overwrite`` a
-    destination that appeared meanwhile is refused before anything moves.
+    1. Every ``dest`` is checked with :func:`check_writable` (an existing one,
+       or any symlink, is refused unless ``overwrite``) before anything moves.
+    2. With ``overwrite``, each existing ``dest`` is renamed to a hidden backup
+       ``.<name>.<host>-<pid>.<random>.bak`` in the same folder.
+    3. Each ``tmp`` is renamed to its ``dest``; without ``overwrite`` a
+       ``dest`` that appeared since step 1 is refused (``OutputExistsError``).
+    4. On success the backups are deleted. On any exception (including
+       ``KeyboardInterrupt``) the ``dest`` files renamed in step 3 are deleted,
+       the backups renamed back to their ``dest``, and the exception re-raised;
+       the temporaries are left to the caller (:func:`atomic_paths` removes them).
+
+    Each rename is atomic, the set is not: a process killed by ``SIGKILL``
+    between steps 2 and 4 leaves backups, which the next :func:`sweep_stale`
+    of the folder renames back where their ``dest`` is missing.
     """
     pairs = [(Path(t), Path(d)) for t, d in pairs]
     for _, d in pairs:

@@ -691,7 +691,7 @@ def read_kspace(path: "str | os.PathLike", *, slice: int | None = None, fmt: str
                 if kds is not None:
                     if kds.ndim == 3 and kds.shape[0] == n_slices:
                         mask = _h5_read(kds, path, slice)
-                    elif kds.ndim in (1, 2):
+                    elif kds.ndim in (1, 2) or kds.ndim == 3 and kds.shape[0] == 1:  # shared: per_slice's rule
                         mask = _h5_read(kds, path)
                     else:
                         raise FileFormatError(f"{path}: 'mask' of shape {kds.shape} does not fit 'kspace' of "
@@ -750,6 +750,8 @@ def read_kspace(path: "str | os.PathLike", *, slice: int | None = None, fmt: str
 
         mask = np.asarray(mask).real.astype(np.float32)
         img_shape = tuple(k.shape[1 + stacked:])
+        if mask.ndim == len(img_shape) + 1 and mask.shape[0] == 1:  # one pattern for all slices (per_slice's rule)
+            mask = mask[0]
         if stacked:  # one pattern for all slices or one per slice, never fewer
             per_slice(f"{path}: mask", mask, k.shape[0], len(img_shape))
         m0 = mask[0] if stacked and mask.ndim == len(img_shape) + 1 else mask
