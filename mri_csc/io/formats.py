@@ -431,13 +431,18 @@ def _open_h5(path):
         raise FileFormatError(f"{path}: not a valid HDF5 file ({str(e).splitlines()[0] if str(e) else e})") from None
 
 
-class _h5_guard:
-    """Turn an ``OSError``/``KeyError`` raised *inside h5py* (corrupt B-tree, bad address) into a FileFormatError.
+_H5_LIB_ERRORS = (OSError, KeyError, RuntimeError, ValueError)
 
-    Errors while reading a dataset's data are converted by :func:`_h5_read`.
-    Anything else (a ``TypeError`` from a wrong argument, errors raised by our
-    own code or by anything but h5py) is a bug or a usage error and passes
-    through unchanged.
+
+class _h5_guard:
+    """Turn an HDF5 library error raised *inside h5py* (corrupt B-tree, bad address) into a FileFormatError.
+
+    h5py translates the HDF5 error stack into ``OSError``, ``KeyError``,
+    ``RuntimeError`` ("Unable to get group info") or ``ValueError``; only
+    these are converted. Errors while reading a dataset's data are converted
+    by :func:`_h5_read`. Anything else (a ``TypeError`` from a wrong argument
+    such as ``key=5``, errors raised by our own code or by anything but h5py)
+    is a bug or a usage error and passes through unchanged.
     """
 
     def __init__(self, path):
@@ -447,7 +452,7 @@ class _h5_guard:
         return self
 
     def __exit__(self, typ, exc, tb):
-        if exc is None or isinstance(exc, (FileFormatError, BudgetError)) or not isinstance(exc, (OSError, KeyError)):
+        if exc is None or isinstance(exc, (FileFormatError, BudgetError)) or not isinstance(exc, _H5_LIB_ERRORS):
             return False
         while tb is not None and tb.tb_next is not None:
             tb = tb.tb_next
