@@ -85,6 +85,24 @@ def test_lock_is_held_by_the_kernel_not_by_the_pid_in_the_file(tmp_path):
     assert not lock.exists()
 
 
+def test_lock_fallback_without_fcntl(tmp_path, monkeypatch):
+    """Without fcntl: an O_EXCL file; an empty recent one (pid not yet written) is busy, not stale."""
+    import socket
+
+    from mri_csc.io import atomic
+
+    monkeypatch.setattr(atomic, "fcntl", None)
+    out, lock = tmp_path / "run", tmp_path / ".run.lock"
+    lock.write_text("")
+    with pytest.raises(OutputExistsError, match="a process that is starting"):
+        with run_lock(out):
+            pass
+    lock.write_text(f"999999999 {socket.gethostname()}\n")  # a dead process on this host: taken over
+    with run_lock(out):
+        assert lock.read_text().split() == [str(os.getpid()), socket.gethostname()]
+    assert not lock.exists()
+
+
 def test_force_write_killed_between_the_renames_keeps_the_old_file(tmp_path):
     """SIGKILL after the old result was moved to its backup, before the new one was renamed in:
     the next write into the folder puts the old result back; the backup is never just deleted."""
