@@ -349,10 +349,10 @@ def cmd_recon(args) -> int:
         maps_list = list(d["maps"]) if stacked else [d["maps"]]
     else:
         raise UserError(f"{args.input} holds no coil maps; pass --maps FILE or --espirit sigpy|bart")
+    # one mask per slice (read_kspace checked the file's mask against the slices; a retrospective one is 2-D);
+    # every branch above gives one map set per slice, and zip(strict=True) below holds them to it
     masks = per_slice(f"{args.input}: mask", mask, len(slices), k.ndim - 1 - stacked) if stacked \
         else [mask]
-    if len(maps_list) != len(slices):
-        raise UserError(f"{args.maps or args.input}: {len(maps_list)} set(s) of coil maps for {len(slices)} slice(s)")
 
     images, total, ran = [], 0.0, None
     bar = tqdm(list(zip(slices, maps_list, masks, strict=True)), desc=args.method,
@@ -614,13 +614,23 @@ def memory_message(e: MemoryError) -> str:
             f"a single --slice, or set {ENV_VAR})")
 
 
+def deliberate_runtime_error(e: BaseException) -> bool:
+    """Whether ``e`` is a ``RuntimeError`` raised on purpose by a ``raise RuntimeError(`` in mri_csc's code."""
+    from .validate import raised_here  # noqa: PLC0415
+
+    return (isinstance(e, RuntimeError) and not isinstance(e, (RecursionError, NotImplementedError))
+            and raised_here(e))
+
+
 def report_error(e: BaseException, debug: bool = False) -> int:
     """The CLI's error contract for an exception that escaped a command; returns the exit code.
 
     A user error (:func:`mri_csc.validate.is_user_error`, or :class:`UserError`) prints one
     line ``mri-csc: error: ...`` and gives 2; ``MemoryError`` one line naming the size and 2;
-    ``KeyboardInterrupt`` 130; a ``RuntimeError`` (a tool or solver that failed) one line and
-    1; anything else is a bug: its traceback and 1. ``debug`` re-raises every error.
+    ``KeyboardInterrupt`` 130; a ``RuntimeError`` mri_csc raised on purpose (an external
+    tool such as ``bart`` that failed: :func:`deliberate_runtime_error`) one line and 1;
+    anything else (``RecursionError``, ``NotImplementedError``, an error raised inside SigPy
+    or NumPy) is a bug: its traceback and 1. ``debug`` re-raises every error.
     """
     from .validate import is_user_error  # noqa: PLC0415
 
@@ -636,7 +646,7 @@ def report_error(e: BaseException, debug: bool = False) -> int:
         msg = str(e) if not isinstance(e, OSError) or not e.filename else f"{e.filename}: {e.strerror}"
         _err(" ".join(msg.split()) or type(e).__name__)
         return EXIT_USER
-    if isinstance(e, RuntimeError):
+    if deliberate_runtime_error(e):
         _err(" ".join(str(e).split()))
         return 1
     import traceback  # noqa: PLC0415

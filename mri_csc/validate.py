@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 
 import numpy as np
 
@@ -33,11 +34,11 @@ from .io.limits import check_shape
 
 __all__ = ["InputError", "InputTypeError", "check_recon_inputs", "check_array", "check_finite",
            "check_mask_values", "normalise_maps", "maps_power", "per_slice", "check_output",
-           "is_user_error", "MAPS_TOLERANCE"]
+           "is_user_error", "raised_here", "MAPS_TOLERANCE"]
 
 log = logging.getLogger(__name__)
 
-#: Coil maps whose median :math:`\sum_c |S_c|^2` on the support lies outside
+#: Coil maps whose median :math:`\sum_c |S_c|^2` where it is high (see :func:`maps_power`) lies outside
 #: ``[1 / MAPS_TOLERANCE, MAPS_TOLERANCE]`` are rescaled to a median of 1.
 MAPS_TOLERANCE = 4.0
 _CHUNK = 1 << 22  # elements per block when scanning for NaN/Inf
@@ -134,14 +135,24 @@ def check_mask_values(mask, name: str = "mask") -> None:
 
 
 def maps_power(maps):
-    r"""The median of :math:`\sum_c |S_c|^2` over the maps' support (where it exceeds 1e-6 of its max)."""
+    r"""The median of :math:`\sum_c |S_c|^2` over the maps' high-power region (above 0.1 of its max).
+
+    Judged where the maps are strong (the object), so that correct maps which
+    leak a little outside the object are not taken for unnormalised ones. The
+    sum is formed in single precision on ``|S| / max|S|`` (no overflow or
+    underflow for maps scaled by 1e±20) and scaled back in a Python float; the
+    median is one ``partition``, not a sort.
+    """
     xp = _xp(maps)
-    c = _compact(maps)
-    power = (xp.abs(c).astype(np.float64) ** 2).sum(axis=0)
-    peak = float(power.max())
-    if not math.isfinite(peak) or peak <= 0:
-        return peak
-    return float(xp.median(power[power > 1e-6 * peak]))
+    a = xp.abs(_compact(maps))
+    a = a.astype(np.float32 if a.dtype.itemsize <= 4 else np.float64, copy=False)
+    amax = float(a.max())
+    if not math.isfinite(amax) or amax <= 0:
+        return amax
+    power = ((a / a.dtype.type(amax)) ** 2).sum(axis=0)
+    high = power[power > 0.1 * power.max()].ravel()
+    k = high.size // 2
+    return float(xp.partition(high, k)[k]) * amax * amax
 
 
 def normalise_maps(maps, name: str = "coil_maps"):
@@ -151,8 +162,8 @@ def normalise_maps(maps, name: str = "coil_maps"):
     is (as ESPIRiT and the simulated maps give); maps off by a large factor make
     the image scale by its inverse and the regularisation weights meaningless
     (all-zero or NaN images for maps ×1e-10 or ×1e20). Maps whose median power
-    on the support is outside ``[1/MAPS_TOLERANCE, MAPS_TOLERANCE]`` are divided by
-    the square root of that median, with a warning.
+    on their high-power region (:func:`maps_power`) is outside
+    ``[1/MAPS_TOLERANCE, MAPS_TOLERANCE]`` are divided by the square root of that median, with a warning.
 
     Raises
     ------
@@ -250,8 +261,14 @@ def check_output(image, what: str, method: str | None = None) -> None:
                          f"was written; {hint}")
 
 
-def _raised_here(exc: BaseException) -> bool:
-    """Whether ``exc`` was raised by a ``raise`` statement in mri_csc's own code."""
+def raised_here(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised on purpose in mri_csc's own code: by a ``raise <its class>(`` statement.
+
+    The innermost frame must be in the package, on a ``raise`` statement that
+    names the exception's own class, so that an error Python raises while
+    evaluating that statement (formatting ``None`` with ``:.3g`` inside
+    ``raise ValueError(f"...")`` gives a ``TypeError``) is not taken for it.
+    """
     import linecache  # noqa: PLC0415
     import os  # noqa: PLC0415
 
@@ -263,7 +280,8 @@ def _raised_here(exc: BaseException) -> bool:
     fname = tb.tb_frame.f_code.co_filename
     if not os.path.abspath(fname).startswith(_PACKAGE_DIR):
         return False
-    return linecache.getline(fname, tb.tb_lineno).lstrip().startswith("raise ")
+    line = linecache.getline(fname, tb.tb_lineno).strip()
+    return line.startswith("raise ") and re.match(rf"raise ([\w.]+\.)?{type(exc).__name__}\(", line) is not None
 
 
 def _package_dir() -> str:
@@ -281,11 +299,13 @@ def is_user_error(exc: BaseException) -> bool:
     User errors are the input-error classes (:class:`InputError`,
     :class:`~mri_csc.io.formats.FileFormatError`, :class:`~mri_csc.config.ConfigError`,
     :class:`~mri_csc.io.limits.BudgetError`, :class:`~mri_csc.io.atomic.OutputExistsError`),
-    missing files, permissions and other operating-system errors with an
-    ``errno``, and a ``ValueError``/``TypeError`` raised on purpose by a ``raise``
-    statement in mri_csc's own code. A ``TypeError`` or ``ValueError`` raised
+    operating-system errors with an ``errno`` (a missing file, no permission, a
+    full disk: the environment, not mri_csc, is at fault), and a
+    ``ValueError`` raised on purpose by mri_csc's own code (:func:`raised_here`).
+    A plain ``TypeError`` is never one (deliberate type errors are
+    :class:`InputTypeError`), nor a ``TypeError`` or ``ValueError`` raised
     inside NumPy, h5py or by Python itself (``'NoneType' object is not
-    subscriptable``) is a bug.
+    subscriptable``): those are bugs.
     """
     from .config import ConfigError  # noqa: PLC0415
     from .io.atomic import OutputExistsError  # noqa: PLC0415
@@ -297,6 +317,6 @@ def is_user_error(exc: BaseException) -> bool:
     if isinstance(exc, OSError):
         return exc.errno is not None or isinstance(exc, (FileNotFoundError, FileExistsError, PermissionError,
                                                          IsADirectoryError, NotADirectoryError))
-    if isinstance(exc, (ValueError, TypeError)):
-        return _raised_here(exc)
+    if isinstance(exc, ValueError) and not isinstance(exc, TypeError):
+        return raised_here(exc)
     return False

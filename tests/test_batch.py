@@ -382,3 +382,41 @@ def test_resume_refuses_an_input_that_changed(test_client, cluster, tmp_path):
     with pytest.raises(ValueError, match=f"input {failed} changed since the unfinished run"):
         reconstruct_batch(d, out, retries=0, resume=True, **kw)
     assert len((logs / "calls.log").read_text().splitlines()) == 5  # nothing recomputed on the refusal
+
+
+def test_resume_refuses_another_input_writing_the_same_output(tmp_path):
+    """Records are matched by output volume name: d2/a.npy cannot resume d1/a.npy's slices, and a
+    volume without a record whose .partial/<name>/ holds slices is refused too."""
+    from mri_csc.batch.runner import _check_inputs_unchanged, input_fingerprint
+    from mri_csc.batch.tasks import VolumeSpec
+
+    for sub, val in (("d1", 1), ("d2", 0)):
+        (tmp_path / sub).mkdir()
+        np.save(tmp_path / sub / "a.npy", np.full((2, 4, 8, 8), val, np.complex64))
+    a1, a2 = str(tmp_path / "d1" / "a.npy"), str(tmp_path / "d2" / "a.npy")
+    old = {"inputs": {a1: {"name": "a", **input_fingerprint(a1)}}}
+    out = tmp_path / "out"
+    _check_inputs_unchanged(old, [VolumeSpec(a1, "a", "npy", "slices", 2, 0, True)], out)  # same input: fine
+    with pytest.raises(ValueError, match=f"from {a1} in the unfinished run.*{a2} now writes to it"):
+        _check_inputs_unchanged(old, [VolumeSpec(a2, "a", "npy", "slices", 2, 0, True)], out)
+    (out / ".partial" / "a").mkdir(parents=True)
+    _check_inputs_unchanged({}, [VolumeSpec(a2, "a", "npy", "slices", 2, 0, True)], out)  # nothing to be stale
+    np.save(out / ".partial" / "a" / "slice_00000.npy", np.zeros((8, 8), np.complex64))
+    with pytest.raises(ValueError, match="holds finished slices of an input the unfinished run did not record"):
+        _check_inputs_unchanged({}, [VolumeSpec(a2, "a", "npy", "slices", 2, 0, True)], out)
+
+
+def test_only_permanent_os_errors_are_not_retried():
+    import errno
+
+    from mri_csc.batch.worker import deterministic
+    from mri_csc.io import OutputExistsError
+    from mri_csc.validate import InputError
+
+    for e in (errno.ENOENT, errno.EACCES, errno.EISDIR, errno.ENOTDIR):
+        assert deterministic(OSError(e, os.strerror(e), "x.h5"))
+    for e in (errno.ENOSPC, errno.EIO, errno.ESTALE, errno.EMFILE, errno.EAGAIN):
+        assert not deterministic(OSError(e, os.strerror(e), "x.h5"))  # transient: retried
+    assert not deterministic(OSError("no errno"))
+    assert deterministic(InputError("bad")) and deterministic(OutputExistsError("exists"))
+    assert not deterministic(TypeError("a bug")) and not deterministic(RuntimeError("worker died"))

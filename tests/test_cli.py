@@ -166,3 +166,31 @@ def test_eval_interrupt_leaves_no_results(tmp_path):
     assert proc.returncode == 130, err
     assert "interrupted" in err and "Traceback" not in err
     assert os.listdir(tmp_path) == []
+
+
+def test_only_deliberate_runtime_errors_are_one_line(monkeypatch, capsys):
+    """RecursionError, NotImplementedError and a RuntimeError raised inside a library are bugs
+    (traceback, exit 1); a RuntimeError mri_csc raises on purpose (bart missing) is one line, exit 1."""
+    import mri_csc.recon.bart as bart
+    from mri_csc.cli import report_error
+
+    def lib_error():
+        import numpy as np
+
+        np.frompyfunc(lambda x: (_ for _ in ()).throw(RuntimeError("inside a ufunc")), 1, 1)(np.ones(1))
+
+    for make in (lambda: (_ for _ in ()).throw(RecursionError("maximum recursion depth exceeded")),
+                 lambda: (_ for _ in ()).throw(NotImplementedError("todo")), lib_error):
+        try:
+            make()
+        except BaseException as e:  # noqa: BLE001
+            assert report_error(e) == 1
+        err = capsys.readouterr().err
+        assert "Traceback" in err and "bug" in err, err
+    monkeypatch.setattr(bart, "bart_binary", lambda: None)
+    try:
+        bart.bart_pics(None, "W", max_iter=1)
+    except RuntimeError as e:
+        assert report_error(e) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.startswith("mri-csc: error: ") and len(err.splitlines()) == 1

@@ -61,3 +61,41 @@ def test_declared_sizes_are_checked_before_reading(tmp_path, monkeypatch):
     (tmp_path / "x.hdr").write_text("# Dimensions\n4 4 1 1 1\n")
     with pytest.raises(FileFormatError, match="not a multiple of 8"):
         read_kspace(tmp_path / "x.cfl")
+
+
+@pytest.mark.parametrize("kind", ["npz", "h5", "npy"])
+def test_budget_is_per_file_not_per_array(tmp_path, monkeypatch, kind):
+    """k-space and maps of 3 MiB each fit a 4 MiB budget one by one, not together: refused before
+    either is read; one slice of the stack (1 MiB + 1 MiB) is read."""
+    monkeypatch.setenv("MRI_CSC_MAX_BYTES", "4M")
+    k = np.ones((3, 4, 256, 128), np.complex64)  # 3 MiB
+    if kind == "npz":
+        np.savez(tmp_path / "k.npz", kspace=k, maps=k)
+        path = tmp_path / "k.npz"
+    elif kind == "h5":
+        with h5py.File(tmp_path / "k.h5", "w") as f:
+            f["kspace"], f["maps"] = k, k
+        path = tmp_path / "k.h5"
+    else:
+        np.save(tmp_path / "k.npy", k)
+        np.save(tmp_path / "k_maps.npy", k)
+        path = tmp_path / "k.npy"
+    tracemalloc.start()
+    with pytest.raises(BudgetError, match=r"k-space, coil maps and mask together would take 6.0 MiB"):
+        read_kspace(path)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 1 << 20  # nothing was read
+    d = read_kspace(path, slice=1)
+    assert d["kspace"].shape == d["maps"].shape == (4, 256, 128)
+
+
+def test_h5_programming_errors_are_not_called_corrupt_files(tmp_path):
+    from mri_csc.io import read_array
+
+    with h5py.File(tmp_path / "m.h5", "w") as f:
+        f["maps"] = np.ones((2, 4, 4), np.complex64)
+    with pytest.raises(TypeError) as info:
+        read_array(tmp_path / "m.h5", key=5)
+    assert not isinstance(info.value, FileFormatError)
+    assert read_array(tmp_path / "m.h5").shape == (2, 4, 4)

@@ -60,6 +60,76 @@ def test_second_run_on_a_locked_folder_is_refused(tmp_path):
         assert (tmp_path / ".run.lock").read_text().split()[0] == str(os.getpid())
 
 
+def test_lock_is_held_by_the_kernel_not_by_the_pid_in_the_file(tmp_path):
+    """Two processes: while one holds the lock, the other is refused even when the file holds no pid
+    yet (the window between creating it and writing it); a SIGKILLed holder's lock is taken over."""
+    out, lock = tmp_path / "run", tmp_path / ".run.lock"
+    code = f"from pathlib import Path\nfrom mri_csc.io.atomic import run_lock\nwith run_lock(Path({str(out)!r})): pass"
+    with run_lock(out):
+        lock.write_text("")  # as seen by a second run before the holder wrote its pid
+        child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+        assert child.returncode != 0 and "another run" in child.stderr
+        assert lock.exists()  # the refused run did not remove it
+    holder = subprocess.Popen([sys.executable, "-c", code.replace("pass", "print('ready', flush=True); "
+                                                                  "__import__('time').sleep(60)")],
+                              stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "ready"
+    assert lock.read_text().split()[0] == str(holder.pid)
+    with pytest.raises(OutputExistsError, match=f"pid {holder.pid} on "):
+        with run_lock(out):
+            pass
+    holder.send_signal(signal.SIGKILL)
+    holder.wait(30)
+    with run_lock(out):
+        assert lock.read_text().split()[0] == str(os.getpid())
+    assert not lock.exists()
+
+
+def test_lock_fallback_without_fcntl(tmp_path, monkeypatch):
+    """Without fcntl: an O_EXCL file; an empty recent one (pid not yet written) is busy, not stale."""
+    import socket
+
+    from mri_csc.io import atomic
+
+    monkeypatch.setattr(atomic, "fcntl", None)
+    out, lock = tmp_path / "run", tmp_path / ".run.lock"
+    lock.write_text("")
+    with pytest.raises(OutputExistsError, match="a process that is starting"):
+        with run_lock(out):
+            pass
+    lock.write_text(f"999999999 {socket.gethostname()}\n")  # a dead process on this host: taken over
+    with run_lock(out):
+        assert lock.read_text().split() == [str(os.getpid()), socket.gethostname()]
+    assert not lock.exists()
+
+
+def test_force_write_killed_between_the_renames_keeps_the_old_file(tmp_path):
+    """SIGKILL after the old result was moved to its backup, before the new one was renamed in:
+    the next write into the folder puts the old result back; the backup is never just deleted."""
+    dest = tmp_path / "result.npy"
+    write_image(dest, np.ones((4, 4), np.complex64))
+    code = ("import os, signal, numpy as np\n"
+            "from mri_csc.io import atomic, write_image\n"
+            "real, n = os.replace, [0]\n"
+            "def rep(a, b):\n"
+            "    n[0] += 1\n"
+            "    if n[0] == 2: os.kill(os.getpid(), signal.SIGKILL)\n"
+            "    return real(a, b)\n"
+            "atomic.os.replace = rep\n"
+            f"write_image({str(dest)!r}, np.full((4, 4), 2, np.complex64), overwrite=True)\n")
+    r = subprocess.run([sys.executable, "-c", code], timeout=60)
+    assert r.returncode == -signal.SIGKILL
+    assert not dest.exists() and len(list(tmp_path.glob(".result.npy.*.bak"))) == 1
+    write_image(tmp_path / "other.npy", np.zeros((2, 2), np.complex64))  # any later write sweeps
+    assert np.array_equal(np.load(dest), np.ones((4, 4), np.complex64))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["other.npy", "result.npy"]
+    # a backup whose destination exists (the new file was committed) is litter
+    bak = tmp_path / f".result.npy.{sweep_stale.__globals__['_HOST']}-999999999.x.bak"
+    bak.write_bytes(b"old")
+    assert sweep_stale(tmp_path) == [bak] and not bak.exists()
+    assert np.array_equal(np.load(dest), np.ones((4, 4), np.complex64))
+
+
 def test_concurrent_evals_do_not_delete_each_other(tmp_path):
     cfg = tmp_path / "c.toml"
     cfg.write_text('name = "t"\n[data]\nshape = [48, 48]\n[coils]\ncount = 2\n'

@@ -503,3 +503,44 @@ def test_partial_fourier_and_partial_echo_are_placed_by_the_header(tmp_path):
     assert got.shape == (2, 64, 64)
     np.testing.assert_array_equal(got[:, 16:, 16:], k[:, :, 16:])
     assert not got[:, :16].any() and not got[:, :, :16].any()
+
+
+def test_hostile_ismrmrd_headers_are_refused_clearly(tmp_path, monkeypatch):
+    """matrixSize z=100000 is refused by the budget before allocating; one acquisition with
+    idx.slice=65535 does not make 65,536 slices; a non-UTF-8 header is named as such."""
+    import shutil
+
+    import h5py
+
+    from mri_csc.io import read_kspace
+    from mri_csc.io.ismrmrd import write_ismrmrd
+    from mri_csc.io.limits import BudgetError
+
+    rng = np.random.default_rng(0)
+    ok = tmp_path / "ok.mrd"
+    write_ismrmrd(ok, (rng.standard_normal((2, 16, 16)) + 1j * rng.standard_normal((2, 16, 16))).astype(np.complex64))
+
+    def variant(name, old=None, new=None, slice_idx=None):
+        p = tmp_path / name
+        shutil.copy(ok, p)
+        with h5py.File(p, "r+") as f:
+            if old is not None:
+                x = f["dataset/xml"][0]
+                assert old in x
+                del f["dataset/xml"]
+                f["dataset"].create_dataset("xml", shape=(1,), dtype=h5py.string_dtype(),
+                                            data=[x.replace(old, new, 1)])
+            if slice_idx is not None:
+                d = f["dataset/data"][()]
+                d["head"]["idx"]["slice"][0] = slice_idx
+                f["dataset/data"][...] = d
+        return p
+
+    monkeypatch.setenv("MRI_CSC_MAX_BYTES", "200M")
+    with pytest.raises(BudgetError, match="over the memory budget of 200.0 MiB"):
+        read_kspace(variant("z.mrd", b"<z>1</z>\n   </matrixSize>", b"<z>100000</z>\n   </matrixSize>"))
+    with pytest.raises(ValueError, match="slice counter goes up to 65535 but slice"):
+        read_kspace(variant("s.mrd", slice_idx=65535))
+    with pytest.raises(ValueError, match=r"not valid UTF-8 \(byte 0xe9 at offset"):
+        read_kspace(variant("u.mrd", b"<encoding>", b"<!-- \xe9\xff --><encoding>"))
+    assert read_kspace(ok)["kspace"].shape == (2, 16, 16)

@@ -71,6 +71,21 @@ def test_normalised_maps_are_left_alone(ds):
         normalise_maps(np.zeros((2, 4, 4), np.complex64))
 
 
+def test_correct_maps_that_leak_outside_the_object_are_not_rescaled(ds):
+    """Maps with sum |S|^2 = 1 on a disc holding 23 % of the image and 0.01 outside it (leakage):
+    judged on the high-power region they are normalised; a median over everything above 1e-6 of
+    the peak would be 0.01 and rescale them tenfold."""
+    yy, xx = np.mgrid[:48, :48]
+    obj = (yy - 24) ** 2 + (xx - 24) ** 2 < 13 ** 2
+    leaky = ds.maps / np.sqrt((np.abs(ds.maps) ** 2).sum(0))
+    leaky[:, ~obj] *= 0.1
+    assert 0.2 < obj.mean() < 0.3
+    assert maps_power(leaky) == pytest.approx(1.0, rel=1e-4)
+    assert normalise_maps(leaky) is leaky
+    assert maps_power(leaky * 1e20) == pytest.approx(1e40, rel=1e-4)  # no float32 overflow
+    assert maps_power(leaky * 1e-25) == pytest.approx(1e-50, rel=1e-4)  # nor underflow
+
+
 def test_empty_arrays_are_named_empty(ds):
     k = np.zeros((4, 0, 48), np.complex64)
     with pytest.raises(InputError, match=r"kspace is empty \(shape \(4, 0, 48\)\)"):
@@ -117,6 +132,29 @@ def test_user_errors_are_told_from_bugs():
         np.ones(3) + np.ones(4)  # raised inside NumPy
     except ValueError as e:
         assert not is_user_error(e)
+
+
+def test_typeerror_on_a_raise_line_is_a_bug():
+    """Python's TypeError while formatting a message inside ``raise ValueError(...)`` is not a user
+    error; nor is any plain TypeError; a ValueError mri_csc raises on purpose is."""
+    def fmt(x):
+        raise ValueError(f"bad value {x:.3g}")
+
+    try:
+        fmt(None)
+    except TypeError as e:
+        assert not is_user_error(e)
+    try:
+        fmt(2.0)
+    except ValueError as e:
+        assert not is_user_error(e)  # raised in a test file, not in mri_csc
+    from mri_csc.sim import masks
+    with pytest.raises(TypeError, match="accel must be a number") as info:
+        masks.sample_mask("poisson", (8, 8), accel="abc")  # a deliberate plain TypeError of mri_csc's own
+    assert not is_user_error(info.value)
+    with pytest.raises(ValueError, match="accel must be a finite number") as info:
+        masks.sample_mask("poisson", (8, 8), accel=0.5)  # a plain ValueError raised on purpose by mri_csc
+    assert is_user_error(info.value)
 
 
 def _cli(*args, env=None):
@@ -172,3 +210,26 @@ def test_learn_dict_and_info_on_a_corrupt_nifti_give_one_line(tmp_path, content)
         p = _cli(*args)
         assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr
         assert p.stderr.strip().startswith("mri-csc: error: ") and "bad.nii" in p.stderr
+
+
+@pytest.mark.parametrize("kind", ["h5", "npz"])
+def test_a_leading_one_mask_is_shared_by_every_slice_in_the_readers_too(tmp_path, kind):
+    """(1, ny, nx) is one pattern for all slices in per_slice and in every reader: full stack and one slice."""
+    import h5py
+
+    d = make_dataset(phantom="shepp-logan", shape=(32, 32), n_coils=4, accel=2, seed=0)
+    k, maps, m = np.stack([d.kspace] * 3), np.stack([d.maps] * 3), d.mask[None].astype(np.float32)
+    assert len(per_slice("mask", m, 3, 2)) == 3
+    path = tmp_path / f"k.{kind}"
+    if kind == "h5":
+        with h5py.File(path, "w") as f:
+            f["kspace"], f["maps"], f["mask"] = k, maps, m
+    else:
+        np.savez(path, kspace=k, maps=maps, mask=m)
+    if kind == "h5":  # a 4-D .npz without slice= is one 3-D volume (coils, nz, ny, nx), not a stack
+        full = mri_csc.io.read_kspace(path)
+        assert full["stacked"] and full["mask"].shape == (32, 32)
+        assert len(per_slice("mask", full["mask"], 3, 2)) == 3
+    one = mri_csc.io.read_kspace(path, slice=2)
+    assert one["kspace"].shape == (4, 32, 32) and one["mask"].shape == (32, 32)
+    assert np.array_equal(one["mask"], d.mask.astype(np.float32))

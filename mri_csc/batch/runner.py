@@ -165,17 +165,35 @@ def input_fingerprint(path) -> dict:
 
 
 def _check_inputs_unchanged(old: dict, volumes, out_dir) -> None:
-    recorded = old.get("inputs") or {}
+    """Refuse to resume a volume whose finished slices came from another input than the one given now.
+
+    The manifest's ``inputs`` map each input path to its fingerprint and the
+    output volume ``name`` it writes; they are matched here by that name (what
+    the slices in ``.partial/<name>/`` belong to). Refused: a record whose path
+    or fingerprint differs (the input changed, or another file now writes to
+    the same output), and a volume without a record whose ``.partial/<name>/``
+    already holds slices.
+    """
+    recorded = {r.get("name"): {**r, "path": p} for p, r in (old.get("inputs") or {}).items() if isinstance(r, dict)}
     for vol in volumes:
-        then = recorded.get(vol.path)
-        if then is None:
+        then = recorded.get(vol.name)
+        vdir = Path(out_dir) / PARTIAL / vol.name
+        if not isinstance(then, dict):
+            if vdir.is_dir() and any(vdir.glob("*.npy")):
+                raise ValueError(f"resume=True but {vdir} holds finished slices of an input the unfinished run "
+                                 f"did not record; they may not come from {vol.path}: remove {vdir} to recompute "
+                                 "it")
             continue
+        if then.get("path") != vol.path:
+            raise ValueError(f"resume=True but output {vol.name!r} was being computed from {then.get('path')} in "
+                             f"the unfinished run in {out_dir}, and {vol.path} now writes to it; remove {vdir} to "
+                             "recompute it from the new input, or give the original input")
         now = input_fingerprint(vol.path)
         changed = [k for k in ("size", "mtime_ns", "sha256_head_tail") if then.get(k) != now[k]]
         if changed:
             raise ValueError(f"resume=True but input {vol.path} changed since the unfinished run in {out_dir} "
                              f"({', '.join(changed)} differ); its finished slices would be stale: remove "
-                             f"{Path(out_dir) / PARTIAL / vol.name} to recompute it, or restore the input")
+                             f"{vdir} to recompute it, or restore the input")
 
 
 def _assemble(vol: VolumeSpec, cfg: SliceConfig, out_dir: Path, output_format: str) -> list[Path]:
@@ -419,7 +437,9 @@ def _batch_locked(inputs, out_dir, method, params, maps, device, scheduler, n_wo
             from mri_csc.io import atomic_path  # noqa: PLC0415
 
             inputs = dict(old.get("inputs") or {})
-            inputs.update({vol.path: input_fingerprint(vol.path) for vol in todo if vol.path not in inputs})
+            named = {r.get("name") for r in inputs.values() if isinstance(r, dict)}
+            inputs.update({vol.path: {"name": vol.name, **input_fingerprint(vol.path)} for vol in todo
+                           if vol.name not in named})
             with atomic_path(mpath, overwrite=True) as tmp:  # the settings and what each input was
                 tmp.write_text(json.dumps({**manifest, "inputs": inputs}, indent=2))
             for vol in todo:

@@ -10,6 +10,7 @@ or duplicated.
 
 from __future__ import annotations
 
+import errno
 import inspect
 import logging
 import time
@@ -157,6 +158,26 @@ def compute_slice(task: SliceTask, cfg: SliceConfig) -> np.ndarray:
     return to_numpy(result.image).astype(np.complex64, copy=False)
 
 
+#: OS errors that fail the same way on a retry (a missing, unreadable or misplaced file); others
+#: (``ENOSPC``, ``EIO``, ``ESTALE``, ``EMFILE``, ...) may be transient and are retried.
+_PERMANENT_ERRNOS = frozenset({errno.ENOENT, errno.EACCES, errno.EISDIR, errno.ENOTDIR})
+
+
+def deterministic(exc: BaseException) -> bool:
+    """Whether a slice that raised ``exc`` would fail the same way again (a user error: not retried).
+
+    mri_csc's input-error classes and deliberate ``ValueError`` exceptions
+    (:func:`mri_csc.validate.is_user_error`), and among operating-system errors
+    only ``ENOENT``, ``EACCES``, ``EISDIR`` and ``ENOTDIR``.
+    """
+    from mri_csc.io.atomic import OutputExistsError  # noqa: PLC0415
+    from mri_csc.validate import is_user_error  # noqa: PLC0415
+
+    if isinstance(exc, OSError):
+        return isinstance(exc, OutputExistsError) or exc.errno in _PERMANENT_ERRNOS
+    return is_user_error(exc)
+
+
 def run_slice(task: SliceTask, cfg: SliceConfig, _prepared: str | None = None) -> dict:
     """Worker entry point: reconstruct slice ``task`` unless its result file exists; write it atomically.
 
@@ -167,14 +188,14 @@ def run_slice(task: SliceTask, cfg: SliceConfig, _prepared: str | None = None) -
     out = slice_result_path(cfg, task)
     if out.exists():
         return {"key": task.key, "time": 0.0, "skipped": True}
-    from mri_csc.validate import check_output, is_user_error  # noqa: PLC0415
+    from mri_csc.validate import check_output  # noqa: PLC0415
 
     t0 = time.perf_counter()
     try:
         image = compute_slice(task, cfg)
         check_output(image, f"{task.volume.path} slice {task.index}", cfg.method)
     except Exception as exc:
-        if is_user_error(exc):  # deterministic: the same input fails again, so no retry
+        if deterministic(exc):  # the same input fails again, so no retry
             return {"key": task.key, "time": time.perf_counter() - t0, "skipped": False,
                     "error": f"{type(exc).__name__}: {exc}"}
         raise

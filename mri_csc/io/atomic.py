@@ -14,9 +14,10 @@ new.
 
 Temporary names carry the writing host and process (``.<name>.<host>-<pid>.<random>.part…``).
 A run killed by ``SIGKILL`` cannot clean up after itself; the next write into
-the same folder removes the temporaries of processes that no longer exist
-(:func:`sweep_stale`). ``SIGTERM`` is turned into a normal exception by the
-command line, so ordinary clean-up runs then.
+the same folder removes the temporaries of processes that no longer exist and
+puts back a backup whose destination is missing (:func:`sweep_stale`).
+``SIGTERM`` is turned into a normal exception by the command line, so ordinary
+clean-up runs then.
 """
 
 from __future__ import annotations
@@ -28,8 +29,14 @@ import re
 import shutil
 import socket
 import tempfile
+import time
 import zlib
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # not POSIX
+    fcntl = None
 
 __all__ = ["OutputExistsError", "check_writable", "atomic_path", "atomic_paths", "commit_files", "sweep_stale",
            "temp_prefix", "pid_alive", "run_lock"]
@@ -40,7 +47,7 @@ _log = logging.getLogger(__name__)
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 _FILE_MODE = 0o666 & ~_UMASK
-_TEMP_RE = re.compile(r"^\.(?P<name>.+)\.(?P<host>[0-9a-f]{8})-(?P<pid>\d+)\.[^.]+\.(part|partial|bak)\b")
+_TEMP_RE = re.compile(r"^\.(?P<name>.+)\.(?P<host>[0-9a-f]{8})-(?P<pid>\d+)\.[^.]+\.(?P<kind>part|partial|bak)\b")
 _HOST = f"{zlib.crc32(socket.gethostname().encode()):08x}"
 
 
@@ -71,10 +78,16 @@ def temp_prefix(name: str) -> str:
 
 
 def sweep_stale(folder: "str | os.PathLike") -> list[Path]:
-    """Remove temporaries (``.<name>.<host>-<pid>.*.part*``, ``*.partial``, ``*.bak``) of dead processes.
+    """Clean up after dead processes: remove their ``.part*``/``.partial`` temporaries, restore their backups.
 
-    Returns the paths removed. Temporaries of live processes (another run
-    writing into the same folder) are left alone.
+    A backup ``.<name>.<host>-<pid>.<random>.bak`` is what a ``--force`` write
+    moved aside before renaming the new file in; a process killed between the
+    two renames leaves the backup and no ``<name>``, so the backup is renamed
+    back to ``<name>`` (the old result survives). A backup whose ``<name>``
+    exists (the new file was committed) is removed. Temporaries of live
+    processes (another run writing into the same folder) are left alone.
+
+    Returns the paths removed or restored (their temporary names).
     """
     removed = []
     folder = Path(folder)
@@ -87,6 +100,13 @@ def sweep_stale(folder: "str | os.PathLike") -> list[Path]:
         if not m or m.group("host") != _HOST or pid_alive(int(m.group("pid"))):
             continue
         with contextlib.suppress(OSError):
+            if m.group("kind") == "bak":
+                dest = folder / m.group("name")
+                if not (dest.exists() or dest.is_symlink()):
+                    os.rename(p, dest)
+                    _log.warning("%s: restored from the backup %s left by a killed process", dest, p.name)
+                    removed.append(p)
+                    continue
             if p.is_dir() and not p.is_symlink():
                 shutil.rmtree(p)
             else:
@@ -118,12 +138,22 @@ def check_writable(path: "str | os.PathLike", overwrite: bool = False) -> Path:
 
 
 def commit_files(pairs, overwrite: bool = False) -> None:
-    """Move each finished temporary ``tmp`` onto ``dest`` for ``(tmp, dest)`` in ``pairs``, all or none.
+    """Rename each finished temporary ``tmp`` to ``dest`` for ``(tmp, dest)`` in ``pairs``, as one set.
 
-    Existing destinations (``overwrite=True``) are first moved to hidden backups;
-    if any rename fails, the destinations already written are removed and the
-    backups put back, then the error is raised. Without ``overwrite`` a
-    destination that appeared meanwhile is refused before anything moves.
+    1. Every ``dest`` is checked with :func:`check_writable` (an existing one,
+       or any symlink, is refused unless ``overwrite``) before anything moves.
+    2. With ``overwrite``, each existing ``dest`` is renamed to a hidden backup
+       ``.<name>.<host>-<pid>.<random>.bak`` in the same folder.
+    3. Each ``tmp`` is renamed to its ``dest``; without ``overwrite`` a
+       ``dest`` that appeared since step 1 is refused (``OutputExistsError``).
+    4. On success the backups are deleted. On any exception (including
+       ``KeyboardInterrupt``) the ``dest`` files renamed in step 3 are deleted,
+       the backups renamed back to their ``dest``, and the exception re-raised;
+       the temporaries are left to the caller (:func:`atomic_paths` removes them).
+
+    Each rename is atomic, the set is not: a process killed by ``SIGKILL``
+    between steps 2 and 4 leaves backups, which the next :func:`sweep_stale`
+    of the folder renames back where their ``dest`` is missing.
     """
     pairs = [(Path(t), Path(d)) for t, d in pairs]
     for _, d in pairs:
@@ -154,34 +184,89 @@ def commit_files(pairs, overwrite: bool = False) -> None:
             b.unlink()
 
 
+def _lock_owner(lock: Path) -> tuple[str, int]:
+    """The ``(host, pid)`` written in a lock file (``<pid> <host>``); pid -1 when unreadable or not yet written."""
+    try:
+        parts = lock.read_text().split()
+        return (parts[1] if len(parts) > 1 else "?"), int(parts[0])
+    except (OSError, ValueError, IndexError):
+        return "?", -1
+
+
+def _busy(out_dir: Path, lock: Path, host: str, pid: int) -> OutputExistsError:
+    who = f"pid {pid} on {host}" if pid > 0 else "a process that is starting"
+    return OutputExistsError(f"{out_dir}: another run ({who}) is writing this folder; wait for it "
+                             f"or choose another --out (lock {lock})")
+
+
 @contextlib.contextmanager
 def run_lock(out_dir: "str | os.PathLike"):
     """Own ``out_dir`` (an ``eval`` run folder, a ``batch`` output folder): an exclusive ``.<name>.lock`` beside it.
 
-    A second run on the same folder is refused while the first is alive; the
-    lock of a process that no longer exists (killed) is taken over.
+    On POSIX the lock is an ``fcntl.flock`` held on ``.<name>.lock`` for the
+    whole run, so the kernel releases it when the process ends, however it
+    ends; the file records ``<pid> <host>`` for the refusal message only. A
+    second run on the same folder is refused while the first holds it.
+    Without ``fcntl`` the file is created exclusively instead and the lock of
+    a process that no longer exists on this host is taken over.
     """
     out_dir = Path(out_dir)
     lock = out_dir.parent / f".{out_dir.name}.lock"
+    me = f"{os.getpid()} {socket.gethostname()}\n".encode()
+    if fcntl is None:
+        yield from _excl_lock(out_dir, lock, me)
+        return
+    while True:
+        fd = os.open(lock, os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise _busy(out_dir, lock, *_lock_owner(lock)) from None
+        try:
+            same = os.fstat(fd).st_ino == os.stat(lock).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)  # the holder removed the file between our open and flock: lock the new one
+    try:
+        host, pid = _lock_owner(lock)
+        if pid > 0:
+            _log.warning("%s: taking over the lock of process %s on %s, which no longer holds it", out_dir, pid, host)
+        os.ftruncate(fd, 0)
+        os.write(fd, me)
+        yield lock
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            lock.unlink()  # before unlocking, so that a waiter re-checks the inode
+        os.close(fd)
+
+
+def _excl_lock(out_dir: Path, lock: Path, me: bytes):
+    """Fallback of :func:`run_lock` without ``fcntl``: an ``O_EXCL`` file holding ``<pid> <host>``."""
     for _ in range(2):
         try:
             fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             break
         except FileExistsError:
-            try:
-                pid = int(lock.read_text().split()[0])
-            except (OSError, ValueError, IndexError):
-                pid = -1
-            if pid_alive(pid) and pid != os.getpid():
-                raise OutputExistsError(f"{out_dir}: another run (pid {pid}) is writing this folder; wait for it "
-                                        f"or choose another --out (lock {lock})") from None
+            host, pid = _lock_owner(lock)
+            young = False
+            with contextlib.suppress(OSError):
+                young = time.time() - lock.stat().st_mtime < 30
+            if pid < 0:
+                busy = young  # empty and recent: its owner is still writing the pid
+            else:
+                busy = host not in ("?", socket.gethostname()) or (pid_alive(pid) and pid != os.getpid())
+            if busy:
+                raise _busy(out_dir, lock, host, pid) from None
             _log.warning("%s: removing the stale lock of process %s, which no longer runs", out_dir, pid)
             with contextlib.suppress(FileNotFoundError):
                 lock.unlink()
     else:
         raise OutputExistsError(f"{out_dir}: cannot take the lock {lock}")
     try:
-        os.write(fd, f"{os.getpid()}\n".encode())
+        os.write(fd, me)
         os.close(fd)
         yield lock
     finally:

@@ -39,6 +39,7 @@ truncated or corrupt files raise :class:`FileFormatError` (a ``ValueError``).
 from __future__ import annotations
 
 import logging
+import math
 import os
 import shutil
 import tempfile
@@ -344,8 +345,12 @@ class _open_npz:
 
     def shape(self, name):
         """The declared shape of member ``name`` (header only)."""
-        with self._member(name) as (f, shape, _, _):
-            return shape
+        return self.header(name)[0]
+
+    def header(self, name):
+        """The declared ``(shape, dtype)`` of member ``name`` (header only)."""
+        with self._member(name) as (f, shape, _, dtype):
+            return shape, dtype
 
     def _member(self, name):
         import contextlib  # noqa: PLC0415
@@ -426,10 +431,18 @@ def _open_h5(path):
         raise FileFormatError(f"{path}: not a valid HDF5 file ({str(e).splitlines()[0] if str(e) else e})") from None
 
 
-class _h5_guard:
-    """Turn an error raised *inside h5py* (a corrupt B-tree, a bad address) into a FileFormatError.
+_H5_LIB_ERRORS = (OSError, KeyError, RuntimeError, ValueError)
 
-    Errors raised by our own code, or by anything but h5py, pass through unchanged.
+
+class _h5_guard:
+    """Turn an HDF5 library error raised *inside h5py* (corrupt B-tree, bad address) into a FileFormatError.
+
+    h5py translates the HDF5 error stack into ``OSError``, ``KeyError``,
+    ``RuntimeError`` ("Unable to get group info") or ``ValueError``; only
+    these are converted. Errors while reading a dataset's data are converted
+    by :func:`_h5_read`. Anything else (a ``TypeError`` from a wrong argument
+    such as ``key=5``, errors raised by our own code or by anything but h5py)
+    is a bug or a usage error and passes through unchanged.
     """
 
     def __init__(self, path):
@@ -439,7 +452,7 @@ class _h5_guard:
         return self
 
     def __exit__(self, typ, exc, tb):
-        if exc is None or isinstance(exc, (FileFormatError, BudgetError)) or not isinstance(exc, Exception):
+        if exc is None or isinstance(exc, (FileFormatError, BudgetError)) or not isinstance(exc, _H5_LIB_ERRORS):
             return False
         while tb is not None and tb.tb_next is not None:
             tb = tb.tb_next
@@ -504,6 +517,31 @@ def _select_slice(path, arr, slice, n_slices):
     return None if arr is None else arr[slice]
 
 
+def _check_total(path, kspace, maps=None, mask=None, slice: int | None = None) -> None:
+    """Budget the k-space, coil maps and mask of one file together, from their declared ``(shape, dtype)``.
+
+    Each array was checked on its own; this checks their sum, before any is
+    read: a file whose arrays each fit but together do not is refused. With
+    ``slice``, a 4-D k-space or map stack (and a mask with one pattern per
+    slice) counts one slice. K-space and maps count as at least complex64 (how
+    they are held), the mask as float32 plus its stored form.
+    """
+    kshape = tuple(kspace[0])
+    total = 0.0
+    for name, part, least in (("kspace", kspace, 8), ("maps", maps, 8), ("mask", mask, 4)):
+        if part is None:
+            continue
+        shape, dtype = tuple(part[0]), np.dtype(part[1])
+        per_slice = len(kshape) == 4 and shape[:1] == kshape[:1] and (len(shape) == 4 if name != "mask"
+                                                                      else len(shape) == 3)
+        if slice is not None and per_slice:
+            shape = shape[1:]
+        held = dtype if dtype.itemsize >= least else np.dtype(np.complex64 if least == 8 else np.float32)
+        check_shape(shape, held, f"{path}: {name}")  # each on its own first, for the clearer message
+        total += math.prod(float(d) for d in shape) * (held.itemsize + (dtype.itemsize if name == "mask" else 0))
+    check_nbytes(total, f"{path}: k-space, coil maps and mask together")
+
+
 def read_kspace(path: "str | os.PathLike", *, slice: int | None = None, fmt: str | None = None,
                 prewhiten: "bool | None" = None, noise=None, frame: int | None = None) -> dict:
     """Read k-space (and coil maps and mask when the file holds them).
@@ -557,6 +595,12 @@ def read_kspace(path: "str | os.PathLike", *, slice: int | None = None, fmt: str
         stem = _stem(path)
         mp, mk = Path(f"{stem}_maps.npy"), Path(f"{stem}_mask.npy")
         kmap = _npy_open(path)
+        hdrs = []
+        for q in (mp, mk):
+            a = _npy_open(q) if q.exists() else None
+            hdrs.append(None if a is None else (a.shape, a.dtype))
+        del a
+        _check_total(path, (kmap.shape, kmap.dtype), *hdrs, slice=slice)
         if slice is not None and kmap.ndim == 4:  # one slice of a stack, through the memory map
             _select_slice(path, None, slice, kmap.shape[0])
             k = _load_npy(path, slice)
@@ -577,6 +621,8 @@ def read_kspace(path: "str | os.PathLike", *, slice: int | None = None, fmt: str
             if "kspace" not in z.files:
                 raise FileFormatError(f"{path}: no 'kspace' array in the .npz; it holds {z.files}")
             kshape = z.shape("kspace")
+            _check_total(path, z.header("kspace"), *(z.header(n) if n in z else None for n in ("maps", "mask")),
+                         slice=slice)
             if slice is not None and len(kshape) == 4:  # one slice of a stack, member by member
                 _select_slice(path, None, slice, kshape[0])
                 k = z.read("kspace", slice)
@@ -638,8 +684,10 @@ def read_kspace(path: "str | os.PathLike", *, slice: int | None = None, fmt: str
                 n_slices = ds.shape[0]
                 _select_slice(path, None, slice, n_slices)  # range check before reading
                 extra = _fastmri_meta(path, f)
-                k = _h5_read(ds, path, slice)
                 mds, kds = _h5_dataset(f, "maps", path), _h5_dataset(f, "mask", path)
+                _check_total(path, (ds.shape, ds.dtype), *((d.shape, d.dtype) if d is not None else None
+                                                           for d in (mds, kds)), slice=slice)
+                k = _h5_read(ds, path, slice)
                 if mds is not None:
                     if tuple(mds.shape) != tuple(ds.shape):
                         raise FileFormatError(f"{path}: 'maps' of shape {mds.shape} disagree with 'kspace' "
@@ -648,7 +696,7 @@ def read_kspace(path: "str | os.PathLike", *, slice: int | None = None, fmt: str
                 if kds is not None:
                     if kds.ndim == 3 and kds.shape[0] == n_slices:
                         mask = _h5_read(kds, path, slice)
-                    elif kds.ndim in (1, 2):
+                    elif kds.ndim in (1, 2) or kds.ndim == 3 and kds.shape[0] == 1:  # shared: per_slice's rule
                         mask = _h5_read(kds, path)
                     else:
                         raise FileFormatError(f"{path}: 'mask' of shape {kds.shape} does not fit 'kspace' of "
@@ -707,6 +755,8 @@ def read_kspace(path: "str | os.PathLike", *, slice: int | None = None, fmt: str
 
         mask = np.asarray(mask).real.astype(np.float32)
         img_shape = tuple(k.shape[1 + stacked:])
+        if mask.ndim == len(img_shape) + 1 and mask.shape[0] == 1:  # one pattern for all slices (per_slice's rule)
+            mask = mask[0]
         if stacked:  # one pattern for all slices or one per slice, never fewer
             per_slice(f"{path}: mask", mask, k.shape[0], len(img_shape))
         m0 = mask[0] if stacked and mask.ndim == len(img_shape) + 1 else mask

@@ -90,7 +90,14 @@ def read_header(path, group):
         raise _err(f"{path}: ISMRMRD group {group.name!r} has no 'xml' header")
     x = group["xml"][()]
     x = x[0] if getattr(x, "shape", ()) else x
-    x = x.decode("utf-8", "replace") if isinstance(x, bytes) else str(x)
+    if isinstance(x, bytes):
+        try:
+            x = x.decode("utf-8")
+        except UnicodeDecodeError as e:  # the ISMRMRD header is UTF-8 XML
+            raise _err(f"{path}: ISMRMRD XML header is not valid UTF-8 (byte 0x{x[e.start]:02x} at offset "
+                       f"{e.start}); re-encode it as UTF-8") from None
+    else:
+        x = str(x)
     try:
         return ismrmrd.xsd.CreateFromDocument(x)
     except Exception as e:  # xsdata raises parser errors of several kinds
