@@ -235,10 +235,13 @@ def add_recon(sub) -> None:
 
 #: One line per CSC parameter, for ``--help``.
 CSC_PARAM_HELP = {
-    "lam": "l1 weight on the sparse codes z ('auto': from the mask; larger = sparser, smoother)",
-    "mu": "coupling weight between the image and its CSC model l + sum d_k * z_k ('auto': from the mask)",
-    "gamma": "weight pushing the demodulated image's imaginary part to 0 ('auto')",
-    "lam_lp": "smoothness weight of the low-pass part l",
+    "lam": "l1 weight of the codes z, relative to the coupling ('auto': from the noise estimate and mask kind)",
+    "mu": "weight of the CSC term mu*(1/2|H u - sum d_k * z_k|^2 + lam|z|_1) ('auto': from the noise estimate)",
+    "gamma": "weight pushing the demodulated image's imaginary part to 0 ('auto': = mu)",
+    "lam_lp": "Tikhonov weight of the high-pass filter H = I - (I + lam_lp grad^T grad)^-1 (larger: lower cut)",
+    "noise_std": "k-space noise std in the input's units ('auto': from the calibration region; 1 if whitened)",
+    "solver": "'bcd' (block-coordinate descent, default) or 'admm' (the generic ReconSolver, one split per prior)",
+    "x_step": "data step of 'bcd': 'mm' (majorize-minimize, monotone) or 'exact' (CG on the exact x-subproblem)",
     "max_iter": "outer iterations (CSC coding + CG data step) at most",
     "tol": "stop when the image changes by less than this (relative)",
     "phase": "estimate a smooth phase from the calibration region and demodulate (True/False/'auto')",

@@ -37,7 +37,7 @@ def test_bart_nufft_kspace_layout(tmp_path, rng):
                    capture_output=True)
     k = bart_noncartesian_kspace(read_cfl(tmp_path / "k"))
     coord = read_trajectory(tmp_path / "t.cfl")
-    ours = NUFFTSense(np.ones((1, n, n), np.complex64), coord)(x)
+    ours = NUFFTSense(np.ones((1, n, n), np.complex64), coord)(x.T)  # BART (x, y) is our (y, x) reversed
     assert k.shape == ours.shape == (1, 7, n)
     assert np.linalg.norm(k - ours) < 0.1 * np.linalg.norm(ours)  # BART's NUFFT is accurate to a few %
 

@@ -31,12 +31,12 @@ def rel(a, b):
 @pytest.mark.parametrize("flags, kw", [([], {}), (["-G"], {"golden": True}), (["-G", "-s", "5"],
                                                                              {"golden": True, "tiny": 5})])
 def test_radial_matches_bart_traj(tmp_path, flags, kw):
-    """``coord = traj[:2].transpose(2, 1, 0) * N / X`` (the documented mapping) is our radial()."""
+    """``coord = traj[1::-1].transpose(2, 1, 0) * N / X`` (the documented mapping) is our radial()."""
     out = tmp_path / "t"
     subprocess.run(["bart", "traj", "-x", "64", "-y", "13", "-r", *flags, str(out)], check=True)
     t = read_cfl(out)
     assert t.shape == (3, 64, 13) and not np.abs(t[2]).any()
-    np.testing.assert_allclose(radial(13, 64, 32, **kw), t[:2].real.transpose(2, 1, 0) * 0.5, atol=1e-4)
+    np.testing.assert_allclose(radial(13, 64, 32, **kw), t[1::-1].real.transpose(2, 1, 0) * 0.5, atol=1e-4)
 
 
 def test_radial_geometry():
@@ -45,7 +45,7 @@ def test_radial_geometry():
     assert np.abs(c).max() < 16  # inside [-N/2, N/2)
     np.testing.assert_allclose(np.linalg.norm(c[:, 31:33], axis=-1), 0.25, atol=1e-5)  # half-sample offsets
     g = radial(3, 4, 8, golden=True)
-    ang = np.arctan2(g[:, -1, 1], g[:, -1, 0])
+    ang = np.arctan2(g[:, -1, 0], g[:, -1, 1])  # components (y, x)
     assert np.degrees((ang[0] - ang[1]) % np.pi) == pytest.approx(180 / 1.6180339887, abs=1e-3)
     with pytest.raises(ValueError, match="n_spokes"):
         radial(0, 64, 32)

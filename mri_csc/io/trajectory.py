@@ -2,8 +2,9 @@ r"""Reading non-Cartesian trajectories: ``.npy``/``.npz`` (SigPy layout) and BAR
 
 Ours is SigPy's ``coord``: ``(*samples, ndim)``, cycles per FOV, ``coord[..., i]`` along
 image axis ``i``. BART stores ``(3, readout, spokes, ...)`` with coordinate ``j`` along its
-axis ``j`` — our image axis ``j`` (:func:`mri_csc.io.formats.to_bart`) — so a BART
-trajectory becomes ``moveaxis(traj[:ndim].real, 0, -1)`` with its sample axes reversed,
+axis ``j``; BART's axes are ours reversed (BART x, the readout, is our last image axis;
+:func:`mri_csc.io.formats.to_bart`), so a BART trajectory becomes
+``moveaxis(traj[:ndim][::-1].real, 0, -1)`` with its sample axes reversed,
 ``(..., spokes, readout, ndim)``, and BART non-Cartesian k-space ``(1, readout, spokes,
 ..., coils)`` becomes ``(coils, ..., spokes, readout)`` (:func:`bart_noncartesian_kspace`).
 """
@@ -62,7 +63,7 @@ def read_trajectory(path: "str | os.PathLike", ndim: int | None = None) -> np.nd
         t = t.real.reshape((3, *_drop_trailing_singletons(t.shape[1:])))
         if ndim is None:
             ndim = 3 if np.abs(t[2]).max(initial=0) > 0 else 2
-        coord = np.moveaxis(t[:ndim], 0, -1)
+        coord = np.moveaxis(t[:ndim][::-1], 0, -1)  # BART (x, y, z) components -> ours (z, y, x)
         samples = tuple(range(coord.ndim - 2, -1, -1))
         coord = coord.transpose((*samples, coord.ndim - 1))  # (..., spokes, readout, ndim)
     elif name.endswith(".npz"):

@@ -93,7 +93,7 @@ def bart_pics(problem: ReconProblem, regularizer: str, *, max_iter: int, randshi
         else:  # non-Cartesian: samples flattened, trajectory (3, M, 1), k-space (1, M, 1, coils)
             c = to_numpy(coord).reshape(-1, coord.shape[-1])
             traj = np.zeros((3, c.shape[0], 1), np.complex64)
-            traj[: c.shape[1], :, 0] = c.T
+            traj[: c.shape[1], :, 0] = c[:, ::-1].T  # BART (x, y, z): our components reversed
             write_cfl(pb, traj)
             write_cfl(kb, k.reshape(k.shape[0], -1).T[None, :, None, :])
             sampling = ["-t", pb, "-e"]

@@ -162,31 +162,7 @@ def make_problem(kspace, coil_maps, mask=None, device: "str | Device" = "cpu", s
     """
     dev = resolve_device(device)
     coil_maps = check_recon_inputs(kspace, coil_maps, mask)  # mri_csc.validate: the one input layer
-    _check_array("kspace", kspace)
-    _check_array("coil_maps", coil_maps)
-    if kspace.ndim not in (3, 4):
-        raise ValueError(
-            "kspace must have shape (coils, ny, nx) or (coils, nz, ny, nx); "
-            f"got {kspace.ndim}-D shape {tuple(kspace.shape)}"
-        )
-    if tuple(coil_maps.shape) != tuple(kspace.shape):
-        raise ValueError(
-            f"coil_maps must have the same shape as kspace {tuple(kspace.shape)}; got {tuple(coil_maps.shape)}"
-        )
-    if mask is not None:
-        _check_array("mask", mask, complex_ok=False)
-        try:
-            np.broadcast_shapes(tuple(mask.shape), tuple(kspace.shape))
-        except ValueError:
-            raise ValueError(
-                f"mask of shape {tuple(mask.shape)} does not broadcast against kspace {tuple(kspace.shape)}; "
-                f"expected the image shape {tuple(kspace.shape[1:])}"
-            ) from None
     get_xp(kspace, coil_maps, mask)  # raises when NumPy and CuPy are mixed
-    _check_finite("kspace", kspace)
-    _check_finite("coil_maps", coil_maps)
-    if mask is not None:
-        _check_finite("mask", mask)
     xp = get_xp(coil_maps)
     if not bool(xp.any(coil_maps != 0)):
         raise ValueError("coil_maps are all zero; expected sensitivities that are non-zero on the object")

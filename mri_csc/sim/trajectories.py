@@ -12,10 +12,11 @@ spoke ``s`` at :math:`(r - X/2 + \tfrac12)\,(\cos\theta_s, \sin\theta_s, 0)` wit
 ``-G`` (and ``-s t``), the (tiny) golden angle :math:`\Delta = \pi/(\varphi + t - 1)`,
 :math:`\varphi = (1+\sqrt5)/2`. Its unit is one cycle per ``X``-sample field of
 view; with readout oversampling ``X = o N`` the usual ``bart scale 1/o`` makes it
-cycles per image FOV. BART's first axis is our first image axis
-(:func:`mri_csc.io.formats.to_bart`), so
+cycles per image FOV. BART's axes are ours reversed (BART x, the readout, is our last image
+axis; :func:`mri_csc.io.formats.to_bart`), and so are the trajectory's components, so
 
-    ``coord = traj[:2].real.transpose(2, 1, 0) * (N / X)``   (``(Y, X, 2)``: spokes, readout)
+    ``coord = traj[1::-1].real.transpose(2, 1, 0) * (N / X)``   (``(Y, X, 2)``: spokes, readout;
+    ``coord[..., 0]`` is BART's y, ``coord[..., 1]`` BART's x)
 
 is :func:`radial` (tested against the ``bart`` binary).
 """
@@ -73,7 +74,7 @@ def radial(n_spokes: int, n_readout: int, image_size: int, *, golden: bool = Fal
     image_size, tiny = _posint("image_size", image_size, 2), _posint("tiny", tiny)
     theta = _angles(n_spokes, golden, tiny)
     r = (np.arange(n_readout) - n_readout / 2 + 0.5) * (image_size / n_readout)
-    out = np.stack([r[None] * np.cos(theta)[:, None], r[None] * np.sin(theta)[:, None]], -1)
+    out = np.stack([r[None] * np.sin(theta)[:, None], r[None] * np.cos(theta)[:, None]], -1)  # (y, x)
     return out.astype(np.float32)
 
 
@@ -104,8 +105,8 @@ def stack_of_stars(n_spokes: int, n_readout: int, image_shape: Sequence[int], *,
             offset = ((p / GOLDEN_RATIO) % 1) * math.pi / n_spokes
         theta = _angles(n_spokes, golden, 1, offset)
         out[p, ..., 0] = p - nz // 2
-        out[p, ..., 1] = r[None] * np.cos(theta)[:, None]
-        out[p, ..., 2] = r[None] * np.sin(theta)[:, None]
+        out[p, ..., 1] = r[None] * np.sin(theta)[:, None]  # y
+        out[p, ..., 2] = r[None] * np.cos(theta)[:, None]  # x
     return out
 
 
@@ -225,7 +226,7 @@ def bart_phantom_kspace(coord, image_shape: Sequence[int], n_coils: int | None =
         raise RuntimeError("the 'bart' binary is not on PATH (install BART or set $BART)")
     samples = coord.shape[:-1]
     traj = np.zeros((3, int(np.prod(samples)), 1), np.complex64)
-    traj[:2, :, 0] = coord.reshape(-1, 2).T
+    traj[:2, :, 0] = coord.reshape(-1, 2)[:, ::-1].T  # BART (x, y): our components reversed
     coil_args = [] if n_coils is None else ["-s", str(_posint("n_coils", n_coils))]
     with tempfile.TemporaryDirectory(prefix="mri_csc_phantom_") as tmp:
         t, k, s, im = (os.path.join(tmp, n) for n in ("traj", "k", "s", "im"))
@@ -239,7 +240,7 @@ def bart_phantom_kspace(coord, image_shape: Sequence[int], n_coils: int | None =
                 raise RuntimeError(f"{' '.join(cmd[:3])} failed: {(proc.stderr or proc.stdout).strip()}")
         kb = read_cfl(k)  # (1, M, 1[, coils])
         ksp = kb.reshape(int(np.prod(samples)), -1).T.reshape(-1, *samples)
-        image = np.asarray(read_cfl(im)).reshape(shape).astype(np.complex64)
+        image = np.asarray(read_cfl(im)).reshape(shape).T.astype(np.complex64)  # BART (x, y) -> ours (y, x)
         maps = None if n_coils is None else from_bart(read_cfl(s)).astype(np.complex64)
     ksp = (ksp * math.sqrt(math.prod(shape))).astype(np.complex64)
     if maps is not None:  # BART 0.8's analytic sensitivities reach ~1e5: unit peak root-sum-of-squares instead
