@@ -38,7 +38,7 @@ import numpy as np
 
 from ..backend import get_xp, to_device
 from ..operators.nufft import NUFFTSense, check_trajectory, gridded_lowres, pipe_menon_dcf
-from .problem import ReconProblem, _check_array, _check_finite
+from .problem import ReconProblem, _check_array, _check_finite, scale_factor
 
 __all__ = ["NonCartesianProblem", "make_noncartesian_problem", "noncartesian_data_scale", "density_gain"]
 
@@ -192,14 +192,7 @@ def make_noncartesian_problem(kspace, coil_maps, trajectory, image_shape=None, *
     s = to_device(coil_maps, dev).astype(cdtype, copy=False)
     t = to_device(trajectory, dev).astype(np.float32, copy=False)
     w = pipe_menon_dcf(t, shape) if dcf is None else to_device(dcf, dev).astype(np.float32, copy=False)
-    if scale is True:
-        factor = noncartesian_data_scale(k, s, t, w, backend=nufft_backend)
-    elif scale is False or scale is None:
-        factor = 1.0
-    else:
-        factor = float(scale)
-        if not np.isfinite(factor) or factor <= 0:
-            raise ValueError(f"scale must be True, False or a positive number; got {scale!r}")
+    factor = scale_factor(scale, lambda: noncartesian_data_scale(k, s, t, w, backend=nufft_backend))
     if factor != 1.0:
         k = k / k.real.dtype.type(factor)
     g = density_gain(t, shape, backend=nufft_backend)

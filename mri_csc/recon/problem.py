@@ -139,6 +139,19 @@ def data_scale(kspace, maps=None, mask=None, *, op=None, percentile: float = 99.
     return s if s > 0 else 1.0
 
 
+def scale_factor(scale, auto) -> float:
+    """The factor the k-space is divided by: ``auto()`` for ``scale=True``, 1 for ``False``/``None``,
+    else ``scale`` itself (a positive finite number)."""
+    if scale is True:
+        return float(auto())
+    if scale is False or scale is None:
+        return 1.0
+    factor = float(scale)
+    if not np.isfinite(factor) or factor <= 0:
+        raise ValueError(f"scale must be True, False or a positive number; got {scale!r}")
+    return factor
+
+
 def make_problem(kspace, coil_maps, mask=None, device: "str | Device" = "cpu", scale: bool | float = True
                  ) -> ReconProblem:
     """Validate inputs, infer the mask, scale and move everything to ``device``.
@@ -183,14 +196,7 @@ def make_problem(kspace, coil_maps, mask=None, device: "str | Device" = "cpu", s
     k = k * m
     op = Sense(s, m)
 
-    if scale is True:
-        factor = data_scale(k, op=op)
-    elif scale is False or scale is None:
-        factor = 1.0
-    else:
-        factor = float(scale)
-        if not np.isfinite(factor) or factor <= 0:
-            raise ValueError(f"scale must be True, False or a positive number; got {scale!r}")
+    factor = scale_factor(scale, lambda: data_scale(k, op=op))
     if factor != 1.0:
         k = k / k.real.dtype.type(factor)
     return ReconProblem(kspace=k, maps=s, mask=m, scale=factor, device=dev, operator=op)
