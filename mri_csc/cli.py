@@ -291,14 +291,27 @@ def _params_path(out):
     return type(_stem(out))(f"{_stem(out)}_params.json")
 
 
-def cmd_recon(args) -> int:
+def _write_params(out, record: dict, params: dict, overwrite: bool):
+    """Write ``record`` plus the method's resolved ``params`` (JSON-safe) next to ``out``; return the path."""
     import json  # noqa: PLC0415
 
+    from .io import atomic_path  # noqa: PLC0415
+
+    record = {**record, "params": {k: v if isinstance(v, (int, float, str, bool, type(None))) else repr(v)
+                                   for k, v in (params or {}).items()}}
+    pp = _params_path(out)
+    with atomic_path(pp, overwrite) as t:
+        with open(t, "w") as fh:
+            json.dump(record, fh, indent=2)
+    return pp
+
+
+def cmd_recon(args) -> int:
     import numpy as np  # noqa: PLC0415
     from tqdm.auto import tqdm  # noqa: PLC0415
 
     from .backend import to_numpy  # noqa: PLC0415
-    from .io import atomic_path, check_writable, detect_format, image_outputs, read_array, read_kspace, write_image  # noqa: PLC0415
+    from .io import check_writable, detect_format, image_outputs, read_array, read_kspace, write_image  # noqa: PLC0415
     from .recon import get_method, reconstruct  # noqa: PLC0415
     from .validate import check_output, per_slice  # noqa: PLC0415
 
@@ -388,8 +401,6 @@ def cmd_recon(args) -> int:
                           bart_frame_dims=d.get("bart_frame_dims"), h5_attrs=d.get("h5_attrs"),
                           ismrmrd_header=d.get("ismrmrd_header"))
     record = {"input": str(args.input), "method": args.method,
-              "params": {k: v if isinstance(v, (int, float, str, bool, type(None))) else repr(v)
-                         for k, v in (ran or {}).items()},
               "maps": args.maps or (f"espirit-{args.espirit}" if args.espirit else "file"),
               "espirit": espirit_kwargs(args) if args.espirit else None,
               "prewhitened": bool(d.get("whitened", False)), "crop": list(crop) if crop else None,
@@ -399,11 +410,7 @@ def cmd_recon(args) -> int:
                   "center_fraction": args.center_fraction, "seed": args.mask_seed,
                   "sampled": float(np.mean(retro != 0))},
               "frames": len(slices) if frames else 1, "output_shape": list(img.shape), "time_s": total}
-    pp = _params_path(args.out)
-    with atomic_path(pp, args.force) as t:
-        with open(t, "w") as fh:
-            json.dump(record, fh, indent=2)
-    written.append(pp)
+    written.append(_write_params(args.out, record, ran, args.force))
     _note(f"{args.method}: {len(slices)} {'frame' if frames else 'slice'}(s) in {total:.2f} s"
           f"{'; prewhitened with the noise scans' if d.get('whitened') else ''}; "
           f"wrote {', '.join(map(str, written))}")
@@ -419,6 +426,7 @@ def _recon_noncartesian(args, params) -> int:
     from .io.cfl import read_cfl  # noqa: PLC0415
     from .io.trajectory import bart_noncartesian_kspace, read_trajectory  # noqa: PLC0415
     from .recon import reconstruct  # noqa: PLC0415
+    from .validate import check_output  # noqa: PLC0415
 
     coord = read_trajectory(args.traj)
     if str(args.input).lower().endswith((".cfl", ".hdr")):
@@ -437,8 +445,8 @@ def _recon_noncartesian(args, params) -> int:
 
         if not args.image_shape:
             raise UserError("--traj with --espirit needs --image-shape N N (the image shape to calibrate on)")
-        maps = estimate_maps_noncartesian(k, coord, tuple(args.image_shape), calib_width=args.calib_width,
-                                          method=args.espirit)
+        kw = {k: v for k, v in espirit_kwargs(args).items() if v is not None}  # None: the implementation's default
+        maps = estimate_maps_noncartesian(k, coord, tuple(args.image_shape), method=args.espirit, **kw)
     else:
         raise UserError("--traj needs coil maps: pass --maps FILE or --espirit sigpy|bart")
     if args.image_shape and tuple(args.image_shape) != tuple(maps.shape[1:]):
@@ -448,7 +456,14 @@ def _recon_noncartesian(args, params) -> int:
                           show_pbar=not args.no_pbar, **params)
     except (TypeError, ValueError) as e:
         raise UserError(str(e)) from None
-    written = write_image(args.out, to_numpy(res.image), overwrite=args.force)
+    img = to_numpy(res.image)
+    check_output(img, args.out, args.method)
+    written = write_image(args.out, img, overwrite=args.force)
+    record = {"input": str(args.input), "method": args.method, "trajectory": str(args.traj),
+              "maps": args.maps or f"espirit-{args.espirit}",
+              "espirit": espirit_kwargs(args) if args.espirit else None,
+              "output_shape": list(img.shape), "time_s": res.time}
+    written.append(_write_params(args.out, record, res.params, args.force))
     _note(f"{args.method}: non-Cartesian, {k.shape[0]} coils x {int(np.prod(samples))} samples in {res.time:.2f} s; "
           f"wrote {', '.join(map(str, written))}")
     return 0

@@ -1,5 +1,6 @@
 """Trajectory files: BART's ``traj`` layout (written by the bart binary), .npz and .npy."""
 
+import json
 import shutil
 import subprocess
 
@@ -100,3 +101,10 @@ def test_cli_simulate_and_recon_a_radial_case(tmp_path):
     assert main(["recon", str(case), "--traj", str(case), "--maps", str(case), "--method", "sense",
                  "--out", str(out), "--no-pbar"]) == 0
     assert psnr(np.abs(np.load(ref)), np.abs(np.load(out))) > 22
+    record = json.loads((tmp_path / "img_params.json").read_text())
+    assert record["method"] == "sense" and record["output_shape"] == [48, 48] and "max_iter" in record["params"]
+    # ESPIRiT on the regridded centre with the default calibration width (no --calib-width given)
+    out2 = tmp_path / "img2.npy"
+    assert main(["recon", str(case), "--traj", str(case), "--espirit", "sigpy", "--image-shape", "48", "48",
+                 "--method", "sense", "--out", str(out2), "--no-pbar"]) == 0
+    assert np.isfinite(np.load(out2)).all() and (tmp_path / "img2_params.json").exists()
