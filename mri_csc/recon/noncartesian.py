@@ -38,7 +38,8 @@ import numpy as np
 
 from ..backend import get_xp, to_device
 from ..operators.nufft import NUFFTSense, check_trajectory, gridded_lowres, pipe_menon_dcf
-from .problem import ReconProblem, _check_array, _check_finite, scale_factor
+from ..validate import check_array, check_finite, normalise_maps
+from .problem import ReconProblem, scale_factor
 
 __all__ = ["NonCartesianProblem", "make_noncartesian_problem", "noncartesian_data_scale", "density_gain"]
 
@@ -153,8 +154,8 @@ def make_noncartesian_problem(kspace, coil_maps, trajectory, image_shape=None, *
     from ..backend import resolve_device  # noqa: PLC0415
 
     dev = resolve_device(device)
-    _check_array("kspace", kspace)
-    _check_array("coil_maps", coil_maps)
+    check_array("kspace", kspace)
+    check_array("coil_maps", coil_maps)
     if coil_maps.ndim not in (3, 4):
         raise ValueError(f"coil_maps must have shape (coils, ny, nx) or (coils, nz, ny, nx); got "
                          f"{tuple(coil_maps.shape)}")
@@ -173,14 +174,15 @@ def make_noncartesian_problem(kspace, coil_maps, trajectory, image_shape=None, *
             raise ValueError(f"dcf must be None, 'pipe-menon' or an array of weights; got {dcf!r}")
         dcf = None
     if dcf is not None:
-        _check_array("dcf", dcf, complex_ok=False)
+        check_array("dcf", dcf, kinds="f")
         if tuple(dcf.shape) != samples:
             raise ValueError(f"dcf must have the trajectory's sample shape {samples}; got {tuple(dcf.shape)}")
     get_xp(kspace, coil_maps, trajectory, dcf)  # raises when NumPy and CuPy are mixed
-    _check_finite("kspace", kspace)
-    _check_finite("coil_maps", coil_maps)
+    check_finite("kspace", kspace)
+    check_finite("coil_maps", coil_maps)
+    coil_maps = normalise_maps(coil_maps)  # as for Cartesian data: sum_c |S_c|^2 about 1 on the object
     if dcf is not None:
-        _check_finite("dcf", dcf)
+        check_finite("dcf", dcf)
         if bool((get_xp(dcf).asarray(dcf) < 0).any()):
             raise ValueError("dcf has negative weights; expected density compensation weights >= 0")
     xp = get_xp(coil_maps)

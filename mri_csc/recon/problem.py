@@ -97,24 +97,6 @@ class ReconProblem:
                             hann_window(self.kspace.shape[1:], width, xp, self.kspace.real.dtype))
 
 
-def _check_array(name: str, a, *, complex_ok=True) -> None:
-    if not hasattr(a, "shape") or not hasattr(a, "dtype"):
-        raise TypeError(f"{name} must be a NumPy or CuPy array; got {type(a).__name__}")
-    kind = np.dtype(a.dtype).kind
-    if kind not in ("c", "f") and not (name == "mask" and kind in ("b", "i", "u")):
-        raise TypeError(f"{name} must have a complex (or real float) dtype; got {a.dtype}")
-    if not complex_ok and kind == "c":
-        raise TypeError(f"{name} must be real; got {a.dtype}")
-
-
-def _check_finite(name: str, a) -> None:
-    xp = get_xp(a)
-    bad = ~xp.isfinite(a)
-    n_bad = int(bad.sum())
-    if n_bad:
-        raise ValueError(f"{name} contains {n_bad} NaN or Inf value(s) (of {a.size}); clean the data first")
-
-
 def infer_mask(kspace):
     """Sampled points: where any coil's k-space is non-zero (float32, image shape)."""
     xp = get_xp(kspace)

@@ -33,6 +33,7 @@ from collections.abc import Callable, Sequence
 
 from ..backend import get_xp, to_numpy
 from ..prior.base import Prior, PriorSum
+from .base import IterativeSolver
 from .cg import conjugate_gradient
 from .guard import check_divergence
 from .history import History
@@ -44,7 +45,7 @@ def _n2(xp, a):
     return xp.vdot(a.ravel(), a.ravel()).real
 
 
-class ReconSolver:
+class ReconSolver(IterativeSolver):
     r"""ADMM over a forward operator and priors; one :meth:`update` is one iteration.
 
     Parameters
@@ -72,6 +73,8 @@ class ReconSolver:
     hint : str
         What the divergence error should suggest changing.
     """
+
+    progress = ("r", "primal_residual")
 
     def __init__(self, A, y, priors: "Prior | PriorSum | Sequence[Prior]", *, rho: "float | Sequence[float]" = 1.0,
                  max_iter: int = 100, tol: float = 1e-3, cg_iter: int = 3, x0=None, init_iter: int = 10,
@@ -198,15 +201,3 @@ class ReconSolver:
         if self.callback is not None and self.callback(rec, self.x):
             self._stop = True
         return rec
-
-    def done(self) -> bool:
-        return self._stop or self.iter >= self.max_iter
-
-    def run(self, pbar=None):
-        """Iterate until :meth:`done`; returns the image."""
-        while not self.done():
-            rec = self.update()
-            if pbar is not None:
-                pbar.set_postfix(obj=f"{rec['objective']:.4g}", r=f"{rec['primal_residual']:.2e}")
-                pbar.update()
-        return self.x

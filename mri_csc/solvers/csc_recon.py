@@ -67,6 +67,7 @@ from collections.abc import Callable
 
 from ..backend import dctn_ortho, get_xp, idctn_ortho, to_numpy
 from ..prior.csc_prior import CSCPrior
+from .base import IterativeSolver
 from .cg import conjugate_gradient
 from .guard import check_divergence
 from .history import History
@@ -74,7 +75,7 @@ from .history import History
 __all__ = ["CSCReconSolver"]
 
 
-class CSCReconSolver:
+class CSCReconSolver(IterativeSolver):
     r"""Block-coordinate CSC reconstruction; one :meth:`update` is one outer iteration.
 
     Parameters
@@ -102,6 +103,8 @@ class CSCReconSolver:
     hint : str
         Added to a divergence error: which parameter to change.
     """
+
+    progress = ("misfit", "coupling_misfit")
 
     def __init__(self, A, y, prior: CSCPrior, *, gamma: float = 0.0, support=None, cg_iter: int = 3,
                  max_iter: int = 50, tol: float = 0.0, x0=None, init_iter: int = 10,
@@ -243,15 +246,3 @@ class CSCReconSolver:
         if self.tol > 0 and change < self.tol:
             self._stop = True
         return rec
-
-    def done(self) -> bool:
-        return self._stop or self.iter >= self.max_iter
-
-    def run(self, pbar=None):
-        """Iterate until :meth:`done`; returns the image."""
-        while not self.done():
-            rec = self.update()
-            if pbar is not None:
-                pbar.set_postfix(obj=f"{rec['objective']:.4g}", misfit=f"{rec['coupling_misfit']:.2e}")
-                pbar.update()
-        return self.x
