@@ -41,7 +41,6 @@ import platform
 import re
 import shutil
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from importlib import metadata
@@ -195,7 +194,7 @@ def run_eval(cfg: dict, out_dir: "str | os.PathLike | None" = None, *, device: s
 
 def _run_locked(cfg, out, dev, methods, force, show_pbar, say, src) -> EvalResult:
     from . import metrics as _metrics  # noqa: PLC0415
-    from .io.atomic import sweep_stale, temp_prefix  # noqa: PLC0415
+    from .io.atomic import sweep_stale, temp_dir  # noqa: PLC0415
     from .recon import reconstruct  # noqa: PLC0415
     from .report import format_table, html_report, save_convergence, save_grid  # noqa: PLC0415
     from .sim import estimate_maps, make_dataset  # noqa: PLC0415
@@ -218,9 +217,8 @@ def _run_locked(cfg, out, dev, methods, force, show_pbar, say, src) -> EvalResul
 
     parent = out.parent
     sweep_stale(parent)  # the folders of runs that were killed
-    tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(out.name), suffix=".partial", dir=parent))
     files = dict(zip((m["label"] for m in methods), _file_names(m["label"] for m in methods)))
-    try:
+    with temp_dir(out) as tmp:  # removed on any exit; renamed to ``out`` once complete
         (tmp / "recon").mkdir()
         np.save(tmp / "recon" / "reference.npy", ds.image.astype(np.complex64))
         np.save(tmp / "recon" / "mask.npy", ds.mask.astype(np.float32))
@@ -275,9 +273,6 @@ def _run_locked(cfg, out, dev, methods, force, show_pbar, say, src) -> EvalResul
                     convergence_png=tmp / "convergence.png", config_text=cfg_text, versions=ver,
                     dataset_info=info)
         _swap_into_place(tmp, out, force)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return EvalResult(out_dir=out, rows=rows, table=table)
 
 

