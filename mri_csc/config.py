@@ -15,6 +15,7 @@ Example (all sections; omitted keys take the defaults shown)::
     phantom = "shepp-logan"             # "shepp-logan", "brain" or a NIfTI file (relative to this file)
     slice = 90                          # slice of a 3D volume (optional; default: the middle one)
     shape = [128, 128]
+    oversample = 2.0                    # simulate on a finer grid, keep the k-space centre (no inverse crime)
 
     [phase]
     model = "random"                    # "random", "polynomial" or "none"
@@ -85,7 +86,7 @@ MASK_KINDS = ("poisson", "random-lines", "equispaced-lines", "uniform-random")
 DEFAULTS: dict[str, Any] = {
     "name": "experiment",
     "description": "",
-    "data": {"phantom": "shepp-logan", "slice": None, "shape": [128, 128]},
+    "data": {"phantom": "shepp-logan", "slice": None, "shape": [128, 128], "oversample": 2.0},
     "phase": {"model": "random", "amplitude": math.pi},
     "coils": {"count": 8, "maps": "true", "espirit": "sigpy", "calib_width": 24, "espirit_thresh": "auto",
               "espirit_crop": "auto", "espirit_kernel": 6},
@@ -280,6 +281,10 @@ def validate_config(raw: dict, src="config") -> dict:
     sh = d["shape"]
     if not (isinstance(sh, list) and len(sh) in (2, 3) and all(_is_int(n) and n >= 8 for n in sh)):
         raise _err(src, "data.shape", "a list of 2 (or 3) integers >= 8, e.g. [128, 128]", sh)
+    if not _is_num(d["oversample"]) or not 1 <= d["oversample"] <= 4:
+        raise _err(src, "data.oversample", "a number from 1 (the reconstruction's own grid: an inverse crime) "
+                   "to 4", d["oversample"])
+    d["oversample"] = float(d["oversample"])
     cfg["data"] = d
 
     p = _section(raw, "phase", src)
@@ -306,6 +311,9 @@ def validate_config(raw: dict, src="config") -> dict:
 
     try:  # the data set: image, coil maps and k-space (and their copies in the solvers)
         check_shape((4 * c["count"] + 4, *sh), "complex64", f"{src}: data.shape with coils.count={c['count']}")
+        fine = [round(n * d["oversample"]) for n in sh]  # the simulation grid: image, maps and their k-space
+        check_shape((2 * c["count"] + 1, *fine), "complex64",
+                    f"{src}: data.shape x data.oversample={d['oversample']:g} with coils.count={c['count']}")
     except BudgetError as e:
         raise ConfigError(str(e)) from None
 

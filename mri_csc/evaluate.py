@@ -201,11 +201,12 @@ def _run_locked(cfg, out, dev, methods, force, show_pbar, say, src) -> EvalResul
     from .validate import check_output  # noqa: PLC0415
 
     d, ph, co, mk = cfg["data"], cfg["phase"], cfg["coils"], cfg["mask"]
-    say(f"simulating {d['phantom']} {tuple(d['shape'])}, {co['count']} coils, {mk['kind']} R={mk['accel']:g}")
+    say(f"simulating {d['phantom']} {tuple(d['shape'])} (on a {d['oversample']:g}x finer grid), {co['count']} coils, "
+        f"{mk['kind']} R={mk['accel']:g}")
     ds = make_dataset(phantom=d["phantom"], shape=tuple(d["shape"]), n_coils=co["count"], mask=mk["kind"],
                       accel=mk["accel"], calib=mk["calib"], phase=None if ph["model"] == "none" else ph["model"],
                       phase_amplitude=ph["amplitude"], snr_db=cfg["noise"]["snr_db"], seed=mk["seed"],
-                      slice_index=d["slice"])
+                      slice_index=d["slice"], oversample=d["oversample"])
     maps = ds.maps
     if co["maps"] == "espirit":
         say(f"estimating coil maps with ESPIRiT ({co['espirit']})")
@@ -249,7 +250,7 @@ def _run_locked(cfg, out, dev, methods, force, show_pbar, say, src) -> EvalResul
         say("writing figures and report")
         cfg_text = to_toml(cfg)
         (tmp / "config.toml").write_text(cfg_text, encoding="utf-8")
-        info = {"phantom": d["phantom"], "shape": list(d["shape"]), "coils": co["count"],
+        info = {"phantom": d["phantom"], "shape": list(d["shape"]), "oversample": d["oversample"], "coils": co["count"],
                 "maps": co["maps"] if co["maps"] == "true" else f"ESPIRiT ({co['espirit']})",
                 "mask": mk["kind"], "requested acceleration": mk["accel"],
                 "realised acceleration": round(float(ds.acceleration), 3),

@@ -111,9 +111,7 @@ def test_recon_user_errors(sim, tmp_path):
 
 def test_eval_quick_demo_writes_every_file(tmp_path):
     out = tmp_path / "run"
-    t0 = time.perf_counter()
     p = cli("eval", QUICK, "--out", out, "--set", "data.shape=[64,64]", "--set", fast_methods(), check_rc=0)
-    assert time.perf_counter() - t0 < 60
     for f in ("config.toml", "metrics.json", "metrics.csv", "grid.png", "convergence.png", "versions.json",
               "report.html", "recon/reference.npy", "recon/zero-filled.npy", "recon/SigPy_TV.npy"):
         assert (out / f).is_file(), f

@@ -118,3 +118,16 @@ def test_one_value_parser_for_set_and_param(text, value):
     assert parse_value(text) == value
     assert _parse_kv([f"k={text}"], "--param") == {"k": value}
     assert parse_params([f"k={text}"]) == {"k": value}
+
+
+def test_data_oversample_is_validated_and_used(tmp_path):
+    """Configs simulate on a finer grid by default (no inverse crime); out-of-range values are refused."""
+    from mri_csc.config import ConfigError, load_config
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('name = "t"\n[data]\nshape = [32, 32]\n[[methods]]\nname = "sense"\n', encoding="utf-8")
+    assert load_config(cfg, methods=False)["data"]["oversample"] == 2.0
+    for bad in ("0.5", "8", '"two"', "true"):
+        with pytest.raises(ConfigError, match="data.oversample"):
+            load_config(cfg, [f"data.oversample={bad}"], methods=False)
+    assert load_config(cfg, ["data.oversample=1"], methods=False)["data"]["oversample"] == 1.0
