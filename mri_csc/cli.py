@@ -3,8 +3,9 @@
 Subcommands::
 
     mri-csc eval CONFIG [--out DIR] [--device D] [--set key=value ...] [--force]
-    mri-csc recon INPUT --out OUTPUT [--maps FILE | --espirit sigpy|bart] [--method csc]
+    mri-csc recon INPUT --out OUTPUT [--maps FILE | --espirit sigpy|bart | --no-espirit] [--method csc]
                   [--param key=value ...] [--slice N] [--device D] [--force]
+    mri-csc batch INPUTS... --out DIR [--maps FILE | --espirit sigpy|bart | --no-espirit] [...]
     mri-csc simulate --phantom shepp-logan|brain|FILE.nii --out FILE [--shape NY NX] [--coils N]
                   [--mask KIND] [--accel R] [--snr-db DB] [--seed S] [--force]
     mri-csc info FILE
@@ -141,6 +142,57 @@ def add_espirit_options(p) -> None:
                    help="ESPIRiT map sets; only 1 is supported (BART ecalib -m)")
 
 
+#: ``--maps`` values that ``mri-csc batch`` once took as a mode; still accepted, with a notice.
+LEGACY_MAPS_MODES = {"auto": None, "espirit": "espirit", "file": "file"}
+
+
+def add_maps_options(p) -> None:
+    """The coil-map options of ``recon`` and ``batch``: one vocabulary for both.
+
+    ``--maps FILE`` (maps from a file), ``--espirit sigpy|bart`` (estimate them,
+    even when the input holds maps), ``--no-espirit`` (the input's own maps only).
+    With none of them: the input's maps, else ESPIRiT (SigPy), said in one line.
+    """
+    g = p.add_argument_group("coil maps (default: the input's own, else ESPIRiT with SigPy, with a notice)")
+    g.add_argument("--maps", metavar="FILE",
+                   help="coil maps file (.npy/.npz/.cfl/.h5): (coils, [nz,] ny, nx) for every slice/frame, or one "
+                        "set per slice (slices, coils, ...)")
+    g.add_argument("--espirit", choices=["sigpy", "bart"],
+                   help="estimate the coil maps with ESPIRiT (SigPy, or 'bart ecalib' with BART's defaults), even "
+                        "when the input holds maps")
+    g.add_argument("--no-espirit", action="store_true",
+                   help="never estimate maps: use --maps or the input's own; an input without maps is an error")
+
+
+def resolve_maps_options(args) -> str | None:
+    """Check :func:`add_maps_options`' arguments; return the mode ``None`` (input's, else ESPIRiT), ``"espirit"``
+    or ``"file"`` (input's or ``--maps`` only), and leave ``args.maps`` a file or None.
+
+    ``--maps auto|espirit|file`` (the old spelling of ``batch``) is taken as that mode with a notice
+    unless a file of that name exists.
+    """
+    import os  # noqa: PLC0415
+
+    mode = None
+    if args.maps in LEGACY_MAPS_MODES and not os.path.exists(args.maps):
+        new = {"auto": "no option (the default)", "espirit": "--espirit sigpy|bart",
+               "file": "--no-espirit"}[args.maps]
+        _note(f"mri-csc: note: '--maps {args.maps}' is the old spelling; it means {new} now "
+              "(--maps takes a coil-maps FILE)")
+        mode, args.maps = LEGACY_MAPS_MODES[args.maps], None
+        if mode == "espirit" and not args.espirit:
+            args.espirit = "sigpy"
+    if args.maps and args.espirit:
+        raise UserError(f"--maps {args.maps} and --espirit {args.espirit} both give the coil maps; use one")
+    if args.no_espirit and args.espirit:
+        raise UserError(f"--no-espirit and --espirit {args.espirit} contradict each other; drop one")
+    if args.espirit:
+        return "espirit"
+    if args.no_espirit or mode == "file":
+        return "file"
+    return None
+
+
 def add_undersampling_options(p) -> None:
     """Retrospective undersampling of fully sampled data, with fastMRI's mask conventions."""
     g = p.add_argument_group("retrospective undersampling (fully sampled input; fastMRI conventions: whole "
@@ -199,9 +251,7 @@ def add_recon(sub) -> None:
                                    "to <output stem>_params.json.")
     p.add_argument("input", help="k-space file")
     p.add_argument("--out", required=True, help="output image file")
-    g = p.add_mutually_exclusive_group()
-    g.add_argument("--maps", help="coil maps file (same shape as the k-space)")
-    g.add_argument("--espirit", choices=["sigpy", "bart"], help="estimate coil maps with ESPIRiT")
+    add_maps_options(p)
     add_espirit_options(p)
     p.add_argument("--method", default="csc", help="reconstruction method (default csc; see mri-csc methods)")
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
@@ -328,6 +378,7 @@ def cmd_recon(args) -> int:
         raise UserError(f"--slice must be >= 0; got {args.slice}")
     if args.noise and args.no_prewhiten:
         raise UserError("--noise and --no-prewhiten contradict each other; drop one")
+    maps_mode = resolve_maps_options(args)
     if args.traj:
         return _recon_noncartesian(args, params)
 
@@ -355,16 +406,21 @@ def cmd_recon(args) -> int:
         else:
             raise UserError(f"{args.maps}: coil maps of shape {maps.shape} disagree with the k-space of "
                             f"{args.input}, shape {k.shape}")
-    elif args.espirit:
+    elif d["maps"] is not None and maps_mode != "espirit":
+        maps_list = list(d["maps"]) if stacked else [d["maps"]]
+    elif maps_mode == "file":
+        raise UserError(f"{args.input} holds no coil maps and --no-espirit was given; pass --maps FILE, or drop "
+                        "--no-espirit to estimate them with ESPIRiT")
+    else:
         from .sim import estimate_maps  # noqa: PLC0415
 
+        if not args.espirit:
+            args.espirit = "sigpy"
+            _note(f"mri-csc: note: {args.input} holds no coil maps: estimating them with ESPIRiT (sigpy); "
+                  "--espirit bart, --maps FILE or --no-espirit to choose")
         kw = espirit_kwargs(args)
         maps_list = [estimate_maps(s, method=args.espirit, **kw)
                      for s in tqdm(slices, desc="espirit", disable=args.no_pbar or len(slices) == 1)]
-    elif d["maps"] is not None:
-        maps_list = list(d["maps"]) if stacked else [d["maps"]]
-    else:
-        raise UserError(f"{args.input} holds no coil maps; pass --maps FILE or --espirit sigpy|bart")
     # one mask per slice (read_kspace checked the file's mask against the slices; a retrospective one is 2-D);
     # every branch above gives one map set per slice, and zip(strict=True) below holds them to it
     masks = per_slice(f"{args.input}: mask", mask, len(slices), k.ndim - 1 - stacked) if stacked \
@@ -401,7 +457,7 @@ def cmd_recon(args) -> int:
                           bart_frame_dims=d.get("bart_frame_dims"), h5_attrs=d.get("h5_attrs"),
                           ismrmrd_header=d.get("ismrmrd_header"))
     record = {"input": str(args.input), "method": args.method,
-              "maps": args.maps or (f"espirit-{args.espirit}" if args.espirit else "file"),
+              "maps": args.maps or (f"espirit-{args.espirit}" if args.espirit else "input"),
               "espirit": espirit_kwargs(args) if args.espirit else None,
               "prewhitened": bool(d.get("whitened", False)), "crop": list(crop) if crop else None,
               "compress_coils": args.compress_coils, "precision": args.precision,

@@ -454,6 +454,56 @@ def test_batch_speaks_recon_vocabulary(tmp_path):
     assert _psnr(img[0], ds.magnitude_ref) > 20
 
 
+@needs_bart
+def test_maps_options_mean_the_same_in_recon_and_batch(tmp_path, capsys):
+    """--maps FILE, --espirit IMPL and --no-espirit in both commands; the old batch spelling still works."""
+    def b(*a):
+        subprocess.run([BART, *map(str, a)], check=True, capture_output=True)
+
+    b("phantom", "-k", "-s", 4, "-x", 48, tmp_path / "k")
+    b("ecalib", "-m", 1, tmp_path / "k", tmp_path / "maps")  # not <base>_maps: only --maps FILE finds it
+    k, maps = tmp_path / "k.cfl", str(tmp_path / "maps.cfl")
+    common = ["--method", "sense", "--param", "max_iter=5"]
+    assert main(["recon", str(k), "--out", str(tmp_path / "r.npy"), "--maps", maps, *common, "--no-pbar"]) == 0
+    assert main(["batch", str(k), "--out", str(tmp_path / "b"), "--maps", maps, *common, "--workers", "1",
+                 "--format", "npy", "--no-pbar"]) == 0
+    np.testing.assert_allclose(np.load(tmp_path / "b" / "k.npy"), np.load(tmp_path / "r.npy"), rtol=1e-4,
+                               atol=1e-4 * np.abs(np.load(tmp_path / "r.npy")).max())
+    assert json.loads((tmp_path / "r_params.json").read_text())["maps"] == maps
+    # --no-espirit: no maps in the input and none given is an error in both
+    assert main(["recon", str(k), "--out", str(tmp_path / "n.npy"), "--no-espirit", *common]) == 2
+    assert "holds no coil maps and --no-espirit" in capsys.readouterr().err
+    assert main(["batch", str(k), "--out", str(tmp_path / "n"), "--no-espirit", *common, "--workers", "1",
+                 "--no-pbar"]) == 1
+    assert "holds no coil maps" in capsys.readouterr().out
+    # one source of maps at a time
+    assert main(["recon", str(k), "--out", str(tmp_path / "x.npy"), "--maps", maps, "--espirit", "bart"]) == 2
+    assert "both give the coil maps" in capsys.readouterr().err
+    assert main(["batch", str(k), "--out", str(tmp_path / "x"), "--espirit", "sigpy", "--no-espirit"]) == 2
+    # the old batch spelling: --maps espirit is --espirit sigpy, with a notice
+    assert main(["batch", str(k), "--out", str(tmp_path / "o"), "--maps", "espirit", *common, "--workers", "1",
+                 "--format", "npy", "--no-pbar"]) == 0
+    assert "'--maps espirit' is the old spelling" in capsys.readouterr().err
+    # a maps file that fits no input is refused with both names
+    np.save(tmp_path / "bad.npy", np.ones((4, 8, 8), np.complex64))
+    assert main(["batch", str(k), "--out", str(tmp_path / "w"), "--maps", str(tmp_path / "bad.npy"), *common,
+                 "--workers", "1", "--no-pbar"]) == 1
+    assert "do not fit the k-space of" in capsys.readouterr().out
+
+
+def test_espirit_refuses_kspace_without_calibration_region(tmp_path):
+    from mri_csc.sim import estimate_maps, make_dataset
+    from mri_csc.sim.coils import fully_sampled_centre
+
+    ds = make_dataset("shepp-logan", shape=(64, 64), n_coils=4, mask="poisson", accel=3, seed=0)
+    assert fully_sampled_centre(ds.kspace) >= 16
+    k = ds.kspace.copy()
+    k[:, 1::2] = 0  # every other line, no calibration block (ismrmrd_generate_cartesian_shepp_logan -a 2, no -w)
+    assert fully_sampled_centre(k) == 1
+    with pytest.raises(ValueError, match="centre is not fully sampled"):
+        estimate_maps(k)
+
+
 def test_config_espirit_options(tmp_path):
     from mri_csc.config import ConfigError, load_config
 

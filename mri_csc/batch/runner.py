@@ -101,7 +101,7 @@ class BatchReport:
         return "\n".join(lines)
 
 
-def _check_args(method, params, maps, output_format, retries, seed, device):
+def _check_args(method, params, maps, output_format, retries, seed, device, maps_file=None):
     from mri_csc.recon import get_method  # noqa: PLC0415
 
     spec = get_method(method)  # clear ValueError listing the methods
@@ -111,7 +111,14 @@ def _check_args(method, params, maps, output_format, retries, seed, device):
         raise TypeError(f"params must be a dict of method parameters; got {type(params).__name__}")
     spec.check(params)
     if maps not in MAPS_MODES:
-        raise ValueError(f"maps must be None (from the file, else ESPIRiT), 'espirit' or 'file'; got {maps!r}")
+        raise ValueError(f"maps must be None (from the file, else ESPIRiT), 'espirit' or 'file'; got {maps!r}"
+                         + ("; a coil-maps file goes to maps_file=" if isinstance(maps, (str, Path)) else ""))
+    if maps_file is not None:
+        if maps == "espirit":
+            raise ValueError(f"maps_file={str(maps_file)!r} and maps='espirit' both give the coil maps; use one")
+        from mri_csc.io import read_array  # noqa: PLC0415
+
+        read_array(maps_file)  # readable, one map set, within the budget: before any cluster starts
     if output_format not in OUTPUT_FORMATS:
         raise ValueError(f"output_format must be one of {sorted(OUTPUT_FORMATS)}; got {output_format!r}")
     if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
@@ -136,8 +143,9 @@ def _output_files(out_dir: Path, vol: VolumeSpec, output_format: str) -> list[Pa
 
 
 def _manifest(method, params, maps, seed, output_format, layout, calib_width, espirit=None,
-              compress_coils=None) -> dict:
+              compress_coils=None, maps_file=None) -> dict:
     return {"method": method, "params": {k: repr(v) for k, v in sorted(params.items())}, "maps": maps,
+            "maps_file": None if maps_file is None else str(Path(maps_file).resolve()),
             "seed": int(seed), "output_format": output_format, "layout": layout, "calib_width": calib_width,
             "espirit": {k: repr(v) for k, v in sorted((espirit or {}).items())}, "compress_coils": compress_coils}
 
@@ -226,19 +234,20 @@ def _assemble(vol: VolumeSpec, cfg: SliceConfig, out_dir: Path, output_format: s
 
 def serial_reconstruct(inputs, *, method: str = "csc", params: dict | None = None, maps=None,
                        seed: int = 0, layout: str = "auto", calib_width: int = 24, device: str = "cpu",
-                       scratch=None) -> dict[str, np.ndarray]:
+                       scratch=None, maps_file=None) -> dict[str, np.ndarray]:
     """The serial reference loop: ``{input path: image stack}``, slice by slice in this process.
 
     Uses the same per-slice reading, map estimation and random streams as
     :func:`reconstruct_batch`, without Dask or any output file (3-D volumes need
     a ``scratch`` folder for their hybrid-space copy).
     """
-    params = _check_args(method, params, maps, "npy", 0, seed, device)
+    params = _check_args(method, params, maps, "npy", 0, seed, device, maps_file)
     volumes, errors = discover(inputs, layout)
     if errors:
         raise ValueError("unreadable input(s): " + "; ".join(f"{e.path}: {e.error}" for e in errors))
     scratch = Path(scratch) if scratch is not None else None
-    cfg = SliceConfig(str(scratch) if scratch else "", method, dict(params), maps, device, int(seed), calib_width)
+    cfg = SliceConfig(str(scratch) if scratch else "", method, dict(params), maps, device, int(seed), calib_width,
+                      maps_file=None if maps_file is None else str(maps_file))
     out = {}
     for vol in volumes:
         if vol.layout == "volume":
@@ -255,7 +264,8 @@ def reconstruct_batch(inputs, out_dir, *, method: str = "csc", params: dict | No
                       n_workers: int | None = None, retries: int = 2, resume: bool = False, seed: int = 0,
                       output_format: str = "h5", show_pbar: bool = False, layout: str = "auto",
                       calib_width: int | None = None, timeout: float = 10.0, on_start=None,
-                      espirit: dict | None = None, compress_coils: int | None = None) -> BatchReport:
+                      espirit: dict | None = None, compress_coils: int | None = None,
+                      maps_file=None) -> BatchReport:
     r"""Reconstruct many files slice by slice on a Dask cluster.
 
     Each input file becomes one output volume. Every 2-D slice is one Dask task
@@ -278,8 +288,13 @@ def reconstruct_batch(inputs, out_dir, *, method: str = "csc", params: dict | No
         The method's parameters.
     maps : {None, "espirit", "file"}
         ``None``: the file's coil maps when it has them, else ESPIRiT per slice;
-        ``"espirit"``: always estimate per slice; ``"file"``: the file's maps,
-        and a slice of a file without maps fails.
+        ``"espirit"``: always estimate per slice; ``"file"``: the file's maps (or
+        ``maps_file``'s), and a slice of a file without maps fails. The CLI's
+        ``--espirit`` and ``--no-espirit``.
+    maps_file : path, optional
+        Coil maps for every input (the CLI's ``--maps FILE``), ``(coils, [nz,] ny, nx)``
+        for every slice or ``(slices, coils, ny, nx)`` one set per slice; used
+        instead of the file's own. Read once before any task runs.
     device : {"cpu", "gpu"}
         ``"gpu"`` starts one worker per GPU (dask-cuda) unless ``scheduler`` is given.
     scheduler : str, optional
@@ -334,7 +349,7 @@ def reconstruct_batch(inputs, out_dir, *, method: str = "csc", params: dict | No
         When ``scheduler`` cannot be reached.
     """
     t0 = time.perf_counter()
-    params = _check_args(method, params, maps, output_format, retries, seed, device)
+    params = _check_args(method, params, maps, output_format, retries, seed, device, maps_file)
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"out_dir {str(out_dir)!r} exists and is not a folder")
@@ -344,16 +359,17 @@ def reconstruct_batch(inputs, out_dir, *, method: str = "csc", params: dict | No
     with run_lock(out_dir):  # one batch per output folder at a time
         return _batch_locked(inputs, out_dir, method, params, maps, device, scheduler, n_workers, retries, resume,
                              seed, output_format, show_pbar, layout, calib_width, timeout, on_start, t0,
-                             espirit, compress_coils)
+                             espirit, compress_coils, maps_file)
 
 
 def _batch_locked(inputs, out_dir, method, params, maps, device, scheduler, n_workers, retries, resume, seed,
                   output_format, show_pbar, layout, calib_width, timeout, on_start, t0, espirit,
-                  compress_coils) -> BatchReport:
+                  compress_coils, maps_file=None) -> BatchReport:
     volumes, file_errors = discover(inputs, layout)
     partial = out_dir / PARTIAL
     espirit = {k: v for k, v in (espirit or {}).items() if v is not None}
-    manifest = _manifest(method, params, maps, seed, output_format, layout, calib_width, espirit, compress_coils)
+    manifest = _manifest(method, params, maps, seed, output_format, layout, calib_width, espirit, compress_coils,
+                         maps_file)
     mpath = partial / "manifest.json"
     if mpath.exists():
         if not resume:
@@ -389,7 +405,8 @@ def _batch_locked(inputs, out_dir, method, params, maps, device, scheduler, n_wo
         todo.append(vol)
         report.n_slices += vol.n_slices
     cfg = SliceConfig(str(partial), method, dict(params), maps, str(device), int(seed),
-                      None if calib_width is None else int(calib_width), espirit, compress_coils)
+                      None if calib_width is None else int(calib_width), espirit, compress_coils,
+                      None if maps_file is None else str(Path(maps_file).resolve()))
     if not todo:
         log.info("nothing to do: every volume is finished")
         report.elapsed = time.perf_counter() - t0

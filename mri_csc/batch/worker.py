@@ -39,6 +39,7 @@ class SliceConfig:
     calib_width: int | None = None
     espirit: dict = field(default_factory=dict)  # estimate_maps keywords: method, thresh, crop, kernel_width, maps
     compress_coils: int | None = None
+    maps_file: str | None = None  # coil maps for every input (--maps FILE), read by each task
 
 
 def volume_dir(cfg: SliceConfig, vol: VolumeSpec) -> Path:
@@ -83,14 +84,31 @@ def prepare_volume(vol: VolumeSpec, cfg: SliceConfig) -> str:
     if k.ndim != 4:
         raise ValueError(f"{vol.path}: layout 'volume' expects k-space (coils, nz, ny, nx); got shape {k.shape}")
     hybrid = ifftc(k, axes=(-1,))
-    if data.get("maps") is not None:
-        _save_atomic(paths["maps"], np.ascontiguousarray(np.moveaxis(np.asarray(data["maps"]), -1, 0)))
+    maps = _file_maps(cfg, vol, k.shape, 0, 1) if cfg.maps_file else data.get("maps")
+    if maps is not None:
+        _save_atomic(paths["maps"], np.ascontiguousarray(np.moveaxis(np.asarray(maps), -1, 0)))
     if data.get("mask") is not None:
         m = np.broadcast_to(np.asarray(data["mask"], np.float32), k.shape[1:])
         _save_atomic(paths["mask"], (m != 0).any(axis=-1).astype(np.float32))
     # k-space last so that its presence means "all prepared"
     _save_atomic(paths["kspace"], np.ascontiguousarray(np.moveaxis(hybrid, -1, 0)).astype(np.complex64))
     return str(paths["kspace"])
+
+
+def _file_maps(cfg: SliceConfig, vol: VolumeSpec, kshape, index: int, n: int) -> np.ndarray:
+    """Slice ``index`` (of ``n``) of the ``--maps FILE`` maps: shared by all, or one set per slice.
+
+    Raises a ``ValueError`` naming both files when the maps do not fit the k-space ``kshape``.
+    """
+    from mri_csc.io import read_array  # noqa: PLC0415
+    from mri_csc.validate import per_slice  # noqa: PLC0415
+
+    maps = np.asarray(read_array(cfg.maps_file)).astype(np.complex64, copy=False)
+    m = per_slice(f"--maps {cfg.maps_file}", maps, n, len(kshape))[index]
+    if tuple(m.shape) != tuple(kshape):
+        raise ValueError(f"--maps {cfg.maps_file}: coil maps of shape {tuple(maps.shape)} do not fit the k-space of "
+                         f"{vol.path}, {tuple(kshape)} per slice")
+    return m
 
 
 def load_slice(task: SliceTask, cfg: SliceConfig) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
@@ -108,6 +126,7 @@ def load_slice(task: SliceTask, cfg: SliceConfig) -> tuple[np.ndarray, np.ndarra
         s, fr = divmod(task.index, vol.n_frames)
         data = read_kspace(vol.path, slice=s, frame=fr)
     else:
+        s = task.index if vol.stacked else 0
         data = read_kspace(vol.path, slice=task.index if vol.stacked else None)
     k = np.asarray(data["kspace"])
     if k.ndim == 4 and k.shape[0] == 1:  # a 1-slice stack
@@ -115,6 +134,8 @@ def load_slice(task: SliceTask, cfg: SliceConfig) -> tuple[np.ndarray, np.ndarra
     maps = data.get("maps")
     if maps is not None and np.ndim(maps) == 4 and np.shape(maps)[0] == 1:
         maps = maps[0]
+    if cfg.maps_file:
+        maps = _file_maps(cfg, vol, k.shape, s, max(1, vol.n_slices // vol.n_frames))
     return k, maps, data.get("mask")
 
 
@@ -134,7 +155,8 @@ def compute_slice(task: SliceTask, cfg: SliceConfig) -> np.ndarray:
     ss = slice_seed_sequence(cfg.seed, task.volume.file_key, task.index)
     maps_seed, method_seed = ss.spawn(2)
     if cfg.maps == "file" and maps is None:
-        raise ValueError(f"{task.volume.path}: maps='file' but the file holds no coil maps")
+        raise ValueError(f"{task.volume.path}: holds no coil maps and maps='file' (--no-espirit) was given; pass "
+                         "--maps FILE, or drop --no-espirit to estimate them with ESPIRiT")
     if maps is None or cfg.maps == "espirit":
         from mri_csc.sim import estimate_maps  # noqa: PLC0415
 
