@@ -621,8 +621,9 @@ def _simulate_noncartesian(args) -> int:
 # ----------------------------------------------------------------------------- info / methods
 
 def add_info(sub) -> None:
-    p = sub.add_parser("info", help="describe a k-space, image or config file")
+    p = sub.add_parser("info", help="describe a k-space, trajectory, image or config file")
     p.add_argument("file")
+    p.add_argument("--traj", metavar="FILE", help="the trajectory of non-Cartesian k-space in FILE (as for recon)")
     p.set_defaults(func=cmd_info)
 
 
@@ -634,7 +635,7 @@ def cmd_info(args) -> int:
         return 0
     from .io import describe  # noqa: PLC0415
 
-    print(describe(args.file))
+    print(describe(args.file, traj=args.traj))
     return 0
 
 

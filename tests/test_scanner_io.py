@@ -491,6 +491,46 @@ def test_maps_options_mean_the_same_in_recon_and_batch(tmp_path, capsys):
     assert "do not fit the k-space of" in capsys.readouterr().out
 
 
+@needs_bart
+def test_info_names_noncartesian_trajectories_images_and_map_sets(tmp_path, capsys):
+    def b(*a):
+        subprocess.run([BART, *map(str, a)], check=True, capture_output=True)
+
+    def info(*a):
+        assert main(["info", *map(str, a)]) == 0
+        return capsys.readouterr().out
+
+    t = tmp_path
+    b("traj", "-r", "-x", 64, "-y", 32, t / "traj")
+    b("phantom", "-k", "-s", 3, "-t", t / "traj", t / "rk")
+    out = info(t / "rk.cfl")
+    assert "non-Cartesian k-space (BART (1, readout, spokes, coils)): shape (3, 32, 64)" in out
+    assert "3 coil(s) x 2048 samples" in out and "Cartesian k-space: shape" not in out and "--traj" in out
+    out = info(t / "rk.cfl", "--traj", t / "traj.cfl")
+    assert "samples (32, 64)" in out and "[-31.5, 31.5]" in out and "image matrix of about (64, 64)" in out
+    assert "radial: 32 spokes of 64 samples" in out and "R = 3.14" in out
+    assert "a trajectory (bart traj)" in info(t / "traj.cfl")
+    # an .npz with kspace and a trajectory, as mri-csc simulate --trajectory writes
+    assert main(["simulate", "--trajectory", "radial", "--shape", "32", "32", "--coils", "2", "--out",
+                 str(t / "rad.npz")]) == 0
+    capsys.readouterr()
+    out = info(t / "rad.npz")
+    assert "non-Cartesian k-space (trajectory from the file)" in out and "2 coil(s)" in out
+    assert "image matrix of about (32, 32)" in out and "coil maps: shape (2, 32, 32)" in out
+    # images: BART's own (a pics result), an .npy, and two map sets; a BART pattern is a mask
+    b("phantom", "-k", "-s", 3, "-x", 32, t / "k")
+    b("ecalib", "-m", 2, t / "k", t / "m2")
+    b("fft", "-i", 3, t / "k", t / "ci")
+    b("rss", 8, t / "ci", t / "rss")
+    assert "image: shape (32, 32)" in info(t / "rss.cfl")
+    assert "k-space: shape (3, 32, 32)" in info(t / "k.cfl")  # multi-coil k-space is still k-space
+    np.save(t / "img.npy", read_cfl(t / "rss").T)
+    assert "an image, not k-space" in info(t / "img.npy")
+    assert "coil maps of 3 coils in 2 sets" in info(t / "m2.cfl")
+    b("poisson", "-Y", 32, "-Z", 32, "-y", 2, "-z", 2, "-C", 8, t / "p")
+    assert "a sampling pattern" in info(t / "p.cfl")
+
+
 def test_espirit_refuses_kspace_without_calibration_region(tmp_path):
     from mri_csc.sim import estimate_maps, make_dataset
     from mri_csc.sim.coils import fully_sampled_centre

@@ -1048,12 +1048,147 @@ def load_nifti(path):
 
 # ----------------------------------------------------------------------------- describe
 
-def describe(path: "str | os.PathLike") -> str:
-    """A few human-readable lines about a file: format, shapes, dtypes, slices."""
+def _centre_energy(a) -> float:
+    """The fraction of ``|a|²`` in the central half of the last two axes (k-space: most; an image: less)."""
+    e = np.abs(np.asarray(a, np.complex64)) ** 2
+    ny, nx = e.shape[-2:]
+    c = e[..., ny // 4: ny - ny // 4, nx // 4: nx - nx // 4].sum()
+    return float(c / e.sum()) if e.sum() > 0 else 0.0
+
+
+def _looks_like_image(a) -> bool:
+    """Whether a one-channel array ``(..., ny, nx)`` is an image rather than k-space.
+
+    k-space concentrates its energy at the centre more than its Fourier transform
+    (the image) does; an image, clearly less (by a factor 0.8) than its Fourier
+    transform. Noise-like arrays, with no centre either way, count as k-space.
+    """
+    from ..backend import fftc  # noqa: PLC0415
+
+    return _centre_energy(a) < 0.8 * _centre_energy(fftc(np.asarray(a, np.complex64), axes=(-2, -1)))
+
+
+def _image_lines(shape, dtype, why: str) -> list[str]:
+    lead = {2: "", 3: "nz|slices, ", 4: "frames, nz|slices, "}.get(len(shape), "..., ")
+    return [f"image: shape {tuple(shape)} ({lead}ny, nx), dtype {dtype} - {why}",
+            "an image, not k-space: 'mri-csc recon' takes k-space (its output is such an image); "
+            "'mri-csc simulate --phantom' takes a NIfTI image"]
+
+
+def _noncartesian_lines(k, coord, how: str) -> list[str]:
+    """``info`` lines for non-Cartesian k-space ``(coils, *samples)`` and its trajectory (or None)."""
+    from .trajectory import describe_trajectory  # noqa: PLC0415
+
+    lines = [f"non-Cartesian k-space ({how}): shape {tuple(k.shape)} (coils, *samples), {k.shape[0]} coil(s) x "
+             f"{int(np.prod(k.shape[1:]))} samples, dtype {k.dtype}"]
+    if coord is None:
+        lines.append("trajectory: not in this file; 'mri-csc info FILE --traj TRAJ' describes both, "
+                     "'mri-csc recon FILE --traj TRAJ' reconstructs")
+    else:
+        if int(np.prod(coord.shape[:-1])) != int(np.prod(k.shape[1:])):
+            raise FileFormatError(f"the trajectory's {coord.shape[:-1]} samples do not match the k-space's "
+                                  f"{tuple(k.shape[1:])}")
+        lines += describe_trajectory(coord)
+    if k.size:
+        lines.append(f"|k| max {float(np.abs(k).max()):.4g}, finite: {bool(np.isfinite(k).all())}")
+    return lines
+
+
+def _describe_arrays(path, fmt: str, traj=None) -> "list[str] | None":
+    """``info`` lines for a ``.npy``/``.npz``/``.cfl`` that is not Cartesian k-space (else None).
+
+    Non-Cartesian k-space (an ``.npz`` with a trajectory, BART ``(1, readout, spokes, coils)``
+    or any file with ``traj``), trajectories (BART ``(3, readout, spokes)``, real ``(*samples, 2|3)``),
+    images (a 2-D complex array, an ``.npz`` ``image``, a one-channel array whose energy is not
+    at the k-space centre), masks, and BART arrays with ESPIRiT map sets.
+    """
+    from .trajectory import TRAJECTORY_KEYS, bart_noncartesian_kspace, describe_trajectory, read_trajectory  # noqa: PLC0415
+
+    coord = None if traj is None else read_trajectory(traj)
+    if fmt == "cfl":
+        base = _cfl_base(path)
+        a = _read_cfl(base)
+        dims = tuple(a.shape) + (1,) * max(0, 5 - a.ndim)
+        head = [f"format: BART .cfl/.hdr, dimensions {tuple(a.shape)} (x, y, z, coils, maps, ...)"]
+        if coord is None and dims[3] == 1 and a.size and not np.abs(a.imag).any() and np.isin(a.real, (0, 1)).all():
+            return head + [f"real 0/1 values: a sampling pattern ({float(np.mean(a.real != 0)):.1%} sampled, "
+                           "as from 'bart poisson'), not k-space"]
+        if coord is not None or (dims[0] == 1 and dims[1] > 1):
+            return head + _noncartesian_lines(bart_noncartesian_kspace(a), coord, "BART (1, readout, spokes, coils)")
+        if dims[0] == 3 and a.ndim >= 2 and not np.abs(a.imag).any():
+            return head + ["a trajectory (bart traj): real (3, readout, spokes, ...) coordinates"] \
+                + describe_trajectory(read_trajectory(base + ".cfl"))
+        if dims[4] > 1:
+            what = (f"one image per map set ('bart pics' with {dims[4]} sets; combine them with 'bart rss 16')"
+                    if dims[3] == 1 else f"coil maps of {dims[3]} coils in {dims[4]} sets ('bart ecalib -m {dims[4]}')")
+            return head + [f"BART dimension 4 (ESPIRiT map sets) = {dims[4]}: {what}, not k-space; mri_csc "
+                           "reconstructs with one set ('bart ecalib -m 1', or 'bart slice 4 0 IN OUT')"]
+        if dims[3] == 1 and max(dims[5:], default=1) == 1 and a.size and _looks_like_image(a.T):
+            return head + _image_lines(a.T.shape if a.ndim > 1 else a.shape, a.dtype,
+                                       "one channel whose energy is not at the k-space centre")
+        return None
+    if fmt == "npz":
+        with _open_npz(path) as z:
+            files = z.files
+            tkey = next((key for key in TRAJECTORY_KEYS if key in files), None)
+            if "kspace" in files and (tkey or coord is not None):
+                k = z["kspace"]
+                lines = ["format: NumPy .npz archive, arrays " + ", ".join(files)]
+                lines += _noncartesian_lines(k, coord if coord is not None else read_trajectory(path),
+                                             f"{tkey or 'kspace'} from {'--traj' if coord is not None else 'the file'}")
+                if "maps" in files:
+                    lines.append(f"coil maps: shape {z.shape('maps')} (coils, image shape)")
+                return lines
+            if "kspace" not in files and tkey:
+                return ["format: NumPy .npz archive", f"a trajectory ({tkey!r})"] \
+                    + describe_trajectory(read_trajectory(path))
+            if "kspace" not in files and "image" in files:
+                shape, dtype = z.header("image")
+                return ["format: NumPy .npz archive"] + _image_lines(shape, dtype, "the 'image' array")
+        return None
+    if fmt == "npy":
+        a = _npy_open(path)
+        if coord is not None:
+            return ["format: NumPy .npy"] + _noncartesian_lines(np.asarray(a).reshape(a.shape[0], -1), coord, "--traj")
+        head = ["format: NumPy .npy"]
+        if a.dtype.kind in "fiub":
+            if a.ndim >= 2 and a.shape[-1] in (2, 3) and a.dtype.kind == "f":
+                return head + [f"real-valued {a.shape} {a.dtype}: a trajectory (*samples, {a.shape[-1]}), not "
+                               "k-space"] + describe_trajectory(np.asarray(a))
+            vals = np.unique(np.asarray(a)[..., :64]) if a.size else np.array([])
+            if a.size and np.isin(vals, (0, 1)).all():
+                return head + [f"real-valued {a.shape} {a.dtype} of 0 and 1: a sampling mask "
+                               f"({float(np.mean(np.asarray(a) != 0)):.1%} sampled), not k-space"]
+            return head + _image_lines(a.shape, a.dtype, "real-valued (a magnitude image)")
+        if a.dtype.kind == "c" and a.ndim == 2:
+            return head + _image_lines(a.shape, a.dtype, "complex 2-D: no coil axis")
+        if a.dtype.kind == "c" and a.ndim == 3 and a.size and _looks_like_image(np.asarray(a)):
+            return head + _image_lines(a.shape, a.dtype, "its energy is not at the k-space centre")
+    return None
+
+
+def describe(path: "str | os.PathLike", traj: "str | os.PathLike | None" = None) -> str:
+    """A few human-readable lines about a file: format, shapes, dtypes, slices.
+
+    Non-Cartesian k-space (with ``traj``, or a trajectory in the file), trajectories,
+    images and masks are named as such (:func:`_describe_arrays`), not read as
+    Cartesian k-space.
+    """
     fmt = detect_format(path)
     if fmt != "cfl":
         _require(path)
     lines = [f"file: {path}"]
+    if traj is not None and fmt not in ("npy", "npz", "cfl"):
+        raise ValueError(f"{path}: --traj applies to .npy/.npz/.cfl k-space; got a {fmt} file")
+    if fmt in ("npy", "npz", "cfl"):
+        try:
+            special = _describe_arrays(path, fmt, traj)
+        except ValueError as e:  # name the file in every message
+            if str(path) in str(e) or str(_cfl_base(path)) in str(e):
+                raise
+            raise FileFormatError(f"{path}: {e}") from None
+        if special is not None:
+            return "\n".join(lines + special)
     if fmt == "nifti":
         import nibabel as nib  # noqa: PLC0415
 
