@@ -446,11 +446,14 @@ def cmd_recon(args) -> int:
     if d["lead_axes"] == ("slice", "frame"):
         img = np.moveaxis(img, 1, 0)  # (frames, slices, ny, nx)
     check_output(img, args.out, args.method)
-    affine = None
+    affine = d.get("affine")  # an .npz's (e.g. simulated from a NIfTI phantom); ISMRMRD's is in geometry
     if args.voxel_size:
         vs = list(args.voxel_size) + [1.0] * (3 - len(args.voxel_size))
         if len(args.voxel_size) > 3 or min(vs) <= 0:
             raise UserError(f"--voxel-size takes 1 to 3 positive sizes in mm (x y [z]); got {args.voxel_size}")
+        if affine is not None or d.get("geometry") is not None:
+            _note(f"mri-csc: note: --voxel-size replaces the geometry of {args.input} (orientation and position "
+                  "are dropped)")
         affine = np.diag(vs + [1.0])
     written = write_image(args.out, img, overwrite=args.force, frames=frames, geometry=d.get("geometry"),
                           affine=affine,
@@ -573,16 +576,13 @@ def cmd_simulate(args) -> int:
                       accel=args.accel, calib=args.calib, phase=None if args.phase == "none" else args.phase,
                       phase_amplitude=args.phase_amplitude, snr_db=args.snr_db, seed=args.seed,
                       slice_index=args.slice)
-    from .sim.simulate import phantom_voxel_mm  # noqa: PLC0415
+    from .sim.simulate import phantom_affine  # noqa: PLC0415
 
-    vox = phantom_voxel_mm(args.phantom, tuple(args.shape))  # a NIfTI phantom's geometry, carried along
+    aff = phantom_affine(args.phantom, tuple(args.shape), args.slice)  # a NIfTI phantom's geometry, carried along
     written = write_kspace(args.out, ds.kspace, None if args.no_maps else ds.maps, ds.mask,
-                           overwrite=args.force, fmt=args.format, voxel_mm=vox)
+                           overwrite=args.force, fmt=args.format, affine=aff)
     if args.reference:
-        import numpy as np  # noqa: PLC0415
-
-        written += write_image(args.reference, ds.image, overwrite=args.force,
-                               affine=None if vox is None else np.diag([*vox, 1.0]))
+        written += write_image(args.reference, ds.image, overwrite=args.force, affine=aff)
     _note(f"simulated {args.phantom} {tuple(args.shape)}, {args.coils} coils, {args.mask} "
           f"R={ds.acceleration:.2f}; wrote {', '.join(map(str, written))}")
     return 0

@@ -616,6 +616,8 @@ def read_kspace(path: "str | os.PathLike", *, slice: int | None = None, fmt: str
             if "kspace" not in z.files:
                 raise FileFormatError(f"{path}: no 'kspace' array in the .npz; it holds {z.files}")
             kshape = z.shape("kspace")
+            if "affine" in z:
+                extra["affine"] = _npz_affine(path, z)
             _check_total(path, z.header("kspace"), *(z.header(n) if n in z else None for n in ("maps", "mask")),
                          slice=slice)
             if slice is not None and len(kshape) == 4:  # one slice of a stack, member by member
@@ -763,9 +765,19 @@ def read_kspace(path: "str | os.PathLike", *, slice: int | None = None, fmt: str
                                   f"{k.shape}") from None
     out = {"kspace": k, "maps": maps, "mask": mask, "n_slices": n_slices, "stacked": stacked, "format": fmt,
            "lead_shape": (k.shape[0],) if stacked else (), "lead_axes": ("slice",) if stacked else (),
-           "crop": None, "geometry": None}
+           "crop": None, "geometry": None, "affine": None}
     out.update(extra)
     return out
+
+
+def _npz_affine(path, z) -> np.ndarray:
+    """An ``.npz``'s ``affine`` (the image's NIfTI affine, as ``write_kspace(affine=)`` stores it), checked."""
+    if tuple(z.shape("affine")) != (4, 4):
+        raise FileFormatError(f"{path}: 'affine' has shape {z.shape('affine')}; expected a 4x4 NIfTI affine")
+    a = np.asarray(z["affine"], np.float64)
+    if not np.isfinite(a).all() or abs(np.linalg.det(a[:3, :3])) < 1e-12:
+        raise FileFormatError(f"{path}: 'affine' is not finite or not invertible: {a[:3].tolist()}")
+    return a
 
 
 def center_crop(img, shape):
@@ -785,9 +797,15 @@ def read_metadata(path) -> dict:
 
     ``crop`` (image size to centre-crop to, or None), ``geometry`` (ISMRMRD, for
     NIfTI), ``h5_attrs`` and ``ismrmrd_header`` (fastMRI, for ``.h5`` outputs),
-    ``n_frames`` (ISMRMRD). Empty values for formats without them.
+    ``n_frames`` (ISMRMRD), ``affine`` (an ``.npz``'s NIfTI affine). Empty values
+    for formats without them.
     """
-    meta = {"crop": None, "geometry": None, "h5_attrs": None, "ismrmrd_header": None, "n_frames": 1}
+    meta = {"crop": None, "geometry": None, "h5_attrs": None, "ismrmrd_header": None, "n_frames": 1, "affine": None}
+    if detect_format(path) == "npz":
+        _require(path)
+        with _open_npz(path) as z:
+            if "affine" in z:
+                meta["affine"] = _npz_affine(path, z)
     if detect_format(path) in ("fastmri", "ismrmrd"):
         _require(path)
         with _open_h5(path) as f:
@@ -806,12 +824,15 @@ def _sibling(path, suffix):
 
 
 def write_kspace(path, kspace, maps=None, mask=None, *, overwrite: bool = False, fmt: str | None = None,
-                 voxel_mm=None) -> list[Path]:
+                 voxel_mm=None, affine=None) -> list[Path]:
     """Write k-space (and maps and mask) in the format of ``path``'s extension.
 
     All outputs are checked for existence before any is written; each is written
     atomically. Returns the paths written. ``voxel_mm`` (x, y, z) sets an ISMRMRD
-    file's field of view (default 1 mm voxels).
+    file's field of view (default 1 mm voxels). ``affine``, the image's NIfTI
+    affine, goes into an ISMRMRD file's geometry (directions, position, voxel
+    size) and an ``.npz``'s ``affine`` array, which :func:`read_kspace` returns;
+    the other formats hold no geometry (said in the log).
     """
     fmt = detect_format(path, fmt)
     k = np.asarray(kspace, np.complex64)
@@ -820,6 +841,9 @@ def write_kspace(path, kspace, maps=None, mask=None, *, overwrite: bool = False,
     if maps is not None and np.shape(maps) != k.shape:
         raise ValueError(f"maps of shape {np.shape(maps)} disagree with kspace of shape {k.shape}")
     mask = None if mask is None else np.asarray(mask, np.float32)
+    if affine is not None and fmt not in ("npz", "ismrmrd"):
+        log.warning("%s: a %s file holds no image geometry; the affine is not stored (write .mrd or .npz to keep "
+                    "it)", path, fmt)
     written = []
     if fmt == "npy":
         outs = [Path(path)] + ([_sibling(path, "_maps.npy")] if maps is not None else []) \
@@ -836,6 +860,8 @@ def write_kspace(path, kspace, maps=None, mask=None, *, overwrite: bool = False,
             arrays["maps"] = np.asarray(maps, np.complex64)
         if mask is not None:
             arrays["mask"] = mask
+        if affine is not None:
+            arrays["affine"] = np.asarray(affine, np.float64)
         with atomic_path(path, overwrite) as t:
             np.savez_compressed(t, **arrays)
         written = [Path(path)]
@@ -868,7 +894,7 @@ def write_kspace(path, kspace, maps=None, mask=None, *, overwrite: bool = False,
         if maps is not None:
             log.info("ISMRMRD holds no coil maps; %s gets k-space only (estimate maps with --espirit)", path)
         with atomic_path(path, overwrite) as t:
-            _mrd.write_ismrmrd(t, k, mask, voxel_mm=voxel_mm or (1.0, 1.0, 1.0))
+            _mrd.write_ismrmrd(t, k, mask, voxel_mm=voxel_mm or (1.0, 1.0, 1.0), affine=affine)
         written = [Path(path)]
     else:
         raise ValueError(f"{path}: cannot write k-space as {fmt}; use .npy, .npz, .cfl, .h5 or .mrd")
