@@ -226,6 +226,55 @@ def test_bart_3d_volume_batch_matches_pics(tmp_path):
         slice_count(tmp_path / "kus.cfl", "slices")
 
 
+@needs_bart
+def test_batch_3d_volumes_with_frames_bart_and_ismrmrd(tmp_path):
+    """3-D k-space with frames (BART time dim 10; ISMRMRD repetitions): batch = recon frame by frame."""
+    import h5py
+
+    import mri_csc
+
+    def b(*a):
+        subprocess.run([BART, *map(str, a)], check=True, capture_output=True)
+
+    t = tmp_path
+    b("phantom", "-3", "-k", "-s", 4, "-x", 24, t / "f")
+    b("resize", "-c", 1, 20, 2, 16, t / "f", t / "full")
+    b("ecalib", "-m", 1, t / "full", t / "k_maps")
+    b("scale", 0.5, t / "full", t / "half")
+    for i, src in enumerate(("full", "half")):
+        b("poisson", "-Y", 20, "-Z", 16, "-y", 1.5, "-z", 1.5, "-C", 6, "-s", i + 1, t / f"p{i}")
+        b("fmac", t / src, t / f"p{i}", t / f"k{i}")
+    b("join", 10, t / "k0", t / "k1", t / "k")  # two frames on BART's time dimension
+    d = read_kspace(t / "k.cfl")
+    assert d["kspace"].shape == (2, 4, 16, 20, 24)
+    ref = [np.asarray(mri_csc.reconstruct(d["kspace"][f], d["maps"][f], method="sense").image) for f in range(2)]
+    assert main(["batch", str(t / "k.cfl"), "--out", str(t / "o"), "--method", "sense", "--workers", "1",
+                 "--format", "npy", "--no-pbar"]) == 0
+    vol = np.load(t / "o" / "k.npy")
+    assert vol.shape == (2, 16, 20, 24)
+    for f in range(2):  # one 2-D problem per readout position = the 3-D problem, to CG accuracy
+        assert np.linalg.norm(vol[f] - ref[f]) < 0.02 * np.linalg.norm(ref[f])
+    assert np.abs(vol[1]).max() == pytest.approx(0.5 * np.abs(vol[0]).max(), rel=0.05)
+    # the same two volumes as ISMRMRD repetitions of a 3-D encoding
+    write_kspace(t / "r.mrd", d["kspace"][0], mask=d["kspace"][0, 0] != 0)
+    write_kspace(t / "r1.mrd", d["kspace"][1], mask=d["kspace"][1, 0] != 0)
+    with h5py.File(t / "r1.mrd", "r") as g:
+        more = g["dataset/data"][()]
+    more["head"]["idx"]["repetition"] = 1
+    with h5py.File(t / "r.mrd", "a") as g:
+        ds = g["dataset/data"]
+        n = ds.shape[0]
+        ds.resize((n + len(more),))
+        ds[n:] = more
+    assert main(["batch", str(t / "r.mrd"), "--out", str(t / "m"), "--method", "sense", "--maps", str(t / "k_maps.cfl"),
+                 "--workers", "1", "--format", "nii", "--no-pbar"]) == 0
+    import nibabel as nib
+
+    im = nib.load(t / "m" / "r_mag.nii.gz")
+    assert im.shape == (24, 20, 16, 2)  # NIfTI (x, y, z, t)
+    np.testing.assert_allclose(np.asarray(im.dataobj).T, np.abs(vol), rtol=1e-3, atol=1e-3 * np.abs(vol).max())
+
+
 @needs_gen
 def test_batch_reconstructs_ismrmrd_frames_and_counts_recon_width(tmp_path):
     from mri_csc.batch.tasks import slice_count

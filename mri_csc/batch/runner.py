@@ -204,6 +204,16 @@ def _check_inputs_unchanged(old: dict, volumes, out_dir) -> None:
                              f"{vdir} to recompute it, or restore the input")
 
 
+def _volume_image(vol: VolumeSpec, stack: np.ndarray) -> np.ndarray:
+    """The task results ``(n_slices, ...)`` of a ``"volume"`` layout as ``([frames,] nz, ny, nx)``.
+
+    Task ``f * nx + x`` is frame ``f``, readout position ``x`` (its image ``(nz, ny)``).
+    """
+    stack = stack.reshape((vol.n_frames, vol.n_slices // vol.n_frames) + stack.shape[1:])
+    image = np.moveaxis(stack, 1, -1)  # (frames, nz, ny, nx)
+    return image if vol.n_frames > 1 else image[0]
+
+
 def _assemble(vol: VolumeSpec, cfg: SliceConfig, out_dir: Path, output_format: str) -> list[Path]:
     """Stack a volume's slice results and write its output atomically, then drop its partial files."""
     from mri_csc.io import write_image  # noqa: PLC0415
@@ -212,14 +222,14 @@ def _assemble(vol: VolumeSpec, cfg: SliceConfig, out_dir: Path, output_format: s
     stack = np.empty((vol.n_slices, *first.shape), np.complex64)
     for i in range(vol.n_slices):
         stack[i] = np.load(slice_result_path(cfg, SliceTask(vol, i)))
-    if vol.layout == "volume":  # slices along the readout x: (nx, nz, ny) -> (nz, ny, nx)
-        stack = np.moveaxis(stack, 0, -1)
+    if vol.layout == "volume":  # slices along the readout x: ([frames x] nx, nz, ny) -> ([frames,] nz, ny, nx)
+        stack = _volume_image(vol, stack)
     image = stack[0] if vol.n_slices == 1 and vol.layout != "volume" and not vol.stacked else stack
     from mri_csc.io.formats import read_metadata  # noqa: PLC0415  (issue 13: crop, geometry, fastMRI attributes)
 
     meta = read_metadata(vol.path)
     frames = vol.n_frames > 1
-    if frames:  # (slices * frames, ny, nx) -> (frames, slices, ny, nx), slices dropped when 1
+    if frames and vol.layout != "volume":  # (slices * frames, ny, nx) -> (frames, slices, ny, nx); 1 slice: dropped
         image = np.moveaxis(image.reshape((-1, vol.n_frames) + image.shape[1:]), 1, 0)
         image = image[:, 0] if image.shape[1] == 1 else image
     if meta["crop"] is not None and vol.layout != "volume":
@@ -256,7 +266,7 @@ def serial_reconstruct(inputs, *, method: str = "csc", params: dict | None = Non
                 raise ValueError(f"{vol.path}: a 3-D volume needs scratch= for its hybrid-space copy")
             prepare_volume(vol, cfg)
         imgs = np.stack([compute_slice(SliceTask(vol, i), cfg) for i in range(vol.n_slices)])
-        out[vol.path] = np.moveaxis(imgs, 0, -1) if vol.layout == "volume" else imgs
+        out[vol.path] = _volume_image(vol, imgs) if vol.layout == "volume" else imgs
     return out
 
 

@@ -70,7 +70,9 @@ def prepare_volume(vol: VolumeSpec, cfg: SliceConfig) -> str:
     k-space ``(coils, nz, ny, nx)`` (readout ``kx`` on the last axis) becomes
     hybrid space ``(nx, coils, nz, ny)``; file maps ``(coils, nz, ny, nx)``
     become ``(nx, coils, nz, ny)``; the mask becomes the ``(nz, ny)`` pattern
-    (sampled where any readout sample is). Idempotent: an existing result is kept.
+    (sampled where any readout sample is). With frames, k-space ``(frames, coils,
+    nz, ny, nx)`` becomes ``(frames * nx, ...)`` frame-major (task ``f * nx + x``),
+    maps likewise, the mask ``(frames, nz, ny)``. Idempotent: an existing result is kept.
     """
     from mri_csc.backend import ifftc  # noqa: PLC0415
     from mri_csc.io import read_kspace  # noqa: PLC0415
@@ -81,17 +83,23 @@ def prepare_volume(vol: VolumeSpec, cfg: SliceConfig) -> str:
     paths["kspace"].parent.mkdir(parents=True, exist_ok=True)
     data = read_kspace(vol.path)
     k = np.asarray(data["kspace"])
-    if k.ndim != 4:
-        raise ValueError(f"{vol.path}: layout 'volume' expects k-space (coils, nz, ny, nx); got shape {k.shape}")
-    hybrid = ifftc(k, axes=(-1,))
-    maps = _file_maps(cfg, vol, k.shape, 0, 1) if cfg.maps_file else data.get("maps")
+    k = k[None] if k.ndim == 4 else k  # (frames, coils, nz, ny, nx)
+    if k.ndim != 5 or k.shape[0] != vol.n_frames:
+        raise ValueError(f"{vol.path}: layout 'volume' expects k-space (coils, nz, ny, nx) or {vol.n_frames} frames "
+                         f"of it; got shape {np.shape(data['kspace'])}")
+
+    def per_x(a):  # (frames, c, nz, ny, nx) -> (frames * nx, c, nz, ny), frame-major
+        a = np.moveaxis(np.asarray(a), -1, 1)
+        return np.ascontiguousarray(a.reshape((-1,) + a.shape[2:]))
+
+    maps = _file_maps(cfg, vol, k.shape[1:], 0, 1) if cfg.maps_file else data.get("maps")
     if maps is not None:
-        _save_atomic(paths["maps"], np.ascontiguousarray(np.moveaxis(np.asarray(maps), -1, 0)))
+        _save_atomic(paths["maps"], per_x(np.broadcast_to(maps, k.shape)))
     if data.get("mask") is not None:
-        m = np.broadcast_to(np.asarray(data["mask"], np.float32), k.shape[1:])
-        _save_atomic(paths["mask"], (m != 0).any(axis=-1).astype(np.float32))
+        m = np.broadcast_to(np.asarray(data["mask"], np.float32), k.shape[:1] + k.shape[2:])
+        _save_atomic(paths["mask"], (m != 0).any(axis=-1).astype(np.float32))  # (frames, nz, ny)
     # k-space last so that its presence means "all prepared"
-    _save_atomic(paths["kspace"], np.ascontiguousarray(np.moveaxis(hybrid, -1, 0)).astype(np.complex64))
+    _save_atomic(paths["kspace"], per_x(ifftc(k, axes=(-1,))).astype(np.complex64))
     return str(paths["kspace"])
 
 
@@ -119,6 +127,8 @@ def load_slice(task: SliceTask, cfg: SliceConfig) -> tuple[np.ndarray, np.ndarra
         k = np.array(np.load(paths["kspace"], mmap_mode="r")[task.index])
         maps = np.array(np.load(paths["maps"], mmap_mode="r")[task.index]) if paths["maps"].exists() else None
         mask = np.load(paths["mask"]) if paths["mask"].exists() else None
+        if mask is not None and mask.ndim == 3:  # one (nz, ny) pattern per frame
+            mask = mask[task.index // (vol.n_slices // vol.n_frames)]
         return k, maps, mask
     from mri_csc.io import read_kspace  # noqa: PLC0415
 

@@ -1251,7 +1251,7 @@ def describe(path: "str | os.PathLike", traj: "str | os.PathLike | None" = None)
         lines.append(f"mask: shape {m.shape}, sampled {frac:.1%} (R = {1 / frac:.2f})" if frac
                      else f"mask: shape {m.shape}, empty")
     else:
-        sampled = np.any(k != 0, axis=-3 if k.ndim >= 3 else 0)
+        sampled = np.any(k != 0, axis=int(d["stacked"]))  # over the coil axis, after any slice/frame axis
         frac = float(np.mean(sampled))
         lines.append(f"mask: none (non-zero samples: {frac:.1%}{f', R = {1 / frac:.2f}' if frac else ''})")
     if k.size:
