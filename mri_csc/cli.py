@@ -386,6 +386,9 @@ def cmd_recon(args) -> int:
     d = read_kspace(args.input, slice=args.slice, prewhiten=False if args.no_prewhiten else None, noise=noise)
     k, stacked = d["kspace"], d["stacked"]
     slices = list(k) if stacked else [k]
+    from .io.formats import check_centred_kspace  # noqa: PLC0415
+
+    check_centred_kspace(slices[0], str(args.input))  # an image given as k-space: refused, not "reconstructed"
     mask = d["mask"]
     retro = _retro_mask(args, k.shape[-2:])
     if retro is not None:

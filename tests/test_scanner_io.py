@@ -92,6 +92,38 @@ def test_repetitions_are_frames_not_summed(tmp_path):
 
 
 @needs_gen
+def test_cartesian_file_with_stored_coordinates_reads_as_without(tmp_path):
+    import h5py
+
+    a = read_kspace(_gen(tmp_path / "k.h5", "-m", 32, "-c", 2, "-k"))["kspace"]  # -k: (kx, ky) of every sample
+    np.testing.assert_array_equal(a, read_kspace(_gen(tmp_path / "n.h5", "-m", 32, "-c", 2))["kspace"])
+    with h5py.File(tmp_path / "k.h5", "a") as f:  # coordinates that are no Cartesian line: refused
+        d = f["dataset/data"][()]
+        for acq in d:
+            acq["traj"][1::2] = np.linspace(-0.5, 0.5, acq["traj"][1::2].size)
+        f["dataset/data"][...] = d
+    with pytest.raises(FileFormatError, match="not a Cartesian line"):
+        read_kspace(tmp_path / "k.h5")
+
+
+@needs_bart
+def test_images_and_uncentred_kspace_are_refused_as_kspace(tmp_path, capsys):
+    from mri_csc.io.formats import check_centred_kspace
+    from mri_csc.sim import make_dataset
+
+    subprocess.run([BART, "phantom", "-k", "-s", "4", "-x", "48", str(tmp_path / "k")], check=True)
+    subprocess.run([BART, "fft", "-i", "3", str(tmp_path / "k"), str(tmp_path / "ci")], check=True)  # coil images
+    assert main(["recon", str(tmp_path / "ci.cfl"), "--out", str(tmp_path / "x.npy"), "--no-pbar"]) == 2
+    assert "does not look like centred k-space" in capsys.readouterr().err
+    assert not (tmp_path / "x.npy").exists()
+    ds = make_dataset("brain" if __import__("os").path.isfile("/usr/share/mricron/templates/ch2.nii.gz")
+                      else "shepp-logan", shape=(64, 64), n_coils=4, mask="random-lines", accel=4, seed=0)
+    check_centred_kspace(ds.kspace, "centred")  # measured (undersampled) k-space passes
+    with pytest.raises(FileFormatError, match="fftshift"):
+        check_centred_kspace(np.fft.ifftshift(ds.kspace, axes=(-2, -1)), "DC in the corner")
+
+
+@needs_gen
 def test_noise_scans_prewhiten(tmp_path):
     f = _gen(tmp_path / "n.h5", "-m", 64, "-c", 4, "-C", "-n", 0.05)
     from mri_csc.io.ismrmrd import noise_whitener, read_noise

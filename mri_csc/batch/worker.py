@@ -162,6 +162,9 @@ def compute_slice(task: SliceTask, cfg: SliceConfig) -> np.ndarray:
     from mri_csc.recon import get_method  # noqa: PLC0415
 
     kspace, maps, mask = load_slice(task, cfg)
+    from mri_csc.io.formats import check_centred_kspace  # noqa: PLC0415
+
+    check_centred_kspace(kspace, f"{task.volume.path} slice {task.index}")
     ss = slice_seed_sequence(cfg.seed, task.volume.file_key, task.index)
     maps_seed, method_seed = ss.spawn(2)
     if cfg.maps == "file" and maps is None:

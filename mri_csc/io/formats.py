@@ -50,6 +50,7 @@ from .atomic import atomic_path, atomic_paths, check_writable, commit_files, swe
 from .limits import BudgetError, check_nbytes, check_shape
 
 __all__ = ["FileFormatError", "detect_format", "read_kspace", "read_metadata", "center_crop", "write_kspace",
+           "check_centred_kspace",
            "write_image", "read_array", "load_nifti", "describe", "image_outputs", "KSPACE_FORMATS", "IMAGE_FORMATS"]
 
 log = logging.getLogger(__name__)
@@ -136,8 +137,10 @@ def bart_frames(a: np.ndarray, what: str = "array") -> tuple[np.ndarray, tuple[i
         a = a[..., None]
     if a.shape[BART_MAPS_DIM] > 1:
         raise ValueError(f"{what}: BART dimension 4 (ESPIRiT map sets) has {a.shape[BART_MAPS_DIM]} sets; mri_csc "
-                         "uses one set of maps - compute them with 'bart ecalib -m 1' (or take the first set "
-                         "with 'bart slice 4 0 IN OUT')")
+                         "reconstructs with one set of maps (soft-SENSE, all sets in one forward model, is not "
+                         "supported; each set on its own is not equivalent) - compute them with 'bart ecalib -m 1' "
+                         "(or take the first set with 'bart slice 4 0 IN OUT'), or for soft-SENSE run 'bart pics' "
+                         "on both sets and combine them with 'bart rss 16'")
     extra = tuple(a.shape[5:])
     n = int(np.prod(extra)) if extra else 1
     frames = a.reshape(a.shape[:4] + (n,), order="F")  # (x, y, z, coils, frames)
@@ -1092,6 +1095,31 @@ def _looks_like_image(a) -> bool:
     from ..backend import fftc  # noqa: PLC0415
 
     return _centre_energy(a) < 0.8 * _centre_energy(fftc(np.asarray(a, np.complex64), axes=(-2, -1)))
+
+
+def check_centred_kspace(kspace, what: str) -> None:
+    """Refuse an array that is not centred k-space: an image, coil images, or k-space with DC in the corner.
+
+    Every coil's energy summed, the centre half of the last two axes must hold more
+    of it than the same window of the array's Fourier transform, by the margin of
+    :func:`_looks_like_image` (measured k-space: 0.88-0.998 against 0.14-0.54 for its
+    transform; images and uncentred k-space the other way round).
+
+    Raises
+    ------
+    FileFormatError
+        Naming ``what`` and both fractions.
+    """
+    k = np.asarray(kspace)
+    if not k.size or not np.abs(k).any():
+        return
+    if _looks_like_image(k):
+        from ..backend import fftc  # noqa: PLC0415
+
+        own, ft = _centre_energy(k), _centre_energy(fftc(np.asarray(k, np.complex64), axes=(-2, -1)))
+        raise FileFormatError(f"{what}: does not look like centred k-space ({own:.0%} of its energy in the centre "
+                              f"half, {ft:.0%} for its Fourier transform): it is an image or coil images, or k-space "
+                              "with DC in the corner (apply fftshift); mri_csc expects centred k-space, readout last")
 
 
 def _image_lines(shape, dtype, why: str) -> list[str]:

@@ -239,8 +239,8 @@ def read_ismrmrd(path, h5file, *, slice=None, prewhiten: "bool | None" = None, n
     if not img.any():
         raise _err(f"{path}: ISMRMRD file has only noise/navigator/calibration-scan acquisitions, no k-space lines")
     hi = heads[img]
-    if np.any(hi["trajectory_dimensions"] > 0):
-        raise _err(f"{path}: non-Cartesian ISMRMRD data (trajectory present); only Cartesian is supported")
+    if np.any(hi["trajectory_dimensions"] > 0):  # the header says Cartesian (_encoding): coordinates of the grid
+        _check_cartesian_traj(path, group, np.flatnonzero(img), hi)
     if np.any(hi["encoding_space_ref"] != 0):
         raise _err(f"{path}: acquisitions refer to encoding spaces {sorted(set(hi['encoding_space_ref'].tolist()))}; "
                    "only the first <encoding> is supported")
@@ -353,6 +353,30 @@ def read_ismrmrd(path, h5file, *, slice=None, prewhiten: "bool | None" = None, n
     return {"kspace": k, "mask": mask, "n_slices": n_slices, "frames": frames, "noise_scans": n_noise,
             "whitened": whitener is not None, "crop": crop, "geometry": geometry, "averages": n_avg,
             "header": hdr, "encoded": enc, "recon": rec}
+
+
+def _check_cartesian_traj(path, group, rows, heads) -> None:
+    """Refuse stored trajectories that are not Cartesian lines under a ``cartesian`` header.
+
+    ``ismrmrd_generate_cartesian_shepp_logan -k`` stores each sample's ``(kx, ky)``; such
+    lines are placed by their encoding counters as any Cartesian line. A line whose
+    coordinates beyond the first vary along the readout, or whose ``kx`` is not evenly
+    spaced, is not Cartesian: refused, never gridded by its counters.
+    """
+    ds = group["data"]
+    step = max(1, rows.size // 64)  # a sample of the lines is enough to tell
+    for r, h in zip(rows[::step], heads[::step]):
+        nd, ns = int(h["trajectory_dimensions"]), int(h["number_of_samples"])
+        t = np.asarray(ds[int(r)]["traj"], np.float64)
+        if t.size != nd * ns:
+            raise _err(f"{path}: acquisition {int(h['scan_counter'])} holds {t.size} trajectory values; expected "
+                       f"trajectory_dimensions*samples = {nd * ns}")
+        t = t.reshape(ns, nd)
+        tol = 1e-4 * max(float(np.abs(t).max()), 1e-12)
+        dk = np.diff(t[:, 0])
+        if (nd > 1 and np.ptp(t[:, 1:], axis=0).max() > tol) or (ns > 2 and np.ptp(dk) > tol):
+            raise _err(f"{path}: the header's trajectory is 'cartesian' but acquisition {int(h['scan_counter'])} "
+                       "stores coordinates that are not a Cartesian line; the file is non-Cartesian or mislabelled")
 
 
 def _read_lines(path, group, rows, heads, nc):

@@ -229,8 +229,9 @@ def estimate_maps(
     if method not in ESPIRIT_METHODS:
         raise ValueError(f"method must be one of {ESPIRIT_METHODS}; got {method!r}")
     if maps != 1:
-        raise ValueError(f"maps={maps!r}: mri_csc reconstructs with one set of ESPIRiT maps (soft-SENSE with "
-                         "several sets is not supported); use maps=1")
+        raise ValueError(f"maps={maps!r} (--espirit-maps): mri_csc reconstructs with one set of ESPIRiT maps "
+                         "(soft-SENSE, several sets in one forward model, is not supported); use 1, or for "
+                         "soft-SENSE 'bart ecalib -m 2' then 'bart pics' and 'bart rss 16'")
     _check_kspace(kspace)
     img_shape = kspace.shape[1:]
     given = {"calib_width": calib_width, "thresh": thresh, "kernel_width": kernel_width, "crop": crop}
