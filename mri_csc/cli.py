@@ -193,6 +193,29 @@ def resolve_maps_options(args) -> str | None:
     return None
 
 
+def add_noise_options(p) -> None:
+    """ISMRMRD noise prewhitening options shared by ``recon`` and ``batch``."""
+    p.add_argument("--noise", metavar="FILE", help="noise for prewhitening: an ISMRMRD file's noise scans or a "
+                   ".npy (coils, samples) array (default: the input's own noise scans)")
+    p.add_argument("--no-prewhiten", action="store_true", help="do not prewhiten ISMRMRD data with its noise scans")
+
+
+def read_noise_file(path):
+    """The ``(coils, samples)`` noise of ``--noise FILE``: an ISMRMRD file's noise scans or a complex ``.npy``."""
+    import numpy as np  # noqa: PLC0415
+
+    if str(path).lower().endswith(".npy"):
+        from .io.formats import _load_npy  # noqa: PLC0415
+
+        n = _load_npy(path)
+        if n.ndim != 2 or n.dtype.kind != "c":
+            raise ValueError(f"--noise {path}: expected a complex (coils, samples) array; got {n.dtype} {n.shape}")
+        return np.asarray(n)
+    from .io.ismrmrd import read_noise  # noqa: PLC0415
+
+    return read_noise(path)
+
+
 def add_undersampling_options(p) -> None:
     """Retrospective undersampling of fully sampled data, with fastMRI's mask conventions."""
     g = p.add_argument_group("retrospective undersampling (fully sampled input; fastMRI conventions: whole "
@@ -257,9 +280,7 @@ def add_recon(sub) -> None:
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                    help="method parameter, e.g. --param lam=0.01 --param max_iter=50 (csc's are listed below)")
     p.add_argument("--slice", type=int, help="slice of a multi-slice file (default: all)")
-    p.add_argument("--noise", metavar="FILE", help="noise for prewhitening: an ISMRMRD file's noise scans or a "
-                   ".npy (coils, samples) array (default: the input's own noise scans)")
-    p.add_argument("--no-prewhiten", action="store_true", help="do not prewhiten ISMRMRD data with its noise scans")
+    add_noise_options(p)
     p.add_argument("--crop", type=int, nargs=2, metavar=("NY", "NX"),
                    help="centre-crop the image (default: the file's recon matrix, e.g. fastMRI's 320x320)")
     p.add_argument("--voxel-size", type=float, nargs="+", metavar="MM",
@@ -320,21 +341,6 @@ def _csc_help() -> str:
     return "\n".join(lines)
 
 
-def _read_noise(path):
-    import numpy as np  # noqa: PLC0415
-
-    if str(path).lower().endswith(".npy"):
-        from .io.formats import _load_npy  # noqa: PLC0415
-
-        n = _load_npy(path)
-        if n.ndim != 2 or n.dtype.kind != "c":
-            raise UserError(f"--noise {path}: expected a complex (coils, samples) array; got {n.dtype} {n.shape}")
-        return np.asarray(n)
-    from .io.ismrmrd import read_noise  # noqa: PLC0415
-
-    return read_noise(path)
-
-
 def _params_path(out):
     from .io.formats import _stem  # noqa: PLC0415
 
@@ -382,7 +388,7 @@ def cmd_recon(args) -> int:
     if args.traj:
         return _recon_noncartesian(args, params)
 
-    noise = _read_noise(args.noise) if args.noise else None
+    noise = read_noise_file(args.noise) if args.noise else None
     d = read_kspace(args.input, slice=args.slice, prewhiten=False if args.no_prewhiten else None, noise=noise)
     k, stacked = d["kspace"], d["stacked"]
     slices = list(k) if stacked else [k]

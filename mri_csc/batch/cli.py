@@ -45,10 +45,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--method", default="csc", help="reconstruction method (default: csc)")
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                    help="a method parameter, e.g. --param lam=0.01 (repeatable)")
-    from ..cli import add_espirit_options, add_maps_options  # noqa: PLC0415
+    from ..cli import add_espirit_options, add_maps_options, add_noise_options  # noqa: PLC0415
 
     add_maps_options(p)  # the same --maps FILE / --espirit / --no-espirit as mri-csc recon
     add_espirit_options(p)
+    add_noise_options(p)
     p.add_argument("--compress-coils", type=int, metavar="N",
                    help="SVD coil compression of every slice to N virtual coils (as bart cc -S -p N)")
     p.add_argument("--scheduler", default=None, metavar="ADDRESS",
@@ -93,7 +94,8 @@ def run(args: argparse.Namespace) -> int:
             espirit={"method": args.espirit, "thresh": args.espirit_thresh, "crop": args.espirit_crop,
                      "kernel_width": args.espirit_kernel,
                      "maps": args.espirit_maps if args.espirit_maps != 1 else None},
-            compress_coils=args.compress_coils)
+            compress_coils=args.compress_coils, prewhiten=False if args.no_prewhiten else None,
+            noise_file=args.noise)
     except (ConnectionError, ImportError) as exc:  # user errors the main CLI does not list
         print(f"mri-csc: error: {exc}", file=sys.stderr)
         return 2

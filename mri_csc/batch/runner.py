@@ -143,9 +143,10 @@ def _output_files(out_dir: Path, vol: VolumeSpec, output_format: str) -> list[Pa
 
 
 def _manifest(method, params, maps, seed, output_format, layout, calib_width, espirit=None,
-              compress_coils=None, maps_file=None) -> dict:
+              compress_coils=None, maps_file=None, prewhiten=None, noise_file=None) -> dict:
     return {"method": method, "params": {k: repr(v) for k, v in sorted(params.items())}, "maps": maps,
             "maps_file": None if maps_file is None else str(Path(maps_file).resolve()),
+            "prewhiten": prewhiten, "noise_file": None if noise_file is None else str(Path(noise_file).resolve()),
             "seed": int(seed), "output_format": output_format, "layout": layout, "calib_width": calib_width,
             "espirit": {k: repr(v) for k, v in sorted((espirit or {}).items())}, "compress_coils": compress_coils}
 
@@ -276,7 +277,7 @@ def reconstruct_batch(inputs, out_dir, *, method: str = "csc", params: dict | No
                       output_format: str = "h5", show_pbar: bool = False, layout: str = "auto",
                       calib_width: int | None = None, timeout: float = 10.0, on_start=None,
                       espirit: dict | None = None, compress_coils: int | None = None,
-                      maps_file=None) -> BatchReport:
+                      maps_file=None, prewhiten: bool | None = None, noise_file=None) -> BatchReport:
     r"""Reconstruct many files slice by slice on a Dask cluster.
 
     Each input file becomes one output volume. Every 2-D slice is one Dask task
@@ -306,6 +307,12 @@ def reconstruct_batch(inputs, out_dir, *, method: str = "csc", params: dict | No
         Coil maps for every input (the CLI's ``--maps FILE``), ``(coils, [nz,] ny, nx)``
         for every slice or ``(slices, coils, ny, nx)`` one set per slice; used
         instead of the file's own. Read once before any task runs.
+    prewhiten : bool, optional
+        ISMRMRD inputs: whiten the coils with the noise scans (None: when the file
+        has them; False: never), as ``mri-csc recon``'s ``--no-prewhiten``.
+    noise_file : path, optional
+        ISMRMRD inputs: whiten with this file's noise (an ISMRMRD file's noise scans
+        or a complex ``(coils, samples)`` ``.npy``), as ``--noise``.
     device : {"cpu", "gpu"}
         ``"gpu"`` starts one worker per GPU (dask-cuda) unless ``scheduler`` is given.
     scheduler : str, optional
@@ -361,6 +368,12 @@ def reconstruct_batch(inputs, out_dir, *, method: str = "csc", params: dict | No
     """
     t0 = time.perf_counter()
     params = _check_args(method, params, maps, output_format, retries, seed, device, maps_file)
+    if noise_file is not None:
+        if prewhiten is False:
+            raise ValueError("noise_file given with prewhiten=False (--noise with --no-prewhiten); drop one")
+        from mri_csc.cli import read_noise_file  # noqa: PLC0415
+
+        read_noise_file(noise_file)  # readable, before any cluster starts
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"out_dir {str(out_dir)!r} exists and is not a folder")
@@ -370,17 +383,17 @@ def reconstruct_batch(inputs, out_dir, *, method: str = "csc", params: dict | No
     with run_lock(out_dir):  # one batch per output folder at a time
         return _batch_locked(inputs, out_dir, method, params, maps, device, scheduler, n_workers, retries, resume,
                              seed, output_format, show_pbar, layout, calib_width, timeout, on_start, t0,
-                             espirit, compress_coils, maps_file)
+                             espirit, compress_coils, maps_file, prewhiten, noise_file)
 
 
 def _batch_locked(inputs, out_dir, method, params, maps, device, scheduler, n_workers, retries, resume, seed,
                   output_format, show_pbar, layout, calib_width, timeout, on_start, t0, espirit,
-                  compress_coils, maps_file=None) -> BatchReport:
+                  compress_coils, maps_file=None, prewhiten=None, noise_file=None) -> BatchReport:
     volumes, file_errors = discover(inputs, layout)
     partial = out_dir / PARTIAL
     espirit = {k: v for k, v in (espirit or {}).items() if v is not None}
     manifest = _manifest(method, params, maps, seed, output_format, layout, calib_width, espirit, compress_coils,
-                         maps_file)
+                         maps_file, prewhiten, noise_file)
     mpath = partial / "manifest.json"
     if mpath.exists():
         if not resume:
@@ -417,7 +430,8 @@ def _batch_locked(inputs, out_dir, method, params, maps, device, scheduler, n_wo
         report.n_slices += vol.n_slices
     cfg = SliceConfig(str(partial), method, dict(params), maps, str(device), int(seed),
                       None if calib_width is None else int(calib_width), espirit, compress_coils,
-                      None if maps_file is None else str(Path(maps_file).resolve()))
+                      None if maps_file is None else str(Path(maps_file).resolve()), prewhiten,
+                      None if noise_file is None else str(Path(noise_file).resolve()))
     if not todo:
         log.info("nothing to do: every volume is finished")
         report.elapsed = time.perf_counter() - t0

@@ -40,6 +40,21 @@ class SliceConfig:
     espirit: dict = field(default_factory=dict)  # estimate_maps keywords: method, thresh, crop, kernel_width, maps
     compress_coils: int | None = None
     maps_file: str | None = None  # coil maps for every input (--maps FILE), read by each task
+    prewhiten: bool | None = None  # ISMRMRD noise prewhitening (None: when the file has noise scans)
+    noise_file: str | None = None  # --noise FILE: whiten with its noise instead
+
+
+def _read(vol: VolumeSpec, cfg: SliceConfig, **kw) -> dict:
+    """:func:`mri_csc.io.read_kspace` of ``vol`` with the batch's prewhitening (ISMRMRD inputs only)."""
+    from mri_csc.io import read_kspace  # noqa: PLC0415
+
+    if vol.kind == "ismrmrd":
+        if cfg.noise_file:
+            from mri_csc.cli import read_noise_file  # noqa: PLC0415
+
+            kw["noise"] = read_noise_file(cfg.noise_file)
+        kw["prewhiten"] = cfg.prewhiten
+    return read_kspace(vol.path, **kw)
 
 
 def volume_dir(cfg: SliceConfig, vol: VolumeSpec) -> Path:
@@ -75,13 +90,12 @@ def prepare_volume(vol: VolumeSpec, cfg: SliceConfig) -> str:
     maps likewise, the mask ``(frames, nz, ny)``. Idempotent: an existing result is kept.
     """
     from mri_csc.backend import ifftc  # noqa: PLC0415
-    from mri_csc.io import read_kspace  # noqa: PLC0415
 
     paths = _hybrid_paths(cfg, vol)
     if paths["kspace"].exists():
         return str(paths["kspace"])
     paths["kspace"].parent.mkdir(parents=True, exist_ok=True)
-    data = read_kspace(vol.path)
+    data = _read(vol, cfg)
     k = np.asarray(data["kspace"])
     k = k[None] if k.ndim == 4 else k  # (frames, coils, nz, ny, nx)
     if k.ndim != 5 or k.shape[0] != vol.n_frames:
@@ -130,14 +144,13 @@ def load_slice(task: SliceTask, cfg: SliceConfig) -> tuple[np.ndarray, np.ndarra
         if mask is not None and mask.ndim == 3:  # one (nz, ny) pattern per frame
             mask = mask[task.index // (vol.n_slices // vol.n_frames)]
         return k, maps, mask
-    from mri_csc.io import read_kspace  # noqa: PLC0415
 
     if vol.n_frames > 1:  # ISMRMRD frames: task i is (slice, frame) = divmod(i, n_frames)
         s, fr = divmod(task.index, vol.n_frames)
-        data = read_kspace(vol.path, slice=s, frame=fr)
+        data = _read(vol, cfg, slice=s, frame=fr)
     else:
         s = task.index if vol.stacked else 0
-        data = read_kspace(vol.path, slice=task.index if vol.stacked else None)
+        data = _read(vol, cfg, slice=task.index if vol.stacked else None)
     k = np.asarray(data["kspace"])
     if k.ndim == 4 and k.shape[0] == 1:  # a 1-slice stack
         k = k[0]
