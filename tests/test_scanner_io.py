@@ -238,6 +238,26 @@ def test_bart_extra_dims_are_frames_and_map_sets_refused(tmp_path):
         read_kspace(tmp_path / "k.cfl")
 
 
+@needs_bart
+def test_batch_keeps_bart_echoes_as_frames(tmp_path):
+    """A BART 2-D array with echoes (dim 5) comes out of batch as recon's: echoes on dim 5, never z slices."""
+    def b(*a):
+        subprocess.run([BART, *map(str, a)], check=True, capture_output=True)
+
+    b("phantom", "-k", "-s", 4, "-x", 32, tmp_path / "e0")
+    b("scale", 0.7, tmp_path / "e0", tmp_path / "e1")
+    b("join", 5, tmp_path / "e0", tmp_path / "e1", tmp_path / "me")
+    b("ecalib", "-m", 1, tmp_path / "e0", tmp_path / "me_maps")
+    common = ["--method", "sense", "--no-pbar"]
+    assert main(["recon", str(tmp_path / "me.cfl"), "--out", str(tmp_path / "r.cfl"), *common]) == 0
+    assert main(["batch", str(tmp_path / "me.cfl"), "--out", str(tmp_path / "o"), "--format", "cfl", "--workers", "1",
+                 *common]) == 0
+    got = read_cfl(tmp_path / "o" / "me")
+    assert got.shape == (32, 32, 1, 1, 1, 2)  # BART (x, y, z, coils, maps, TE)
+    np.testing.assert_allclose(got, read_cfl(tmp_path / "r"), atol=1e-5 * np.abs(got).max())
+    assert np.abs(got[..., 1]).max() == pytest.approx(0.7 * np.abs(got[..., 0]).max(), rel=1e-3)
+
+
 def _bart_3d_case(tmp_path):
     def b(*a):
         subprocess.run([BART, *map(str, a)], check=True, capture_output=True)

@@ -239,6 +239,7 @@ def _assemble(vol: VolumeSpec, cfg: SliceConfig, out_dir: Path, output_format: s
         image = center_crop(image, meta["crop"])
     written = write_image(_output_path(out_dir, vol, output_format), image, overwrite=False, frames=frames,
                           geometry=meta["geometry"], affine=meta["affine"], h5_attrs=meta["h5_attrs"],
+                          bart_frame_dims=meta["bart_frame_dims"],
                           ismrmrd_header=meta["ismrmrd_header"])
     shutil.rmtree(volume_dir(cfg, vol), ignore_errors=True)
     return [Path(p) for p in written]

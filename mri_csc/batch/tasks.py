@@ -343,5 +343,7 @@ def discover(inputs, layout: str = "auto") -> tuple[list[VolumeSpec], list[FileE
                 frames = max(_ismrmrd_geometry(p, f)[3], 1)
         elif lay == "volume" and len(shape) == 5:
             frames = int(shape[0])
+        elif kind == "cfl" and lay == "slices" and len(shape) == 4:  # BART frames (echo, time, ...), never slices
+            frames = int(shape[0])
         volumes.append(VolumeSpec(str(p), name, kind, lay, int(n), _file_key(name), stacked, int(frames)))
     return volumes, errors

@@ -145,7 +145,7 @@ def load_slice(task: SliceTask, cfg: SliceConfig) -> tuple[np.ndarray, np.ndarra
             mask = mask[task.index // (vol.n_slices // vol.n_frames)]
         return k, maps, mask
 
-    if vol.n_frames > 1:  # ISMRMRD frames: task i is (slice, frame) = divmod(i, n_frames)
+    if vol.n_frames > 1 and vol.kind == "ismrmrd":  # task i is (slice, frame) = divmod(i, n_frames)
         s, fr = divmod(task.index, vol.n_frames)
         data = _read(vol, cfg, slice=s, frame=fr)
     else:

@@ -183,6 +183,16 @@ def _read_cfl(path):
         raise FileFormatError(f"{base}.cfl: cannot read BART array ({e})") from None
 
 
+def _cfl_header_dims(path) -> tuple[int, ...]:
+    """A BART array's dimensions from its ``.hdr`` alone (trailing ones kept as written)."""
+    hdr = Path(_cfl_base(path) + ".hdr")
+    try:
+        lines = [ln.strip() for ln in hdr.read_text().splitlines()]
+        return tuple(int(d) for d in lines[lines.index("# Dimensions") + 1].split())
+    except (OSError, ValueError, IndexError, UnicodeDecodeError) as e:
+        raise FileFormatError(f"{hdr}: not a BART header ({type(e).__name__}: {e})") from None
+
+
 def _write_cfl_atomic(base, array, overwrite: bool) -> None:
     from .cfl import write_cfl  # noqa: PLC0415
 
@@ -800,10 +810,15 @@ def read_metadata(path) -> dict:
 
     ``crop`` (image size to centre-crop to, or None), ``geometry`` (ISMRMRD, for
     NIfTI), ``h5_attrs`` and ``ismrmrd_header`` (fastMRI, for ``.h5`` outputs),
-    ``n_frames`` (ISMRMRD), ``affine`` (an ``.npz``'s NIfTI affine). Empty values
+    ``n_frames`` (ISMRMRD), ``affine`` (an ``.npz``'s NIfTI affine), ``bart_frame_dims``
+    (a ``.cfl``'s dimensions 5 on, when it has frames). Empty values
     for formats without them.
     """
-    meta = {"crop": None, "geometry": None, "h5_attrs": None, "ismrmrd_header": None, "n_frames": 1, "affine": None}
+    meta = {"crop": None, "geometry": None, "h5_attrs": None, "ismrmrd_header": None, "n_frames": 1, "affine": None,
+            "bart_frame_dims": None}
+    if detect_format(path) == "cfl":  # BART's frame dimensions (5 on), from the header, for a .cfl output
+        dims = _cfl_header_dims(path)
+        meta["bart_frame_dims"] = tuple(dims[5:]) if int(np.prod(dims[5:])) > 1 else None
     if detect_format(path) == "npz":
         _require(path)
         with _open_npz(path) as z:
