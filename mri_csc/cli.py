@@ -506,8 +506,14 @@ def _recon_noncartesian(args, params) -> int:
         raise UserError(f"{args.input}: k-space of shape {k.shape} does not hold (coils, *{samples}) samples of "
                         f"the trajectory {args.traj} (shape {coord.shape})")
     k = k.reshape(k.shape[0], *samples).astype(np.complex64)
-    if args.maps:
-        maps = np.asarray(read_array(args.maps)).astype(np.complex64)
+    own = None  # the input's own maps (an .npz 'maps'), the default as for Cartesian input
+    if not args.maps and not args.espirit and str(args.input).lower().endswith(".npz"):
+        from .io.formats import _open_npz  # noqa: PLC0415
+
+        with _open_npz(args.input) as z:
+            own = z["maps"] if "maps" in z else None
+    if args.maps or own is not None:
+        maps = np.asarray(read_array(args.maps) if args.maps else own).astype(np.complex64)
     elif args.espirit:
         from .sim.trajectories import estimate_maps_noncartesian  # noqa: PLC0415
 
@@ -516,7 +522,8 @@ def _recon_noncartesian(args, params) -> int:
         kw = {k: v for k, v in espirit_kwargs(args).items() if v is not None}  # None: the implementation's default
         maps = estimate_maps_noncartesian(k, coord, tuple(args.image_shape), method=args.espirit, **kw)
     else:
-        raise UserError("--traj needs coil maps: pass --maps FILE or --espirit sigpy|bart")
+        raise UserError(f"{args.input} holds no coil maps; with --traj pass --maps FILE or --espirit sigpy|bart "
+                        "--image-shape N N")
     if args.image_shape and tuple(args.image_shape) != tuple(maps.shape[1:]):
         raise UserError(f"--image-shape {tuple(args.image_shape)} differs from the coil maps' {maps.shape[1:]}")
     try:
@@ -528,7 +535,7 @@ def _recon_noncartesian(args, params) -> int:
     check_output(img, args.out, args.method)
     written = write_image(args.out, img, overwrite=args.force)
     record = {"input": str(args.input), "method": args.method, "trajectory": str(args.traj),
-              "maps": args.maps or f"espirit-{args.espirit}",
+              "maps": args.maps or (f"espirit-{args.espirit}" if args.espirit else "input"),
               "espirit": espirit_kwargs(args) if args.espirit else None,
               "output_shape": list(img.shape), "time_s": res.time}
     written.append(_write_params(args.out, record, res.params, args.force))

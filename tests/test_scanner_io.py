@@ -622,6 +622,8 @@ def test_info_names_noncartesian_trajectories_images_and_map_sets(tmp_path, caps
     t = tmp_path
     b("traj", "-r", "-x", 64, "-y", 32, t / "traj")
     b("phantom", "-k", "-s", 3, "-t", t / "traj", t / "rk")
+    assert main(["recon", str(t / "rk.cfl"), "--out", str(t / "x.npy")]) == 2  # never as Cartesian k-space
+    assert "non-Cartesian k-space (1, readout, spokes, coils)" in capsys.readouterr().err
     out = info(t / "rk.cfl")
     assert "non-Cartesian k-space (BART (1, readout, spokes, coils)): shape (3, 32, 64)" in out
     assert "3 coil(s) x 2048 samples" in out and "Cartesian k-space: shape" not in out and "--traj" in out
@@ -633,6 +635,8 @@ def test_info_names_noncartesian_trajectories_images_and_map_sets(tmp_path, caps
     assert main(["simulate", "--trajectory", "radial", "--shape", "32", "32", "--coils", "2", "--out",
                  str(t / "rad.npz")]) == 0
     capsys.readouterr()
+    assert main(["recon", str(t / "rad.npz"), "--out", str(t / "x.npy")]) == 2
+    assert f"--traj {t / 'rad.npz'}" in capsys.readouterr().err
     out = info(t / "rad.npz")
     assert "non-Cartesian k-space (trajectory from the file)" in out and "2 coil(s)" in out
     assert "image matrix of about (32, 32)" in out and "coil maps: shape (2, 32, 32)" in out

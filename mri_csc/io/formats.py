@@ -628,6 +628,11 @@ def read_kspace(path: "str | os.PathLike", *, slice: int | None = None, fmt: str
         with _open_npz(path) as z:
             if "kspace" not in z.files:
                 raise FileFormatError(f"{path}: no 'kspace' array in the .npz; it holds {z.files}")
+            from .trajectory import TRAJECTORY_KEYS  # noqa: PLC0415
+
+            if any(key in z.files for key in TRAJECTORY_KEYS):
+                raise FileFormatError(f"{path}: holds a trajectory ({[key for key in TRAJECTORY_KEYS if key in z]}): "
+                                      f"non-Cartesian k-space; give it: mri-csc recon {path} --traj {path}")
             kshape = z.shape("kspace")
             if "affine" in z:
                 extra["affine"] = _npz_affine(path, z)
@@ -647,7 +652,12 @@ def read_kspace(path: "str | os.PathLike", *, slice: int | None = None, fmt: str
                 mask = z["mask"] if "mask" in z.files else None
     elif fmt == "cfl":
         base = _cfl_base(path)
-        k, extra_dims = bart_frames(_read_cfl(base), f"{base}.cfl")
+        raw = _read_cfl(base)
+        if raw.ndim >= 2 and raw.shape[0] == 1 and raw.shape[1] > 1:  # BART x (the readout) of one sample
+            raise FileFormatError(f"{base}.cfl: BART dimensions {raw.shape} are non-Cartesian k-space (1, readout, "
+                                  "spokes, coils), as 'bart phantom -k -t' writes; give its trajectory: "
+                                  f"mri-csc recon {base}.cfl --traj TRAJ.cfl (see mri-csc info {base}.cfl)")
+        k, extra_dims = bart_frames(raw, f"{base}.cfl")
         if k.shape[2] == 1:
             k = k[:, :, 0]
         if Path(base + "_maps.cfl").exists():
