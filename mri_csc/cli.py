@@ -8,7 +8,7 @@ Subcommands::
     mri-csc batch INPUTS... --out DIR [--maps FILE | --espirit sigpy|bart | --no-espirit] [...]
     mri-csc simulate --phantom shepp-logan|brain|FILE.nii --out FILE [--shape NY NX] [--coils N]
                   [--mask KIND] [--accel R] [--snr-db DB] [--seed S] [--force]
-    mri-csc info FILE
+    mri-csc info FILE [--traj TRAJ]
     mri-csc methods
 
 Exit codes: 0 success; 2 user error (bad arguments, missing/corrupt file,
