@@ -3,11 +3,12 @@
 Subcommands::
 
     mri-csc eval CONFIG [--out DIR] [--device D] [--set key=value ...] [--force]
-    mri-csc recon INPUT --out OUTPUT [--maps FILE | --espirit sigpy|bart] [--method csc]
+    mri-csc recon INPUT --out OUTPUT [--maps FILE | --espirit sigpy|bart | --no-espirit] [--method csc]
                   [--param key=value ...] [--slice N] [--device D] [--force]
+    mri-csc batch INPUTS... --out DIR [--maps FILE | --espirit sigpy|bart | --no-espirit] [...]
     mri-csc simulate --phantom shepp-logan|brain|FILE.nii --out FILE [--shape NY NX] [--coils N]
                   [--mask KIND] [--accel R] [--snr-db DB] [--seed S] [--force]
-    mri-csc info FILE
+    mri-csc info FILE [--traj TRAJ]
     mri-csc methods
 
 Exit codes: 0 success; 2 user error (bad arguments, missing/corrupt file,
@@ -141,6 +142,80 @@ def add_espirit_options(p) -> None:
                    help="ESPIRiT map sets; only 1 is supported (BART ecalib -m)")
 
 
+#: ``--maps`` values that ``mri-csc batch`` once took as a mode; still accepted, with a notice.
+LEGACY_MAPS_MODES = {"auto": None, "espirit": "espirit", "file": "file"}
+
+
+def add_maps_options(p) -> None:
+    """The coil-map options of ``recon`` and ``batch``: one vocabulary for both.
+
+    ``--maps FILE`` (maps from a file), ``--espirit sigpy|bart`` (estimate them,
+    even when the input holds maps), ``--no-espirit`` (the input's own maps only).
+    With none of them: the input's maps, else ESPIRiT (SigPy), said in one line.
+    """
+    g = p.add_argument_group("coil maps (default: the input's own, else ESPIRiT with SigPy, with a notice)")
+    g.add_argument("--maps", metavar="FILE",
+                   help="coil maps file (.npy/.npz/.cfl/.h5): (coils, [nz,] ny, nx) for every slice/frame, or one "
+                        "set per slice (slices, coils, ...)")
+    g.add_argument("--espirit", choices=["sigpy", "bart"],
+                   help="estimate the coil maps with ESPIRiT (SigPy, or 'bart ecalib' with BART's defaults), even "
+                        "when the input holds maps")
+    g.add_argument("--no-espirit", action="store_true",
+                   help="never estimate maps: use --maps or the input's own; an input without maps is an error")
+
+
+def resolve_maps_options(args) -> str | None:
+    """Check :func:`add_maps_options`' arguments; return the mode ``None`` (input's, else ESPIRiT), ``"espirit"``
+    or ``"file"`` (input's or ``--maps`` only), and leave ``args.maps`` a file or None.
+
+    ``--maps auto|espirit|file`` (the old spelling of ``batch``) is taken as that mode with a notice
+    unless a file of that name exists.
+    """
+    import os  # noqa: PLC0415
+
+    mode = None
+    if args.maps in LEGACY_MAPS_MODES and not os.path.exists(args.maps):
+        new = {"auto": "no option (the default)", "espirit": "--espirit sigpy|bart",
+               "file": "--no-espirit"}[args.maps]
+        _note(f"mri-csc: note: '--maps {args.maps}' is the old spelling; it means {new} now "
+              "(--maps takes a coil-maps FILE)")
+        mode, args.maps = LEGACY_MAPS_MODES[args.maps], None
+        if mode == "espirit" and not args.espirit:
+            args.espirit = "sigpy"
+    if args.maps and args.espirit:
+        raise UserError(f"--maps {args.maps} and --espirit {args.espirit} both give the coil maps; use one")
+    if args.no_espirit and args.espirit:
+        raise UserError(f"--no-espirit and --espirit {args.espirit} contradict each other; drop one")
+    if args.espirit:
+        return "espirit"
+    if args.no_espirit or mode == "file":
+        return "file"
+    return None
+
+
+def add_noise_options(p) -> None:
+    """ISMRMRD noise prewhitening options shared by ``recon`` and ``batch``."""
+    p.add_argument("--noise", metavar="FILE", help="noise for prewhitening: an ISMRMRD file's noise scans or a "
+                   ".npy (coils, samples) array (default: the input's own noise scans)")
+    p.add_argument("--no-prewhiten", action="store_true", help="do not prewhiten ISMRMRD data with its noise scans")
+
+
+def read_noise_file(path):
+    """The ``(coils, samples)`` noise of ``--noise FILE``: an ISMRMRD file's noise scans or a complex ``.npy``."""
+    import numpy as np  # noqa: PLC0415
+
+    if str(path).lower().endswith(".npy"):
+        from .io.formats import _load_npy  # noqa: PLC0415
+
+        n = _load_npy(path)
+        if n.ndim != 2 or n.dtype.kind != "c":
+            raise ValueError(f"--noise {path}: expected a complex (coils, samples) array; got {n.dtype} {n.shape}")
+        return np.asarray(n)
+    from .io.ismrmrd import read_noise  # noqa: PLC0415
+
+    return read_noise(path)
+
+
 def add_undersampling_options(p) -> None:
     """Retrospective undersampling of fully sampled data, with fastMRI's mask conventions."""
     g = p.add_argument_group("retrospective undersampling (fully sampled input; fastMRI conventions: whole "
@@ -199,17 +274,13 @@ def add_recon(sub) -> None:
                                    "to <output stem>_params.json.")
     p.add_argument("input", help="k-space file")
     p.add_argument("--out", required=True, help="output image file")
-    g = p.add_mutually_exclusive_group()
-    g.add_argument("--maps", help="coil maps file (same shape as the k-space)")
-    g.add_argument("--espirit", choices=["sigpy", "bart"], help="estimate coil maps with ESPIRiT")
+    add_maps_options(p)
     add_espirit_options(p)
     p.add_argument("--method", default="csc", help="reconstruction method (default csc; see mri-csc methods)")
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                    help="method parameter, e.g. --param lam=0.01 --param max_iter=50 (csc's are listed below)")
     p.add_argument("--slice", type=int, help="slice of a multi-slice file (default: all)")
-    p.add_argument("--noise", metavar="FILE", help="noise for prewhitening: an ISMRMRD file's noise scans or a "
-                   ".npy (coils, samples) array (default: the input's own noise scans)")
-    p.add_argument("--no-prewhiten", action="store_true", help="do not prewhiten ISMRMRD data with its noise scans")
+    add_noise_options(p)
     p.add_argument("--crop", type=int, nargs=2, metavar=("NY", "NX"),
                    help="centre-crop the image (default: the file's recon matrix, e.g. fastMRI's 320x320)")
     p.add_argument("--voxel-size", type=float, nargs="+", metavar="MM",
@@ -270,21 +341,6 @@ def _csc_help() -> str:
     return "\n".join(lines)
 
 
-def _read_noise(path):
-    import numpy as np  # noqa: PLC0415
-
-    if str(path).lower().endswith(".npy"):
-        from .io.formats import _load_npy  # noqa: PLC0415
-
-        n = _load_npy(path)
-        if n.ndim != 2 or n.dtype.kind != "c":
-            raise UserError(f"--noise {path}: expected a complex (coils, samples) array; got {n.dtype} {n.shape}")
-        return np.asarray(n)
-    from .io.ismrmrd import read_noise  # noqa: PLC0415
-
-    return read_noise(path)
-
-
 def _params_path(out):
     from .io.formats import _stem  # noqa: PLC0415
 
@@ -328,13 +384,17 @@ def cmd_recon(args) -> int:
         raise UserError(f"--slice must be >= 0; got {args.slice}")
     if args.noise and args.no_prewhiten:
         raise UserError("--noise and --no-prewhiten contradict each other; drop one")
+    maps_mode = resolve_maps_options(args)
     if args.traj:
         return _recon_noncartesian(args, params)
 
-    noise = _read_noise(args.noise) if args.noise else None
+    noise = read_noise_file(args.noise) if args.noise else None
     d = read_kspace(args.input, slice=args.slice, prewhiten=False if args.no_prewhiten else None, noise=noise)
     k, stacked = d["kspace"], d["stacked"]
     slices = list(k) if stacked else [k]
+    from .io.formats import check_centred_kspace  # noqa: PLC0415
+
+    check_centred_kspace(slices[0], str(args.input))  # an image given as k-space: refused, not "reconstructed"
     mask = d["mask"]
     retro = _retro_mask(args, k.shape[-2:])
     if retro is not None:
@@ -355,16 +415,21 @@ def cmd_recon(args) -> int:
         else:
             raise UserError(f"{args.maps}: coil maps of shape {maps.shape} disagree with the k-space of "
                             f"{args.input}, shape {k.shape}")
-    elif args.espirit:
+    elif d["maps"] is not None and maps_mode != "espirit":
+        maps_list = list(d["maps"]) if stacked else [d["maps"]]
+    elif maps_mode == "file":
+        raise UserError(f"{args.input} holds no coil maps and --no-espirit was given; pass --maps FILE, or drop "
+                        "--no-espirit to estimate them with ESPIRiT")
+    else:
         from .sim import estimate_maps  # noqa: PLC0415
 
+        if not args.espirit:
+            args.espirit = "sigpy"
+            _note(f"mri-csc: note: {args.input} holds no coil maps: estimating them with ESPIRiT (sigpy); "
+                  "--espirit bart, --maps FILE or --no-espirit to choose")
         kw = espirit_kwargs(args)
         maps_list = [estimate_maps(s, method=args.espirit, **kw)
                      for s in tqdm(slices, desc="espirit", disable=args.no_pbar or len(slices) == 1)]
-    elif d["maps"] is not None:
-        maps_list = list(d["maps"]) if stacked else [d["maps"]]
-    else:
-        raise UserError(f"{args.input} holds no coil maps; pass --maps FILE or --espirit sigpy|bart")
     # one mask per slice (read_kspace checked the file's mask against the slices; a retrospective one is 2-D);
     # every branch above gives one map set per slice, and zip(strict=True) below holds them to it
     masks = per_slice(f"{args.input}: mask", mask, len(slices), k.ndim - 1 - stacked) if stacked \
@@ -390,18 +455,21 @@ def cmd_recon(args) -> int:
     if d["lead_axes"] == ("slice", "frame"):
         img = np.moveaxis(img, 1, 0)  # (frames, slices, ny, nx)
     check_output(img, args.out, args.method)
-    affine = None
+    affine = d.get("affine")  # an .npz's (e.g. simulated from a NIfTI phantom); ISMRMRD's is in geometry
     if args.voxel_size:
         vs = list(args.voxel_size) + [1.0] * (3 - len(args.voxel_size))
         if len(args.voxel_size) > 3 or min(vs) <= 0:
             raise UserError(f"--voxel-size takes 1 to 3 positive sizes in mm (x y [z]); got {args.voxel_size}")
+        if affine is not None or d.get("geometry") is not None:
+            _note(f"mri-csc: note: --voxel-size replaces the geometry of {args.input} (orientation and position "
+                  "are dropped)")
         affine = np.diag(vs + [1.0])
     written = write_image(args.out, img, overwrite=args.force, frames=frames, geometry=d.get("geometry"),
                           affine=affine,
                           bart_frame_dims=d.get("bart_frame_dims"), h5_attrs=d.get("h5_attrs"),
                           ismrmrd_header=d.get("ismrmrd_header"))
     record = {"input": str(args.input), "method": args.method,
-              "maps": args.maps or (f"espirit-{args.espirit}" if args.espirit else "file"),
+              "maps": args.maps or (f"espirit-{args.espirit}" if args.espirit else "input"),
               "espirit": espirit_kwargs(args) if args.espirit else None,
               "prewhitened": bool(d.get("whitened", False)), "crop": list(crop) if crop else None,
               "compress_coils": args.compress_coils, "precision": args.precision,
@@ -438,8 +506,14 @@ def _recon_noncartesian(args, params) -> int:
         raise UserError(f"{args.input}: k-space of shape {k.shape} does not hold (coils, *{samples}) samples of "
                         f"the trajectory {args.traj} (shape {coord.shape})")
     k = k.reshape(k.shape[0], *samples).astype(np.complex64)
-    if args.maps:
-        maps = np.asarray(read_array(args.maps)).astype(np.complex64)
+    own = None  # the input's own maps (an .npz 'maps'), the default as for Cartesian input
+    if not args.maps and not args.espirit and str(args.input).lower().endswith(".npz"):
+        from .io.formats import _open_npz  # noqa: PLC0415
+
+        with _open_npz(args.input) as z:
+            own = z["maps"] if "maps" in z else None
+    if args.maps or own is not None:
+        maps = np.asarray(read_array(args.maps) if args.maps else own).astype(np.complex64)
     elif args.espirit:
         from .sim.trajectories import estimate_maps_noncartesian  # noqa: PLC0415
 
@@ -448,7 +522,8 @@ def _recon_noncartesian(args, params) -> int:
         kw = {k: v for k, v in espirit_kwargs(args).items() if v is not None}  # None: the implementation's default
         maps = estimate_maps_noncartesian(k, coord, tuple(args.image_shape), method=args.espirit, **kw)
     else:
-        raise UserError("--traj needs coil maps: pass --maps FILE or --espirit sigpy|bart")
+        raise UserError(f"{args.input} holds no coil maps; with --traj pass --maps FILE or --espirit sigpy|bart "
+                        "--image-shape N N")
     if args.image_shape and tuple(args.image_shape) != tuple(maps.shape[1:]):
         raise UserError(f"--image-shape {tuple(args.image_shape)} differs from the coil maps' {maps.shape[1:]}")
     try:
@@ -460,7 +535,7 @@ def _recon_noncartesian(args, params) -> int:
     check_output(img, args.out, args.method)
     written = write_image(args.out, img, overwrite=args.force)
     record = {"input": str(args.input), "method": args.method, "trajectory": str(args.traj),
-              "maps": args.maps or f"espirit-{args.espirit}",
+              "maps": args.maps or (f"espirit-{args.espirit}" if args.espirit else "input"),
               "espirit": espirit_kwargs(args) if args.espirit else None,
               "output_shape": list(img.shape), "time_s": res.time}
     written.append(_write_params(args.out, record, res.params, args.force))
@@ -517,16 +592,13 @@ def cmd_simulate(args) -> int:
                       accel=args.accel, calib=args.calib, phase=None if args.phase == "none" else args.phase,
                       phase_amplitude=args.phase_amplitude, snr_db=args.snr_db, seed=args.seed,
                       slice_index=args.slice)
-    from .sim.simulate import phantom_voxel_mm  # noqa: PLC0415
+    from .sim.simulate import phantom_affine  # noqa: PLC0415
 
-    vox = phantom_voxel_mm(args.phantom, tuple(args.shape))  # a NIfTI phantom's geometry, carried along
+    aff = phantom_affine(args.phantom, tuple(args.shape), args.slice)  # a NIfTI phantom's geometry, carried along
     written = write_kspace(args.out, ds.kspace, None if args.no_maps else ds.maps, ds.mask,
-                           overwrite=args.force, fmt=args.format, voxel_mm=vox)
+                           overwrite=args.force, fmt=args.format, affine=aff)
     if args.reference:
-        import numpy as np  # noqa: PLC0415
-
-        written += write_image(args.reference, ds.image, overwrite=args.force,
-                               affine=None if vox is None else np.diag([*vox, 1.0]))
+        written += write_image(args.reference, ds.image, overwrite=args.force, affine=aff)
     _note(f"simulated {args.phantom} {tuple(args.shape)}, {args.coils} coils, {args.mask} "
           f"R={ds.acceleration:.2f}; wrote {', '.join(map(str, written))}")
     return 0
@@ -565,8 +637,9 @@ def _simulate_noncartesian(args) -> int:
 # ----------------------------------------------------------------------------- info / methods
 
 def add_info(sub) -> None:
-    p = sub.add_parser("info", help="describe a k-space, image or config file")
+    p = sub.add_parser("info", help="describe a k-space, trajectory, image or config file")
     p.add_argument("file")
+    p.add_argument("--traj", metavar="FILE", help="the trajectory of non-Cartesian k-space in FILE (as for recon)")
     p.set_defaults(func=cmd_info)
 
 
@@ -578,7 +651,7 @@ def cmd_info(args) -> int:
         return 0
     from .io import describe  # noqa: PLC0415
 
-    print(describe(args.file))
+    print(describe(args.file, traj=args.traj))
     return 0
 
 

@@ -86,11 +86,13 @@ def test_recon_outputs(sim, tmp_path, out):
 
 def test_recon_espirit_from_ismrmrd(tmp_path):
     cli("simulate", "--shape", 48, 48, "--coils", 4, "--accel", 2, "--out", tmp_path / "k.mrd", check_rc=0)
-    assert_user_error(cli("recon", tmp_path / "k.mrd", "--out", tmp_path / "x.npy", "--method", "zero-filled"),
-                      "holds no coil maps", "--espirit")
-    cli("recon", tmp_path / "k.mrd", "--out", tmp_path / "x.npy", "--method", "zero-filled",
-        "--espirit", "sigpy", check_rc=0)
+    assert_user_error(cli("recon", tmp_path / "k.mrd", "--out", tmp_path / "x.npy", "--method", "zero-filled",
+                          "--no-espirit"), "holds no coil maps", "--no-espirit")
+    # without a maps option: ESPIRiT (SigPy), said in one line
+    p = cli("recon", tmp_path / "k.mrd", "--out", tmp_path / "x.npy", "--method", "zero-filled", check_rc=0)
+    assert "estimating them with ESPIRiT (sigpy)" in p.stderr
     assert np.load(tmp_path / "x.npy").shape == (48, 48)
+    assert json.loads((tmp_path / "x_params.json").read_text())["maps"] == "espirit-sigpy"
 
 
 def test_recon_user_errors(sim, tmp_path):

@@ -92,6 +92,38 @@ def test_repetitions_are_frames_not_summed(tmp_path):
 
 
 @needs_gen
+def test_cartesian_file_with_stored_coordinates_reads_as_without(tmp_path):
+    import h5py
+
+    a = read_kspace(_gen(tmp_path / "k.h5", "-m", 32, "-c", 2, "-k"))["kspace"]  # -k: (kx, ky) of every sample
+    np.testing.assert_array_equal(a, read_kspace(_gen(tmp_path / "n.h5", "-m", 32, "-c", 2))["kspace"])
+    with h5py.File(tmp_path / "k.h5", "a") as f:  # coordinates that are no Cartesian line: refused
+        d = f["dataset/data"][()]
+        for acq in d:
+            acq["traj"][1::2] = np.linspace(-0.5, 0.5, acq["traj"][1::2].size)
+        f["dataset/data"][...] = d
+    with pytest.raises(FileFormatError, match="not a Cartesian line"):
+        read_kspace(tmp_path / "k.h5")
+
+
+@needs_bart
+def test_images_and_uncentred_kspace_are_refused_as_kspace(tmp_path, capsys):
+    from mri_csc.io.formats import check_centred_kspace
+    from mri_csc.sim import make_dataset
+
+    subprocess.run([BART, "phantom", "-k", "-s", "4", "-x", "48", str(tmp_path / "k")], check=True)
+    subprocess.run([BART, "fft", "-i", "3", str(tmp_path / "k"), str(tmp_path / "ci")], check=True)  # coil images
+    assert main(["recon", str(tmp_path / "ci.cfl"), "--out", str(tmp_path / "x.npy"), "--no-pbar"]) == 2
+    assert "does not look like centred k-space" in capsys.readouterr().err
+    assert not (tmp_path / "x.npy").exists()
+    ds = make_dataset("brain" if __import__("os").path.isfile("/usr/share/mricron/templates/ch2.nii.gz")
+                      else "shepp-logan", shape=(64, 64), n_coils=4, mask="random-lines", accel=4, seed=0)
+    check_centred_kspace(ds.kspace, "centred")  # measured (undersampled) k-space passes
+    with pytest.raises(FileFormatError, match="fftshift"):
+        check_centred_kspace(np.fft.ifftshift(ds.kspace, axes=(-2, -1)), "DC in the corner")
+
+
+@needs_gen
 def test_noise_scans_prewhiten(tmp_path):
     f = _gen(tmp_path / "n.h5", "-m", 64, "-c", 4, "-C", "-n", 0.05)
     from mri_csc.io.ismrmrd import noise_whitener, read_noise
@@ -111,6 +143,24 @@ def test_noise_scans_prewhiten(tmp_path):
     g = _gen(tmp_path / "nn.h5", "-m", 32, "-c", 2)
     with pytest.raises(ValueError, match="no noise scans"):
         read_kspace(g, prewhiten=True)
+
+
+@needs_gen
+def test_batch_prewhitening_options_match_recon(tmp_path):
+    noisy = _gen(tmp_path / "nz.h5", "-m", 32, "-c", 3, "-C")
+    plain = _gen(tmp_path / "nn.h5", "-m", 32, "-c", 3)
+    common = ["--method", "sense", "--espirit", "sigpy", "--calib-width", "16", "--no-pbar"]
+    for name, f, extra in (("noise", plain, ["--noise", str(noisy)]), ("none", noisy, ["--no-prewhiten"]),
+                           ("own", noisy, [])):
+        assert main(["recon", str(f), "--out", str(tmp_path / f"{name}.npy"), *extra, *common]) == 0
+        assert main(["batch", str(f), "--out", str(tmp_path / name), "--format", "npy", "--workers", "1",
+                     *extra, *common]) == 0
+        r = np.load(tmp_path / f"{name}.npy")
+        np.testing.assert_allclose(np.load(tmp_path / name / f"{f.stem}.npy")[0], r, atol=1e-4 * np.abs(r).max())
+    # whitened data are in other units than unwhitened: the options did change what was reconstructed
+    assert np.abs(np.load(tmp_path / "own.npy")).max() > 2 * np.abs(np.load(tmp_path / "none.npy")).max()
+    assert main(["batch", str(plain), "--out", str(tmp_path / "x"), "--noise", str(noisy), "--no-prewhiten",
+                 *common]) == 2
 
 
 def test_written_ismrmrd_is_read_by_the_reference_libraries(tmp_path):
@@ -188,6 +238,26 @@ def test_bart_extra_dims_are_frames_and_map_sets_refused(tmp_path):
         read_kspace(tmp_path / "k.cfl")
 
 
+@needs_bart
+def test_batch_keeps_bart_echoes_as_frames(tmp_path):
+    """A BART 2-D array with echoes (dim 5) comes out of batch as recon's: echoes on dim 5, never z slices."""
+    def b(*a):
+        subprocess.run([BART, *map(str, a)], check=True, capture_output=True)
+
+    b("phantom", "-k", "-s", 4, "-x", 32, tmp_path / "e0")
+    b("scale", 0.7, tmp_path / "e0", tmp_path / "e1")
+    b("join", 5, tmp_path / "e0", tmp_path / "e1", tmp_path / "me")
+    b("ecalib", "-m", 1, tmp_path / "e0", tmp_path / "me_maps")
+    common = ["--method", "sense", "--no-pbar"]
+    assert main(["recon", str(tmp_path / "me.cfl"), "--out", str(tmp_path / "r.cfl"), *common]) == 0
+    assert main(["batch", str(tmp_path / "me.cfl"), "--out", str(tmp_path / "o"), "--format", "cfl", "--workers", "1",
+                 *common]) == 0
+    got = read_cfl(tmp_path / "o" / "me")
+    assert got.shape == (32, 32, 1, 1, 1, 2)  # BART (x, y, z, coils, maps, TE)
+    np.testing.assert_allclose(got, read_cfl(tmp_path / "r"), atol=1e-5 * np.abs(got).max())
+    assert np.abs(got[..., 1]).max() == pytest.approx(0.7 * np.abs(got[..., 0]).max(), rel=1e-3)
+
+
 def _bart_3d_case(tmp_path):
     def b(*a):
         subprocess.run([BART, *map(str, a)], check=True, capture_output=True)
@@ -224,6 +294,55 @@ def test_bart_3d_volume_batch_matches_pics(tmp_path):
     assert slice_count(tmp_path / "kus.cfl")[:3] == (24, "cfl", "volume")
     with pytest.raises(ValueError, match="one 3-D volume"):
         slice_count(tmp_path / "kus.cfl", "slices")
+
+
+@needs_bart
+def test_batch_3d_volumes_with_frames_bart_and_ismrmrd(tmp_path):
+    """3-D k-space with frames (BART time dim 10; ISMRMRD repetitions): batch = recon frame by frame."""
+    import h5py
+
+    import mri_csc
+
+    def b(*a):
+        subprocess.run([BART, *map(str, a)], check=True, capture_output=True)
+
+    t = tmp_path
+    b("phantom", "-3", "-k", "-s", 4, "-x", 24, t / "f")
+    b("resize", "-c", 1, 20, 2, 16, t / "f", t / "full")
+    b("ecalib", "-m", 1, t / "full", t / "k_maps")
+    b("scale", 0.5, t / "full", t / "half")
+    for i, src in enumerate(("full", "half")):
+        b("poisson", "-Y", 20, "-Z", 16, "-y", 1.5, "-z", 1.5, "-C", 6, "-s", i + 1, t / f"p{i}")
+        b("fmac", t / src, t / f"p{i}", t / f"k{i}")
+    b("join", 10, t / "k0", t / "k1", t / "k")  # two frames on BART's time dimension
+    d = read_kspace(t / "k.cfl")
+    assert d["kspace"].shape == (2, 4, 16, 20, 24)
+    ref = [np.asarray(mri_csc.reconstruct(d["kspace"][f], d["maps"][f], method="sense").image) for f in range(2)]
+    assert main(["batch", str(t / "k.cfl"), "--out", str(t / "o"), "--method", "sense", "--workers", "1",
+                 "--format", "npy", "--no-pbar"]) == 0
+    vol = np.load(t / "o" / "k.npy")
+    assert vol.shape == (2, 16, 20, 24)
+    for f in range(2):  # one 2-D problem per readout position = the 3-D problem, to CG accuracy
+        assert np.linalg.norm(vol[f] - ref[f]) < 0.02 * np.linalg.norm(ref[f])
+    assert np.abs(vol[1]).max() == pytest.approx(0.5 * np.abs(vol[0]).max(), rel=0.05)
+    # the same two volumes as ISMRMRD repetitions of a 3-D encoding
+    write_kspace(t / "r.mrd", d["kspace"][0], mask=d["kspace"][0, 0] != 0)
+    write_kspace(t / "r1.mrd", d["kspace"][1], mask=d["kspace"][1, 0] != 0)
+    with h5py.File(t / "r1.mrd", "r") as g:
+        more = g["dataset/data"][()]
+    more["head"]["idx"]["repetition"] = 1
+    with h5py.File(t / "r.mrd", "a") as g:
+        ds = g["dataset/data"]
+        n = ds.shape[0]
+        ds.resize((n + len(more),))
+        ds[n:] = more
+    assert main(["batch", str(t / "r.mrd"), "--out", str(t / "m"), "--method", "sense", "--maps", str(t / "k_maps.cfl"),
+                 "--workers", "1", "--format", "nii", "--no-pbar"]) == 0
+    import nibabel as nib
+
+    im = nib.load(t / "m" / "r_mag.nii.gz")
+    assert im.shape == (24, 20, 16, 2)  # NIfTI (x, y, z, t)
+    np.testing.assert_allclose(np.asarray(im.dataobj).T, np.abs(vol), rtol=1e-3, atol=1e-3 * np.abs(vol).max())
 
 
 @needs_gen
@@ -454,6 +573,100 @@ def test_batch_speaks_recon_vocabulary(tmp_path):
     assert _psnr(img[0], ds.magnitude_ref) > 20
 
 
+@needs_bart
+def test_maps_options_mean_the_same_in_recon_and_batch(tmp_path, capsys):
+    """--maps FILE, --espirit IMPL and --no-espirit in both commands; the old batch spelling still works."""
+    def b(*a):
+        subprocess.run([BART, *map(str, a)], check=True, capture_output=True)
+
+    b("phantom", "-k", "-s", 4, "-x", 48, tmp_path / "k")
+    b("ecalib", "-m", 1, tmp_path / "k", tmp_path / "maps")  # not <base>_maps: only --maps FILE finds it
+    k, maps = tmp_path / "k.cfl", str(tmp_path / "maps.cfl")
+    common = ["--method", "sense", "--param", "max_iter=5"]
+    assert main(["recon", str(k), "--out", str(tmp_path / "r.npy"), "--maps", maps, *common, "--no-pbar"]) == 0
+    assert main(["batch", str(k), "--out", str(tmp_path / "b"), "--maps", maps, *common, "--workers", "1",
+                 "--format", "npy", "--no-pbar"]) == 0
+    np.testing.assert_allclose(np.load(tmp_path / "b" / "k.npy"), np.load(tmp_path / "r.npy"), rtol=1e-4,
+                               atol=1e-4 * np.abs(np.load(tmp_path / "r.npy")).max())
+    assert json.loads((tmp_path / "r_params.json").read_text())["maps"] == maps
+    # --no-espirit: no maps in the input and none given is an error in both
+    assert main(["recon", str(k), "--out", str(tmp_path / "n.npy"), "--no-espirit", *common]) == 2
+    assert "holds no coil maps and --no-espirit" in capsys.readouterr().err
+    assert main(["batch", str(k), "--out", str(tmp_path / "n"), "--no-espirit", *common, "--workers", "1",
+                 "--no-pbar"]) == 1
+    assert "holds no coil maps" in capsys.readouterr().out
+    # one source of maps at a time
+    assert main(["recon", str(k), "--out", str(tmp_path / "x.npy"), "--maps", maps, "--espirit", "bart"]) == 2
+    assert "both give the coil maps" in capsys.readouterr().err
+    assert main(["batch", str(k), "--out", str(tmp_path / "x"), "--espirit", "sigpy", "--no-espirit"]) == 2
+    # the old batch spelling: --maps espirit is --espirit sigpy, with a notice
+    assert main(["batch", str(k), "--out", str(tmp_path / "o"), "--maps", "espirit", *common, "--workers", "1",
+                 "--format", "npy", "--no-pbar"]) == 0
+    assert "'--maps espirit' is the old spelling" in capsys.readouterr().err
+    # a maps file that fits no input is refused with both names
+    np.save(tmp_path / "bad.npy", np.ones((4, 8, 8), np.complex64))
+    assert main(["batch", str(k), "--out", str(tmp_path / "w"), "--maps", str(tmp_path / "bad.npy"), *common,
+                 "--workers", "1", "--no-pbar"]) == 1
+    assert "do not fit the k-space of" in capsys.readouterr().out
+
+
+@needs_bart
+def test_info_names_noncartesian_trajectories_images_and_map_sets(tmp_path, capsys):
+    def b(*a):
+        subprocess.run([BART, *map(str, a)], check=True, capture_output=True)
+
+    def info(*a):
+        assert main(["info", *map(str, a)]) == 0
+        return capsys.readouterr().out
+
+    t = tmp_path
+    b("traj", "-r", "-x", 64, "-y", 32, t / "traj")
+    b("phantom", "-k", "-s", 3, "-t", t / "traj", t / "rk")
+    assert main(["recon", str(t / "rk.cfl"), "--out", str(t / "x.npy")]) == 2  # never as Cartesian k-space
+    assert "non-Cartesian k-space (1, readout, spokes, coils)" in capsys.readouterr().err
+    out = info(t / "rk.cfl")
+    assert "non-Cartesian k-space (BART (1, readout, spokes, coils)): shape (3, 32, 64)" in out
+    assert "3 coil(s) x 2048 samples" in out and "Cartesian k-space: shape" not in out and "--traj" in out
+    out = info(t / "rk.cfl", "--traj", t / "traj.cfl")
+    assert "samples (32, 64)" in out and "[-31.5, 31.5]" in out and "image matrix of about (64, 64)" in out
+    assert "radial: 32 spokes of 64 samples" in out and "R = 3.14" in out
+    assert "a trajectory (bart traj)" in info(t / "traj.cfl")
+    # an .npz with kspace and a trajectory, as mri-csc simulate --trajectory writes
+    assert main(["simulate", "--trajectory", "radial", "--shape", "32", "32", "--coils", "2", "--out",
+                 str(t / "rad.npz")]) == 0
+    capsys.readouterr()
+    assert main(["recon", str(t / "rad.npz"), "--out", str(t / "x.npy")]) == 2
+    assert f"--traj {t / 'rad.npz'}" in capsys.readouterr().err
+    out = info(t / "rad.npz")
+    assert "non-Cartesian k-space (trajectory from the file)" in out and "2 coil(s)" in out
+    assert "image matrix of about (32, 32)" in out and "coil maps: shape (2, 32, 32)" in out
+    # images: BART's own (a pics result), an .npy, and two map sets; a BART pattern is a mask
+    b("phantom", "-k", "-s", 3, "-x", 32, t / "k")
+    b("ecalib", "-m", 2, t / "k", t / "m2")
+    b("fft", "-i", 3, t / "k", t / "ci")
+    b("rss", 8, t / "ci", t / "rss")
+    assert "image: shape (32, 32)" in info(t / "rss.cfl")
+    assert "k-space: shape (3, 32, 32)" in info(t / "k.cfl")  # multi-coil k-space is still k-space
+    np.save(t / "img.npy", read_cfl(t / "rss").T)
+    assert "an image, not k-space" in info(t / "img.npy")
+    assert "coil maps of 3 coils in 2 sets" in info(t / "m2.cfl")
+    b("poisson", "-Y", 32, "-Z", 32, "-y", 2, "-z", 2, "-C", 8, t / "p")
+    assert "a sampling pattern" in info(t / "p.cfl")
+
+
+def test_espirit_refuses_kspace_without_calibration_region(tmp_path):
+    from mri_csc.sim import estimate_maps, make_dataset
+    from mri_csc.sim.coils import fully_sampled_centre
+
+    ds = make_dataset("shepp-logan", shape=(64, 64), n_coils=4, mask="poisson", accel=3, seed=0)
+    assert fully_sampled_centre(ds.kspace) >= 16
+    k = ds.kspace.copy()
+    k[:, 1::2] = 0  # every other line, no calibration block (ismrmrd_generate_cartesian_shepp_logan -a 2, no -w)
+    assert fully_sampled_centre(k) == 1
+    with pytest.raises(ValueError, match="centre is not fully sampled"):
+        estimate_maps(k)
+
+
 def test_config_espirit_options(tmp_path):
     from mri_csc.config import ConfigError, load_config
 
@@ -477,6 +690,39 @@ def test_nifti_phantom_geometry_carried_to_ismrmrd_and_nifti(tmp_path):
                  "--espirit", "sigpy", "--no-pbar"]) == 0
     for name in ("b_mag.nii.gz", "ref_mag.nii.gz"):
         np.testing.assert_allclose(nib.load(tmp_path / name).header.get_zooms(), (vox, vox), rtol=1e-5)
+
+
+@pytest.mark.parametrize("ext", ["mrd", "npz"])
+def test_nifti_phantom_affine_carried_through_recon_and_batch(tmp_path, ext):
+    """An oblique, permuted NIfTI phantom: the reconstruction's NIfTI puts the object where the input had it."""
+    import nibabel as nib
+
+    vol = np.zeros((60, 80, 20), np.float32)
+    vol[5:55, 5:75] = 0.1
+    vol[10:14, 50:54, 9:12] = 1.0  # a bright block at a known place
+    th = 0.2
+    rot = np.array([[np.cos(th), -np.sin(th), 0], [np.sin(th), np.cos(th), 0], [0, 0, 1]])
+    aff = np.eye(4)
+    aff[:3, :3] = rot @ np.array([[0, 0, -2.5], [-1.2, 0, 0], [0, 1.5, 0]])  # axes permuted and flipped
+    aff[:3, 3] = (40, 30, -20)
+    nib.save(nib.Nifti1Image(vol, aff), tmp_path / "ph.nii.gz")
+    true = aff @ np.r_[np.argwhere(vol > 0.5).mean(0), 1]
+    can = nib.as_closest_canonical(nib.load(tmp_path / "ph.nii.gz"))
+    k = int(round((np.linalg.inv(can.affine) @ true)[2]))  # the axial slice through the block
+    f = tmp_path / f"d.{ext}"
+    assert main(["simulate", "--phantom", str(tmp_path / "ph.nii.gz"), "--slice", str(k), "--shape", "64", "48",
+                 "--coils", "4", "--accel", "2", "--out", str(f), "--reference", str(tmp_path / "ref.nii.gz")]) == 0
+    assert main(["recon", str(f), "--out", str(tmp_path / "r.nii.gz"), "--method", "sense", "--no-pbar"]) == 0
+    assert main(["batch", str(f), "--out", str(tmp_path / "b"), "--method", "sense", "--format", "nii",
+                 "--workers", "1", "--no-pbar"]) == 0
+    ref = nib.load(tmp_path / "ref_mag.nii.gz")
+    for name in ("r_mag.nii.gz", "b/d_mag.nii.gz"):
+        im = nib.load(tmp_path / name)
+        np.testing.assert_allclose(im.affine, ref.affine, atol=1e-4)
+        assert im.header.get_sform(coded=True)[1] == 1  # scanner coordinates
+        data = np.squeeze(im.get_fdata())
+        where = im.affine @ np.r_[np.argwhere(data > 0.6 * data.max()).mean(0), 0, 1]
+        assert np.linalg.norm(where[:3] - true[:3]) < 2.0, (name, where[:3], true[:3])  # within a voxel or so
 
 
 def test_partial_fourier_and_partial_echo_are_placed_by_the_header(tmp_path):

@@ -45,13 +45,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--method", default="csc", help="reconstruction method (default: csc)")
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                    help="a method parameter, e.g. --param lam=0.01 (repeatable)")
-    p.add_argument("--maps", choices=["auto", "espirit", "file"], default="auto",
-                   help="coil maps: from the file when present else ESPIRiT (auto), always ESPIRiT, or file only")
-    p.add_argument("--espirit", choices=["sigpy", "bart"], default=None,
-                   help="ESPIRiT implementation for estimated maps (default sigpy); as in mri-csc recon")
-    from ..cli import add_espirit_options  # noqa: PLC0415
+    from ..cli import add_espirit_options, add_maps_options, add_noise_options  # noqa: PLC0415
 
+    add_maps_options(p)  # the same --maps FILE / --espirit / --no-espirit as mri-csc recon
     add_espirit_options(p)
+    add_noise_options(p)
     p.add_argument("--compress-coils", type=int, metavar="N",
                    help="SVD coil compression of every slice to N virtual coils (as bart cc -S -p N)")
     p.add_argument("--scheduler", default=None, metavar="ADDRESS",
@@ -82,19 +80,22 @@ def _announce(info) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``mri-csc batch`` from parsed arguments; returns the exit status (1 when anything failed)."""
+    from ..cli import resolve_maps_options  # noqa: PLC0415
     from .runner import reconstruct_batch  # noqa: PLC0415
 
+    maps = resolve_maps_options(args)
     try:
         report = reconstruct_batch(
             args.inputs, args.out, method=args.method, params=parse_params(args.param),
-            maps=None if args.maps == "auto" else args.maps, device=args.device, scheduler=args.scheduler,
+            maps=maps, maps_file=args.maps, device=args.device, scheduler=args.scheduler,
             n_workers=args.workers, retries=args.retries, resume=args.resume, seed=args.seed,
             output_format=args.output_format, show_pbar=not args.no_progress, layout=args.layout,
             timeout=args.timeout, on_start=_announce, calib_width=args.calib_width,
             espirit={"method": args.espirit, "thresh": args.espirit_thresh, "crop": args.espirit_crop,
                      "kernel_width": args.espirit_kernel,
                      "maps": args.espirit_maps if args.espirit_maps != 1 else None},
-            compress_coils=args.compress_coils)
+            compress_coils=args.compress_coils, prewhiten=False if args.no_prewhiten else None,
+            noise_file=args.noise)
     except (ConnectionError, ImportError) as exc:  # user errors the main CLI does not list
         print(f"mri-csc: error: {exc}", file=sys.stderr)
         return 2

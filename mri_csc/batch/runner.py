@@ -101,7 +101,7 @@ class BatchReport:
         return "\n".join(lines)
 
 
-def _check_args(method, params, maps, output_format, retries, seed, device):
+def _check_args(method, params, maps, output_format, retries, seed, device, maps_file=None):
     from mri_csc.recon import get_method  # noqa: PLC0415
 
     spec = get_method(method)  # clear ValueError listing the methods
@@ -111,7 +111,14 @@ def _check_args(method, params, maps, output_format, retries, seed, device):
         raise TypeError(f"params must be a dict of method parameters; got {type(params).__name__}")
     spec.check(params)
     if maps not in MAPS_MODES:
-        raise ValueError(f"maps must be None (from the file, else ESPIRiT), 'espirit' or 'file'; got {maps!r}")
+        raise ValueError(f"maps must be None (from the file, else ESPIRiT), 'espirit' or 'file'; got {maps!r}"
+                         + ("; a coil-maps file goes to maps_file=" if isinstance(maps, (str, Path)) else ""))
+    if maps_file is not None:
+        if maps == "espirit":
+            raise ValueError(f"maps_file={str(maps_file)!r} and maps='espirit' both give the coil maps; use one")
+        from mri_csc.io import read_array  # noqa: PLC0415
+
+        read_array(maps_file)  # readable, one map set, within the budget: before any cluster starts
     if output_format not in OUTPUT_FORMATS:
         raise ValueError(f"output_format must be one of {sorted(OUTPUT_FORMATS)}; got {output_format!r}")
     if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
@@ -136,8 +143,10 @@ def _output_files(out_dir: Path, vol: VolumeSpec, output_format: str) -> list[Pa
 
 
 def _manifest(method, params, maps, seed, output_format, layout, calib_width, espirit=None,
-              compress_coils=None) -> dict:
+              compress_coils=None, maps_file=None, prewhiten=None, noise_file=None) -> dict:
     return {"method": method, "params": {k: repr(v) for k, v in sorted(params.items())}, "maps": maps,
+            "maps_file": None if maps_file is None else str(Path(maps_file).resolve()),
+            "prewhiten": prewhiten, "noise_file": None if noise_file is None else str(Path(noise_file).resolve()),
             "seed": int(seed), "output_format": output_format, "layout": layout, "calib_width": calib_width,
             "espirit": {k: repr(v) for k, v in sorted((espirit or {}).items())}, "compress_coils": compress_coils}
 
@@ -196,6 +205,16 @@ def _check_inputs_unchanged(old: dict, volumes, out_dir) -> None:
                              f"{vdir} to recompute it, or restore the input")
 
 
+def _volume_image(vol: VolumeSpec, stack: np.ndarray) -> np.ndarray:
+    """The task results ``(n_slices, ...)`` of a ``"volume"`` layout as ``([frames,] nz, ny, nx)``.
+
+    Task ``f * nx + x`` is frame ``f``, readout position ``x`` (its image ``(nz, ny)``).
+    """
+    stack = stack.reshape((vol.n_frames, vol.n_slices // vol.n_frames) + stack.shape[1:])
+    image = np.moveaxis(stack, 1, -1)  # (frames, nz, ny, nx)
+    return image if vol.n_frames > 1 else image[0]
+
+
 def _assemble(vol: VolumeSpec, cfg: SliceConfig, out_dir: Path, output_format: str) -> list[Path]:
     """Stack a volume's slice results and write its output atomically, then drop its partial files."""
     from mri_csc.io import write_image  # noqa: PLC0415
@@ -204,14 +223,14 @@ def _assemble(vol: VolumeSpec, cfg: SliceConfig, out_dir: Path, output_format: s
     stack = np.empty((vol.n_slices, *first.shape), np.complex64)
     for i in range(vol.n_slices):
         stack[i] = np.load(slice_result_path(cfg, SliceTask(vol, i)))
-    if vol.layout == "volume":  # slices along the readout x: (nx, nz, ny) -> (nz, ny, nx)
-        stack = np.moveaxis(stack, 0, -1)
+    if vol.layout == "volume":  # slices along the readout x: ([frames x] nx, nz, ny) -> ([frames,] nz, ny, nx)
+        stack = _volume_image(vol, stack)
     image = stack[0] if vol.n_slices == 1 and vol.layout != "volume" and not vol.stacked else stack
     from mri_csc.io.formats import read_metadata  # noqa: PLC0415  (issue 13: crop, geometry, fastMRI attributes)
 
     meta = read_metadata(vol.path)
     frames = vol.n_frames > 1
-    if frames:  # (slices * frames, ny, nx) -> (frames, slices, ny, nx), slices dropped when 1
+    if frames and vol.layout != "volume":  # (slices * frames, ny, nx) -> (frames, slices, ny, nx); 1 slice: dropped
         image = np.moveaxis(image.reshape((-1, vol.n_frames) + image.shape[1:]), 1, 0)
         image = image[:, 0] if image.shape[1] == 1 else image
     if meta["crop"] is not None and vol.layout != "volume":
@@ -219,26 +238,29 @@ def _assemble(vol: VolumeSpec, cfg: SliceConfig, out_dir: Path, output_format: s
 
         image = center_crop(image, meta["crop"])
     written = write_image(_output_path(out_dir, vol, output_format), image, overwrite=False, frames=frames,
-                          geometry=meta["geometry"], h5_attrs=meta["h5_attrs"], ismrmrd_header=meta["ismrmrd_header"])
+                          geometry=meta["geometry"], affine=meta["affine"], h5_attrs=meta["h5_attrs"],
+                          bart_frame_dims=meta["bart_frame_dims"],
+                          ismrmrd_header=meta["ismrmrd_header"])
     shutil.rmtree(volume_dir(cfg, vol), ignore_errors=True)
     return [Path(p) for p in written]
 
 
 def serial_reconstruct(inputs, *, method: str = "csc", params: dict | None = None, maps=None,
                        seed: int = 0, layout: str = "auto", calib_width: int = 24, device: str = "cpu",
-                       scratch=None) -> dict[str, np.ndarray]:
+                       scratch=None, maps_file=None) -> dict[str, np.ndarray]:
     """The serial reference loop: ``{input path: image stack}``, slice by slice in this process.
 
     Uses the same per-slice reading, map estimation and random streams as
     :func:`reconstruct_batch`, without Dask or any output file (3-D volumes need
     a ``scratch`` folder for their hybrid-space copy).
     """
-    params = _check_args(method, params, maps, "npy", 0, seed, device)
+    params = _check_args(method, params, maps, "npy", 0, seed, device, maps_file)
     volumes, errors = discover(inputs, layout)
     if errors:
         raise ValueError("unreadable input(s): " + "; ".join(f"{e.path}: {e.error}" for e in errors))
     scratch = Path(scratch) if scratch is not None else None
-    cfg = SliceConfig(str(scratch) if scratch else "", method, dict(params), maps, device, int(seed), calib_width)
+    cfg = SliceConfig(str(scratch) if scratch else "", method, dict(params), maps, device, int(seed), calib_width,
+                      maps_file=None if maps_file is None else str(maps_file))
     out = {}
     for vol in volumes:
         if vol.layout == "volume":
@@ -246,7 +268,7 @@ def serial_reconstruct(inputs, *, method: str = "csc", params: dict | None = Non
                 raise ValueError(f"{vol.path}: a 3-D volume needs scratch= for its hybrid-space copy")
             prepare_volume(vol, cfg)
         imgs = np.stack([compute_slice(SliceTask(vol, i), cfg) for i in range(vol.n_slices)])
-        out[vol.path] = np.moveaxis(imgs, 0, -1) if vol.layout == "volume" else imgs
+        out[vol.path] = _volume_image(vol, imgs) if vol.layout == "volume" else imgs
     return out
 
 
@@ -255,7 +277,8 @@ def reconstruct_batch(inputs, out_dir, *, method: str = "csc", params: dict | No
                       n_workers: int | None = None, retries: int = 2, resume: bool = False, seed: int = 0,
                       output_format: str = "h5", show_pbar: bool = False, layout: str = "auto",
                       calib_width: int | None = None, timeout: float = 10.0, on_start=None,
-                      espirit: dict | None = None, compress_coils: int | None = None) -> BatchReport:
+                      espirit: dict | None = None, compress_coils: int | None = None,
+                      maps_file=None, prewhiten: bool | None = None, noise_file=None) -> BatchReport:
     r"""Reconstruct many files slice by slice on a Dask cluster.
 
     Each input file becomes one output volume. Every 2-D slice is one Dask task
@@ -278,8 +301,19 @@ def reconstruct_batch(inputs, out_dir, *, method: str = "csc", params: dict | No
         The method's parameters.
     maps : {None, "espirit", "file"}
         ``None``: the file's coil maps when it has them, else ESPIRiT per slice;
-        ``"espirit"``: always estimate per slice; ``"file"``: the file's maps,
-        and a slice of a file without maps fails.
+        ``"espirit"``: always estimate per slice; ``"file"``: the file's maps (or
+        ``maps_file``'s), and a slice of a file without maps fails. The CLI's
+        ``--espirit`` and ``--no-espirit``.
+    maps_file : path, optional
+        Coil maps for every input (the CLI's ``--maps FILE``), ``(coils, [nz,] ny, nx)``
+        for every slice or ``(slices, coils, ny, nx)`` one set per slice; used
+        instead of the file's own. Read once before any task runs.
+    prewhiten : bool, optional
+        ISMRMRD inputs: whiten the coils with the noise scans (None: when the file
+        has them; False: never), as ``mri-csc recon``'s ``--no-prewhiten``.
+    noise_file : path, optional
+        ISMRMRD inputs: whiten with this file's noise (an ISMRMRD file's noise scans
+        or a complex ``(coils, samples)`` ``.npy``), as ``--noise``.
     device : {"cpu", "gpu"}
         ``"gpu"`` starts one worker per GPU (dask-cuda) unless ``scheduler`` is given.
     scheduler : str, optional
@@ -334,7 +368,13 @@ def reconstruct_batch(inputs, out_dir, *, method: str = "csc", params: dict | No
         When ``scheduler`` cannot be reached.
     """
     t0 = time.perf_counter()
-    params = _check_args(method, params, maps, output_format, retries, seed, device)
+    params = _check_args(method, params, maps, output_format, retries, seed, device, maps_file)
+    if noise_file is not None:
+        if prewhiten is False:
+            raise ValueError("noise_file given with prewhiten=False (--noise with --no-prewhiten); drop one")
+        from mri_csc.cli import read_noise_file  # noqa: PLC0415
+
+        read_noise_file(noise_file)  # readable, before any cluster starts
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"out_dir {str(out_dir)!r} exists and is not a folder")
@@ -344,16 +384,17 @@ def reconstruct_batch(inputs, out_dir, *, method: str = "csc", params: dict | No
     with run_lock(out_dir):  # one batch per output folder at a time
         return _batch_locked(inputs, out_dir, method, params, maps, device, scheduler, n_workers, retries, resume,
                              seed, output_format, show_pbar, layout, calib_width, timeout, on_start, t0,
-                             espirit, compress_coils)
+                             espirit, compress_coils, maps_file, prewhiten, noise_file)
 
 
 def _batch_locked(inputs, out_dir, method, params, maps, device, scheduler, n_workers, retries, resume, seed,
                   output_format, show_pbar, layout, calib_width, timeout, on_start, t0, espirit,
-                  compress_coils) -> BatchReport:
+                  compress_coils, maps_file=None, prewhiten=None, noise_file=None) -> BatchReport:
     volumes, file_errors = discover(inputs, layout)
     partial = out_dir / PARTIAL
     espirit = {k: v for k, v in (espirit or {}).items() if v is not None}
-    manifest = _manifest(method, params, maps, seed, output_format, layout, calib_width, espirit, compress_coils)
+    manifest = _manifest(method, params, maps, seed, output_format, layout, calib_width, espirit, compress_coils,
+                         maps_file, prewhiten, noise_file)
     mpath = partial / "manifest.json"
     if mpath.exists():
         if not resume:
@@ -389,7 +430,9 @@ def _batch_locked(inputs, out_dir, method, params, maps, device, scheduler, n_wo
         todo.append(vol)
         report.n_slices += vol.n_slices
     cfg = SliceConfig(str(partial), method, dict(params), maps, str(device), int(seed),
-                      None if calib_width is None else int(calib_width), espirit, compress_coils)
+                      None if calib_width is None else int(calib_width), espirit, compress_coils,
+                      None if maps_file is None else str(Path(maps_file).resolve()), prewhiten,
+                      None if noise_file is None else str(Path(noise_file).resolve()))
     if not todo:
         log.info("nothing to do: every volume is finished")
         report.elapsed = time.perf_counter() - t0

@@ -14,7 +14,8 @@ Inputs
   with a ``kspace`` array, optionally ``maps`` and ``mask``); a 3-D array
   ``(coils, ny, nx)`` is one slice.
 - BART ``.cfl``/``.hdr`` pairs, read through :func:`mri_csc.io.read_kspace`.
-- 3-D Cartesian volumes (``layout="volume"``, and 3-D ISMRMRD encodings):
+- 3-D Cartesian volumes (``layout="volume"``, and 3-D ISMRMRD encodings, with
+  their frames: repetitions, BART time/echo dimensions, one volume each):
   k-space in the project's 3-D order ``(coils, nz, ny, nx)`` whose **last
   axis ``kx`` is the fully sampled readout** (as ISMRMRD stores its samples).
   A preparation task takes the inverse FFT along ``kx`` once per volume
@@ -81,8 +82,10 @@ class VolumeSpec:
         Whether the file holds a stack of slices (read with ``slice=i``) rather
         than a single ``(coils, ny, nx)`` slice.
     n_frames : int
-        ISMRMRD frames (repetitions, contrasts, phases, sets) per slice: task
-        ``i`` is slice ``i // n_frames``, frame ``i % n_frames``.
+        Frames (ISMRMRD repetitions, contrasts, phases, sets; BART time, echo, … of a
+        3-D volume). Layout ``"slices"`` (ISMRMRD): task ``i`` is slice ``i // n_frames``,
+        frame ``i % n_frames``. Layout ``"volume"``: task ``i`` is frame ``i // nx``,
+        readout position ``i % nx`` (``n_slices = n_frames * nx``).
     """
 
     path: str
@@ -248,16 +251,13 @@ def slice_count(path, layout: str = "auto") -> tuple[int, str, str, tuple[int, .
             kind = _h5_kind(f)
             if kind == "ismrmrd":
                 n, nz, nx, n_frames = _ismrmrd_geometry(p, f)
-                if n_frames > 1 and (nz > 1 or layout == "volume"):
-                    raise ValueError(f"{p}: 3-D ISMRMRD encoding with {n_frames} frames (repetitions/contrasts/"
-                                     "phases/sets); batch takes one 3-D volume per file - use 'mri-csc recon'")
-                if n_frames > 1:  # one task per (slice, frame)
-                    return n * n_frames, kind, layout, ()
-                if nz > 1 or layout == "volume":  # a 3-D encoding: slices along the readout
+                if nz > 1 or layout == "volume":  # a 3-D encoding: slices along the readout, per frame
                     if n > 1:
                         raise ValueError(f"{p}: ISMRMRD file with {n} slices of 3-D encodings; "
                                          "expected one 3-D volume")
-                    return nx, kind, "volume", ()
+                    return nx * max(n_frames, 1), kind, "volume", ()
+                if n_frames > 1:  # one task per (slice, frame)
+                    return n * n_frames, kind, layout, ()
                 return n, kind, layout, ()
             from mri_csc.io.formats import _h5_dataset  # noqa: PLC0415
 
@@ -281,7 +281,7 @@ def slice_count(path, layout: str = "auto") -> tuple[int, str, str, tuple[int, .
         kind = "cfl"
         d = read_kspace(p)
         shape = tuple(d["kspace"].shape)
-        if not d["stacked"] and len(shape) == 4:  # BART (x, y, z, coils): one 3-D volume, never slices
+        if len(shape) == 5 or (not d["stacked"] and len(shape) == 4):  # BART (x, y, z, coils[, frames]): 3-D
             if layout == "slices" and requested == "slices":
                 raise ValueError(f"{p}: BART k-space (x, y, z, coils) = {shape[::-1]} is one 3-D volume; "
                                  "use layout 'volume' (or 'auto')")
@@ -290,6 +290,8 @@ def slice_count(path, layout: str = "auto") -> tuple[int, str, str, tuple[int, .
         raise ValueError(f"{p}: unknown input type {suffix!r}; expected one of {_SUFFIXES}")
 
     if layout == "volume":
+        if len(shape) == 5 and kind == "cfl":  # BART frames (time, echo, ...) of a 3-D volume
+            return int(shape[0] * shape[-1]), kind, layout, shape
         if len(shape) != 4:
             raise ValueError(f"{p}: layout='volume' expects k-space (coils, nz, ny, nx); got shape {shape}")
         return int(shape[-1]), kind, layout, shape
@@ -334,10 +336,14 @@ def discover(inputs, layout: str = "auto") -> tuple[list[VolumeSpec], list[FileE
             errors.append(FileError(str(p), "file holds no slice"))
             continue
         frames = 1
-        if kind == "ismrmrd" and lay == "slices":
+        if kind == "ismrmrd":
             import h5py  # noqa: PLC0415
 
             with h5py.File(p, "r") as f:
-                frames = _ismrmrd_geometry(p, f)[3]
+                frames = max(_ismrmrd_geometry(p, f)[3], 1)
+        elif lay == "volume" and len(shape) == 5:
+            frames = int(shape[0])
+        elif kind == "cfl" and lay == "slices" and len(shape) == 4:  # BART frames (echo, time, ...), never slices
+            frames = int(shape[0])
         volumes.append(VolumeSpec(str(p), name, kind, lay, int(n), _file_key(name), stacked, int(frames)))
     return volumes, errors

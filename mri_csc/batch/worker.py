@@ -39,6 +39,22 @@ class SliceConfig:
     calib_width: int | None = None
     espirit: dict = field(default_factory=dict)  # estimate_maps keywords: method, thresh, crop, kernel_width, maps
     compress_coils: int | None = None
+    maps_file: str | None = None  # coil maps for every input (--maps FILE), read by each task
+    prewhiten: bool | None = None  # ISMRMRD noise prewhitening (None: when the file has noise scans)
+    noise_file: str | None = None  # --noise FILE: whiten with its noise instead
+
+
+def _read(vol: VolumeSpec, cfg: SliceConfig, **kw) -> dict:
+    """:func:`mri_csc.io.read_kspace` of ``vol`` with the batch's prewhitening (ISMRMRD inputs only)."""
+    from mri_csc.io import read_kspace  # noqa: PLC0415
+
+    if vol.kind == "ismrmrd":
+        if cfg.noise_file:
+            from mri_csc.cli import read_noise_file  # noqa: PLC0415
+
+            kw["noise"] = read_noise_file(cfg.noise_file)
+        kw["prewhiten"] = cfg.prewhiten
+    return read_kspace(vol.path, **kw)
 
 
 def volume_dir(cfg: SliceConfig, vol: VolumeSpec) -> Path:
@@ -69,28 +85,52 @@ def prepare_volume(vol: VolumeSpec, cfg: SliceConfig) -> str:
     k-space ``(coils, nz, ny, nx)`` (readout ``kx`` on the last axis) becomes
     hybrid space ``(nx, coils, nz, ny)``; file maps ``(coils, nz, ny, nx)``
     become ``(nx, coils, nz, ny)``; the mask becomes the ``(nz, ny)`` pattern
-    (sampled where any readout sample is). Idempotent: an existing result is kept.
+    (sampled where any readout sample is). With frames, k-space ``(frames, coils,
+    nz, ny, nx)`` becomes ``(frames * nx, ...)`` frame-major (task ``f * nx + x``),
+    maps likewise, the mask ``(frames, nz, ny)``. Idempotent: an existing result is kept.
     """
     from mri_csc.backend import ifftc  # noqa: PLC0415
-    from mri_csc.io import read_kspace  # noqa: PLC0415
 
     paths = _hybrid_paths(cfg, vol)
     if paths["kspace"].exists():
         return str(paths["kspace"])
     paths["kspace"].parent.mkdir(parents=True, exist_ok=True)
-    data = read_kspace(vol.path)
+    data = _read(vol, cfg)
     k = np.asarray(data["kspace"])
-    if k.ndim != 4:
-        raise ValueError(f"{vol.path}: layout 'volume' expects k-space (coils, nz, ny, nx); got shape {k.shape}")
-    hybrid = ifftc(k, axes=(-1,))
-    if data.get("maps") is not None:
-        _save_atomic(paths["maps"], np.ascontiguousarray(np.moveaxis(np.asarray(data["maps"]), -1, 0)))
+    k = k[None] if k.ndim == 4 else k  # (frames, coils, nz, ny, nx)
+    if k.ndim != 5 or k.shape[0] != vol.n_frames:
+        raise ValueError(f"{vol.path}: layout 'volume' expects k-space (coils, nz, ny, nx) or {vol.n_frames} frames "
+                         f"of it; got shape {np.shape(data['kspace'])}")
+
+    def per_x(a):  # (frames, c, nz, ny, nx) -> (frames * nx, c, nz, ny), frame-major
+        a = np.moveaxis(np.asarray(a), -1, 1)
+        return np.ascontiguousarray(a.reshape((-1,) + a.shape[2:]))
+
+    maps = _file_maps(cfg, vol, k.shape[1:], 0, 1) if cfg.maps_file else data.get("maps")
+    if maps is not None:
+        _save_atomic(paths["maps"], per_x(np.broadcast_to(maps, k.shape)))
     if data.get("mask") is not None:
-        m = np.broadcast_to(np.asarray(data["mask"], np.float32), k.shape[1:])
-        _save_atomic(paths["mask"], (m != 0).any(axis=-1).astype(np.float32))
+        m = np.broadcast_to(np.asarray(data["mask"], np.float32), k.shape[:1] + k.shape[2:])
+        _save_atomic(paths["mask"], (m != 0).any(axis=-1).astype(np.float32))  # (frames, nz, ny)
     # k-space last so that its presence means "all prepared"
-    _save_atomic(paths["kspace"], np.ascontiguousarray(np.moveaxis(hybrid, -1, 0)).astype(np.complex64))
+    _save_atomic(paths["kspace"], per_x(ifftc(k, axes=(-1,))).astype(np.complex64))
     return str(paths["kspace"])
+
+
+def _file_maps(cfg: SliceConfig, vol: VolumeSpec, kshape, index: int, n: int) -> np.ndarray:
+    """Slice ``index`` (of ``n``) of the ``--maps FILE`` maps: shared by all, or one set per slice.
+
+    Raises a ``ValueError`` naming both files when the maps do not fit the k-space ``kshape``.
+    """
+    from mri_csc.io import read_array  # noqa: PLC0415
+    from mri_csc.validate import per_slice  # noqa: PLC0415
+
+    maps = np.asarray(read_array(cfg.maps_file)).astype(np.complex64, copy=False)
+    m = per_slice(f"--maps {cfg.maps_file}", maps, n, len(kshape))[index]
+    if tuple(m.shape) != tuple(kshape):
+        raise ValueError(f"--maps {cfg.maps_file}: coil maps of shape {tuple(maps.shape)} do not fit the k-space of "
+                         f"{vol.path}, {tuple(kshape)} per slice")
+    return m
 
 
 def load_slice(task: SliceTask, cfg: SliceConfig) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
@@ -101,20 +141,24 @@ def load_slice(task: SliceTask, cfg: SliceConfig) -> tuple[np.ndarray, np.ndarra
         k = np.array(np.load(paths["kspace"], mmap_mode="r")[task.index])
         maps = np.array(np.load(paths["maps"], mmap_mode="r")[task.index]) if paths["maps"].exists() else None
         mask = np.load(paths["mask"]) if paths["mask"].exists() else None
+        if mask is not None and mask.ndim == 3:  # one (nz, ny) pattern per frame
+            mask = mask[task.index // (vol.n_slices // vol.n_frames)]
         return k, maps, mask
-    from mri_csc.io import read_kspace  # noqa: PLC0415
 
-    if vol.n_frames > 1:  # ISMRMRD frames: task i is (slice, frame) = divmod(i, n_frames)
+    if vol.n_frames > 1 and vol.kind == "ismrmrd":  # task i is (slice, frame) = divmod(i, n_frames)
         s, fr = divmod(task.index, vol.n_frames)
-        data = read_kspace(vol.path, slice=s, frame=fr)
+        data = _read(vol, cfg, slice=s, frame=fr)
     else:
-        data = read_kspace(vol.path, slice=task.index if vol.stacked else None)
+        s = task.index if vol.stacked else 0
+        data = _read(vol, cfg, slice=task.index if vol.stacked else None)
     k = np.asarray(data["kspace"])
     if k.ndim == 4 and k.shape[0] == 1:  # a 1-slice stack
         k = k[0]
     maps = data.get("maps")
     if maps is not None and np.ndim(maps) == 4 and np.shape(maps)[0] == 1:
         maps = maps[0]
+    if cfg.maps_file:
+        maps = _file_maps(cfg, vol, k.shape, s, max(1, vol.n_slices // vol.n_frames))
     return k, maps, data.get("mask")
 
 
@@ -131,10 +175,14 @@ def compute_slice(task: SliceTask, cfg: SliceConfig) -> np.ndarray:
     from mri_csc.recon import get_method  # noqa: PLC0415
 
     kspace, maps, mask = load_slice(task, cfg)
+    from mri_csc.io.formats import check_centred_kspace  # noqa: PLC0415
+
+    check_centred_kspace(kspace, f"{task.volume.path} slice {task.index}")
     ss = slice_seed_sequence(cfg.seed, task.volume.file_key, task.index)
     maps_seed, method_seed = ss.spawn(2)
     if cfg.maps == "file" and maps is None:
-        raise ValueError(f"{task.volume.path}: maps='file' but the file holds no coil maps")
+        raise ValueError(f"{task.volume.path}: holds no coil maps and maps='file' (--no-espirit) was given; pass "
+                         "--maps FILE, or drop --no-espirit to estimate them with ESPIRiT")
     if maps is None or cfg.maps == "espirit":
         from mri_csc.sim import estimate_maps  # noqa: PLC0415
 

@@ -50,6 +50,7 @@ from .atomic import atomic_path, atomic_paths, check_writable, commit_files, swe
 from .limits import BudgetError, check_nbytes, check_shape
 
 __all__ = ["FileFormatError", "detect_format", "read_kspace", "read_metadata", "center_crop", "write_kspace",
+           "check_centred_kspace",
            "write_image", "read_array", "load_nifti", "describe", "image_outputs", "KSPACE_FORMATS", "IMAGE_FORMATS"]
 
 log = logging.getLogger(__name__)
@@ -136,8 +137,10 @@ def bart_frames(a: np.ndarray, what: str = "array") -> tuple[np.ndarray, tuple[i
         a = a[..., None]
     if a.shape[BART_MAPS_DIM] > 1:
         raise ValueError(f"{what}: BART dimension 4 (ESPIRiT map sets) has {a.shape[BART_MAPS_DIM]} sets; mri_csc "
-                         "uses one set of maps - compute them with 'bart ecalib -m 1' (or take the first set "
-                         "with 'bart slice 4 0 IN OUT')")
+                         "reconstructs with one set of maps (soft-SENSE, all sets in one forward model, is not "
+                         "supported; each set on its own is not equivalent) - compute them with 'bart ecalib -m 1' "
+                         "(or take the first set with 'bart slice 4 0 IN OUT'), or for soft-SENSE run 'bart pics' "
+                         "on both sets and combine them with 'bart rss 16'")
     extra = tuple(a.shape[5:])
     n = int(np.prod(extra)) if extra else 1
     frames = a.reshape(a.shape[:4] + (n,), order="F")  # (x, y, z, coils, frames)
@@ -178,6 +181,16 @@ def _read_cfl(path):
         return read_cfl(base)
     except (OSError, ValueError, UnicodeDecodeError) as e:
         raise FileFormatError(f"{base}.cfl: cannot read BART array ({e})") from None
+
+
+def _cfl_header_dims(path) -> tuple[int, ...]:
+    """A BART array's dimensions from its ``.hdr`` alone (trailing ones kept as written)."""
+    hdr = Path(_cfl_base(path) + ".hdr")
+    try:
+        lines = [ln.strip() for ln in hdr.read_text().splitlines()]
+        return tuple(int(d) for d in lines[lines.index("# Dimensions") + 1].split())
+    except (OSError, ValueError, IndexError, UnicodeDecodeError) as e:
+        raise FileFormatError(f"{hdr}: not a BART header ({type(e).__name__}: {e})") from None
 
 
 def _write_cfl_atomic(base, array, overwrite: bool) -> None:
@@ -615,7 +628,14 @@ def read_kspace(path: "str | os.PathLike", *, slice: int | None = None, fmt: str
         with _open_npz(path) as z:
             if "kspace" not in z.files:
                 raise FileFormatError(f"{path}: no 'kspace' array in the .npz; it holds {z.files}")
+            from .trajectory import TRAJECTORY_KEYS  # noqa: PLC0415
+
+            if any(key in z.files for key in TRAJECTORY_KEYS):
+                raise FileFormatError(f"{path}: holds a trajectory ({[key for key in TRAJECTORY_KEYS if key in z]}): "
+                                      f"non-Cartesian k-space; give it: mri-csc recon {path} --traj {path}")
             kshape = z.shape("kspace")
+            if "affine" in z:
+                extra["affine"] = _npz_affine(path, z)
             _check_total(path, z.header("kspace"), *(z.header(n) if n in z else None for n in ("maps", "mask")),
                          slice=slice)
             if slice is not None and len(kshape) == 4:  # one slice of a stack, member by member
@@ -632,7 +652,12 @@ def read_kspace(path: "str | os.PathLike", *, slice: int | None = None, fmt: str
                 mask = z["mask"] if "mask" in z.files else None
     elif fmt == "cfl":
         base = _cfl_base(path)
-        k, extra_dims = bart_frames(_read_cfl(base), f"{base}.cfl")
+        raw = _read_cfl(base)
+        if raw.ndim >= 2 and raw.shape[0] == 1 and raw.shape[1] > 1:  # BART x (the readout) of one sample
+            raise FileFormatError(f"{base}.cfl: BART dimensions {raw.shape} are non-Cartesian k-space (1, readout, "
+                                  "spokes, coils), as 'bart phantom -k -t' writes; give its trajectory: "
+                                  f"mri-csc recon {base}.cfl --traj TRAJ.cfl (see mri-csc info {base}.cfl)")
+        k, extra_dims = bart_frames(raw, f"{base}.cfl")
         if k.shape[2] == 1:
             k = k[:, :, 0]
         if Path(base + "_maps.cfl").exists():
@@ -763,9 +788,19 @@ def read_kspace(path: "str | os.PathLike", *, slice: int | None = None, fmt: str
                                   f"{k.shape}") from None
     out = {"kspace": k, "maps": maps, "mask": mask, "n_slices": n_slices, "stacked": stacked, "format": fmt,
            "lead_shape": (k.shape[0],) if stacked else (), "lead_axes": ("slice",) if stacked else (),
-           "crop": None, "geometry": None}
+           "crop": None, "geometry": None, "affine": None}
     out.update(extra)
     return out
+
+
+def _npz_affine(path, z) -> np.ndarray:
+    """An ``.npz``'s ``affine`` (the image's NIfTI affine, as ``write_kspace(affine=)`` stores it), checked."""
+    if tuple(z.shape("affine")) != (4, 4):
+        raise FileFormatError(f"{path}: 'affine' has shape {z.shape('affine')}; expected a 4x4 NIfTI affine")
+    a = np.asarray(z["affine"], np.float64)
+    if not np.isfinite(a).all() or abs(np.linalg.det(a[:3, :3])) < 1e-12:
+        raise FileFormatError(f"{path}: 'affine' is not finite or not invertible: {a[:3].tolist()}")
+    return a
 
 
 def center_crop(img, shape):
@@ -785,9 +820,20 @@ def read_metadata(path) -> dict:
 
     ``crop`` (image size to centre-crop to, or None), ``geometry`` (ISMRMRD, for
     NIfTI), ``h5_attrs`` and ``ismrmrd_header`` (fastMRI, for ``.h5`` outputs),
-    ``n_frames`` (ISMRMRD). Empty values for formats without them.
+    ``n_frames`` (ISMRMRD), ``affine`` (an ``.npz``'s NIfTI affine), ``bart_frame_dims``
+    (a ``.cfl``'s dimensions 5 on, when it has frames). Empty values
+    for formats without them.
     """
-    meta = {"crop": None, "geometry": None, "h5_attrs": None, "ismrmrd_header": None, "n_frames": 1}
+    meta = {"crop": None, "geometry": None, "h5_attrs": None, "ismrmrd_header": None, "n_frames": 1, "affine": None,
+            "bart_frame_dims": None}
+    if detect_format(path) == "cfl":  # BART's frame dimensions (5 on), from the header, for a .cfl output
+        dims = _cfl_header_dims(path)
+        meta["bart_frame_dims"] = tuple(dims[5:]) if int(np.prod(dims[5:])) > 1 else None
+    if detect_format(path) == "npz":
+        _require(path)
+        with _open_npz(path) as z:
+            if "affine" in z:
+                meta["affine"] = _npz_affine(path, z)
     if detect_format(path) in ("fastmri", "ismrmrd"):
         _require(path)
         with _open_h5(path) as f:
@@ -806,12 +852,15 @@ def _sibling(path, suffix):
 
 
 def write_kspace(path, kspace, maps=None, mask=None, *, overwrite: bool = False, fmt: str | None = None,
-                 voxel_mm=None) -> list[Path]:
+                 voxel_mm=None, affine=None) -> list[Path]:
     """Write k-space (and maps and mask) in the format of ``path``'s extension.
 
     All outputs are checked for existence before any is written; each is written
     atomically. Returns the paths written. ``voxel_mm`` (x, y, z) sets an ISMRMRD
-    file's field of view (default 1 mm voxels).
+    file's field of view (default 1 mm voxels). ``affine``, the image's NIfTI
+    affine, goes into an ISMRMRD file's geometry (directions, position, voxel
+    size) and an ``.npz``'s ``affine`` array, which :func:`read_kspace` returns;
+    the other formats hold no geometry (said in the log).
     """
     fmt = detect_format(path, fmt)
     k = np.asarray(kspace, np.complex64)
@@ -820,6 +869,9 @@ def write_kspace(path, kspace, maps=None, mask=None, *, overwrite: bool = False,
     if maps is not None and np.shape(maps) != k.shape:
         raise ValueError(f"maps of shape {np.shape(maps)} disagree with kspace of shape {k.shape}")
     mask = None if mask is None else np.asarray(mask, np.float32)
+    if affine is not None and fmt not in ("npz", "ismrmrd"):
+        log.warning("%s: a %s file holds no image geometry; the affine is not stored (write .mrd or .npz to keep "
+                    "it)", path, fmt)
     written = []
     if fmt == "npy":
         outs = [Path(path)] + ([_sibling(path, "_maps.npy")] if maps is not None else []) \
@@ -836,6 +888,8 @@ def write_kspace(path, kspace, maps=None, mask=None, *, overwrite: bool = False,
             arrays["maps"] = np.asarray(maps, np.complex64)
         if mask is not None:
             arrays["mask"] = mask
+        if affine is not None:
+            arrays["affine"] = np.asarray(affine, np.float64)
         with atomic_path(path, overwrite) as t:
             np.savez_compressed(t, **arrays)
         written = [Path(path)]
@@ -868,7 +922,7 @@ def write_kspace(path, kspace, maps=None, mask=None, *, overwrite: bool = False,
         if maps is not None:
             log.info("ISMRMRD holds no coil maps; %s gets k-space only (estimate maps with --espirit)", path)
         with atomic_path(path, overwrite) as t:
-            _mrd.write_ismrmrd(t, k, mask, voxel_mm=voxel_mm or (1.0, 1.0, 1.0))
+            _mrd.write_ismrmrd(t, k, mask, voxel_mm=voxel_mm or (1.0, 1.0, 1.0), affine=affine)
         written = [Path(path)]
     else:
         raise ValueError(f"{path}: cannot write k-space as {fmt}; use .npy, .npz, .cfl, .h5 or .mrd")
@@ -1048,12 +1102,172 @@ def load_nifti(path):
 
 # ----------------------------------------------------------------------------- describe
 
-def describe(path: "str | os.PathLike") -> str:
-    """A few human-readable lines about a file: format, shapes, dtypes, slices."""
+def _centre_energy(a) -> float:
+    """The fraction of ``|a|²`` in the central half of the last two axes (k-space: most; an image: less)."""
+    e = np.abs(np.asarray(a, np.complex64)) ** 2
+    ny, nx = e.shape[-2:]
+    c = e[..., ny // 4: ny - ny // 4, nx // 4: nx - nx // 4].sum()
+    return float(c / e.sum()) if e.sum() > 0 else 0.0
+
+
+def _looks_like_image(a) -> bool:
+    """Whether a one-channel array ``(..., ny, nx)`` is an image rather than k-space.
+
+    k-space concentrates its energy at the centre more than its Fourier transform
+    (the image) does; an image, clearly less (by a factor 0.8) than its Fourier
+    transform. Noise-like arrays, with no centre either way, count as k-space.
+    """
+    from ..backend import fftc  # noqa: PLC0415
+
+    return _centre_energy(a) < 0.8 * _centre_energy(fftc(np.asarray(a, np.complex64), axes=(-2, -1)))
+
+
+def check_centred_kspace(kspace, what: str) -> None:
+    """Refuse an array that is not centred k-space: an image, coil images, or k-space with DC in the corner.
+
+    Every coil's energy summed, the centre half of the last two axes must hold more
+    of it than the same window of the array's Fourier transform, by the margin of
+    :func:`_looks_like_image` (measured k-space: 0.88-0.998 against 0.14-0.54 for its
+    transform; images and uncentred k-space the other way round).
+
+    Raises
+    ------
+    FileFormatError
+        Naming ``what`` and both fractions.
+    """
+    k = np.asarray(kspace)
+    if not k.size or not np.abs(k).any():
+        return
+    if _looks_like_image(k):
+        from ..backend import fftc  # noqa: PLC0415
+
+        own, ft = _centre_energy(k), _centre_energy(fftc(np.asarray(k, np.complex64), axes=(-2, -1)))
+        raise FileFormatError(f"{what}: does not look like centred k-space ({own:.0%} of its energy in the centre "
+                              f"half, {ft:.0%} for its Fourier transform): it is an image or coil images, or k-space "
+                              "with DC in the corner (apply fftshift); mri_csc expects centred k-space, readout last")
+
+
+def _image_lines(shape, dtype, why: str) -> list[str]:
+    lead = {2: "", 3: "nz|slices, ", 4: "frames, nz|slices, "}.get(len(shape), "..., ")
+    return [f"image: shape {tuple(shape)} ({lead}ny, nx), dtype {dtype} - {why}",
+            "an image, not k-space: 'mri-csc recon' takes k-space (its output is such an image); "
+            "'mri-csc simulate --phantom' takes a NIfTI image"]
+
+
+def _noncartesian_lines(k, coord, how: str) -> list[str]:
+    """``info`` lines for non-Cartesian k-space ``(coils, *samples)`` and its trajectory (or None)."""
+    from .trajectory import describe_trajectory  # noqa: PLC0415
+
+    lines = [f"non-Cartesian k-space ({how}): shape {tuple(k.shape)} (coils, *samples), {k.shape[0]} coil(s) x "
+             f"{int(np.prod(k.shape[1:]))} samples, dtype {k.dtype}"]
+    if coord is None:
+        lines.append("trajectory: not in this file; 'mri-csc info FILE --traj TRAJ' describes both, "
+                     "'mri-csc recon FILE --traj TRAJ' reconstructs")
+    else:
+        if int(np.prod(coord.shape[:-1])) != int(np.prod(k.shape[1:])):
+            raise FileFormatError(f"the trajectory's {coord.shape[:-1]} samples do not match the k-space's "
+                                  f"{tuple(k.shape[1:])}")
+        lines += describe_trajectory(coord)
+    if k.size:
+        lines.append(f"|k| max {float(np.abs(k).max()):.4g}, finite: {bool(np.isfinite(k).all())}")
+    return lines
+
+
+def _describe_arrays(path, fmt: str, traj=None) -> "list[str] | None":
+    """``info`` lines for a ``.npy``/``.npz``/``.cfl`` that is not Cartesian k-space (else None).
+
+    Non-Cartesian k-space (an ``.npz`` with a trajectory, BART ``(1, readout, spokes, coils)``
+    or any file with ``traj``), trajectories (BART ``(3, readout, spokes)``, real ``(*samples, 2|3)``),
+    images (a 2-D complex array, an ``.npz`` ``image``, a one-channel array whose energy is not
+    at the k-space centre), masks, and BART arrays with ESPIRiT map sets.
+    """
+    from .trajectory import TRAJECTORY_KEYS, bart_noncartesian_kspace, describe_trajectory, read_trajectory  # noqa: PLC0415
+
+    coord = None if traj is None else read_trajectory(traj)
+    if fmt == "cfl":
+        base = _cfl_base(path)
+        a = _read_cfl(base)
+        dims = tuple(a.shape) + (1,) * max(0, 5 - a.ndim)
+        head = [f"format: BART .cfl/.hdr, dimensions {tuple(a.shape)} (x, y, z, coils, maps, ...)"]
+        if coord is None and dims[3] == 1 and a.size and not np.abs(a.imag).any() and np.isin(a.real, (0, 1)).all():
+            return head + [f"real 0/1 values: a sampling pattern ({float(np.mean(a.real != 0)):.1%} sampled, "
+                           "as from 'bart poisson'), not k-space"]
+        if coord is not None or (dims[0] == 1 and dims[1] > 1):
+            return head + _noncartesian_lines(bart_noncartesian_kspace(a), coord, "BART (1, readout, spokes, coils)")
+        if dims[0] == 3 and a.ndim >= 2 and not np.abs(a.imag).any():
+            return head + ["a trajectory (bart traj): real (3, readout, spokes, ...) coordinates"] \
+                + describe_trajectory(read_trajectory(base + ".cfl"))
+        if dims[4] > 1:
+            what = (f"one image per map set ('bart pics' with {dims[4]} sets; combine them with 'bart rss 16')"
+                    if dims[3] == 1 else f"coil maps of {dims[3]} coils in {dims[4]} sets ('bart ecalib -m {dims[4]}')")
+            return head + [f"BART dimension 4 (ESPIRiT map sets) = {dims[4]}: {what}, not k-space; mri_csc "
+                           "reconstructs with one set ('bart ecalib -m 1', or 'bart slice 4 0 IN OUT')"]
+        if dims[3] == 1 and max(dims[5:], default=1) == 1 and a.size and _looks_like_image(a.T):
+            return head + _image_lines(a.T.shape if a.ndim > 1 else a.shape, a.dtype,
+                                       "one channel whose energy is not at the k-space centre")
+        return None
+    if fmt == "npz":
+        with _open_npz(path) as z:
+            files = z.files
+            tkey = next((key for key in TRAJECTORY_KEYS if key in files), None)
+            if "kspace" in files and (tkey or coord is not None):
+                k = z["kspace"]
+                lines = ["format: NumPy .npz archive, arrays " + ", ".join(files)]
+                lines += _noncartesian_lines(k, coord if coord is not None else read_trajectory(path),
+                                             f"{tkey or 'kspace'} from {'--traj' if coord is not None else 'the file'}")
+                if "maps" in files:
+                    lines.append(f"coil maps: shape {z.shape('maps')} (coils, image shape)")
+                return lines
+            if "kspace" not in files and tkey:
+                return ["format: NumPy .npz archive", f"a trajectory ({tkey!r})"] \
+                    + describe_trajectory(read_trajectory(path))
+            if "kspace" not in files and "image" in files:
+                shape, dtype = z.header("image")
+                return ["format: NumPy .npz archive"] + _image_lines(shape, dtype, "the 'image' array")
+        return None
+    if fmt == "npy":
+        a = _npy_open(path)
+        if coord is not None:
+            return ["format: NumPy .npy"] + _noncartesian_lines(np.asarray(a).reshape(a.shape[0], -1), coord, "--traj")
+        head = ["format: NumPy .npy"]
+        if a.dtype.kind in "fiub":
+            if a.ndim >= 2 and a.shape[-1] in (2, 3) and a.dtype.kind == "f":
+                return head + [f"real-valued {a.shape} {a.dtype}: a trajectory (*samples, {a.shape[-1]}), not "
+                               "k-space"] + describe_trajectory(np.asarray(a))
+            vals = np.unique(np.asarray(a)[..., :64]) if a.size else np.array([])
+            if a.size and np.isin(vals, (0, 1)).all():
+                return head + [f"real-valued {a.shape} {a.dtype} of 0 and 1: a sampling mask "
+                               f"({float(np.mean(np.asarray(a) != 0)):.1%} sampled), not k-space"]
+            return head + _image_lines(a.shape, a.dtype, "real-valued (a magnitude image)")
+        if a.dtype.kind == "c" and a.ndim == 2:
+            return head + _image_lines(a.shape, a.dtype, "complex 2-D: no coil axis")
+        if a.dtype.kind == "c" and a.ndim == 3 and a.size and _looks_like_image(np.asarray(a)):
+            return head + _image_lines(a.shape, a.dtype, "its energy is not at the k-space centre")
+    return None
+
+
+def describe(path: "str | os.PathLike", traj: "str | os.PathLike | None" = None) -> str:
+    """A few human-readable lines about a file: format, shapes, dtypes, slices.
+
+    Non-Cartesian k-space (with ``traj``, or a trajectory in the file), trajectories,
+    images and masks are named as such (:func:`_describe_arrays`), not read as
+    Cartesian k-space.
+    """
     fmt = detect_format(path)
     if fmt != "cfl":
         _require(path)
     lines = [f"file: {path}"]
+    if traj is not None and fmt not in ("npy", "npz", "cfl"):
+        raise ValueError(f"{path}: --traj applies to .npy/.npz/.cfl k-space; got a {fmt} file")
+    if fmt in ("npy", "npz", "cfl"):
+        try:
+            special = _describe_arrays(path, fmt, traj)
+        except ValueError as e:  # name the file in every message
+            if str(path) in str(e) or str(_cfl_base(path)) in str(e):
+                raise
+            raise FileFormatError(f"{path}: {e}") from None
+        if special is not None:
+            return "\n".join(lines + special)
     if fmt == "nifti":
         import nibabel as nib  # noqa: PLC0415
 
@@ -1090,7 +1304,7 @@ def describe(path: "str | os.PathLike") -> str:
         lines.append(f"mask: shape {m.shape}, sampled {frac:.1%} (R = {1 / frac:.2f})" if frac
                      else f"mask: shape {m.shape}, empty")
     else:
-        sampled = np.any(k != 0, axis=-3 if k.ndim >= 3 else 0)
+        sampled = np.any(k != 0, axis=int(d["stacked"]))  # over the coil axis, after any slice/frame axis
         frac = float(np.mean(sampled))
         lines.append(f"mask: none (non-zero samples: {frac:.1%}{f', R = {1 / frac:.2f}' if frac else ''})")
     if k.size:

@@ -44,7 +44,8 @@ import numpy as np
 from .limits import check_nbytes, check_shape
 
 __all__ = ["is_ismrmrd", "read_ismrmrd", "write_ismrmrd", "describe_ismrmrd", "read_header",
-           "noise_whitener", "remove_readout_oversampling", "read_noise", "ismrmrd_metadata", "FRAME_COUNTERS"]
+           "noise_whitener", "remove_readout_oversampling", "read_noise", "ismrmrd_metadata", "FRAME_COUNTERS",
+           "geometry_from_affine"]
 
 log = logging.getLogger(__name__)
 
@@ -238,8 +239,8 @@ def read_ismrmrd(path, h5file, *, slice=None, prewhiten: "bool | None" = None, n
     if not img.any():
         raise _err(f"{path}: ISMRMRD file has only noise/navigator/calibration-scan acquisitions, no k-space lines")
     hi = heads[img]
-    if np.any(hi["trajectory_dimensions"] > 0):
-        raise _err(f"{path}: non-Cartesian ISMRMRD data (trajectory present); only Cartesian is supported")
+    if np.any(hi["trajectory_dimensions"] > 0):  # the header says Cartesian (_encoding): coordinates of the grid
+        _check_cartesian_traj(path, group, np.flatnonzero(img), hi)
     if np.any(hi["encoding_space_ref"] != 0):
         raise _err(f"{path}: acquisitions refer to encoding spaces {sorted(set(hi['encoding_space_ref'].tolist()))}; "
                    "only the first <encoding> is supported")
@@ -354,6 +355,30 @@ def read_ismrmrd(path, h5file, *, slice=None, prewhiten: "bool | None" = None, n
             "header": hdr, "encoded": enc, "recon": rec}
 
 
+def _check_cartesian_traj(path, group, rows, heads) -> None:
+    """Refuse stored trajectories that are not Cartesian lines under a ``cartesian`` header.
+
+    ``ismrmrd_generate_cartesian_shepp_logan -k`` stores each sample's ``(kx, ky)``; such
+    lines are placed by their encoding counters as any Cartesian line. A line whose
+    coordinates beyond the first vary along the readout, or whose ``kx`` is not evenly
+    spaced, is not Cartesian: refused, never gridded by its counters.
+    """
+    ds = group["data"]
+    step = max(1, rows.size // 64)  # a sample of the lines is enough to tell
+    for r, h in zip(rows[::step], heads[::step]):
+        nd, ns = int(h["trajectory_dimensions"]), int(h["number_of_samples"])
+        t = np.asarray(ds[int(r)]["traj"], np.float64)
+        if t.size != nd * ns:
+            raise _err(f"{path}: acquisition {int(h['scan_counter'])} holds {t.size} trajectory values; expected "
+                       f"trajectory_dimensions*samples = {nd * ns}")
+        t = t.reshape(ns, nd)
+        tol = 1e-4 * max(float(np.abs(t).max()), 1e-12)
+        dk = np.diff(t[:, 0])
+        if (nd > 1 and np.ptp(t[:, 1:], axis=0).max() > tol) or (ns > 2 and np.ptp(dk) > tol):
+            raise _err(f"{path}: the header's trajectory is 'cartesian' but acquisition {int(h['scan_counter'])} "
+                       "stores coordinates that are not a Cartesian line; the file is non-Cartesian or mislabelled")
+
+
 def _read_lines(path, group, rows, heads, nc):
     """The ``(channels, samples)`` complex64 data of acquisitions ``rows`` (sorted)."""
     ds = group["data"]
@@ -406,13 +431,33 @@ def _header(nc, nx, ny, nz, fov):
     return x.ToXML(hdr)
 
 
-def write_ismrmrd(tmp_path, kspace, mask=None, *, voxel_mm=(1.0, 1.0, 1.0)) -> None:
+def geometry_from_affine(affine, shape):
+    """ISMRMRD ``(voxel_mm, read_dir, phase_dir, slice_dir, position)`` of a NIfTI (RAS) ``affine``.
+
+    The inverse of :func:`mri_csc.io.formats.nifti_affine` for an image of NIfTI shape
+    ``(nx, ny[, nz])``: the directions are the affine's unit columns turned to LPS, the
+    voxel sizes their lengths, the position the world point of voxel ``(nx//2, ny//2,
+    nz//2)`` (``0`` along a single slice).
+    """
+    a = np.asarray(affine, float)
+    lps = np.diag([-1.0, -1.0, 1.0])
+    vox = np.linalg.norm(a[:3, :3], axis=0)
+    dirs = [tuple(lps @ (a[:3, i] / vox[i])) for i in range(3)]
+    nz = shape[2] if len(shape) > 2 else 1
+    centre = a @ np.array([shape[0] // 2, shape[1] // 2, nz // 2 if nz > 1 else 0, 1.0])
+    return tuple(float(v) for v in vox), dirs[0], dirs[1], dirs[2], tuple(lps @ centre[:3])
+
+
+def write_ismrmrd(tmp_path, kspace, mask=None, *, voxel_mm=(1.0, 1.0, 1.0), affine=None) -> None:
     """Write an ISMRMRD file of the sampled lines of ``kspace`` that the C++ library reads.
 
     ``kspace`` is ``(coils, ny, nx)`` or ``(coils, nz, ny, nx)``, readout last;
     one acquisition is written per sampled (``kz``, ``ky``) line (sampled where
     the mask, or the k-space, is non-zero anywhere along the readout). The field
-    of view is the matrix times ``voxel_mm`` (x, y, z).
+    of view is the matrix times ``voxel_mm`` (x, y, z). A NIfTI ``affine`` of the
+    image (e.g. a phantom's) gives the voxel size, the read/phase/slice directions
+    and the position instead (:func:`geometry_from_affine`), so that a
+    reconstruction's NIfTI gets that affine back.
     """
     import h5py  # noqa: PLC0415
     import ismrmrd  # noqa: PLC0415
@@ -437,9 +482,11 @@ def write_ismrmrd(tmp_path, kspace, mask=None, *, voxel_mm=(1.0, 1.0, 1.0)) -> N
     head["active_channels"] = nc
     head["center_sample"] = nx // 2
     head["sample_time_us"] = 5.0
-    head["read_dir"] = (1, 0, 0)
-    head["phase_dir"] = (0, 1, 0)
-    head["slice_dir"] = (0, 0, 1)
+    dirs, position = ((1, 0, 0), (0, 1, 0), (0, 0, 1)), (0.0, 0.0, 0.0)
+    if affine is not None:
+        voxel_mm, *dirs, position = geometry_from_affine(affine, (nx, ny, nz))
+    head["read_dir"], head["phase_dir"], head["slice_dir"] = dirs
+    head["position"] = position
     head["idx"]["kspace_encode_step_1"] = lines[:, 1]
     head["idx"]["kspace_encode_step_2"] = lines[:, 0]
     if len(lines):

@@ -18,7 +18,7 @@ import numpy as np
 
 from .limits import check_shape
 
-__all__ = ["read_trajectory", "bart_noncartesian_kspace", "TRAJECTORY_KEYS"]
+__all__ = ["read_trajectory", "bart_noncartesian_kspace", "describe_trajectory", "TRAJECTORY_KEYS"]
 
 TRAJECTORY_KEYS = ("trajectory", "traj", "coord")
 
@@ -100,3 +100,29 @@ def bart_noncartesian_kspace(k: np.ndarray) -> np.ndarray:
     if k.shape[0] != 1 or any(n != 1 for n in k.shape[4:]):
         raise ValueError(f"BART non-Cartesian k-space has shape (1, readout, spokes, coils); got {k.shape}")
     return np.ascontiguousarray(k[0, :, :, :, ...].reshape(k.shape[1:4]).transpose(2, 1, 0))
+
+
+def describe_trajectory(coord: np.ndarray) -> list[str]:
+    r"""Lines for ``mri-csc info`` about a trajectory ``(*samples, ndim)`` (SigPy ``coord``, cycles per FOV).
+
+    The extent per image axis; the image matrix it implies, :math:`2\lceil\max_n|k_{n,i}|\rceil`
+    along axis ``i`` (a coordinate of :math:`\pm N/2` reaches the edge of an ``N``-voxel matrix);
+    and, for a 2-D ``(spokes, readout)`` trajectory whose spokes are straight lines, the
+    spokes against the :math:`\frac{\pi}{2}N` a fully sampled radial acquisition needs.
+    """
+    c = np.asarray(coord, np.float64)
+    nd = c.shape[-1]
+    lo, hi = c.reshape(-1, nd).min(0), c.reshape(-1, nd).max(0)
+    matrix = tuple(2 * int(np.ceil(max(abs(a), abs(b)))) for a, b in zip(lo, hi))
+    lines = [f"trajectory: {nd}-D, samples {c.shape[:-1]} (ours (*samples, ndim), cycles per FOV), extent "
+             + ", ".join(f"axis {i} [{a:.4g}, {b:.4g}]" for i, (a, b) in enumerate(zip(lo, hi)))
+             + f"; implies an image matrix of about {matrix}"]
+    if c.ndim == 3 and nd == 2 and c.shape[1] > 2:  # (spokes, readout, 2): radial when every spoke is a line
+        d = c[:, -1] - c[:, 0]
+        rel = c - c[:, :1]
+        cross = np.abs(rel[..., 0] * d[:, None, 1] - rel[..., 1] * d[:, None, 0])
+        if cross.max() <= 1e-3 * max(float((d ** 2).sum(-1).max()), 1e-12):
+            need = np.pi / 2 * max(matrix)
+            lines.append(f"radial: {c.shape[0]} spokes of {c.shape[1]} samples; a fully sampled {max(matrix)}-matrix "
+                         f"needs about {need:.0f} spokes (R = {need / c.shape[0]:.2f})")
+    return lines

@@ -312,13 +312,19 @@ def make_dataset(
     )
 
 
-def phantom_voxel_mm(phantom: str, shape) -> "tuple[float, float, float] | None":
-    """The voxel size (mm; x, y, slice) of the image :func:`make_dataset` makes from a NIfTI phantom.
+def phantom_affine(phantom: str, shape, slice_index: "int | None" = None) -> "np.ndarray | None":
+    r"""The NIfTI (RAS, mm) affine of the 2-D image :func:`make_dataset` makes from a NIfTI phantom.
 
-    An axial slice of the NIfTI is resampled to square pixels that fit ``shape``
-    (see :func:`~mri_csc.sim.phantoms.nifti_slice`), so the in-plane size is the
-    larger of the field of view over ``shape``; the slice thickness is the
-    NIfTI's voxel size along the slice axis. ``None`` for ``"shepp-logan"``.
+    The image ``(ny, nx)`` is an axial slice of the phantom reoriented to RAS
+    (:func:`nibabel.as_closest_canonical`, affine :math:`A`), shown radiologically
+    (:func:`~mri_csc.sim.phantoms.nifti_slice`: display row :math:`\rho = n_y - 1 - j`,
+    column :math:`n_x - 1 - i`), resampled to square pixels of side ``p`` edge to edge and
+    centre-padded or cropped by ``o`` pixels. Output pixel ``(c, r)`` (the NIfTI ``(i, j)``
+    of our ``(ny, nx)`` array, the readout ``c`` first) then sits at the canonical voxel
+    :math:`i = n_x - \tfrac12 - (c - o_x + \tfrac12)\,p/s_x`,
+    :math:`j = n_y - \tfrac12 - (r - o_y + \tfrac12)\,p/s_y`, ``k`` the slice index, and
+    the affine is :math:`A` composed with that map. ``None`` for ``"shepp-logan"`` or a
+    non-2-D ``shape``.
     """
     import nibabel as nib  # noqa: PLC0415
 
@@ -328,8 +334,32 @@ def phantom_voxel_mm(phantom: str, shape) -> "tuple[float, float, float] | None"
     if phantom == "shepp-logan" or not os.path.isfile(path) or len(shape) != 2:
         return None
     img = nib.as_closest_canonical(nib.load(str(path)))
-    zooms = img.header.get_zooms()[:3]
-    # the axial slice's display axes are (second, first) of RAS: rows = y (A-P), columns = x (R-L)
-    phys = (img.shape[1] * zooms[1], img.shape[0] * zooms[0])
-    pix = max(phys[0] / shape[0], phys[1] / shape[1])
-    return float(pix), float(pix), float(zooms[2])
+    sx, sy = (float(z) for z in img.header.get_zooms()[:2])
+    nx0, ny0, nz0 = img.shape[:3]
+    k = nz0 // 2 if slice_index is None else int(slice_index) % nz0
+    ny, nx = (int(n) for n in shape)
+    pix = max(ny0 * sy / ny, nx0 * sx / nx)  # as _fit_to_shape: square pixels that fit both axes
+    offsets = []
+    for n_disp, spacing, n_out in ((nx0, sx, nx), (ny0, sy, ny)):
+        n_in = int(round(n_disp * spacing / pix))  # ndimage.zoom's output size
+        offsets.append((n_out - n_in) // 2 if n_in < n_out else -((n_in - n_out) // 2))
+    ox, oy = offsets
+    # canonical voxel (i, j, k, 1) = V @ (c, r, 0, 1)
+    V = np.array([[-pix / sx, 0, 0, nx0 - 0.5 - (0.5 - ox) * pix / sx],
+                  [0, -pix / sy, 0, ny0 - 0.5 - (0.5 - oy) * pix / sy],
+                  [0, 0, 1, k],
+                  [0, 0, 0, 1]])
+    return np.asarray(img.affine, float) @ V
+
+
+def phantom_voxel_mm(phantom: str, shape) -> "tuple[float, float, float] | None":
+    """The voxel size (mm; x, y, slice) of the image :func:`make_dataset` makes from a NIfTI phantom.
+
+    The lengths of :func:`phantom_affine`'s columns: the in-plane size is the larger
+    of the field of view over ``shape``, the slice thickness the NIfTI's. ``None``
+    for ``"shepp-logan"``.
+    """
+    aff = phantom_affine(phantom, shape)
+    if aff is None:
+        return None
+    return tuple(float(v) for v in np.linalg.norm(aff[:3, :3], axis=0))
