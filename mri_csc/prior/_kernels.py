@@ -11,7 +11,7 @@ each replace a product written to a buffer and a second pass over it.
 
 For real NumPy codes the coder runs all three on one cache-sized block of code
 maps at a time, between that block's inverse and forward FFTs
-(``ConvSparseCoder._sweep``, several threads; the kernels release the GIL); for
+(:func:`mri_csc.prior.cpu_engine.sweep`, several threads; the kernels release the GIL); for
 complex codes it uses the spectral kernels on whole arrays; on CuPy, or without
 numba, it runs the same maths as array calls. It imports this module on its
 first NumPy solve; the kernels are compiled then, eagerly for the real and

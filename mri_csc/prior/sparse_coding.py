@@ -38,87 +38,25 @@ and one inverse filter-bank FFT, and the synthesis ``D z`` of the current codes
 (:meth:`ConvSparseCoder.synthesize`) none: it is kept in the Fourier domain by
 linearity (see ``ConvSparseCoder._look_ahead``). On the CPU, real codes go
 through each step one cache-sized block of code maps at a time, on
-:func:`~mri_csc.backend.fft_workers` threads (``ConvSparseCoder._sweep``), so
+:func:`~mri_csc.backend.fft_workers` threads (:func:`mri_csc.prior.cpu_engine.sweep`), so
 the code arrays cross memory about once per step instead of a dozen times.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
-import os
-import signal
-import threading
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor, wait
-from contextlib import contextmanager
 
 import numpy as np
-import scipy.fft
 
-from ..backend import fft_workers, get_xp, to_numpy
+from ..backend import get_xp, to_numpy
+from . import cpu_engine
 from .conv import BOUNDARIES, _ConvGeometry, _fftn, _ifftn, _irfftn, _rfftn
 
 __all__ = ["ConvSparseCoder", "check_lam"]
 
 log = logging.getLogger(__name__)
-
-
-@contextmanager
-def _sigint_deferred():
-    """Record a Ctrl-C (SIGINT) in the main thread instead of raising it, and raise it on exit.
-
-    numba's compiler callbacks print and swallow a KeyboardInterrupt raised inside them, so a
-    Ctrl-C during the first (uncached) compilation of the kernels would be lost.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    caught = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    if caught and previous is not signal.SIG_IGN:
-        if callable(previous):
-            previous(signal.SIGINT, None)
-        raise KeyboardInterrupt
-
-
-@functools.cache
-def _cpu_kernels():
-    """:mod:`mri_csc.prior._kernels`, imported (and compiled, or loaded from numba's cache) on
-    first use: numba's import costs ~0.5 s, which ``import mri_csc`` should not pay."""
-    with _sigint_deferred():
-        from . import _kernels  # noqa: PLC0415
-    return _kernels
-
-
-#: bytes of code maps one block of :meth:`ConvSparseCoder._sweep` handles (its working set, with
-#: the spectra and scratch, is about 3x this: well inside a core's L2 cache)
-_SWEEP_BLOCK_BYTES = 1 << 18
-
-
-@functools.cache
-def _sweep_pool(n_threads: int) -> ThreadPoolExecutor:
-    """Helper threads for :meth:`ConvSparseCoder._sweep` (the calling thread does one share);
-    one pool per :func:`~mri_csc.backend.fft_workers` setting, whatever the problem size."""
-    return ThreadPoolExecutor(max(1, n_threads), thread_name_prefix="mri_csc-sweep")
-
-
-# a forked child inherits the pool object but not its threads: start afresh there
-if hasattr(os, "register_at_fork"):  # POSIX only
-    os.register_at_fork(after_in_child=_sweep_pool.cache_clear)
-
-
-def _fused(*arrays):
-    """The fused CPU kernels when they can run on ``arrays`` (NumPy, one dtype, contiguous), else ``None``."""
-    if type(arrays[0]) is not np.ndarray:
-        return None
-    kern = _cpu_kernels()
-    return kern if kern.ENABLED and kern.available(*arrays) else None
 
 
 def check_lam(lam, name: str = "lam") -> float:
@@ -417,8 +355,8 @@ class ConvSparseCoder:
                 inv1 = self._denom[("inv1", real)] = (1.0 / (1.0 + e)).astype(rdt)
         else:
             sf = self._fwd(s, real)
-        # real NumPy codes with the kernels: the cache-blocked sweep (see _sweep)
-        sweep = real and _fused(st.Y, st.U) is not None
+        # real NumPy codes with the kernels: the cache-blocked sweep (cpu_engine.sweep)
+        sweep = real and cpu_engine.fused(st.Y, st.U) is not None
         it = 0
         for it in range(1, max_iter + 1):  # noqa: B007 (it counts the iterations run, read after the loop)
             rho = self.rho
@@ -442,12 +380,13 @@ class ConvSparseCoder:
             st.Yold, st.Y = st.Y, st.Yold
             if sweep:
                 # X, the relaxation, the y-step and the next F(Y - U) in one cache-blocked sweep
-                code_norms = self._sweep(st, vf, df, tf, a, lam / rho)
+                code_norms = cpu_engine.sweep(st.Y, st.Yold, st.U, vf, st.dv, df, tf, self.geom.code_shape,
+                                              a, lam / rho)
                 st.vf = vf
                 self._resolve_synthesis(st)
             else:
                 code_norms = None
-                if kern := _fused(vf, df, tf):
+                if kern := cpu_engine.fused(vf, df, tf):
                     kern.add_filter_product(vf, df, tf)
                 else:
                     buf = st.spectrum_scratch(vf)
@@ -518,7 +457,7 @@ class ConvSparseCoder:
             st.dv = xp.empty(fshape, dtype=st.vf.dtype)
             st.DY = xp.zeros(fshape, dtype=st.vf.dtype)
             st.DU = xp.zeros(fshape, dtype=st.vf.dtype)
-        if kern := _fused(df, st.vf, st.dv):
+        if kern := cpu_engine.fused(df, st.vf, st.dv):
             kern.filter_sum(df, st.vf, st.dv)
         else:
             buf = st.spectrum_scratch(st.vf)
@@ -535,75 +474,6 @@ class ConvSparseCoder:
             self.xp.multiply(du, c, out=st.DU)
             st.DT = None
             st.u_scale = 1.0
-
-    def _sweep(self, st, vf, df, tf, a, thr):
-        r"""The code half of an ADMM step, one cache-sized block of code maps at a time.
-
-        For each block of maps :math:`k` (same batch index :math:`b`) it runs, while the
-        block stays in cache: the z-step :math:`\hat x_k = \hat v_k + \bar{\hat d}_k \hat t_b`
-        (in place in ``vf``), :math:`x_k = F^{-1}\hat x_k`, the fused relaxation and soft
-        threshold (:func:`~mri_csc.prior._kernels.relax_shrink`: ``Y``, ``U`` and ``Y - U``),
-        :math:`\hat v_k = F(y_k - u_k)` back into ``vf`` and its share of
-        :math:`dv_b = \sum_k \hat d_k \hat v_k`. The full-array path streams each code array
-        through memory several times per step; here ``X`` and ``Y - U`` never leave the cache.
-        Blocks are shared among :func:`~mri_csc.backend.fft_workers` threads (numba and
-        pocketfft release the GIL), each with one-thread FFTs and its own partial ``dv``. The
-        split is static, so the partial sums always add up in the same order: for a given
-        thread count, results are bit-identical from run to run.
-
-        Returns the five code norms of :func:`~mri_csc.prior._kernels.relax_shrink`, summed.
-        Leaves ``st.dv`` for the new ``vf``.
-        """
-        kern = _cpu_kernels()
-        geom = self.geom
-        n_k, axes = geom.n_filters, geom.axes
-        cshape, fshape = geom.code_shape, vf.shape[-geom.ndim :]
-        Y, Yold, U = (arr.reshape(-1, *cshape) for arr in (st.Y, st.Yold, st.U))
-        V = vf.reshape(-1, *fshape)
-        dfk = df.reshape(n_k, *fshape)
-        tfb = tf.reshape(-1, *fshape)
-        # blocks [m0, m1) of flat map indices (channel b = m // K), never across a channel
-        per_block = max(1, _SWEEP_BLOCK_BYTES // (math.prod(cshape) * Y.itemsize))
-        blocks = [(m, min(m + per_block, b0 + n_k)) for b0 in range(0, len(Y), n_k)
-                  for m in range(b0, b0 + n_k, per_block)]
-        n_threads = max(1, min(fft_workers(), len(blocks)))
-        dv = st.dv.reshape(-1, *fshape)
-
-        def run(share):
-            dv_part = np.zeros_like(dv)
-            tmp = np.empty((per_block, *cshape), Y.dtype)
-            norms = [0.0] * 5
-            for m0, m1 in share:
-                b, k0 = divmod(m0, n_k)
-                k1 = k0 + m1 - m0
-                v = V[m0:m1]
-                kern.add_filter_product(v, dfk[k0:k1], tfb[b])
-                x = scipy.fft.irfftn(v, s=cshape, axes=axes, workers=1)
-                w = tmp[: m1 - m0]
-                got = kern.relax_shrink(x, Yold[m0:m1], U[m0:m1], Y[m0:m1], w, a, thr)
-                norms = [p + q for p, q in zip(norms, got, strict=True)]
-                v[...] = scipy.fft.rfftn(w, axes=axes, workers=1)
-                kern.filter_sum(dfk[k0:k1], v, dv_part[b], accumulate=True)
-            return dv_part, norms
-
-        shares = [blocks[i * len(blocks) // n_threads : (i + 1) * len(blocks) // n_threads]
-                  for i in range(n_threads)]
-        futures = []
-        for sh in shares[1:]:
-            try:
-                futures.append(_sweep_pool(fft_workers() - 1).submit(run, sh))
-            except RuntimeError:  # interpreter shutting down (a late thread, atexit): the rest runs here
-                break
-        try:
-            results = [run(shares[0])]
-            results += [futures[i].result() if i < len(futures) else run(sh) for i, sh in enumerate(shares[1:])]
-        except BaseException:  # e.g. Ctrl-C: let the helpers finish their blocks before unwinding
-            wait(futures)
-            raise
-        np.copyto(dv, results[0][0])
-        for dv_part, _ in results[1:]:
-            dv += dv_part
-        return tuple(sum(r[1][i] for r in results) for i in range(5))
 
     def _residuals(self, st, dx, code_norms=None):
         """Normalised (primal, dual) residuals; ``code_norms``: the five code-array norms if known."""
