@@ -369,7 +369,7 @@ def test_fused_relax_shrink_kernel_matches_numpy(dtype):
     np.testing.assert_allclose(U1, clip, **tol)
     np.testing.assert_allclose(V, y_ref - clip, **tol)
     ref = [np.sum((X - y_ref) ** 2.0), np.sum(X**2.0), np.sum(y_ref**2.0), np.sum((y_ref - Yold) ** 2.0),
-           np.sum(clip**2.0)]
+           np.sum(clip**2.0), np.sum(np.abs(y_ref), dtype=np.float64)]
     np.testing.assert_allclose(norms, ref, rtol=1e-5)
 
 

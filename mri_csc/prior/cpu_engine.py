@@ -104,7 +104,8 @@ def sweep(Y, Yold, U, vf, dv, df, tf, code_shape, a, thr):
     partial ``dv``. The split is static, so the partial sums always add up in the same order:
     for a given thread count, results are bit-identical from run to run.
 
-    Returns the five code norms of :func:`~mri_csc.prior._kernels.relax_shrink`, summed.
+    Returns the six code norms of :func:`~mri_csc.prior._kernels.relax_shrink` (five squared
+    norms for the residuals, then the ℓ1 norm of ``Y``), summed.
     """
     kern = kernels()
     ndim = len(code_shape)
@@ -125,7 +126,7 @@ def sweep(Y, Yold, U, vf, dv, df, tf, code_shape, a, thr):
     def run(share):
         dv_part = np.zeros_like(dvb)
         tmp = np.empty((per_block, *code_shape), Y.dtype)
-        norms = [0.0] * 5
+        norms = [0.0] * 6
         for m0, m1 in share:
             b, k0 = divmod(m0, n_k)
             k1 = k0 + m1 - m0
@@ -156,4 +157,4 @@ def sweep(Y, Yold, U, vf, dv, df, tf, code_shape, a, thr):
     np.copyto(dvb, results[0][0])
     for dv_part, _ in results[1:]:
         dvb += dv_part
-    return tuple(sum(r[1][i] for r in results) for i in range(5))
+    return tuple(sum(r[1][i] for r in results) for i in range(6))

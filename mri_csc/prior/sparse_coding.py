@@ -24,8 +24,9 @@ Sherman–Morrison solve per frequency, with a fixed denominator
 :math:`1 + \|\hat d\|^2`; ``y0 = \rho r / (W + \rho)`` and ``y1`` is a soft
 threshold.
 
-Both use over-relaxation (default 1.8) and residual-balancing ρ with SPORCO's
-ConvBPDN rules (normalised residuals, period 1, adaptive scaling, target ratio
+Both use over-relaxation (default 1.8) and residual-balancing ρ
+(:class:`~mri_csc.prior.penalty.ResidualBalance`), by default with SPORCO's ConvBPDN rules
+(normalised residuals, period 1, adaptive scaling, target ratio
 :math:`\xi = 1 + 18.3^{\log_{10}\lambda + 1}`). Real signals use real FFTs and
 real codes; complex signals use complex FFTs and complex codes (filters stay
 real). Leading axes of ``s`` beyond the image's are a batch (e.g. channels)
@@ -47,14 +48,16 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 
 from ..backend import get_xp, to_numpy
 from . import cpu_engine
 from .conv import BOUNDARIES, _ConvGeometry, _fftn, _ifftn, _irfftn, _rfftn
+from .penalty import ResidualBalance
 
-__all__ = ["ConvSparseCoder", "check_lam"]
+__all__ = ["CodeStep", "ConvSparseCoder", "check_lam"]
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +83,20 @@ def _shrink_split(t_arr, thr, u_out, xp):
     else:
         xp.clip(t_arr, -thr, thr, out=u_out)
     t_arr -= u_out
+
+
+class CodeStep(NamedTuple):
+    """What :meth:`ConvSparseCoder.step` returns: the codes after the step and what depends on them."""
+
+    #: the coder's current code array ``(..., K, *code_shape)`` (internal: the next solve or step
+    #: overwrites it; copy it to keep it)
+    codes: object
+    #: ``C D z`` of those codes, ``(..., *image_shape)``, a new array
+    synthesis: object
+    #: :math:`\|z\|_1` (summed over the batch), a float
+    l1: float
+    #: iterations run by this step
+    n_iter: int
 
 
 class _State:
@@ -111,6 +128,7 @@ class _State:
         self.DY = None
         self.DU = None
         self.DT = None
+        self.YF = None  # F(Y), computed on request (ConvSparseCoder.code_spectrum), dropped when Y changes
         self.u_scale = 1.0
         self.n_iter = 0
 
@@ -145,6 +163,9 @@ class ConvSparseCoder:
         Residual balancing of ρ (default on).
     rho_period : int
         Iterations between ρ updates (SPORCO ConvBPDN uses 1).
+    rho_rule : ResidualBalance, optional
+        The residual-balancing rule (:mod:`mri_csc.prior.penalty`); default
+        ``ResidualBalance.convbpdn(lam, rho_period)``. Give this or ``rho_period``, not both.
 
     Attributes
     ----------
@@ -170,7 +191,8 @@ class ConvSparseCoder:
         dtype=np.float32,
         boundary: str = "pad",
         auto_rho: bool = True,
-        rho_period: int = 1,
+        rho_period: int | None = None,
+        rho_rule: ResidualBalance | None = None,
     ):
         self.lam = check_lam(lam)
         if rho is not None:
@@ -185,8 +207,15 @@ class ConvSparseCoder:
         rdt = np.dtype(dtype)
         if rdt not in (np.float32, np.float64):
             raise ValueError(f"dtype must be float32 or float64; got {rdt}")
-        if int(rho_period) < 1:
-            raise ValueError(f"rho_period must be >= 1; got {rho_period}")
+        if rho_rule is not None and rho_period is not None:
+            raise ValueError("give rho_period or rho_rule, not both")
+        if rho_rule is None:
+            period = 1 if rho_period is None else rho_period
+            if isinstance(period, bool) or int(period) != period or int(period) < 1:
+                raise ValueError(f"rho_period must be an integer >= 1; got {rho_period!r}")
+            rho_rule = ResidualBalance.convbpdn(self.lam, int(period))
+        elif not isinstance(rho_rule, ResidualBalance):
+            raise TypeError(f"rho_rule must be a ResidualBalance; got {type(rho_rule).__name__}")
         self.geom = _ConvGeometry(filters, image_shape, boundary)
         self.xp = self.geom.xp
         self.rdt = rdt
@@ -194,15 +223,12 @@ class ConvSparseCoder:
         self.rho0 = float(rho) if rho is not None else 50.0 * self.lam + 1.0
         self.rho = self.rho0
         self.auto_rho = bool(auto_rho)
-        self.rho_period = int(rho_period)
-        # SPORCO ConvBPDN residual-balancing constants
-        self.rho_xi = 1.0 + 18.3 ** (math.log10(self.lam) + 1.0) if self.lam > 0 else 1.0
-        self.rho_mu = 1.2
-        self.rho_tau = 1000.0
+        self.rho_rule = rho_rule
         self._state: _State | None = None
         self._denom: dict = {}
         self.last_iters = 0
         self.residuals = (np.inf, np.inf)
+        self._l1 = None  # ||Y||_1 when the last iteration's sweep gave it, else None
 
     # ------------------------------------------------------------------ properties
     @property
@@ -229,16 +255,22 @@ class ConvSparseCoder:
     def reset(self):
         """Drop the iterates; the next :meth:`solve` starts from zero with the initial ρ."""
         self._state = None
+        self._l1 = None
         self.rho = self.rho0
 
-    def set_filters(self, filters):
+    def set_filters(self, filters, reset=None):
         """Replace the dictionary (same number and size of filters, same device), keeping the codes.
 
         Every filter-dependent cache is dropped: the filter spectra, the Sherman–Morrison
         denominators, and the Fourier-domain syntheses ``D Y``, ``D U`` and the pending ``D T``
         of the iteration state, which are recomputed from the codes with the new filters (so
         :meth:`synthesize` and the next :meth:`solve` see the new dictionary). The iterates,
-        duals and ρ carry over: the next :meth:`solve` warm-starts from them.
+        duals and ρ carry over: the next :meth:`solve` warm-starts from them. ``reset``: indices
+        of filters whose codes and duals restart from zero (re-seeded filters).
+
+        Cost: the spectrum of the codes (none when :meth:`code_spectrum` has just given it) and
+        products with it; ``F(Y - U)``, which the next step starts from, is filter-independent
+        and kept.
         """
         geom = _ConvGeometry(filters, self.image_shape, self.boundary)
         if (geom.n_filters, geom.filter_shape) != (self.geom.n_filters, self.geom.filter_shape):
@@ -249,15 +281,43 @@ class ConvSparseCoder:
         self.geom = geom
         self._denom = {}
         st = self._state
-        if st is not None and st.n_iter > 0:
-            xp = self.xp
-            df = self._spectra(st.real)[0]
-            kax = -self.geom.ndim - 1
-            st.DY = (df * self._fwd(st.Y, st.real)).sum(axis=kax)
-            st.DU = (df * self._fwd(st.U, st.real)).sum(axis=kax)
-            st.DT, st.u_scale = None, 1.0
-            st.vf = None  # the next step recomputes F(Y - U) and D(Y - U)
-            st.dv = xp.empty_like(st.DY)
+        if st is None or st.n_iter == 0:
+            return
+        kax = -self.geom.ndim - 1
+        if reset is not None:
+            idx = (Ellipsis, reset) + (slice(None),) * self.geom.ndim
+            st.Y[idx] = 0
+            st.U[idx] = 0
+            for arr in (st.YF, st.vf):
+                if arr is not None:
+                    arr[idx] = 0
+            self._l1 = None
+        if st.vf is None:  # F(Y - U) stale (a rho change): transform it now, as the next step would
+            st.DT = None
+            self._look_ahead(st, st.real)
+        df = self._spectra(st.real)[0]
+        yf = self.code_spectrum()
+        st.DY = (df * yf).sum(axis=kax)
+        self._filter_sum(df, st.vf, st.dv)  # D(Y - U), the next z-step's input
+        st.DU = st.DY - st.dv
+        st.DT, st.u_scale = None, 1.0
+
+    def code_spectrum(self):
+        """The DFT of the current codes on the code grid, ``(..., K, *freq_shape)`` (real FFT for
+        real codes), cached until the codes change (internal array: do not modify)."""
+        st = self._state
+        if st is None:
+            raise ValueError("code_spectrum() needs a previous solve()")
+        if st.YF is None:
+            st.YF = self._fwd(st.Y, st.real)
+        return st.YF
+
+    def _filter_sum(self, df, vf, out):
+        """``out = sum_k df_k vf_k`` (the fused kernel when it applies)."""
+        if kern := cpu_engine.fused(df, vf, out):
+            kern.filter_sum(df, vf, out)
+        else:
+            self.xp.sum(df * vf, axis=-self.geom.ndim - 1, out=out)
 
     def _spectra(self, real):
         df = self.geom.spectrum(self.rdt, half=real)
@@ -304,6 +364,7 @@ class ConvSparseCoder:
             if warm and st is not None:
                 log.debug("ConvSparseCoder: problem shape/type changed; restarting from zero")
             st = self._state = _State(xp, batch, self.geom, cdt, self.rdt, real)
+            self._l1 = None
             self.rho = self.rho0
         return s, st
 
@@ -358,6 +419,9 @@ class ConvSparseCoder:
         # real NumPy codes with the kernels: the cache-blocked sweep (cpu_engine.sweep)
         sweep = real and cpu_engine.fused(st.Y, st.U) is not None
         it = 0
+        if max_iter > 0:
+            self._l1 = None
+            st.YF = None
         for it in range(1, max_iter + 1):  # noqa: B007 (it counts the iterations run, read after the loop)
             rho = self.rho
             # ---- z-step (Sherman-Morrison per frequency) from vf = F(Y - U), dv = D^ vf
@@ -384,6 +448,7 @@ class ConvSparseCoder:
                                               a, lam / rho)
                 st.vf = vf
                 self._resolve_synthesis(st)
+                self._l1 = code_norms[5]
             else:
                 code_norms = None
                 if kern := cpu_engine.fused(vf, df, tf):
@@ -414,7 +479,7 @@ class ConvSparseCoder:
             st.n_iter += 1
             # residual norms only where stopping or ρ balancing reads them (7 passes over the codes
             # on the array path; the fused kernel gives them for free, but one host transfer remains)
-            update_rho = self.auto_rho and st.n_iter % self.rho_period == 0
+            update_rho = self.auto_rho and self.rho_rule.due(st.n_iter)
             if tol > 0 or update_rho:
                 r, sd = self._residuals(st, dx if pad else None, code_norms)
                 self.residuals = (r, sd)
@@ -494,7 +559,7 @@ class ConvSparseCoder:
         # one device-to-host transfer for all the norms (one GPU sync per ADMM step, not 5-10)
         v = [float(t) for t in to_numpy(xp.stack(parts).astype(np.float64))] if parts else []
         if code_norms is not None:
-            v = list(code_norms) + v
+            v = list(code_norms[:5]) + v
         r2, xn2, yn2, s2, un2 = v[:5]
         if dx is not None:
             r2 += v[5]
@@ -510,17 +575,7 @@ class ConvSparseCoder:
         return r, sd
 
     def _update_rho(self, st, r, s):
-        tau, mu, xi = self.rho_tau, self.rho_mu, self.rho_xi
-        if s == 0.0 or r == 0.0 or not math.isfinite(s):
-            mlt = tau
-        else:
-            mlt = math.sqrt(r / (s * xi) if r > s * xi else (s * xi) / r)
-            mlt = min(mlt, tau)
-        rsf = 1.0
-        if r > xi * mu * s:
-            rsf = mlt
-        elif s > (mu / xi) * r:
-            rsf = 1.0 / mlt
+        rsf = self.rho_rule.factor(r, s)
         if rsf != 1.0:
             self.rho *= rsf
             st.U *= self.rdt.type(1.0 / rsf)
@@ -532,12 +587,25 @@ class ConvSparseCoder:
             if self.geom.boundary == "pad":
                 st.U0 *= self.rdt.type(1.0 / rsf)
 
+    def step(self, s, max_iter: int = 1, *, tol: float = 0.0, warm: bool = True) -> CodeStep:
+        r""":meth:`solve` (warm-started, ``max_iter`` iterations, ``tol`` 0 by default) returning the
+        codes together with their synthesis :math:`C D z` and :math:`\|z\|_1`, as a :class:`CodeStep`.
+
+        This is the call for a caller that needs ``D z`` after each step (the CSC prior): the
+        synthesis comes from the Fourier-domain state the iteration keeps (no filter-bank FFT, see
+        :meth:`_look_ahead`), and the ℓ1 norm from the CPU sweep when it ran (else one pass).
+        """
+        z = self.solve(s, max_iter=max_iter, tol=tol, warm=warm, copy=False)
+        l1 = self._l1 if self._l1 is not None else float(self.xp.abs(z).sum())
+        return CodeStep(z, self.synthesize(), l1, self.last_iters)
+
     def synthesize(self, z=None):
-        """``D z`` cropped to the image (``z`` defaults to the current codes).
+        """``D z`` cropped to the image (``z`` defaults to the coder's current codes).
 
         For the current codes this costs no filter-bank FFT: it reuses the Fourier-domain
         synthesis the iteration keeps (see :meth:`_look_ahead`), whose transform of
-        ``Y - U`` the next :meth:`solve` then starts from.
+        ``Y - U`` the next :meth:`solve` then starts from. Callers that need both the codes
+        and their synthesis after each step use :meth:`step`.
         """
         if z is None:
             st = self._state
@@ -556,7 +624,11 @@ class ConvSparseCoder:
         if z is None:
             if self._state is None:
                 raise ValueError("objective() without z needs a previous solve()")
-            z = self._state.Y
+            z, dz, l1 = self._state.Y, self.synthesize(), self._l1
+        else:
+            dz, l1 = self.synthesize(z), None
         xp = self.xp
-        res = self.synthesize(z) - s
-        return float(0.5 * xp.vdot(res.ravel(), res.ravel()).real + self.lam * xp.abs(z).sum())
+        res = dz - s
+        if l1 is None:
+            l1 = xp.abs(z).sum()
+        return float(0.5 * xp.vdot(res.ravel(), res.ravel()).real + self.lam * l1)

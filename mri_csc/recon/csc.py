@@ -90,6 +90,7 @@ SCHEMA = {
     "tol": Param(1e-3, "float", lo=0),
     "solver": Param("bcd", "choice", choices=("bcd", "admm")),
     "x_step": Param("mm", "choice", choices=("mm", "exact")),
+    "monotone": Param(True, "choice", choices=(True, False)),
     "x0": Param(None),
     "callback": Param(None, "callable", also=(None,)),
 }
@@ -160,7 +161,7 @@ def build_prior(problem: ReconProblem, p: dict):
         phasor = phase_from_image(problem.lowres_image())  # Hann-windowed A^H y of the calibration region
         gamma = p["gamma"]
     prior = CSCPrior(coder, mu=p["mu"], lam_lp=p["lam_lp"], phasor=phasor, imag_codes=p["imag_codes"],
-                     coder_iter=p["csc_iter"])
+                     coder_iter=p["csc_iter"], monotone=p["monotone"])
     return prior, gamma
 
 
