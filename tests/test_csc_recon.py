@@ -156,6 +156,25 @@ def test_recorded_objective_is_the_documented_one_and_does_not_increase(case, x_
     assert solver.history[-1]["objective"] == pytest.approx(f, rel=1e-4)
 
 
+def test_blind_csc_returns_the_adapted_dictionary_and_keeps_the_objective_monotone(bart_case):
+    """adapt_dictionary=N: a masked dictionary-update step every N code steps, kept only when it
+    lowers the objective; the dictionary in use comes back in the result's extras."""
+    from mri_csc.prior.dictionary import load_default_dictionary
+
+    kspace, maps, mask = bart_case
+    fixed = mri_csc.reconstruct(kspace, maps, mask=mask, method="csc", max_iter=30, tol=0)
+    blind = mri_csc.reconstruct(kspace, maps, mask=mask, method="csc", max_iter=30, tol=0, adapt_dictionary=1)
+    assert fixed.extras == {} and fixed.history[-1]["dictionary_updates"] == 0
+    d = blind.extras["dictionary"]
+    shipped = load_default_dictionary()
+    assert d.shape == shipped.shape and d.dtype == np.float32
+    assert blind.history[-1]["dictionary_updates"] >= 1 and not np.allclose(d, shipped)
+    assert np.all(np.linalg.norm(d.reshape(len(d), -1), axis=1) <= 1 + 1e-5)
+    obj = np.array([h["objective"] for h in blind.history])
+    assert (np.diff(obj)[3:] / obj[3:-1]).max() < 1e-3
+    assert blind.params["adapt_dictionary"] == 1
+
+
 def test_auto_lambda_follows_the_mask_kind(poisson_case, lines_case):
     assert not is_line_mask(poisson_case.mask)
     assert is_line_mask(lines_case.mask)
@@ -194,6 +213,8 @@ def test_recorded_params_reproduce_the_run(poisson_case):
         (dict(imag_codes="yes"), ValueError, "parameter imag_codes = 'yes' is invalid"),
         (dict(solver="newton"), ValueError, "parameter solver = 'newton' is invalid; expected one of 'bcd', 'admm'"),
         (dict(callback=3), ValueError, "parameter callback = 3 is invalid; expected a callable"),
+        (dict(adapt_dictionary=-1), ValueError, "parameter adapt_dictionary = -1 is invalid"),
+        (dict(monotone="yes"), ValueError, "parameter monotone = 'yes' is invalid"),
         (dict(dictionary=np.ones((4, 5), np.float32)), ValueError, r"shape \(K, fy, fx\)"),
         (dict(dictionary=np.full((4, 5, 5), np.nan, np.float32)), ValueError, "must be finite"),
         (dict(dictionary=np.ones((4, 128, 128), np.float32)), ValueError, "larger than"),

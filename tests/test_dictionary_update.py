@@ -95,12 +95,12 @@ def test_dictionary_update_recovers_a_planted_dictionary(boundary, shape, f):
     s = np.stack([op(zi) for zi in z])
     upd = ConvDictionaryUpdate(rng.standard_normal(d_true.shape), shape, n, boundary=boundary, dtype=np.float64)
     zf = _rfftn(z, op.geom.axes)
-    for _ in range(300):
+    for _ in range(500):
         d = upd.step(zf, s)
     assert d.shape == d_true.shape and np.all(np.linalg.norm(d.reshape(k, -1), axis=1) <= 1 + 1e-12)
-    assert np.abs(d - d_true).max() < 1e-2, np.abs(d - d_true).max()
+    assert np.abs(d - d_true).max() < 2e-2, np.abs(d - d_true).max()
     res = np.stack([ConvSynthesis(d, shape, boundary=boundary)(zi) for zi in z]) - s
-    assert np.linalg.norm(res) < 2e-2 * np.linalg.norm(s)
+    assert np.linalg.norm(res) < 3e-2 * np.linalg.norm(s)
 
 
 def test_dictionary_update_support_and_bad_input():
@@ -148,3 +148,32 @@ def test_monotone_code_step_never_raises_the_csc_part():
         rises[mono] = worst
     assert rises[True] <= 1e-6, rises
     assert rises[False] > 1e-3, rises
+
+
+# ----------------------------------------------------------------------------- blind CSC
+def test_blind_csc_adapt_lowers_the_misfit_and_never_raises_it():
+    """CSCPrior.adapt (masked dictionary update on the prior's codes) keeps a new dictionary only
+    when it lowers ||hu - Dz||^2; on a signal made by a different dictionary it does lower it."""
+    rng = np.random.default_rng(5)
+    shape = (32, 28)
+    d_true = _unit(rng.standard_normal((4, 5, 5)).astype(np.float32))
+    d_start = _unit(d_true + 0.5 * rng.standard_normal(d_true.shape).astype(np.float32))
+    op = ConvSynthesis(d_true, shape)
+    z = (rng.standard_normal(op.ishape) * (rng.random(op.ishape) < 0.05)).astype(np.float32)
+    hu = np.stack([op(z), np.zeros(shape, np.float32)])
+    pr = CSCPrior(ConvSparseCoder(d_start, shape, 0.01), mu=1.0, lam_lp=0.0, imag_codes=False)
+    assert not pr.adapt(hu)  # no codes yet: nothing to adapt to
+    for _ in range(30):
+        pr.code(hu)
+    misfit = [np.sum((hu[0] - pr.dz[0]) ** 2)]
+    for _ in range(30):
+        pr.adapt(hu)
+        misfit.append(np.sum((hu[0] - pr.dz[0]) ** 2))
+        # dz is the synthesis of the kept codes with the dictionary now in use
+        ref = ConvSynthesis(pr.filters, shape)(pr.codes[0])
+        assert np.abs(pr.dz[0] - ref).max() < 1e-4 * np.abs(ref).max()
+    assert np.all(np.diff(misfit) <= 0)
+    assert pr.n_adapted >= 1 and misfit[-1] < 0.9 * misfit[0], (pr.n_adapted, misfit[0], misfit[-1])
+    assert np.all(np.linalg.norm(pr.filters.reshape(4, -1), axis=1) <= 1 + 1e-5)
+    with pytest.raises(ValueError, match="adapt_every"):
+        CSCPrior(ConvSparseCoder(d_start, shape, 0.01), mu=1.0, lam_lp=0.0, adapt_every=-1)

@@ -47,6 +47,8 @@ import math
 
 from ..backend import get_xp, to_numpy
 from .base import Prior, check_step
+from .conv import _irfftn, _rfftn
+from .dictionary_update import ConvDictionaryUpdate
 from .lowpass import NeumannTikhonov
 from .sparse_coding import ConvSparseCoder
 
@@ -71,6 +73,8 @@ class CSCPrior(Prior):
     monotone : bool
         Keep the coder's new codes only when they lower the CSC part at the current image (see
         the module docstring; default on).
+    adapt_every : int
+        Blind CSC: every this many block steps, one dictionary-update step (:meth:`adapt`); 0 (default) off.
     max_retries : int
         With ``monotone``, further ``coder_iter`` coder steps on the same signal when a step's
         codes are not kept, at most this many (default 2), before the block step keeps the old codes.
@@ -93,14 +97,16 @@ class CSCPrior(Prior):
     exact = False
 
     def __init__(self, coder: ConvSparseCoder, *, mu: float, lam_lp: float, phasor=None,
-                 imag_codes: bool = True, coder_iter: int = 1, monotone: bool = True, max_retries: int = 2):
+                 imag_codes: bool = True, coder_iter: int = 1, monotone: bool = True, max_retries: int = 2,
+                 adapt_every: int = 0):
         for name, val, zero_ok in (("mu", mu, False), ("lam_lp", lam_lp, True)):
             if not (isinstance(val, (int, float)) and math.isfinite(val) and (val > 0 or (zero_ok and val == 0))):
                 raise ValueError(f"{name} must be a finite number {'>=' if zero_ok else '>'} 0; got {val!r}")
         if isinstance(coder_iter, bool) or not isinstance(coder_iter, int) or coder_iter < 1:
             raise ValueError(f"coder_iter must be an integer >= 1; got {coder_iter!r}")
-        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
-            raise ValueError(f"max_retries must be an integer >= 0; got {max_retries!r}")
+        for name, val in (("max_retries", max_retries), ("adapt_every", adapt_every)):
+            if isinstance(val, bool) or not isinstance(val, int) or val < 0:
+                raise ValueError(f"{name} must be an integer >= 0; got {val!r}")
         self.coder = coder
         self.mu, self.lam_lp = float(mu), float(lam_lp)
         self.phasor = phasor
@@ -114,6 +120,10 @@ class CSCPrior(Prior):
         self.n_rejected = 0
         self.n_retries = 0
         self.retries = int(max_retries)
+        self.adapt_every = int(adapt_every)
+        self.n_adapted = 0
+        self._n_code = 0
+        self._update = None  # the ConvDictionaryUpdate of blind CSC, built on the first adapt()
         self._w = None  # the last prox output's channels (the next prox's z-step codes H of it)
 
     @property
@@ -148,19 +158,18 @@ class CSCPrior(Prior):
         if self.dz is None or self.dz.shape != hu.shape:
             self.dz = xp.zeros_like(hu)
             self.codes = None
+        self._n_code += 1
         for _ in range(1 + self.retries):
             res = self.coder.step(hu[:n], max_iter=self.coder_iter)
             if not (self.monotone and self.codes is not None and self.codes.shape == res.codes.shape):
                 break
-            h = hu[:n]
-            e_new, e_old = h - res.synthesis, h - self.dz[:n]
-            sq = xp.stack([xp.vdot(e.ravel(), e.ravel()).real for e in (e_new, e_old)]).astype(xp.float64)
-            new2, old2 = (float(v) for v in to_numpy(sq))
+            new2, old2 = self._misfits2(hu[:n], res.synthesis, self.dz[:n])
             if 0.5 * new2 + self.lam * res.l1 <= 0.5 * old2 + self.lam * self.code_l1:
                 break
             self.n_retries += 1
         else:
             self.n_rejected += 1
+            self._maybe_adapt(hu)
             return self.dz
         if self.codes is None or self.codes.shape != res.codes.shape:
             self.codes = res.codes.copy()
@@ -168,12 +177,53 @@ class CSCPrior(Prior):
             xp.copyto(self.codes, res.codes)
         self.dz[:n] = res.synthesis
         self.code_l1 = res.l1
+        self._maybe_adapt(hu)
         return self.dz
 
-    def refresh_synthesis(self):
-        """Recompute ``dz`` from ``codes`` with the coder's current filters (after ``coder.set_filters``)."""
-        if self.codes is not None:
-            self.dz[: self.n_coded] = self.coder.synthesize(self.codes)
+    @staticmethod
+    def _misfits2(h, *syntheses):
+        r""":math:`\|h - s\|^2` for each synthesis ``s``, as floats (one host transfer)."""
+        xp = get_xp(h)
+        sq = xp.stack([xp.vdot((h - s).ravel(), (h - s).ravel()).real for s in syntheses]).astype(xp.float64)
+        return tuple(float(v) for v in to_numpy(sq))
+
+    def _maybe_adapt(self, hu):
+        if self.adapt_every and self._n_code % self.adapt_every == 0:
+            self.adapt(hu)
+
+    def adapt(self, hu) -> bool:
+        r"""Blind CSC: one masked dictionary-update step for the prior's codes and ``hu``.
+
+        One iteration of :class:`~mri_csc.prior.dictionary_update.ConvDictionaryUpdate` (the
+        coder's boundary, warm-started across calls; channels are its signals) on
+        :math:`\min_D 	frac12\|hu - C D z\|^2` over unit-ball filters. The new dictionary is
+        kept (the coder's filters replaced, ``dz`` recomputed) only when it lowers
+        :math:`\|hu - Dz\|^2` at the prior's codes, so the objective never rises and a step that
+        does not help leaves the dictionary as it was. Returns whether it was kept.
+        """
+        if self.codes is None:
+            return False
+        geom = self.coder.geom
+        n = self.n_coded
+        if self._update is None:
+            self._update = ConvDictionaryUpdate(geom.filters, geom.image_shape, n, boundary=geom.boundary,
+                                                dtype=self.coder.rdt)
+        upd = self._update
+        zf = _rfftn(self.codes, geom.axes)
+        d = upd.step(zf, hu[:n])
+        dz_new = geom.crop_image(_irfftn((upd.spectrum[None] * zf).sum(axis=1), geom.code_shape, geom.axes))
+        new2, old2 = self._misfits2(hu[:n], dz_new, self.dz[:n])
+        if new2 >= old2:
+            return False
+        self.coder.set_filters(d)
+        self.dz[:n] = dz_new
+        self.n_adapted += 1
+        return True
+
+    @property
+    def filters(self):
+        """The dictionary in use (the shipped or given one, or the adapted one in blind CSC)."""
+        return self.coder.geom.filters
 
     def misfit(self, x):
         """The channels of :math:`Hu - Dz` at the current codes."""
@@ -199,4 +249,5 @@ class CSCPrior(Prior):
         return self.mu * (0.5 * float(xp.vdot(d.ravel(), d.ravel()).real) + self.lam * self.code_l1)
 
     def stats(self) -> dict:
-        return {"code_l1": self.code_l1, "coder_rho": self.coder.rho, "rejected": self.n_rejected}
+        return {"code_l1": self.code_l1, "coder_rho": self.coder.rho, "rejected": self.n_rejected,
+                "adapted": self.n_adapted}

@@ -117,6 +117,11 @@ class ConvDictionaryUpdate:
     def code_shape(self):
         return self.geom.code_shape
 
+    @property
+    def spectrum(self):
+        """Real-FFT spectra of :attr:`filters` on the code grid, ``(K, *F)`` (internal: do not modify)."""
+        return self._G
+
     def _spectrum(self, d):
         return _rfftn(self.geom.filters_to_grid(d), self.geom.axes)
 
@@ -161,14 +166,15 @@ class ConvDictionaryUpdate:
         axes = geom.axes
         G = self._G
         n = self.n_signals
-        if self._H is None:
-            self._H = xp.zeros((n, *G.shape), dtype=G.dtype)
-            if self.boundary == "pad":
-                self._r = xp.zeros((n, *geom.code_shape), dtype=self.rdt)
-                self._u = xp.zeros_like(self._r)
-        H = self._H
         s = s.astype(self.rdt, copy=False)
         pad = self.boundary == "pad"
+        if self._H is None:
+            self._H = xp.zeros((n, *G.shape), dtype=G.dtype)
+            if pad:  # the split at its exact value for the initial dictionary: the first step starts there
+                dz0 = _irfftn((codes_f * G[None]).sum(axis=1), geom.code_shape, axes)
+                self._r = (dz0 - geom.pad_image(s)).astype(self.rdt, copy=False)
+                self._u = xp.zeros_like(self._r)
+        H = self._H
         ew = (codes_f.real ** 2 + codes_f.imag ** 2).sum(axis=1)  # ||z_i(w)||^2, (n, *F)
         W = G[None] - H  # g - h_i
         zw = (codes_f * W).sum(axis=1)  # z_i^T (g - h_i)

@@ -246,7 +246,7 @@ class CSCReconSolver(IterativeSolver):
         rec = self.history.append(objective=sum(terms.values()), **terms,
                                   coupling_misfit=c2 ** 0.5 / max(hn2 ** 0.5, dn2 ** 0.5, 1e-30),
                                   image_change=change, code_l1=l1sum, coder_rho=pr.coder.rho,
-                                  codes_rejected=pr.n_rejected)
+                                  codes_rejected=pr.n_rejected, dictionary_updates=pr.n_adapted)
         check_divergence(self.iter, xn2 ** 0.5, self._ref, rho={"coder_rho": (pr.coder.rho, self._coder_rho0)},
                          hint=self.hint)
         self.iter += 1
