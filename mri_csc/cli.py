@@ -313,6 +313,8 @@ CSC_PARAM_HELP = {
     "noise_std": "k-space noise std in the input's units ('auto': from the calibration region; 1 if whitened)",
     "solver": "'bcd' (block-coordinate descent, default) or 'admm' (the generic ReconSolver, one split per prior)",
     "x_step": "data step of 'bcd': 'mm' (majorize-minimize, monotone) or 'exact' (CG on the exact x-subproblem)",
+    "monotone": "keep the coder's new codes only when they lower the objective (True: a monotone objective)",
+    "adapt_dictionary": "blind CSC: a dictionary-update step every N code steps, kept if it lowers F (0: off)",
     "max_iter": "outer iterations (CSC coding + CG data step) at most",
     "tol": "stop when the image changes by less than this (relative)",
     "phase": "estimate a smooth phase from the calibration region and demodulate (True/False/'auto')",

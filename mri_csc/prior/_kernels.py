@@ -2,16 +2,16 @@ r"""Fused CPU kernels for the sparse coder's element-wise work (numba; NumPy fal
 
 One ADMM step of :class:`mri_csc.prior.sparse_coding.ConvSparseCoder` does, per
 code sample, the over-relaxation, the soft threshold, the split of ``T`` into
-``Y`` and ``U``, the input ``Y - U`` of the next step and five squared norms
-for the residuals. In NumPy that is about 14 passes over the code arrays, which
-are memory-bound; :func:`relax_shrink` does all of it in one pass. In the
+``Y`` and ``U``, the input ``Y - U`` of the next step, five squared norms
+for the residuals and the ℓ1 norm of ``Y``. In NumPy that is about 15 passes over the code
+arrays, which are memory-bound; :func:`relax_shrink` does all of it in one pass. In the
 Fourier domain, :func:`filter_sum` (:math:`\sum_k \hat d_k \hat v_k`) and
 :func:`add_filter_product` (:math:`\hat v_k \mathrel{+}= \bar{\hat d}_k \hat t`)
 each replace a product written to a buffer and a second pass over it.
 
 For real NumPy codes the coder runs all three on one cache-sized block of code
 maps at a time, between that block's inverse and forward FFTs
-(``ConvSparseCoder._sweep``, several threads; the kernels release the GIL); for
+(:func:`mri_csc.prior.cpu_engine.sweep`, several threads; the kernels release the GIL); for
 complex codes it uses the spectral kernels on whole arrays; on CuPy, or without
 numba, it runs the same maths as array calls. It imports this module on its
 first NumPy solve; the kernels are compiled then, eagerly for the real and
@@ -43,6 +43,7 @@ def _relax_shrink(X, Yold, U, Y, V, a, thr):
     yn2 = 0.0
     s2 = 0.0
     un2 = 0.0
+    l1 = 0.0
     b = 1 - a
     for i in range(n):
         x = X[i]
@@ -60,7 +61,8 @@ def _relax_shrink(X, Yold, U, Y, V, a, thr):
         yn2 += y * y
         s2 += e * e
         un2 += c * c
-    return r2, xn2, yn2, s2, un2
+        l1 += abs(y)
+    return r2, xn2, yn2, s2, un2, l1
 
 
 def _add_filter_sum(df, vf, dv):
@@ -80,7 +82,7 @@ def _add_filter_product(vf, df, tf):
 
 
 if numba is not None:
-    _sigs = [types.UniTuple(float64, 5)(ft[::1], ft[::1], ft[::1], ft[::1], ft[::1], ft, ft)
+    _sigs = [types.UniTuple(float64, 6)(ft[::1], ft[::1], ft[::1], ft[::1], ft[::1], ft, ft)
              for ft in (float32, float64)]
     _relax_shrink_jit = numba.njit(_sigs, cache=True, nogil=True, fastmath=True)(_relax_shrink)
     _ct = (types.complex64, types.complex128)
@@ -126,7 +128,7 @@ def relax_shrink(X, Yold, U, Y, V, a: float, thr: float):
     With :math:`T = aX + (1-a)Y_{old} + U`: writes :math:`U \leftarrow \operatorname{clip}(T,
     \pm\,\text{thr})`, :math:`Y \leftarrow T - U` (the soft threshold of ``T``) and
     :math:`V \leftarrow Y - U`, and returns :math:`(\|X-Y\|^2, \|X\|^2, \|Y\|^2,
-    \|Y-Y_{old}\|^2, \|U\|^2)` accumulated in float64. ``U`` is updated in place.
+    \|Y-Y_{old}\|^2, \|U\|^2, \|Y\|_1)` accumulated in float64. ``U`` is updated in place.
     """
     dt = X.dtype.type
     return _relax_shrink_jit(X.ravel(), Yold.ravel(), U.ravel(), Y.ravel(), V.ravel(), dt(a), dt(thr))

@@ -158,16 +158,23 @@ class _ConvGeometry:
         """Filter DFTs on the code grid, ``(K, *freq_shape)``, cached per dtype and half/full."""
         key = (np.dtype(real_dtype).str, bool(half))
         if key not in self._spectra:
-            xp = self.xp
-            pad = xp.zeros((self.n_filters, *self.code_shape), dtype=real_dtype)
-            pad[(slice(None),) + tuple(slice(0, f) for f in self.filter_shape)] = self.filters.astype(
-                real_dtype
-            )
-            # centre the filters: tap f//2 moves to index 0
-            pad = xp.roll(pad, tuple(-(f // 2) for f in self.filter_shape), axis=self.axes)
+            pad = self.filters_to_grid(self.filters.astype(real_dtype))
             spec = _rfftn(pad, self.axes) if half else _fftn(pad, self.axes)
             self._spectra[key] = spec
         return self._spectra[key]
+
+    def filters_to_grid(self, d):
+        """Filters ``(K, *filter_shape)`` placed centred on the code grid (tap ``f // 2`` at index 0)."""
+        xp = get_xp(d)
+        pad = xp.zeros((d.shape[0], *self.code_shape), dtype=d.dtype)
+        pad[(slice(None),) + tuple(slice(0, f) for f in self.filter_shape)] = d
+        return xp.roll(pad, tuple(-(f // 2) for f in self.filter_shape), axis=self.axes)
+
+    def grid_to_filters(self, g):
+        """The adjoint of :meth:`filters_to_grid`: the ``filter_shape`` window of grid maps ``(K, *code_shape)``."""
+        xp = get_xp(g)
+        g = xp.roll(g, tuple(f // 2 for f in self.filter_shape), axis=self.axes)
+        return g[(slice(None),) + tuple(slice(0, f) for f in self.filter_shape)]
 
     def pad_image(self, x, out=None):
         """Zero-pad image(s) ``(..., *image_shape)`` into the code grid (the adjoint of the crop)."""

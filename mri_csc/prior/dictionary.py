@@ -11,12 +11,17 @@ over high-pass training images :math:`s_i` by alternating one ADMM iteration of
 each sub-problem per outer iteration (the interleaved scheme of SPORCO's
 ``ConvBPDNDictLearn``):
 
-- codes: ConvBPDN ADMM (per-frequency Sherman–Morrison, over-relaxation), all
-  images at once;
-- dictionary: the *consensus* ADMM form of CCMOD (Garcia-Cardona & Wohlberg,
-  2018): each image gets its own copy of the dictionary, solved exactly with
-  one Sherman–Morrison per frequency, and the copies are averaged and projected
-  onto the constraint set (crop to the support, unit-ball normalisation).
+- codes: one iteration of :class:`~mri_csc.prior.sparse_coding.ConvSparseCoder` (ConvBPDN
+  ADMM: per-frequency Sherman–Morrison, over-relaxation), all images at once as its batch,
+  warm-started; after each dictionary step its filters are replaced
+  (:meth:`~mri_csc.prior.sparse_coding.ConvSparseCoder.set_filters`, codes and duals kept);
+- dictionary: one iteration of :class:`~mri_csc.prior.dictionary_update.ConvDictionaryUpdate`,
+  the *consensus* ADMM form of CCMOD (Garcia-Cardona & Wohlberg, 2018): each image gets its own
+  copy of the dictionary, solved exactly with one Sherman–Morrison per frequency, and the
+  copies are averaged and projected onto the constraint set (crop to the support, unit-ball
+  normalisation);
+- both penalties balanced by one rule, :meth:`~mri_csc.prior.penalty.ResidualBalance.dictionary_learning`
+  (SPORCO ``ConvBPDNDictLearn``'s: every 10 iterations, factor 2 when the residuals differ 10-fold).
 
 The training images use circular boundaries (as SPORCO); brain slices have a
 zero background at the edges, so nothing meaningful wraps around. Runs on NumPy
@@ -26,16 +31,16 @@ or CuPy (``device=``); returns NumPy filters.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from importlib import resources
 
 import numpy as np
 
 from ..backend import get_xp, resolve_device, to_device, to_numpy
-from .conv import _irfftn, _rfftn
+from .dictionary_update import ConvDictionaryUpdate
 from .lowpass import highpass
-from .sparse_coding import _shrink_split, check_lam
+from .penalty import ResidualBalance
+from .sparse_coding import ConvSparseCoder, check_lam
 
 __all__ = ["DEFAULT_DICTIONARY", "learn_dictionary", "load_default_dictionary", "prepare_training_images"]
 
@@ -176,8 +181,6 @@ def learn_dictionary(
             s = s[None]
         C = s.shape[0]
         N = tuple(s.shape[-2:])
-        axes = (-2, -1)
-        c = f // 2
         rng = np.random.default_rng(seed)
         if init is None:
             d0 = rng.standard_normal((K, f, f)).astype(np.float32)
@@ -189,35 +192,16 @@ def learn_dictionary(
             d0 *= support
         d0 /= np.maximum(np.linalg.norm(d0.reshape(K, -1), axis=1), 1e-12)[:, None, None]
         supp = None if support is None else xp.asarray(support)
-
-        def pad_centre(d):
-            g = xp.zeros((K,) + N, dtype=np.float32)
-            g[:, :f, :f] = d
-            return xp.roll(g, (-c, -c), axis=axes)
-
-        def project(gspatial):
-            d = xp.roll(gspatial, (c, c), axis=axes)[:, :f, :f]
-            if supp is not None:
-                d = d * supp
-            nrm = xp.sqrt((d**2).sum(axis=(1, 2)))
-            d = d / xp.maximum(nrm, 1.0)[:, None, None]
-            return d
-
         lam = float(lam)
-        rho = float(rho) if rho is not None else 50.0 * lam + 1.0
         # SPORCO's CCMOD default is the number of images; on brain slices a smaller start
         # learns faster (50 iterations, 4 slices: common objective 43.8 with 0.5 vs 46.1 with C)
         sigma = float(sigma) if sigma is not None else 0.5
-        a = float(relax)
-        d = xp.asarray(d0)
-        Gf = _rfftn(pad_centre(d), axes)  # (K, F)
-        Sf = _rfftn(s, axes)  # (C, F)
-        cshape = (C, K) + N
-        X = xp.zeros(cshape, np.float32)
-        Y = xp.zeros(cshape, np.float32)
-        U = xp.zeros(cshape, np.float32)
-        tmp = xp.zeros(cshape, np.float32)
-        H = xp.zeros((C,) + Gf.shape, dtype=Gf.dtype)  # consensus duals, Fourier domain
+        rule = ResidualBalance.dictionary_learning()  # SPORCO ConvBPDNDictLearn's, for both steps
+        coder = ConvSparseCoder(xp.asarray(d0), N, lam, rho=rho, relax=relax, boundary="circular",
+                                rho_rule=rule)
+        update = ConvDictionaryUpdate(xp.asarray(d0), N, C, boundary="circular", sigma=sigma, relax=relax,
+                                      support=supp, rule=rule)
+        d = update.filters
         history = []
         n_reseeded = 0
         pbar = None
@@ -225,100 +209,28 @@ def learn_dictionary(
             from tqdm.auto import tqdm
 
             pbar = tqdm(total=int(n_iter), desc="learn_dictionary")
-        cb = None  # complex (C, K, F) scratch, allocated once
-        rb = None  # real (C, K, F) scratch
-        W = None  # per-image dictionaries / next duals (swapped with H)
         for k in range(int(n_iter)):
-            balance = (k + 1) % 10 == 0
-            # ---------------- code step (ConvBPDN ADMM iteration, circular)
-            e = (Gf.real**2 + Gf.imag**2).sum(axis=0)
-            Gfc = Gf.conj()
-            xp.subtract(Y, U, out=tmp)
-            vf = _rfftn(tmp, axes)
-            if cb is None:
-                cb = xp.empty_like(vf)
-                rb = xp.empty(vf.shape, dtype=np.float32)
-                W = xp.empty_like(vf)
-            xp.multiply(Gf[None], vf, out=cb)
-            t = (Sf - cb.sum(axis=1)) / (rho + e)
-            xp.multiply(Gfc[None], t[:, None], out=cb)
-            vf += cb
-            X = _irfftn(vf, N, axes)
-            del vf
-            if balance:
-                Yold = Y.copy()
-            xp.multiply(X, a, out=tmp)
-            Y *= 1 - a
-            Y += tmp
-            Y += U
-            _shrink_split(Y, np.float32(lam / rho), U, xp)
-            if balance:
-                r = float(xp.linalg.norm(X - Y)) / max(
-                    float(xp.linalg.norm(X)), float(xp.linalg.norm(Y)), 1e-30
-                )
-                sd = rho * float(xp.linalg.norm(Y - Yold)) / max(rho * float(xp.linalg.norm(U)), 1e-30)
-                del Yold
-                rsf = 2.0 if r > 10 * sd else (0.5 if sd > 10 * r else 1.0)
-                if rsf != 1.0:
-                    rho *= rsf
-                    U /= rsf
-            del X
-            # ---------------- dictionary step (consensus CCMOD ADMM iteration, codes Y)
-            Yf = _rfftn(Y, axes)  # (C, K, F)
-            xp.subtract(Gf[None], H, out=W)  # G - H_i
-            xp.abs(Yf, out=rb)
-            rb *= rb
-            ew = rb.sum(axis=1)  # (C, F)
-            xp.multiply(Yf, W, out=cb)
-            t = (Sf - cb.sum(axis=1)) / (sigma + ew)
-            xp.conjugate(Yf, out=cb)
-            cb *= t[:, None]
-            W += cb  # W is now D_i (per-image dictionaries)
-            W *= a
-            W += (1 - a) * Gf[None]  # relaxed
-            W += H  # D_r + H
-            M = W.mean(axis=0)
-            d = project(_irfftn(M, N, axes))
-            Gf_old = Gf
-            Gf = _rfftn(pad_centre(d), axes)
-            # H <- H + D_r - G  = (D_r + H) - G ; swap buffers
-            W -= Gf[None]
-            H, W = W, H
-            if balance:
-                # normalised consensus residuals (Fourier domain, a heuristic scale)
-                xp.subtract(H, W, out=cb)
-                dr = float(xp.linalg.norm(cb))
-                gn = float(xp.linalg.norm(Gf)) * math.sqrt(C)
-                sd_ = sigma * float(xp.linalg.norm(Gf - Gf_old)) * math.sqrt(C)
-                hn = sigma * float(xp.linalg.norm(H))
-                r_, s_ = dr / max(gn, 1e-30), sd_ / max(hn, 1e-30)
-                rsf = 2.0 if r_ > 10 * s_ else (0.5 if s_ > 10 * r_ else 1.0)
-                if rsf != 1.0:
-                    sigma *= rsf
-                    H /= rsf
-            del Gf_old
-            # ---------------- re-seed unused filters
+            coder.solve(s, max_iter=1, tol=0.0, copy=False)  # code step: one ConvBPDN ADMM iteration
+            d = update.step(coder.code_spectrum(), s)  # dictionary step: one consensus CCMOD iteration
+            dead = None
             if reinit_every and (k + 1) % int(reinit_every) == 0 and k < 0.8 * n_iter:
-                usage = to_numpy(xp.abs(Y).sum(axis=(0, 2, 3)))
+                usage = to_numpy(xp.abs(coder.codes).sum(axis=(0, 2, 3)))
                 dead = np.flatnonzero(usage < 0.02 * usage.mean())
-                if dead.size:
+                if dead.size:  # re-seed unused filters: new filters, their codes and duals from zero
                     d = _reseed(d, dead, s, f, rng, supp, xp)
-                    Gf = _rfftn(pad_centre(d), axes)
-                    H[:, dead] = 0
-                    Y[:, dead] = 0
-                    U[:, dead] = 0
+                    update.set_filters(d, reset=dead)
                     n_reseeded += dead.size
-            # ---------------- objective at (G, Y)
-            xp.multiply(Gf[None], Yf, out=cb)
-            dy = _irfftn(cb.sum(axis=1), N, axes) - s
-            obj = 0.5 * float((dy**2).sum()) + lam * float(xp.abs(Y).sum())
-            del Yf, dy
+                else:
+                    dead = None
+            coder.set_filters(d, reset=dead)
+            obj = coder.objective(s)  # at the new dictionary and the codes
             history.append(obj)
             if pbar is not None:
                 pbar.update(1)
                 pbar.set_postfix(obj=f"{obj:.4g}")
         if pbar is not None:
             pbar.close()
+        rho, sigma = coder.rho, update.sigma
         dn = to_numpy(d).astype(np.float32)
     norms = np.linalg.norm(dn.reshape(K, -1), axis=1)
     dead = norms < 1e-8

@@ -24,8 +24,9 @@ Sherman–Morrison solve per frequency, with a fixed denominator
 :math:`1 + \|\hat d\|^2`; ``y0 = \rho r / (W + \rho)`` and ``y1`` is a soft
 threshold.
 
-Both use over-relaxation (default 1.8) and residual-balancing ρ with SPORCO's
-ConvBPDN rules (normalised residuals, period 1, adaptive scaling, target ratio
+Both use over-relaxation (default 1.8) and residual-balancing ρ
+(:class:`~mri_csc.prior.penalty.ResidualBalance`), by default with SPORCO's ConvBPDN rules
+(normalised residuals, period 1, adaptive scaling, target ratio
 :math:`\xi = 1 + 18.3^{\log_{10}\lambda + 1}`). Real signals use real FFTs and
 real codes; complex signals use complex FFTs and complex codes (filters stay
 real). Leading axes of ``s`` beyond the image's are a batch (e.g. channels)
@@ -38,87 +39,27 @@ and one inverse filter-bank FFT, and the synthesis ``D z`` of the current codes
 (:meth:`ConvSparseCoder.synthesize`) none: it is kept in the Fourier domain by
 linearity (see ``ConvSparseCoder._look_ahead``). On the CPU, real codes go
 through each step one cache-sized block of code maps at a time, on
-:func:`~mri_csc.backend.fft_workers` threads (``ConvSparseCoder._sweep``), so
+:func:`~mri_csc.backend.fft_workers` threads (:func:`mri_csc.prior.cpu_engine.sweep`), so
 the code arrays cross memory about once per step instead of a dozen times.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
-import os
-import signal
-import threading
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor, wait
-from contextlib import contextmanager
+from typing import NamedTuple
 
 import numpy as np
-import scipy.fft
 
-from ..backend import fft_workers, get_xp, to_numpy
+from ..backend import get_xp, to_numpy
+from . import cpu_engine
 from .conv import BOUNDARIES, _ConvGeometry, _fftn, _ifftn, _irfftn, _rfftn
+from .penalty import ResidualBalance
 
-__all__ = ["ConvSparseCoder", "check_lam"]
+__all__ = ["CodeStep", "ConvSparseCoder", "check_lam"]
 
 log = logging.getLogger(__name__)
-
-
-@contextmanager
-def _sigint_deferred():
-    """Record a Ctrl-C (SIGINT) in the main thread instead of raising it, and raise it on exit.
-
-    numba's compiler callbacks print and swallow a KeyboardInterrupt raised inside them, so a
-    Ctrl-C during the first (uncached) compilation of the kernels would be lost.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    caught = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    if caught and previous is not signal.SIG_IGN:
-        if callable(previous):
-            previous(signal.SIGINT, None)
-        raise KeyboardInterrupt
-
-
-@functools.cache
-def _cpu_kernels():
-    """:mod:`mri_csc.prior._kernels`, imported (and compiled, or loaded from numba's cache) on
-    first use: numba's import costs ~0.5 s, which ``import mri_csc`` should not pay."""
-    with _sigint_deferred():
-        from . import _kernels  # noqa: PLC0415
-    return _kernels
-
-
-#: bytes of code maps one block of :meth:`ConvSparseCoder._sweep` handles (its working set, with
-#: the spectra and scratch, is about 3x this: well inside a core's L2 cache)
-_SWEEP_BLOCK_BYTES = 1 << 18
-
-
-@functools.cache
-def _sweep_pool(n_threads: int) -> ThreadPoolExecutor:
-    """Helper threads for :meth:`ConvSparseCoder._sweep` (the calling thread does one share);
-    one pool per :func:`~mri_csc.backend.fft_workers` setting, whatever the problem size."""
-    return ThreadPoolExecutor(max(1, n_threads), thread_name_prefix="mri_csc-sweep")
-
-
-# a forked child inherits the pool object but not its threads: start afresh there
-if hasattr(os, "register_at_fork"):  # POSIX only
-    os.register_at_fork(after_in_child=_sweep_pool.cache_clear)
-
-
-def _fused(*arrays):
-    """The fused CPU kernels when they can run on ``arrays`` (NumPy, one dtype, contiguous), else ``None``."""
-    if type(arrays[0]) is not np.ndarray:
-        return None
-    kern = _cpu_kernels()
-    return kern if kern.ENABLED and kern.available(*arrays) else None
 
 
 def check_lam(lam, name: str = "lam") -> float:
@@ -142,6 +83,20 @@ def _shrink_split(t_arr, thr, u_out, xp):
     else:
         xp.clip(t_arr, -thr, thr, out=u_out)
     t_arr -= u_out
+
+
+class CodeStep(NamedTuple):
+    """What :meth:`ConvSparseCoder.step` returns: the codes after the step and what depends on them."""
+
+    #: the coder's current code array ``(..., K, *code_shape)`` (internal: the next solve or step
+    #: overwrites it; copy it to keep it)
+    codes: object
+    #: ``C D z`` of those codes, ``(..., *image_shape)``, a new array
+    synthesis: object
+    #: :math:`\|z\|_1` (summed over the batch), a float
+    l1: float
+    #: iterations run by this step
+    n_iter: int
 
 
 class _State:
@@ -173,6 +128,7 @@ class _State:
         self.DY = None
         self.DU = None
         self.DT = None
+        self.YF = None  # F(Y), computed on request (ConvSparseCoder.code_spectrum), dropped when Y changes
         self.u_scale = 1.0
         self.n_iter = 0
 
@@ -207,6 +163,9 @@ class ConvSparseCoder:
         Residual balancing of ρ (default on).
     rho_period : int
         Iterations between ρ updates (SPORCO ConvBPDN uses 1).
+    rho_rule : ResidualBalance, optional
+        The residual-balancing rule (:mod:`mri_csc.prior.penalty`); default
+        ``ResidualBalance.convbpdn(lam, rho_period)``. Give this or ``rho_period``, not both.
 
     Attributes
     ----------
@@ -232,7 +191,8 @@ class ConvSparseCoder:
         dtype=np.float32,
         boundary: str = "pad",
         auto_rho: bool = True,
-        rho_period: int = 1,
+        rho_period: int | None = None,
+        rho_rule: ResidualBalance | None = None,
     ):
         self.lam = check_lam(lam)
         if rho is not None:
@@ -247,8 +207,15 @@ class ConvSparseCoder:
         rdt = np.dtype(dtype)
         if rdt not in (np.float32, np.float64):
             raise ValueError(f"dtype must be float32 or float64; got {rdt}")
-        if int(rho_period) < 1:
-            raise ValueError(f"rho_period must be >= 1; got {rho_period}")
+        if rho_rule is not None and rho_period is not None:
+            raise ValueError("give rho_period or rho_rule, not both")
+        if rho_rule is None:
+            period = 1 if rho_period is None else rho_period
+            if isinstance(period, bool) or int(period) != period or int(period) < 1:
+                raise ValueError(f"rho_period must be an integer >= 1; got {rho_period!r}")
+            rho_rule = ResidualBalance.convbpdn(self.lam, int(period))
+        elif not isinstance(rho_rule, ResidualBalance):
+            raise TypeError(f"rho_rule must be a ResidualBalance; got {type(rho_rule).__name__}")
         self.geom = _ConvGeometry(filters, image_shape, boundary)
         self.xp = self.geom.xp
         self.rdt = rdt
@@ -256,15 +223,12 @@ class ConvSparseCoder:
         self.rho0 = float(rho) if rho is not None else 50.0 * self.lam + 1.0
         self.rho = self.rho0
         self.auto_rho = bool(auto_rho)
-        self.rho_period = int(rho_period)
-        # SPORCO ConvBPDN residual-balancing constants
-        self.rho_xi = 1.0 + 18.3 ** (math.log10(self.lam) + 1.0) if self.lam > 0 else 1.0
-        self.rho_mu = 1.2
-        self.rho_tau = 1000.0
+        self.rho_rule = rho_rule
         self._state: _State | None = None
         self._denom: dict = {}
         self.last_iters = 0
         self.residuals = (np.inf, np.inf)
+        self._l1 = None  # ||Y||_1 when the last iteration's sweep gave it, else None
 
     # ------------------------------------------------------------------ properties
     @property
@@ -291,16 +255,22 @@ class ConvSparseCoder:
     def reset(self):
         """Drop the iterates; the next :meth:`solve` starts from zero with the initial ρ."""
         self._state = None
+        self._l1 = None
         self.rho = self.rho0
 
-    def set_filters(self, filters):
+    def set_filters(self, filters, reset=None):
         """Replace the dictionary (same number and size of filters, same device), keeping the codes.
 
         Every filter-dependent cache is dropped: the filter spectra, the Sherman–Morrison
         denominators, and the Fourier-domain syntheses ``D Y``, ``D U`` and the pending ``D T``
         of the iteration state, which are recomputed from the codes with the new filters (so
         :meth:`synthesize` and the next :meth:`solve` see the new dictionary). The iterates,
-        duals and ρ carry over: the next :meth:`solve` warm-starts from them.
+        duals and ρ carry over: the next :meth:`solve` warm-starts from them. ``reset``: indices
+        of filters whose codes and duals restart from zero (re-seeded filters).
+
+        Cost: the spectrum of the codes (none when :meth:`code_spectrum` has just given it) and
+        products with it; ``F(Y - U)``, which the next step starts from, is filter-independent
+        and kept.
         """
         geom = _ConvGeometry(filters, self.image_shape, self.boundary)
         if (geom.n_filters, geom.filter_shape) != (self.geom.n_filters, self.geom.filter_shape):
@@ -311,15 +281,43 @@ class ConvSparseCoder:
         self.geom = geom
         self._denom = {}
         st = self._state
-        if st is not None and st.n_iter > 0:
-            xp = self.xp
-            df = self._spectra(st.real)[0]
-            kax = -self.geom.ndim - 1
-            st.DY = (df * self._fwd(st.Y, st.real)).sum(axis=kax)
-            st.DU = (df * self._fwd(st.U, st.real)).sum(axis=kax)
-            st.DT, st.u_scale = None, 1.0
-            st.vf = None  # the next step recomputes F(Y - U) and D(Y - U)
-            st.dv = xp.empty_like(st.DY)
+        if st is None or st.n_iter == 0:
+            return
+        kax = -self.geom.ndim - 1
+        if reset is not None:
+            idx = (Ellipsis, reset) + (slice(None),) * self.geom.ndim
+            st.Y[idx] = 0
+            st.U[idx] = 0
+            for arr in (st.YF, st.vf):
+                if arr is not None:
+                    arr[idx] = 0
+            self._l1 = None
+        if st.vf is None:  # F(Y - U) stale (a rho change): transform it now, as the next step would
+            st.DT = None
+            self._look_ahead(st, st.real)
+        df = self._spectra(st.real)[0]
+        yf = self.code_spectrum()
+        st.DY = (df * yf).sum(axis=kax)
+        self._filter_sum(df, st.vf, st.dv)  # D(Y - U), the next z-step's input
+        st.DU = st.DY - st.dv
+        st.DT, st.u_scale = None, 1.0
+
+    def code_spectrum(self):
+        """The DFT of the current codes on the code grid, ``(..., K, *freq_shape)`` (real FFT for
+        real codes), cached until the codes change (internal array: do not modify)."""
+        st = self._state
+        if st is None:
+            raise ValueError("code_spectrum() needs a previous solve()")
+        if st.YF is None:
+            st.YF = self._fwd(st.Y, st.real)
+        return st.YF
+
+    def _filter_sum(self, df, vf, out):
+        """``out = sum_k df_k vf_k`` (the fused kernel when it applies)."""
+        if kern := cpu_engine.fused(df, vf, out):
+            kern.filter_sum(df, vf, out)
+        else:
+            self.xp.sum(df * vf, axis=-self.geom.ndim - 1, out=out)
 
     def _spectra(self, real):
         df = self.geom.spectrum(self.rdt, half=real)
@@ -366,6 +364,7 @@ class ConvSparseCoder:
             if warm and st is not None:
                 log.debug("ConvSparseCoder: problem shape/type changed; restarting from zero")
             st = self._state = _State(xp, batch, self.geom, cdt, self.rdt, real)
+            self._l1 = None
             self.rho = self.rho0
         return s, st
 
@@ -417,9 +416,12 @@ class ConvSparseCoder:
                 inv1 = self._denom[("inv1", real)] = (1.0 / (1.0 + e)).astype(rdt)
         else:
             sf = self._fwd(s, real)
-        # real NumPy codes with the kernels: the cache-blocked sweep (see _sweep)
-        sweep = real and _fused(st.Y, st.U) is not None
+        # real NumPy codes with the kernels: the cache-blocked sweep (cpu_engine.sweep)
+        sweep = real and cpu_engine.fused(st.Y, st.U) is not None
         it = 0
+        if max_iter > 0:
+            self._l1 = None
+            st.YF = None
         for it in range(1, max_iter + 1):  # noqa: B007 (it counts the iterations run, read after the loop)
             rho = self.rho
             # ---- z-step (Sherman-Morrison per frequency) from vf = F(Y - U), dv = D^ vf
@@ -442,12 +444,14 @@ class ConvSparseCoder:
             st.Yold, st.Y = st.Y, st.Yold
             if sweep:
                 # X, the relaxation, the y-step and the next F(Y - U) in one cache-blocked sweep
-                code_norms = self._sweep(st, vf, df, tf, a, lam / rho)
+                code_norms = cpu_engine.sweep(st.Y, st.Yold, st.U, vf, st.dv, df, tf, self.geom.code_shape,
+                                              a, lam / rho)
                 st.vf = vf
                 self._resolve_synthesis(st)
+                self._l1 = code_norms[5]
             else:
                 code_norms = None
-                if kern := _fused(vf, df, tf):
+                if kern := cpu_engine.fused(vf, df, tf):
                     kern.add_filter_product(vf, df, tf)
                 else:
                     buf = st.spectrum_scratch(vf)
@@ -475,7 +479,7 @@ class ConvSparseCoder:
             st.n_iter += 1
             # residual norms only where stopping or ρ balancing reads them (7 passes over the codes
             # on the array path; the fused kernel gives them for free, but one host transfer remains)
-            update_rho = self.auto_rho and st.n_iter % self.rho_period == 0
+            update_rho = self.auto_rho and self.rho_rule.due(st.n_iter)
             if tol > 0 or update_rho:
                 r, sd = self._residuals(st, dx if pad else None, code_norms)
                 self.residuals = (r, sd)
@@ -518,7 +522,7 @@ class ConvSparseCoder:
             st.dv = xp.empty(fshape, dtype=st.vf.dtype)
             st.DY = xp.zeros(fshape, dtype=st.vf.dtype)
             st.DU = xp.zeros(fshape, dtype=st.vf.dtype)
-        if kern := _fused(df, st.vf, st.dv):
+        if kern := cpu_engine.fused(df, st.vf, st.dv):
             kern.filter_sum(df, st.vf, st.dv)
         else:
             buf = st.spectrum_scratch(st.vf)
@@ -535,75 +539,6 @@ class ConvSparseCoder:
             self.xp.multiply(du, c, out=st.DU)
             st.DT = None
             st.u_scale = 1.0
-
-    def _sweep(self, st, vf, df, tf, a, thr):
-        r"""The code half of an ADMM step, one cache-sized block of code maps at a time.
-
-        For each block of maps :math:`k` (same batch index :math:`b`) it runs, while the
-        block stays in cache: the z-step :math:`\hat x_k = \hat v_k + \bar{\hat d}_k \hat t_b`
-        (in place in ``vf``), :math:`x_k = F^{-1}\hat x_k`, the fused relaxation and soft
-        threshold (:func:`~mri_csc.prior._kernels.relax_shrink`: ``Y``, ``U`` and ``Y - U``),
-        :math:`\hat v_k = F(y_k - u_k)` back into ``vf`` and its share of
-        :math:`dv_b = \sum_k \hat d_k \hat v_k`. The full-array path streams each code array
-        through memory several times per step; here ``X`` and ``Y - U`` never leave the cache.
-        Blocks are shared among :func:`~mri_csc.backend.fft_workers` threads (numba and
-        pocketfft release the GIL), each with one-thread FFTs and its own partial ``dv``. The
-        split is static, so the partial sums always add up in the same order: for a given
-        thread count, results are bit-identical from run to run.
-
-        Returns the five code norms of :func:`~mri_csc.prior._kernels.relax_shrink`, summed.
-        Leaves ``st.dv`` for the new ``vf``.
-        """
-        kern = _cpu_kernels()
-        geom = self.geom
-        n_k, axes = geom.n_filters, geom.axes
-        cshape, fshape = geom.code_shape, vf.shape[-geom.ndim :]
-        Y, Yold, U = (arr.reshape(-1, *cshape) for arr in (st.Y, st.Yold, st.U))
-        V = vf.reshape(-1, *fshape)
-        dfk = df.reshape(n_k, *fshape)
-        tfb = tf.reshape(-1, *fshape)
-        # blocks [m0, m1) of flat map indices (channel b = m // K), never across a channel
-        per_block = max(1, _SWEEP_BLOCK_BYTES // (math.prod(cshape) * Y.itemsize))
-        blocks = [(m, min(m + per_block, b0 + n_k)) for b0 in range(0, len(Y), n_k)
-                  for m in range(b0, b0 + n_k, per_block)]
-        n_threads = max(1, min(fft_workers(), len(blocks)))
-        dv = st.dv.reshape(-1, *fshape)
-
-        def run(share):
-            dv_part = np.zeros_like(dv)
-            tmp = np.empty((per_block, *cshape), Y.dtype)
-            norms = [0.0] * 5
-            for m0, m1 in share:
-                b, k0 = divmod(m0, n_k)
-                k1 = k0 + m1 - m0
-                v = V[m0:m1]
-                kern.add_filter_product(v, dfk[k0:k1], tfb[b])
-                x = scipy.fft.irfftn(v, s=cshape, axes=axes, workers=1)
-                w = tmp[: m1 - m0]
-                got = kern.relax_shrink(x, Yold[m0:m1], U[m0:m1], Y[m0:m1], w, a, thr)
-                norms = [p + q for p, q in zip(norms, got, strict=True)]
-                v[...] = scipy.fft.rfftn(w, axes=axes, workers=1)
-                kern.filter_sum(dfk[k0:k1], v, dv_part[b], accumulate=True)
-            return dv_part, norms
-
-        shares = [blocks[i * len(blocks) // n_threads : (i + 1) * len(blocks) // n_threads]
-                  for i in range(n_threads)]
-        futures = []
-        for sh in shares[1:]:
-            try:
-                futures.append(_sweep_pool(fft_workers() - 1).submit(run, sh))
-            except RuntimeError:  # interpreter shutting down (a late thread, atexit): the rest runs here
-                break
-        try:
-            results = [run(shares[0])]
-            results += [futures[i].result() if i < len(futures) else run(sh) for i, sh in enumerate(shares[1:])]
-        except BaseException:  # e.g. Ctrl-C: let the helpers finish their blocks before unwinding
-            wait(futures)
-            raise
-        np.copyto(dv, results[0][0])
-        for dv_part, _ in results[1:]:
-            dv += dv_part
-        return tuple(sum(r[1][i] for r in results) for i in range(5))
 
     def _residuals(self, st, dx, code_norms=None):
         """Normalised (primal, dual) residuals; ``code_norms``: the five code-array norms if known."""
@@ -624,7 +559,7 @@ class ConvSparseCoder:
         # one device-to-host transfer for all the norms (one GPU sync per ADMM step, not 5-10)
         v = [float(t) for t in to_numpy(xp.stack(parts).astype(np.float64))] if parts else []
         if code_norms is not None:
-            v = list(code_norms) + v
+            v = list(code_norms[:5]) + v
         r2, xn2, yn2, s2, un2 = v[:5]
         if dx is not None:
             r2 += v[5]
@@ -640,17 +575,7 @@ class ConvSparseCoder:
         return r, sd
 
     def _update_rho(self, st, r, s):
-        tau, mu, xi = self.rho_tau, self.rho_mu, self.rho_xi
-        if s == 0.0 or r == 0.0 or not math.isfinite(s):
-            mlt = tau
-        else:
-            mlt = math.sqrt(r / (s * xi) if r > s * xi else (s * xi) / r)
-            mlt = min(mlt, tau)
-        rsf = 1.0
-        if r > xi * mu * s:
-            rsf = mlt
-        elif s > (mu / xi) * r:
-            rsf = 1.0 / mlt
+        rsf = self.rho_rule.factor(r, s)
         if rsf != 1.0:
             self.rho *= rsf
             st.U *= self.rdt.type(1.0 / rsf)
@@ -662,12 +587,25 @@ class ConvSparseCoder:
             if self.geom.boundary == "pad":
                 st.U0 *= self.rdt.type(1.0 / rsf)
 
+    def step(self, s, max_iter: int = 1, *, tol: float = 0.0, warm: bool = True) -> CodeStep:
+        r""":meth:`solve` (warm-started, ``max_iter`` iterations, ``tol`` 0 by default) returning the
+        codes together with their synthesis :math:`C D z` and :math:`\|z\|_1`, as a :class:`CodeStep`.
+
+        This is the call for a caller that needs ``D z`` after each step (the CSC prior): the
+        synthesis comes from the Fourier-domain state the iteration keeps (no filter-bank FFT, see
+        :meth:`_look_ahead`), and the ℓ1 norm from the CPU sweep when it ran (else one pass).
+        """
+        z = self.solve(s, max_iter=max_iter, tol=tol, warm=warm, copy=False)
+        l1 = self._l1 if self._l1 is not None else float(self.xp.abs(z).sum())
+        return CodeStep(z, self.synthesize(), l1, self.last_iters)
+
     def synthesize(self, z=None):
-        """``D z`` cropped to the image (``z`` defaults to the current codes).
+        """``D z`` cropped to the image (``z`` defaults to the coder's current codes).
 
         For the current codes this costs no filter-bank FFT: it reuses the Fourier-domain
         synthesis the iteration keeps (see :meth:`_look_ahead`), whose transform of
-        ``Y - U`` the next :meth:`solve` then starts from.
+        ``Y - U`` the next :meth:`solve` then starts from. Callers that need both the codes
+        and their synthesis after each step use :meth:`step`.
         """
         if z is None:
             st = self._state
@@ -686,7 +624,11 @@ class ConvSparseCoder:
         if z is None:
             if self._state is None:
                 raise ValueError("objective() without z needs a previous solve()")
-            z = self._state.Y
+            z, dz, l1 = self._state.Y, self.synthesize(), self._l1
+        else:
+            dz, l1 = self.synthesize(z), None
         xp = self.xp
-        res = self.synthesize(z) - s
-        return float(0.5 * xp.vdot(res.ravel(), res.ravel()).real + self.lam * xp.abs(z).sum())
+        res = dz - s
+        if l1 is None:
+            l1 = xp.abs(z).sum()
+        return float(0.5 * xp.vdot(res.ravel(), res.ravel()).real + self.lam * l1)

@@ -38,6 +38,9 @@ class ReconResult:
     time : float
         Wall time of the solve in seconds (validation and scaling included).
     device : str
+    extras : dict
+        What a method returns besides the image (e.g. ``csc`` with ``adapt_dictionary``: the
+        adapted ``"dictionary"``); empty by default.
     """
 
     image: object
@@ -47,6 +50,7 @@ class ReconResult:
     scale: float = 1.0
     time: float = 0.0
     device: str = "cpu"
+    extras: dict = field(default_factory=dict)
 
 
 def reconstruct(kspace, coil_maps, *, mask=None, method: str = "csc", device: "str | Device" = "cpu",
@@ -126,9 +130,11 @@ def reconstruct(kspace, coil_maps, *, mask=None, method: str = "csc", device: "s
         if spec.resolve is not None:
             full = spec.resolve(problem, full)
             spec.check(full)  # the resolved values too
-        image, history = spec.func(problem, show_pbar=show_pbar, **full)
+        out = spec.func(problem, show_pbar=show_pbar, **full)
+        image, history = out[0], out[1]
+        extras = dict(out[2]) if len(out) > 2 else {}
         image = image * image.real.dtype.type(problem.scale)
     elapsed = time.perf_counter() - t0
     log.info("%s: %d iterations in %.2f s on %s", method, len(history), elapsed, problem.device)
     return ReconResult(image=image, history=list(history), method=method, params=full,
-                       scale=problem.scale, time=elapsed, device=str(problem.device))
+                       scale=problem.scale, time=elapsed, device=str(problem.device), extras=extras)

@@ -28,6 +28,12 @@ between outer iterations, at most ``max_iter`` (100), with one sparse-coding
 ADMM step per outer iteration (``csc_iter=1``; the coder's state carries over)
 and the coder's ρ rebalanced every ``rho_period`` (2) of its steps.
 
+``monotone=True`` (default) makes the code step a descent step (the prior keeps the coder's
+new codes only when they lower the objective, after up to two more coder steps on the same
+image; :mod:`mri_csc.prior.csc_prior`), so the recorded objective is non-increasing;
+``monotone=False`` takes every raw ADMM step of the coder, as before (its objective rose by up
+to 5 % on BART phantoms; ``benchmarks/monotonicity.py`` compares the two).
+
 Solvers (``solver``): ``"bcd"`` (default) is the block-coordinate descent of
 :mod:`mri_csc.solvers.csc_recon`, with the majorize–minimize data step
 (``x_step="mm"``) or the exact one (``"exact"``); ``"admm"`` runs
@@ -48,7 +54,7 @@ from __future__ import annotations
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..backend import get_xp, to_device
+from ..backend import get_xp, to_device, to_numpy
 from ..prior.conv import check_filters
 from ..prior.csc_prior import CSCPrior
 from ..prior.dictionary import load_default_dictionary
@@ -90,6 +96,8 @@ SCHEMA = {
     "tol": Param(1e-3, "float", lo=0),
     "solver": Param("bcd", "choice", choices=("bcd", "admm")),
     "x_step": Param("mm", "choice", choices=("mm", "exact")),
+    "monotone": Param(True, "choice", choices=(True, False)),
+    "adapt_dictionary": Param(0, "int", lo=0),
     "x0": Param(None),
     "callback": Param(None, "callable", also=(None,)),
 }
@@ -160,7 +168,7 @@ def build_prior(problem: ReconProblem, p: dict):
         phasor = phase_from_image(problem.lowres_image())  # Hann-windowed A^H y of the calibration region
         gamma = p["gamma"]
     prior = CSCPrior(coder, mu=p["mu"], lam_lp=p["lam_lp"], phasor=phasor, imag_codes=p["imag_codes"],
-                     coder_iter=p["csc_iter"])
+                     coder_iter=p["csc_iter"], monotone=p["monotone"], adapt_every=p["adapt_dictionary"])
     return prior, gamma
 
 
@@ -177,7 +185,8 @@ _HINT = ("lower lam (the sparse code's weight) or raise mu; a fixed rho for the 
 
 
 def csc(problem: ReconProblem, *, show_pbar: bool = False, **params):
-    """Reconstruct with the CSC prior (see module docstring); returns ``(image, history)``."""
+    """Reconstruct with the CSC prior (see module docstring); returns ``(image, history, extras)``
+    (``extras["dictionary"]``: the adapted dictionary, NumPy, with ``adapt_dictionary``)."""
     p = resolve_params(problem, params)
     prior, gamma = build_prior(problem, p)
     hint = f"csc with lam={p['lam']}, mu={p['mu']}: {_HINT}"
@@ -192,7 +201,8 @@ def csc(problem: ReconProblem, *, show_pbar: bool = False, **params):
                                 x_step=p["x_step"], **common)
     with tqdm(total=p["max_iter"], desc="csc", disable=not show_pbar, leave=False) as pbar:
         image = solver.run(pbar)
-    return image, solver.history
+    extras = {"dictionary": to_numpy(prior.filters).astype(np.float32)} if p["adapt_dictionary"] else {}
+    return image, solver.history, extras
 
 
 register_method("csc", csc, SCHEMA,

@@ -1,6 +1,6 @@
 """The method registry: one name → one reconstruction function, its parameters and their checks.
 
-A method is a function ``f(problem, *, show_pbar=False, **params) -> (image, history)``
+A method is a function ``f(problem, *, show_pbar=False, **params) -> (image, history[, extras])``
 taking a validated, scaled :class:`~mri_csc.recon.problem.ReconProblem`. It declares each
 parameter as a :class:`Param` (its default, the one source of the method's defaults, and what
 values it accepts); :meth:`Method.check` is the one check of parameter names and values (the
@@ -104,7 +104,7 @@ class Method:
     name : str
         Registry key, e.g. ``"csc"``.
     func : callable
-        ``func(problem, *, show_pbar, **params) -> (image, history)``.
+        ``func(problem, *, show_pbar, **params) -> (image, history[, extras])`` (``extras``: a dict).
     schema : dict
         Parameter name → :class:`Param`.
     description : str

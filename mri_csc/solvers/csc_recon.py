@@ -26,7 +26,9 @@ Block-coordinate descent, each block warm-started:
 1. **code step** (:meth:`CSCPrior.code`) — ``csc_iter`` ADMM steps of convolutional sparse
    coding of :math:`Hu` with ℓ1 weight λ (:class:`~mri_csc.prior.sparse_coding.ConvSparseCoder`:
    exact Sherman–Morrison solves, over-relaxation, residual balancing of its own penalty
-   ``coder_rho``), its iterates kept between outer iterations;
+   ``coder_rho``), its iterates kept between outer iterations; the prior's codes :math:`z` take
+   the coder's new codes only when they do not raise :math:`F` (``monotone``, default), so the
+   step is a descent step;
 2. **data step** — ``cg_iter`` warm-started CG iterations (the residual carried over, since
    only the right-hand side changes), restricted to the support, on one of two quadratics in
    :math:`x` (``x_step``):
@@ -52,11 +54,15 @@ Block-coordinate descent, each block warm-started:
      with a DCT pair per CG step. Both operators are self-adjoint for the real inner product
      CG uses.
 
-The recorded ``objective`` is :math:`F` at the iterate (``data_fidelity``, ``coupling``
-(:math:`\tfrac{\mu}{2}\|Hu - Dz\|^2`), ``l1`` and ``phase`` are its terms, weights included);
+The recorded ``objective`` is :math:`F` at the iterate :math:`(x, z)`, :math:`z` the prior's
+codes (``data_fidelity``, ``coupling`` (:math:`\tfrac{\mu}{2}\|Hu - Dz\|^2`), ``l1`` and
+``phase`` are its terms, weights included); with ``monotone`` it is non-increasing up to
+rounding, since both block steps are descent steps (``codes_rejected`` counts the code steps
+whose codes were not kept);
 ``coupling_misfit`` is :math:`\|Hu - Dz\|/\max(\|Hu\|, \|Dz\|)`, which settles at the prior's
 misfit, not at zero; the solver stops when ``image_change``
-(:math:`\|x_k - x_{k-1}\|/\|x_k\|`) falls below ``tol``, or after ``max_iter`` iterations.
+(:math:`\|x_k - x_{k-1}\|/\|x_k\|`) falls below ``tol`` in an iteration whose codes were kept, or
+after ``max_iter`` iterations.
 A non-finite or exploding image, or a collapsing coder penalty, raises
 :class:`~mri_csc.solvers.guard.DivergenceError`.
 """
@@ -137,6 +143,7 @@ class CSCReconSolver(IterativeSolver):
         self.x = self._restrict(x0.astype(self.rhs_data.dtype, copy=True))
         self._ref = max(float(xp.linalg.norm(self.x)), float(xp.linalg.norm(self.rhs_data)), 1e-30)
         self._coder_rho0 = prior.coder.rho
+        self._rejected = prior.n_rejected
 
     def _restrict(self, x):
         return x if self.support is None else x * self.support
@@ -229,20 +236,25 @@ class CSCReconSolver(IterativeSolver):
             hu = self._hu = pr.filter.high(pr.channels(u))
             cpl, hn, dn = n2(hu - pr.dz), n2(hu), n2(pr.dz)
         vals = xp.stack([n2(self.x), cpl, hn, dn, n2(self.x - x_old), self._data_residual2(),
-                         xp.abs(pr.coder.codes).sum(), n2(u.imag)]).astype(xp.float64)
-        xn2, c2, hn2, dn2, dx2, r2, l1sum, im2 = (float(v) for v in to_numpy(vals))
+                         n2(u.imag)]).astype(xp.float64)
+        xn2, c2, hn2, dn2, dx2, r2, im2 = (float(v) for v in to_numpy(vals))
+        l1sum = pr.code_l1
         terms = {"data_fidelity": 0.5 * r2, "coupling": 0.5 * self.mu * c2, "l1": self.mu * pr.lam * l1sum,
                  "phase": 0.5 * self.gamma * im2}
         xnorm = xn2 ** 0.5 or 1.0
         change = dx2 ** 0.5 / xnorm
         rec = self.history.append(objective=sum(terms.values()), **terms,
                                   coupling_misfit=c2 ** 0.5 / max(hn2 ** 0.5, dn2 ** 0.5, 1e-30),
-                                  image_change=change, code_l1=l1sum, coder_rho=pr.coder.rho)
+                                  image_change=change, code_l1=l1sum, coder_rho=pr.coder.rho,
+                                  codes_rejected=pr.n_rejected, dictionary_updates=pr.n_adapted)
         check_divergence(self.iter, xn2 ** 0.5, self._ref, rho={"coder_rho": (pr.coder.rho, self._coder_rho0)},
                          hint=self.hint)
         self.iter += 1
         if self.callback is not None and self.callback(rec, self.x):
             self._stop = True
-        if self.tol > 0 and change < self.tol:
+        # a rejected code step leaves the target unchanged, so a small image change then says
+        # nothing about convergence: stop only after a step whose codes were kept
+        if self.tol > 0 and change < self.tol and pr.n_rejected == self._rejected:
             self._stop = True
+        self._rejected = pr.n_rejected
         return rec
