@@ -36,7 +36,8 @@ from ..operators.nufft import NUFFTSense, check_trajectory, grid_calibration, pi
 from .masks import make_rng
 
 __all__ = ["GOLDEN_RATIO", "radial", "spiral", "stack_of_stars", "pipe_menon_dcf", "simulate_noncartesian",
-           "bart_phantom_kspace", "estimate_maps_noncartesian", "TRAJECTORIES", "make_trajectory"]
+           "bart_phantom_kspace", "estimate_maps_noncartesian", "calibration_kspace", "TRAJECTORIES",
+           "make_trajectory"]
 
 GOLDEN_RATIO = (1 + math.sqrt(5)) / 2
 TRAJECTORIES = ("radial", "golden-radial", "spiral")
@@ -249,17 +250,59 @@ def bart_phantom_kspace(coord, image_shape: Sequence[int], n_coils: int | None =
     return ksp, maps, image
 
 
+CALIBRATION_GRIDDINGS = ("least-squares", "dcf")
+
+
+def calibration_kspace(kspace, coord, image_shape: Sequence[int], *, calib_width: int = 24, dcf=None,
+                       gridding: str = "least-squares", cg_iter: int = 30, backend: str = "auto"):
+    r"""Cartesian calibration k-space ``(coils, *image_shape)`` from non-Cartesian samples.
+
+    ``gridding="least-squares"`` (default): the samples inside the centred box of twice the
+    calibration width, :math:`y_{c,B}` at :math:`k_B`, are inverted for coil images by
+    ``cg_iter`` conjugate-gradient iterations on
+    :math:`\mathcal N_B^H\mathcal N_B x_c = \mathcal N_B^H y_{c,B}` from :math:`x_c = 0` (the
+    minimum-norm least-squares images on the sampled frequencies), and their centred
+    ``calib_width`` block is kept (:func:`mri_csc.operators.nufft.calibration_block`).
+    ``gridding="dcf"``: one density-compensated adjoint instead,
+    :func:`mri_csc.operators.nufft.grid_calibration` (``dcf``, Pipe–Menon weights when ``None``).
+
+    The least-squares version is consistent with the data wherever the centre is sampled above
+    Nyquist, where DCF gridding is only approximately so: on the 128² brain of
+    ``benchmarks/noncartesian.py`` (8 coils, 30 dB) CSC on the ESPIRiT maps reached 29.7 dB on the
+    variable-density spiral with it and 20.1 dB with DCF gridding (29.9 dB with the true maps);
+    radial R = 4: 31.4 against 30.6 dB (true maps 31.2 dB).
+    """
+    from ..operators.nufft import NUFFT, calibration_block, calibration_samples  # noqa: PLC0415
+    from ..solvers.cg import conjugate_gradient  # noqa: PLC0415
+
+    shape = check_trajectory(coord, image_shape, "trajectory")
+    width = _posint("calib_width", calib_width, 2)
+    if gridding not in CALIBRATION_GRIDDINGS:
+        raise ValueError(f"gridding must be one of {CALIBRATION_GRIDDINGS}; got {gridding!r}")
+    if gridding == "dcf":
+        w = pipe_menon_dcf(coord, shape, backend=backend) if dcf is None else dcf
+        return grid_calibration(kspace, coord, shape, w, width=width, backend=backend)
+    inside = calibration_samples(coord, 2 * width)
+    if not bool(inside.any()):
+        raise ValueError(f"no samples lie inside the centred {2 * width}-wide calibration box of the trajectory")
+    cdtype = np.complex128 if kspace.dtype == np.complex128 else np.complex64
+    op = NUFFT(shape, coord[inside], kspace.shape[0], backend=backend, dtype=cdtype)
+    b = op.H(kspace[:, inside].astype(cdtype, copy=False))
+    images = conjugate_gradient(lambda x: op.H(op(x)), b, max_iter=_posint("cg_iter", cg_iter))
+    return calibration_block(images, width)
+
+
 def estimate_maps_noncartesian(kspace, coord, image_shape: Sequence[int], *, calib_width: int = 24, dcf=None,
-                               **kwargs):
+                               gridding: str = "least-squares", **kwargs):
     """ESPIRiT maps from the calibration region regridded to Cartesian k-space.
 
-    The centre of k-space is gridded with density compensation (``dcf``, Pipe–Menon
-    weights when ``None``; :func:`mri_csc.operators.nufft.grid_calibration`) and handed
-    to :func:`mri_csc.sim.estimate_maps` (``kwargs``: ``method``, ``thresh``, ``crop``, …).
+    The centre of k-space is regridded by :func:`calibration_kspace` (``gridding``: least-squares
+    by default, or ``"dcf"`` with the density compensation ``dcf``, Pipe–Menon weights when
+    ``None``) and handed to :func:`mri_csc.sim.estimate_maps` (``kwargs``: ``method``,
+    ``thresh``, ``crop``, …).
     """
     from .coils import estimate_maps  # noqa: PLC0415
 
     shape = check_trajectory(coord, image_shape, "trajectory")
-    w = pipe_menon_dcf(coord, shape) if dcf is None else dcf
-    cal = grid_calibration(kspace, coord, shape, w, width=int(calib_width))
+    cal = calibration_kspace(kspace, coord, shape, calib_width=calib_width, dcf=dcf, gridding=gridding)
     return estimate_maps(to_numpy(cal), calib_width=int(calib_width), **kwargs)
