@@ -35,7 +35,8 @@ from ..backend import to_numpy
 from ..operators.nufft import NUFFTSense, check_trajectory, grid_calibration, pipe_menon_dcf
 from .masks import make_rng
 
-__all__ = ["GOLDEN_RATIO", "radial", "spiral", "stack_of_stars", "pipe_menon_dcf", "simulate_noncartesian",
+__all__ = ["GOLDEN_RATIO", "radial", "spiral", "stack_of_stars", "split_stack_of_stars", "pipe_menon_dcf",
+           "simulate_noncartesian",
            "bart_phantom_kspace", "estimate_maps_noncartesian", "calibration_kspace", "TRAJECTORIES",
            "make_trajectory"]
 
@@ -109,6 +110,57 @@ def stack_of_stars(n_spokes: int, n_readout: int, image_shape: Sequence[int], *,
         out[p, ..., 1] = r[None] * np.sin(theta)[:, None]  # y
         out[p, ..., 2] = r[None] * np.cos(theta)[:, None]  # x
     return out
+
+
+def split_stack_of_stars(kspace, coord, *, atol: float = 1e-4):
+    r"""A stack-of-stars problem as independent 2-D radial problems: an inverse FFT along :math:`k_z`.
+
+    With partitions on the integer grid :math:`k_z = p - \lfloor n_z/2\rfloor` (:func:`stack_of_stars`)
+    and the *same* in-plane coordinates in every partition, the 3-D NUFFT factors as
+    :math:`y_{c}(k_z, k_\perp) = F_z\big[\mathcal N_{2D}(S_c x)(z, k_\perp)\big](k_z)` with
+    :math:`F_z` the centred orthonormal DFT along z (:mod:`mri_csc.operators.nufft`'s convention),
+    so :math:`F_z^{-1}` of the k-space gives slice :math:`z`'s 2-D radial k-space of the image
+    :math:`x_z` through the maps :math:`S_{c,z}`: reconstruct each with ``trajectory=coord2d`` and
+    ``maps[:, z]``.
+
+    Parameters
+    ----------
+    kspace : array ``(coils, nz, spokes, readout)``
+    coord : array ``(nz, spokes, readout, 3)``
+        ``coord[..., 0]`` is :math:`k_z`, the same on every sample of a partition.
+
+    Returns
+    -------
+    slices : ndarray ``(nz, coils, spokes, readout)``
+        Hybrid-space k-space, one 2-D problem per slice ``z``.
+    coord2d : ndarray ``(spokes, readout, 2)``
+
+    Raises
+    ------
+    ValueError
+        When the partitions are not the integer :math:`k_z` grid in order, or their in-plane
+        coordinates differ (e.g. ``stack_of_stars(rotate=True)``: rotated partitions couple
+        the slices, so reconstruct the 3-D problem instead).
+    """
+    from ..backend import ifftc  # noqa: PLC0415
+
+    k, c = np.asarray(to_numpy(kspace)), np.asarray(to_numpy(coord))
+    if c.ndim != 4 or c.shape[-1] != 3:
+        raise ValueError(f"coord must be a stack of stars (nz, spokes, readout, 3); got shape {c.shape}")
+    if k.ndim != 4 or k.shape[1:] != c.shape[:-1]:
+        raise ValueError(f"kspace must have shape (coils, *{c.shape[:-1]}) for the trajectory; got {k.shape}")
+    nz = c.shape[0]
+    kz = c[..., 0]
+    want = (np.arange(nz) - nz // 2)[:, None, None]
+    if np.abs(kz - want).max() > atol:
+        raise ValueError(f"the partitions' k_z must be the integer grid {int(want[0, 0, 0])}..{int(want[-1, 0, 0])} "
+                         "in order, one value per partition; an inverse FFT along k_z does not separate them otherwise")
+    plane = c[..., 1:]
+    if np.abs(plane - plane[:1]).max() > atol:
+        raise ValueError("the partitions' in-plane coordinates differ (rotated spokes, e.g. "
+                         "stack_of_stars(rotate=True)): the slices are coupled, reconstruct the 3-D problem instead")
+    hybrid = ifftc(k, axes=(1,))
+    return np.ascontiguousarray(np.moveaxis(hybrid, 1, 0)), np.ascontiguousarray(plane[0], dtype=np.float32)
 
 
 def spiral(n_interleaves: int, image_size: int, *, accel: float = 1.0, density: float = 1.5,
