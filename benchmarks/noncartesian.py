@@ -19,15 +19,22 @@ Parts (``--part``, default all):
     spiral (8 interleaves, outer turns 2 cells apart, so that the 24² calibration region is
     sampled at Nyquist: with 3 cells its turns are 1.9 cells apart at |k| = 16, the regridded
     centre aliases and every iterative method on the ESPIRiT maps fell below gridding). Coil maps by ESPIRiT on the
-    regridded calibration region (24²). CSC with its defaults; SigPy ℓ1-wavelet and TV,
-    BART ``pics -t -e`` ℓ1-wavelet and TV with λ tuned per case (hill-climb on a
+    calibration region (24²) regridded by least squares (``calibration_kspace``). CSC with its
+    defaults; SigPy ℓ1-wavelet and TV, BART ``pics -t -e`` ℓ1-wavelet and TV with λ tuned per case (hill-climb on a
     log grid from 5e-3; best PSNR). PSNR/SSIM on magnitude inside the brain.
+
+``fit``
+    The ``csc`` rule's fit: CSC's λ scan (μ = γ = 37.5 λ) on a *tuning* slice (110, not the
+    scored 90) for the same trajectories at 25/35/45 dB, then (a, λ_min) of
+    λ = max(a σ̂, λ_min) on a grid (σ̂ from the readouts, in the scaled, density-normalised
+    units): ``mri_csc.recon.csc_defaults.RULE_NONCARTESIAN``.
 
 Run::
 
     python benchmarks/noncartesian.py --part toeplitz speed          # ~2 min on 2 shared cores
     python benchmarks/noncartesian.py --part quality --cases radial-2 radial-4
     python benchmarks/noncartesian.py --part quality --cases radial-8 spiral
+    python benchmarks/noncartesian.py --part fit                     # ~10 min: 108 CSC runs at 128²
 
 (each quality case is ~3-4 min at 128² on 2 shared cores: BART and SigPy at 100
 iterations dominate). Writes ``benchmarks/results/noncartesian_<parts>.json``.

@@ -17,6 +17,12 @@ equal to μ. ``phase="auto"`` demodulates by the smooth phase of the
 calibration region. ``LAM_2D``/``MU_2D``/``LAM_LINES``/``MU_LINES`` are the
 earlier fixed defaults (chosen at 30 dB on ch2), kept for reference.
 
+Non-Cartesian problems (``trajectory=``) estimate σ̂ from their readouts
+(:func:`mri_csc.recon.noise.readout_noise_std`) and use
+:data:`~mri_csc.recon.csc_defaults.RULE_NONCARTESIAN` on the density-normalised units
+(:mod:`mri_csc.recon.noncartesian`); readouts that leave no noise-only band (no readout
+oversampling) keep ``LAM_2D``/``MU_2D`` unless ``noise_std`` is given.
+
 ``imag_codes="auto"`` sparse-codes only the real part of the demodulated image
 when the phase is demodulated (the imaginary part keeps its low-pass part and
 the γ penalty), and both parts when ``phase=False``. Coding both costs 1.5x the
