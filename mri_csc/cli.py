@@ -486,7 +486,7 @@ def _recon_noncartesian(args, params) -> int:
         kw = {k: v for k, v in espirit_kwargs(args).items() if v is not None}  # None: the implementation's default
         maps_list = [estimate_maps_noncartesian(k, c, shape, method=args.espirit, **kw) for k, c in zip(ks, coords)]
     else:
-        raise UserError("non-Cartesian data need coil maps: pass --maps FILE or --espirit sigpy|bart")
+        raise UserError("non-Cartesian k-space needs coil maps: pass --maps FILE or --espirit sigpy|bart")
     if shape is not None and tuple(shape) != tuple(maps_list[0].shape[1:]):
         raise UserError(f"the image shape {tuple(shape)} differs from the coil maps' {maps_list[0].shape[1:]}")
     images, total, ran = [], 0.0, None
