@@ -19,15 +19,22 @@ Parts (``--part``, default all):
     spiral (8 interleaves, outer turns 2 cells apart, so that the 24² calibration region is
     sampled at Nyquist: with 3 cells its turns are 1.9 cells apart at |k| = 16, the regridded
     centre aliases and every iterative method on the ESPIRiT maps fell below gridding). Coil maps by ESPIRiT on the
-    regridded calibration region (24²). CSC with its defaults; SigPy ℓ1-wavelet and TV,
-    BART ``pics -t -e`` ℓ1-wavelet and TV with λ tuned per case (hill-climb on a
+    calibration region (24²) regridded by least squares (``calibration_kspace``). CSC with its
+    defaults; SigPy ℓ1-wavelet and TV, BART ``pics -t -e`` ℓ1-wavelet and TV with λ tuned per case (hill-climb on a
     log grid from 5e-3; best PSNR). PSNR/SSIM on magnitude inside the brain.
+
+``fit``
+    The ``csc`` rule's fit: CSC's λ scan (μ = γ = 37.5 λ) on a *tuning* slice (110, not the
+    scored 90) for the same trajectories at 25/35/45 dB, then (a, λ_min) of
+    λ = max(a σ̂, λ_min) on a grid (σ̂ from the readouts, in the scaled, density-normalised
+    units): ``mri_csc.recon.csc_defaults.RULE_NONCARTESIAN``.
 
 Run::
 
     python benchmarks/noncartesian.py --part toeplitz speed          # ~2 min on 2 shared cores
     python benchmarks/noncartesian.py --part quality --cases radial-2 radial-4
     python benchmarks/noncartesian.py --part quality --cases radial-8 spiral
+    python benchmarks/noncartesian.py --part fit                     # ~10 min: 108 CSC runs at 128²
 
 (each quality case is ~3-4 min at 128² on 2 shared cores: BART and SigPy at 100
 iterations dominate). Writes ``benchmarks/results/noncartesian_<parts>.json``.
@@ -57,6 +64,12 @@ GRID = [5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 2e-2, 5e-2]
 CASES = {"radial-2": ("golden-radial", 2), "radial-4": ("golden-radial", 4), "radial-8": ("golden-radial", 8),
          "spiral": ("spiral", 2)}
 PEERS = ["l1wavelet", "tv", "bart-l1wavelet", "bart-tv"]
+#: the slice the quality table reports on, and the slice (with its noise levels) the CSC rule is fitted on
+SCORE_SLICE, TUNE_SLICE, TUNE_SNR = 90, 110, (25, 35, 45)
+#: the CSC λ scan of the fit (μ = γ = 37.5 λ) and the rule's grids
+FIT_LAMS = [2.5e-4 * 2 ** k for k in range(9)]
+FIT_SLOPES = [0.05 * 1.25 ** k for k in range(16)]
+FIT_FLOORS = [0.0, 2.5e-4, 5e-4, 1e-3, 2e-3, 4e-3]
 
 
 def part_toeplitz(n=256, coils=8, repeat=5):
@@ -78,8 +91,8 @@ def part_toeplitz(n=256, coils=8, repeat=5):
             "samples": list(coord.shape[:-1])}
 
 
-def _brain_case(n, kind, accel, seed=0, snr_db=30, estimate=True):
-    mag = brain_slice(index=90, shape=(n, n))
+def _brain_case(n, kind, accel, seed=0, snr_db=30, estimate=True, index=SCORE_SLICE):
+    mag = brain_slice(index=index, shape=(n, n))
     phase = smooth_phase((n, n), "random", amplitude=np.pi, rng=np.random.default_rng(seed))
     img = (mag * np.exp(1j * phase)).astype(np.complex64)
     true_maps = birdcage_maps((n, n), 8)
@@ -133,6 +146,54 @@ def _tuned(run, grid=GRID, start=3):
     return p, s, grid[i], len(cache)
 
 
+def _sigma_scaled(y, maps, coord):
+    """σ̂ of the CSC rule: the readout estimate in the problem's scaled, density-normalised units."""
+    from mri_csc.recon.noise import readout_noise_std
+    from mri_csc.recon.noncartesian import make_noncartesian_problem
+
+    prob = make_noncartesian_problem(y, maps, coord)
+    return readout_noise_std(prob.kspace, prob.trajectory)
+
+
+def part_fit(n, cases):
+    """CSC's λ scan on the tuning slice, then the rule λ = max(a σ̂, λ_min) on the grids."""
+    from mri_csc.recon.csc_defaults import MU_PER_LAM
+
+    rows = []
+    for name in cases:
+        kind, accel = CASES[name]
+        for snr in TUNE_SNR:
+            mag, support, coord, y, maps = _brain_case(n, kind, accel, snr_db=snr, index=TUNE_SLICE)
+            sig = _sigma_scaled(y, maps, coord)
+            scan = {}
+            for lam in FIT_LAMS:
+                r = mri_csc.reconstruct(y, maps, trajectory=coord, method="csc", lam=lam, mu=MU_PER_LAM * lam)
+                scan[lam] = _score(mag, support, r.image)[0]
+            best = max(scan, key=scan.get)
+            rows.append({"case": name, "snr_db": snr, "sigma": sig, "scan": scan, "best_lam": best})
+            print(f"  fit {name} {snr} dB: σ̂={sig:.4g} best λ={best:.3g} (λ/σ̂={best / sig:.3f}) {scan[best]:.2f} dB | "
+                  + " ".join(f"{k:.3g}:{v:.2f}" for k, v in scan.items()), file=sys.stderr, flush=True)
+
+    def at(row, lam):  # PSNR at lam, linear in log λ between the scanned values (clamped at the ends)
+        ls = np.log(sorted(row["scan"]))
+        return float(np.interp(np.log(lam), ls, [row["scan"][k] for k in sorted(row["scan"])]))
+
+    best_rule, best_obj = None, -np.inf
+    for a in FIT_SLOPES:
+        for floor in FIT_FLOORS:
+            short = [max(r["scan"].values()) - at(r, max(a * r["sigma"], floor)) for r in rows]
+            obj = -np.mean(short) - 0.5 * max(short)
+            if obj > best_obj:
+                best_rule, best_obj, best_short = (a, floor), obj, short
+    print(f"\n## CSC rule fit on slice {TUNE_SLICE} ({', '.join(cases)} at {TUNE_SNR} dB): λ = max(a σ̂, λ_min)")
+    print(fmt_table([[f"{r['case']} {r['snr_db']} dB", r["sigma"], r["best_lam"], r["best_lam"] / r["sigma"], s]
+                     for r, s in zip(rows, best_short)],
+                    ["case", "σ̂ (scaled)", "best λ", "λ/σ̂", "shortfall of the rule [dB]"]))
+    print(f"fitted a = {best_rule[0]:.4g}, λ_min = {best_rule[1]:.3g}: shortfall mean {np.mean(best_short):.2f} dB, "
+          f"worst {max(best_short):.2f} dB")
+    return {"rows": rows, "rule": best_rule, "shortfall": best_short}
+
+
 def _score(mag, support, img):
     a = np.abs(img)
     return psnr(mag, a, mask=support), ssim(mag, a, mask=support)
@@ -179,7 +240,7 @@ def part_quality(n, cases, peers):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--part", nargs="+", choices=["toeplitz", "speed", "quality"],
+    ap.add_argument("--part", nargs="+", choices=["toeplitz", "speed", "quality", "fit"],
                     default=["toeplitz", "speed", "quality"])
     ap.add_argument("--cases", nargs="+", choices=list(CASES), default=list(CASES))
     ap.add_argument("--n", type=int, default=128, help="image size of the quality part (default 128)")
@@ -192,11 +253,13 @@ def main(argv=None):
         res["toeplitz"] = part_toeplitz()
     if "speed" in args.part:
         res["speed"] = part_speed()
+    if "fit" in args.part:
+        res["fit"] = part_fit(args.n, args.cases)
     if "quality" in args.part:
         res["quality"] = part_quality(args.n, args.cases, peers)
     res["wall_s"] = time.perf_counter() - t0
     print(f"\nwall time {res['wall_s']:.0f} s")
-    tag = "_".join(args.part) + ("_" + "_".join(args.cases) if "quality" in args.part else "")
+    tag = "_".join(args.part) + ("_" + "_".join(args.cases) if {"quality", "fit"} & set(args.part) else "")
     write_json(f"noncartesian_{tag}.json", res)
     return 0
 

@@ -387,7 +387,7 @@ def cmd_recon(args) -> int:
     if args.noise and args.no_prewhiten:
         raise UserError("--noise and --no-prewhiten contradict each other; drop one")
     maps_mode = resolve_maps_options(args)
-    if args.traj:
+    if args.traj or _has_trajectories(args.input):
         return _recon_noncartesian(args, params)
 
     noise = read_noise_file(args.noise) if args.noise else None
@@ -487,17 +487,37 @@ def cmd_recon(args) -> int:
     return 0
 
 
-def _recon_noncartesian(args, params) -> int:
-    """``mri-csc recon INPUT --traj FILE``: one non-Cartesian k-space ``(coils, *samples)``."""
+def _has_trajectories(path) -> bool:
+    """Whether ``path`` is an ISMRMRD file of non-Cartesian acquisitions (they carry ``traj``)."""
+    if not str(path).lower().endswith((".h5", ".hdf5", ".mrd")):
+        return False
+    from .io.ismrmrd import has_trajectories  # noqa: PLC0415
+
+    return has_trajectories(path)
+
+
+def _read_noncartesian(args):
+    """``(kspace list, trajectory list, image shape or None, lead shape, record)`` of a non-Cartesian input."""
     import numpy as np  # noqa: PLC0415
 
-    from .backend import to_numpy  # noqa: PLC0415
-    from .io import read_array, write_image  # noqa: PLC0415
+    from .io import read_array  # noqa: PLC0415
     from .io.cfl import read_cfl  # noqa: PLC0415
     from .io.trajectory import bart_noncartesian_kspace, read_trajectory  # noqa: PLC0415
-    from .recon import reconstruct  # noqa: PLC0415
-    from .validate import check_output  # noqa: PLC0415
 
+    if not args.traj:  # ISMRMRD acquisitions with their trajectories
+        import h5py  # noqa: PLC0415
+
+        from .io.ismrmrd import read_ismrmrd_noncartesian  # noqa: PLC0415
+
+        noise = read_noise_file(args.noise) if args.noise else None
+        with h5py.File(args.input, "r") as f:
+            d = read_ismrmrd_noncartesian(args.input, f, slice=args.slice, noise=noise,
+                                          prewhiten=False if args.no_prewhiten else None)
+        k, t = d["kspace"], d["trajectory"]
+        lead = tuple(n for n in k.shape[:2] if n > 1)
+        return (list(k.reshape(-1, *k.shape[2:])), list(t.reshape(-1, *t.shape[2:])), d["image_shape"], lead,
+                {"trajectory": f"ISMRMRD ({d['trajectory_type']}, units {d['units']})",
+                 "prewhitened": d["whitened"]})
     coord = read_trajectory(args.traj)
     if str(args.input).lower().endswith((".cfl", ".hdr")):
         k = bart_noncartesian_kspace(read_cfl(str(args.input)[:-4]))
@@ -507,7 +527,23 @@ def _recon_noncartesian(args, params) -> int:
     if k.ndim < 2 or int(np.prod(k.shape[1:])) != int(np.prod(samples)):
         raise UserError(f"{args.input}: k-space of shape {k.shape} does not hold (coils, *{samples}) samples of "
                         f"the trajectory {args.traj} (shape {coord.shape})")
-    k = k.reshape(k.shape[0], *samples).astype(np.complex64)
+    return [k.reshape(k.shape[0], *samples).astype(np.complex64)], [coord], None, (), {"trajectory": str(args.traj)}
+
+
+def _recon_noncartesian(args, params) -> int:
+    """``mri-csc recon INPUT --traj FILE`` (or an ISMRMRD file with trajectories): non-Cartesian k-space."""
+    import numpy as np  # noqa: PLC0415
+
+    from .backend import to_numpy  # noqa: PLC0415
+    from .io import read_array, write_image  # noqa: PLC0415
+    from .recon import reconstruct  # noqa: PLC0415
+    from .validate import check_output  # noqa: PLC0415
+
+    try:
+        ks, coords, file_shape, lead, record = _read_noncartesian(args)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    shape = tuple(args.image_shape) if args.image_shape else file_shape
     own = None  # the input's own maps (an .npz 'maps'), the default as for Cartesian input
     if not args.maps and not args.espirit and str(args.input).lower().endswith(".npz"):
         from .io.formats import _open_npz  # noqa: PLC0415
@@ -516,33 +552,40 @@ def _recon_noncartesian(args, params) -> int:
             own = z["maps"] if "maps" in z else None
     if args.maps or own is not None:
         maps = np.asarray(read_array(args.maps) if args.maps else own).astype(np.complex64)
+        stack = len(ks) > 1 and maps.ndim == coords[0].shape[-1] + 2 and maps.shape[0] == len(ks)
+        maps_list = list(maps) if stack else [maps] * len(ks)  # one map set per slice/frame, or one for all
     elif args.espirit:
         from .sim.trajectories import estimate_maps_noncartesian  # noqa: PLC0415
 
-        if not args.image_shape:
+        if shape is None:
             raise UserError("--traj with --espirit needs --image-shape N N (the image shape to calibrate on)")
         kw = {k: v for k, v in espirit_kwargs(args).items() if v is not None}  # None: the implementation's default
-        maps = estimate_maps_noncartesian(k, coord, tuple(args.image_shape), method=args.espirit, **kw)
+        maps_list = [estimate_maps_noncartesian(k, c, shape, method=args.espirit, **kw) for k, c in zip(ks, coords)]
     else:
-        raise UserError(f"{args.input} holds no coil maps; with --traj pass --maps FILE or --espirit sigpy|bart "
-                        "--image-shape N N")
-    if args.image_shape and tuple(args.image_shape) != tuple(maps.shape[1:]):
-        raise UserError(f"--image-shape {tuple(args.image_shape)} differs from the coil maps' {maps.shape[1:]}")
-    try:
-        res = reconstruct(k, maps, trajectory=coord, method=args.method, device=args.device,
-                          show_pbar=not args.no_pbar, **params)
-    except (TypeError, ValueError) as e:
-        raise UserError(str(e)) from None
-    img = to_numpy(res.image)
+        raise UserError(f"{args.input} holds no coil maps; non-Cartesian k-space needs --maps FILE or "
+                        "--espirit sigpy|bart (with --image-shape N N unless the file gives the matrix)")
+    if shape is not None and tuple(shape) != tuple(maps_list[0].shape[1:]):
+        raise UserError(f"the image shape {tuple(shape)} differs from the coil maps' {maps_list[0].shape[1:]}")
+    images, total, ran = [], 0.0, None
+    for k, c, m in zip(ks, coords, maps_list, strict=True):
+        try:
+            res = reconstruct(k, m, trajectory=c, method=args.method, device=args.device,
+                              show_pbar=not args.no_pbar and len(ks) == 1, **params)
+        except (TypeError, ValueError) as e:
+            raise UserError(str(e)) from None
+        images.append(to_numpy(res.image))
+        total += res.time
+        ran = ran or res.params
+    img = np.stack(images).reshape(lead + images[0].shape) if lead else images[0]
     check_output(img, args.out, args.method)
     written = write_image(args.out, img, overwrite=args.force)
-    record = {"input": str(args.input), "method": args.method, "trajectory": str(args.traj),
+    record = {"input": str(args.input), "method": args.method, **record,
               "maps": args.maps or (f"espirit-{args.espirit}" if args.espirit else "input"),
               "espirit": espirit_kwargs(args) if args.espirit else None,
-              "output_shape": list(img.shape), "time_s": res.time}
-    written.append(_write_params(args.out, record, res.params, args.force))
-    _note(f"{args.method}: non-Cartesian, {k.shape[0]} coils x {int(np.prod(samples))} samples in {res.time:.2f} s; "
-          f"wrote {', '.join(map(str, written))}")
+              "output_shape": list(img.shape), "time_s": total}
+    written.append(_write_params(args.out, record, ran, args.force))
+    _note(f"{args.method}: non-Cartesian, {len(ks)} slice(s)/frame(s) of {ks[0].shape[0]} coils x "
+          f"{int(np.prod(ks[0].shape[1:]))} samples in {total:.2f} s; wrote {', '.join(map(str, written))}")
     return 0
 
 

@@ -420,3 +420,58 @@ def test_only_permanent_os_errors_are_not_retried():
     assert not deterministic(OSError("no errno"))
     assert deterministic(InputError("bad")) and deterministic(OutputExistsError("exists"))
     assert not deterministic(TypeError("a bug")) and not deterministic(RuntimeError("worker died"))
+
+
+def _stars(rng, nz=4, n=24, nc=3, spokes=24):
+    from mri_csc.operators.nufft import NUFFTSense
+    from mri_csc.sim import stack_of_stars
+
+    maps = np.stack([_maps(nc, n, n)] * nz, axis=1)  # (coils, nz, ny, nx)
+    y, x = np.mgrid[-1:1:n * 1j, -1:1:n * 1j]
+    img = np.stack([((x / 0.7) ** 2 + (y / (0.8 - 0.05 * z)) ** 2 < 1) * (1 + 0.2 * rng.random((n, n)))
+                    for z in range(nz)]).astype(np.complex64)
+    coord = stack_of_stars(spokes, 2 * n, (nz, n, n), rotate=False)
+    return NUFFTSense(maps, coord, toeplitz=False)(img), coord, maps, img
+
+
+def test_noncartesian_stacks_one_task_per_slice(cluster, tmp_path):
+    """A stack of stars (split by an FFT along k_z) and a stack of radial slices with a shared trajectory."""
+    import mri_csc
+    from mri_csc.sim import split_stack_of_stars
+
+    rng = np.random.default_rng(7)
+    k, coord, maps, img = _stars(rng)
+    np.savez(tmp_path / "stars.npz", kspace=k, trajectory=coord, maps=maps)
+    slices, c2 = split_stack_of_stars(k, coord)
+    np.savez(tmp_path / "radial.npz", kspace=np.moveaxis(slices, 0, 1), trajectory=c2, maps=maps)
+    report = reconstruct_batch([tmp_path / "stars.npz", tmp_path / "radial.npz"], tmp_path / "out",
+                               method="zero-filled", scheduler=cluster.scheduler_address, output_format="npy")
+    assert report.ok and report.n_slices == 8
+    direct = np.stack([mri_csc.reconstruct(slices[z], maps[:, z], trajectory=c2, method="zero-filled").image
+                       for z in range(4)])
+    for name in ("stars", "radial"):
+        out = np.load(report.outputs[str(tmp_path / f"{name}.npz")][0])
+        assert out.shape == img.shape
+        np.testing.assert_allclose(out, direct, atol=1e-5)
+    # without maps ESPIRiT needs the image shape
+    np.savez(tmp_path / "nomaps.npz", kspace=k, trajectory=coord)
+    with pytest.raises(ValueError, match="image_shape"):
+        serial_reconstruct(tmp_path / "nomaps.npz", method="zero-filled")
+    np.savez(tmp_path / "shape.npz", kspace=k, trajectory=coord, image_shape=np.array([24, 24]))
+    out = serial_reconstruct(tmp_path / "shape.npz", method="zero-filled")[str(tmp_path / "shape.npz")]
+    assert out.shape == img.shape
+
+
+def test_noncartesian_stack_layouts_are_checked(tmp_path):
+    from mri_csc.batch import discover
+
+    rng = np.random.default_rng(8)
+    k, coord, maps, _ = _stars(rng)
+    np.savez(tmp_path / "bad.npz", kspace=k[:, :3], trajectory=coord)
+    from mri_csc.sim import stack_of_stars
+
+    np.savez(tmp_path / "rotated.npz", kspace=k, trajectory=stack_of_stars(24, 48, (4, 24, 24)), maps=maps)
+    volumes, errors = discover([tmp_path / "bad.npz"])
+    assert not volumes and "do not form (coils, [nz,] *samples)" in errors[0].error
+    with pytest.raises(ValueError, match="in-plane coordinates differ"):
+        serial_reconstruct(tmp_path / "rotated.npz", method="zero-filled")

@@ -81,3 +81,31 @@ def test_noise_scan_samples(rng):
     assert noise_std_from_samples(n) == pytest.approx(2.0, rel=0.03)
     with pytest.raises(ValueError, match="NaN"):
         noise_std_from_samples(np.array([1.0, np.nan]))
+
+
+@pytest.mark.parametrize("kind, accel", [("golden-radial", 4), ("spiral", 2)])
+@pytest.mark.parametrize("snr_db", [20, 45])
+def test_readout_noise_std_recovers_sigma_on_noncartesian_brains(kind, accel, snr_db):
+    from mri_csc.recon.noise import readout_noise_std
+    from mri_csc.sim import birdcage_maps, shepp_logan
+    from mri_csc.sim.trajectories import make_trajectory, simulate_noncartesian
+
+    n = 64
+    img = shepp_logan((n, n)).astype(np.complex64)
+    coord = make_trajectory(kind, (n, n), accel)
+    clean = simulate_noncartesian(img, birdcage_maps((n, n), 4), coord)
+    sigma = float(np.sqrt(np.mean(np.abs(clean) ** 2) / 10 ** (snr_db / 10)))
+    g = np.random.default_rng(snr_db)
+    y = clean + (g.standard_normal(clean.shape) + 1j * g.standard_normal(clean.shape)) * sigma / np.sqrt(2)
+    assert readout_noise_std(y, coord) == pytest.approx(sigma, rel=0.05)
+
+
+def test_readout_noise_std_refuses_coarse_readouts():
+    from mri_csc.recon.noise import readout_noise_std
+    from mri_csc.sim.trajectories import radial
+
+    coord = radial(10, 32, 32)  # one cell between samples: the signal may fill the whole spectrum
+    with pytest.raises(ValueError, match="no noise-only band"):
+        readout_noise_std(np.ones((2, 10, 32), np.complex64), coord)
+    with pytest.raises(ValueError, match="kspace must have shape"):
+        readout_noise_std(np.ones((2, 10, 31), np.complex64), coord)

@@ -150,3 +150,47 @@ def test_radial_bart_phantom_matches_bart_pics_t():
     bart_tv = mri_csc.reconstruct(k, maps, trajectory=coord, method="bart-tv", lam=0.01, max_iter=100)
     gridded = mri_csc.reconstruct(k, maps, trajectory=coord, method="zero-filled")
     assert rel(tv.image, bart_tv.image) < 0.2 < rel(gridded.image, bart_tv.image)
+
+
+def _noisy(img, maps, coord, snr_db, seed=3):
+    """Radial k-space at ``snr_db`` and the complex noise σ it was drawn with (input units)."""
+    clean = simulate_noncartesian(img, maps, coord, seed=seed)
+    sigma = float(np.sqrt(np.mean(np.abs(clean) ** 2) / 10 ** (snr_db / 10)))
+    g = np.random.default_rng(seed)
+    noise = (g.standard_normal(clean.shape) + 1j * g.standard_normal(clean.shape)) * sigma / np.sqrt(2)
+    return (clean + noise).astype(np.complex64), sigma
+
+
+def test_csc_weights_follow_the_readout_noise_estimate(case):
+    """σ̂ from the readouts is the true σ (input units), and λ = max(a σ̂', λ_min) on the normalised units."""
+    from mri_csc.recon.csc_defaults import RULE_NONCARTESIAN, auto_weights
+
+    img, maps, coord, _ = case
+    lams = []
+    for snr in (20, 40):
+        y, sigma = _noisy(img, maps, coord, snr)
+        res = mri_csc.reconstruct(y, maps, trajectory=coord, method="csc", max_iter=2)
+        assert res.params["noise_std"] == pytest.approx(sigma, rel=0.05)
+        g = make_noncartesian_problem(y, maps, coord).density_gain
+        want = auto_weights(res.params["noise_std"] / res.scale / g ** 0.5, False, rule=RULE_NONCARTESIAN)
+        assert res.params["lam"] == pytest.approx(want["lam"]) and res.params["mu"] == pytest.approx(want["mu"])
+        lams.append(res.params["lam"])
+    assert lams[0] > 3 * lams[1]  # 10x the noise: the weight follows it (above the floor)
+    given = mri_csc.reconstruct(y, maps, trajectory=coord, method="csc", max_iter=2, noise_std=10 * sigma)
+    assert given.params["noise_std"] == 10 * sigma and given.params["lam"] > res.params["lam"]
+
+
+def test_csc_without_readout_oversampling_keeps_the_fixed_weights(caplog):
+    """Spokes of N samples (1 cell apart) leave no noise-only band: fixed weights, and a warning that says so."""
+    from mri_csc.recon.csc import LAM_2D, MU_2D
+
+    img = shepp_logan((N, N)).astype(np.complex64)
+    maps = birdcage_maps((N, N), 4)
+    coord = radial(60, N, N, golden=True)
+    y = simulate_noncartesian(img, maps, coord, snr_db=30, seed=0)
+    with caplog.at_level("WARNING", logger="mri_csc.recon.csc"):
+        res = mri_csc.reconstruct(y, maps, trajectory=coord, method="csc", max_iter=2)
+    assert res.params["lam"] == LAM_2D and res.params["mu"] == MU_2D
+    assert "no noise-only band is left" in caplog.text
+    with pytest.raises(ValueError, match="noise_std"):
+        mri_csc.reconstruct(y, maps, trajectory=coord, method="csc", max_iter=2, noise_std=-1.0)

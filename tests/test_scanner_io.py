@@ -97,6 +97,12 @@ def test_cartesian_file_with_stored_coordinates_reads_as_without(tmp_path):
 
     a = read_kspace(_gen(tmp_path / "k.h5", "-m", 32, "-c", 2, "-k"))["kspace"]  # -k: (kx, ky) of every sample
     np.testing.assert_array_equal(a, read_kspace(_gen(tmp_path / "n.h5", "-m", 32, "-c", 2))["kspace"])
+    from mri_csc.io.ismrmrd import has_trajectories
+
+    assert not has_trajectories(tmp_path / "k.h5")  # so recon takes the Cartesian path, not the NUFFT one
+    assert main(["recon", str(tmp_path / "k.h5"), "--method", "zero-filled", "--out", str(tmp_path / "k.npy"),
+                 "--no-pbar"]) == 0
+    assert np.load(tmp_path / "k.npy").shape == (32, 32)
     with h5py.File(tmp_path / "k.h5", "a") as f:  # coordinates that are no Cartesian line: refused
         d = f["dataset/data"][()]
         for acq in d:

@@ -105,3 +105,35 @@ def test_estimate_maps_from_regridded_calibration():
     support = np.abs(img) > 0.1
     assert est.shape == maps.shape
     assert map_agreement(est, maps, support) > 0.95
+
+
+def test_split_stack_of_stars_gives_the_2d_radial_problems(rng):
+    """An inverse FFT along k_z turns the 3-D stack-of-stars NUFFT into one 2-D radial NUFFT per slice."""
+    from mri_csc.operators.nufft import NUFFTSense
+    from mri_csc.sim import split_stack_of_stars
+
+    shape = (6, 24, 24)
+    x = (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)).astype(np.complex64)
+    maps = birdcage_maps(shape, 3)
+    coord = stack_of_stars(20, 48, shape, rotate=False)
+    y = NUFFTSense(maps, coord, toeplitz=False)(x)
+    slices, c2 = split_stack_of_stars(y, coord)
+    assert slices.shape == (6, 3, 20, 48) and c2.shape == (20, 48, 2)
+    for z in range(shape[0]):
+        ref = NUFFTSense(maps[:, z], c2, toeplitz=False)(x[z])
+        assert np.linalg.norm(slices[z] - ref) <= 1e-4 * np.linalg.norm(ref)
+
+
+def test_split_stack_of_stars_refuses_coupled_partitions():
+    from mri_csc.sim import split_stack_of_stars
+
+    shape = (4, 16, 16)
+    rotated = stack_of_stars(10, 32, shape)  # golden-angle partitions continue the sequence
+    with pytest.raises(ValueError, match="in-plane coordinates differ"):
+        split_stack_of_stars(np.zeros((2, 4, 10, 32), np.complex64), rotated)
+    shifted = stack_of_stars(10, 32, shape, rotate=False)
+    shifted[..., 0] += 0.5
+    with pytest.raises(ValueError, match="integer grid"):
+        split_stack_of_stars(np.zeros((2, 4, 10, 32), np.complex64), shifted)
+    with pytest.raises(ValueError, match="kspace must have shape"):
+        split_stack_of_stars(np.zeros((2, 3, 10, 32), np.complex64), shifted)

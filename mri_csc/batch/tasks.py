@@ -14,6 +14,9 @@ Inputs
   with a ``kspace`` array, optionally ``maps`` and ``mask``); a 3-D array
   ``(coils, ny, nx)`` is one slice.
 - BART ``.cfl``/``.hdr`` pairs, read through :func:`mri_csc.io.read_kspace`.
+- Non-Cartesian ``.npz`` (``kspace`` with a ``trajectory``): stacks of 2-D radial or spiral
+  slices and stacks of stars, one task per slice (layout ``"noncartesian"``,
+  :mod:`mri_csc.batch.noncartesian`).
 - 3-D Cartesian volumes (``layout="volume"``, and 3-D ISMRMRD encodings, with
   their frames: repetitions, BART time/echo dimensions, one volume each):
   k-space in the project's 3-D order ``(coils, nz, ny, nx)`` whose **last
@@ -73,8 +76,9 @@ class VolumeSpec:
     kind : str
         ``"fastmri"``, ``"ismrmrd"``, ``"npy"``, ``"npz"`` or ``"cfl"``.
     layout : str
-        ``"slices"`` (a stack of 2-D slices) or ``"volume"`` (3-D k-space,
-        sliced along the readout after an inverse FFT).
+        ``"slices"`` (a stack of 2-D slices), ``"volume"`` (3-D k-space,
+        sliced along the readout after an inverse FFT) or ``"noncartesian"``
+        (2-D non-Cartesian slices, :mod:`mri_csc.batch.noncartesian`).
     n_slices : int
     file_key : int
         Stable key of the file for its random streams (CRC-32 of ``name``).
@@ -270,8 +274,16 @@ def slice_count(path, layout: str = "auto") -> tuple[int, str, str, tuple[int, .
     elif suffix == ".npz":
         from mri_csc.io.formats import _open_npz  # noqa: PLC0415
 
+        from .noncartesian import noncartesian_count  # noqa: PLC0415
+
         kind = "npz"
         with _open_npz(p) as z:
+            n_nc = noncartesian_count(p, z)
+            if n_nc is not None:  # k-space with a trajectory: one 2-D non-Cartesian problem per slice
+                if requested == "volume":
+                    raise ValueError(f"{p}: non-Cartesian k-space is cut into 2-D slices (a stack of stars by "
+                                     "an FFT along k_z); layout 'volume' is for Cartesian 3-D k-space")
+                return n_nc, kind, "noncartesian", tuple(z.shape("kspace"))
             if "kspace" not in z:
                 raise ValueError(f"{p}: .npz holds no 'kspace' array; found {sorted(z.files)}")
             shape = z.shape("kspace")

@@ -174,16 +174,31 @@ def compute_slice(task: SliceTask, cfg: SliceConfig) -> np.ndarray:
     import mri_csc  # noqa: PLC0415
     from mri_csc.recon import get_method  # noqa: PLC0415
 
-    kspace, maps, mask = load_slice(task, cfg)
-    from mri_csc.io.formats import check_centred_kspace  # noqa: PLC0415
+    coord = image_shape = None
+    if task.volume.layout == "noncartesian":
+        from .noncartesian import load_noncartesian_slice  # noqa: PLC0415
 
-    check_centred_kspace(kspace, f"{task.volume.path} slice {task.index}")
+        kspace, coord, maps, image_shape = load_noncartesian_slice(task.volume.path, task.index)
+        mask = None
+    else:
+        kspace, maps, mask = load_slice(task, cfg)
+        from mri_csc.io.formats import check_centred_kspace  # noqa: PLC0415
+
+        check_centred_kspace(kspace, f"{task.volume.path} slice {task.index}")
     ss = slice_seed_sequence(cfg.seed, task.volume.file_key, task.index)
     maps_seed, method_seed = ss.spawn(2)
     if cfg.maps == "file" and maps is None:
         raise ValueError(f"{task.volume.path}: holds no coil maps and maps='file' (--no-espirit) was given; pass "
                          "--maps FILE, or drop --no-espirit to estimate them with ESPIRiT")
-    if maps is None or cfg.maps == "espirit":
+    if coord is not None and (maps is None or cfg.maps == "espirit"):
+        from mri_csc.sim.trajectories import estimate_maps_noncartesian  # noqa: PLC0415
+
+        if image_shape is None:
+            raise ValueError(f"{task.volume.path}: non-Cartesian k-space without coil maps needs an 'image_shape' "
+                             "array in the .npz for ESPIRiT")
+        kw = {k: v for k, v in cfg.espirit.items() if v is not None}
+        maps = estimate_maps_noncartesian(kspace, coord, image_shape, calib_width=cfg.calib_width or 24, **kw)
+    elif maps is None or cfg.maps == "espirit":
         from mri_csc.sim import estimate_maps  # noqa: PLC0415
 
         kw = {"calib_width": cfg.calib_width, **cfg.espirit}
@@ -199,8 +214,13 @@ def compute_slice(task: SliceTask, cfg: SliceConfig) -> np.ndarray:
     elif "seed" in spec.params and "seed" not in params:
         params["seed"] = int(method_seed.generate_state(1)[0])
     device = cfg.device
-    result = mri_csc.reconstruct(kspace, maps, mask=mask, method=cfg.method, device=device,
-                                 compress_coils=cfg.compress_coils, **params)
+    if coord is not None:
+        if cfg.compress_coils:
+            raise ValueError(f"{task.volume.path}: coil compression is not available for non-Cartesian k-space")
+        result = mri_csc.reconstruct(kspace, maps, trajectory=coord, method=cfg.method, device=device, **params)
+    else:
+        result = mri_csc.reconstruct(kspace, maps, mask=mask, method=cfg.method, device=device,
+                                     compress_coils=cfg.compress_coils, **params)
     from mri_csc.backend import to_numpy  # noqa: PLC0415
 
     return to_numpy(result.image).astype(np.complex64, copy=False)

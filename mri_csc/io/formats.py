@@ -1279,6 +1279,8 @@ def describe(path: "str | os.PathLike", traj: "str | os.PathLike | None" = None)
         with _open_h5(path) as f, _h5_guard(path):
             if _mrd.is_ismrmrd(f):
                 lines += _mrd.describe_ismrmrd(path, f)
+                if _mrd.has_trajectories(path, f):  # non-Cartesian: its lines say it all (read_kspace is Cartesian)
+                    return "\n".join(lines)
             else:
                 lines.append("format: HDF5 (fastMRI-style)")
                 for name, ds in f.items():

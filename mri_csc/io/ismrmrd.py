@@ -45,7 +45,7 @@ from .limits import check_nbytes, check_shape
 
 __all__ = ["is_ismrmrd", "read_ismrmrd", "write_ismrmrd", "describe_ismrmrd", "read_header",
            "noise_whitener", "remove_readout_oversampling", "read_noise", "ismrmrd_metadata", "FRAME_COUNTERS",
-           "geometry_from_affine"]
+           "geometry_from_affine", "read_ismrmrd_noncartesian", "has_trajectories", "TRAJECTORY_UNITS"]
 
 log = logging.getLogger(__name__)
 
@@ -120,13 +120,18 @@ def _heads(path, group):
         raise _err(f"{path}: cannot read ISMRMRD acquisition headers ({str(e).splitlines()[0]})") from None
 
 
-def _encoding(path, hdr):
+def _trajectory_type(e) -> str:
+    return str(getattr(e.trajectory, "value", e.trajectory)).lower()
+
+
+def _encoding(path, hdr, *, noncartesian: bool = False):
     if not hdr.encoding:
         raise _err(f"{path}: ISMRMRD header has no <encoding>")
     e = hdr.encoding[0]
-    traj = str(getattr(e.trajectory, "value", e.trajectory)).lower()
-    if traj != "cartesian":
-        raise _err(f"{path}: ISMRMRD trajectory {traj!r}; only Cartesian data are supported")
+    traj = _trajectory_type(e)
+    if traj != "cartesian" and not noncartesian:
+        raise _err(f"{path}: ISMRMRD trajectory {traj!r}: non-Cartesian data are read with their acquisitions' "
+                   "trajectories (read_ismrmrd_noncartesian; mri-csc recon does this by itself)")
     try:
         enc = tuple(int(getattr(e.encodedSpace.matrixSize, a)) for a in "xyz")
         rec = tuple(int(getattr(e.reconSpace.matrixSize, a)) for a in "xyz")
@@ -230,14 +235,7 @@ def read_ismrmrd(path, h5file, *, slice=None, prewhiten: "bool | None" = None, n
     heads = _heads(path, group)
     if heads.size == 0:
         raise _err(f"{path}: ISMRMRD group {gname!r} has no acquisitions")
-    flags = heads["flags"].astype(np.uint64)
-    is_noise = (flags & _bit("ACQ_IS_NOISE_MEASUREMENT")) != 0
-    skip = np.zeros(heads.size, bool)
-    for name in _SKIP:
-        skip |= (flags & _bit(name)) != 0
-    img = ~is_noise & ~skip
-    if not img.any():
-        raise _err(f"{path}: ISMRMRD file has only noise/navigator/calibration-scan acquisitions, no k-space lines")
+    is_noise, img = _acquisition_kinds(path, heads)
     hi = heads[img]
     if np.any(hi["trajectory_dimensions"] > 0):  # the header says Cartesian (_encoding): coordinates of the grid
         _check_cartesian_traj(path, group, np.flatnonzero(img), hi)
@@ -305,25 +303,7 @@ def read_ismrmrd(path, h5file, *, slice=None, prewhiten: "bool | None" = None, n
         raise _err(f"{path}: reconSpace x = {rx} is wider than encodedSpace x = {ex}; mri_csc does not interpolate")
     shape = (len(wanted), len(frames), nc, ez, ey, ex)
     check_shape(shape, np.complex64, f"{path}: ISMRMRD k-space")
-    # noise
-    whitener = None
-    noise_heads = heads[is_noise]
-    n_noise = int(is_noise.sum())
-    if noise is not None:
-        if prewhiten is False:
-            raise ValueError("noise= given with prewhiten=False; drop one of them")
-        whitener = noise_whitener(noise)
-    elif prewhiten or (prewhiten is None and n_noise):
-        if not n_noise:
-            raise ValueError(f"{path}: prewhiten=True but the file has no noise scans; pass a noise file/array")
-        if np.any(noise_heads["active_channels"] != nc):
-            raise _err(f"{path}: noise scans have {sorted(set(noise_heads['active_channels'].tolist()))} channels, "
-                       f"the k-space lines {nc}")
-        rows = np.flatnonzero(is_noise)
-        noise_data = _read_lines(path, group, rows, noise_heads, nc)
-        whitener = noise_whitener(np.concatenate(noise_data, axis=1))
-    if whitener is not None and whitener.shape != (nc, nc):
-        raise ValueError(f"noise has {whitener.shape[0]} coils; the k-space has {nc}")
+    whitener, n_noise = _file_whitener(path, group, heads, is_noise, nc, prewhiten, noise)
     # lines
     rows_all = np.flatnonzero(img)
     take = np.isin(slices_all, wanted) & (frame_of >= 0)
@@ -377,6 +357,42 @@ def _check_cartesian_traj(path, group, rows, heads) -> None:
         if (nd > 1 and np.ptp(t[:, 1:], axis=0).max() > tol) or (ns > 2 and np.ptp(dk) > tol):
             raise _err(f"{path}: the header's trajectory is 'cartesian' but acquisition {int(h['scan_counter'])} "
                        "stores coordinates that are not a Cartesian line; the file is non-Cartesian or mislabelled")
+
+
+def _acquisition_kinds(path, heads):
+    """``(is_noise, is_image)`` boolean masks over the acquisitions (other scans are skipped, :data:`_SKIP`)."""
+    flags = heads["flags"].astype(np.uint64)
+    is_noise = (flags & _bit("ACQ_IS_NOISE_MEASUREMENT")) != 0
+    skip = np.zeros(heads.size, bool)
+    for name in _SKIP:
+        skip |= (flags & _bit(name)) != 0
+    img = ~is_noise & ~skip
+    if not img.any():
+        raise _err(f"{path}: ISMRMRD file has only noise/navigator/calibration-scan acquisitions, no k-space lines")
+    return is_noise, img
+
+
+def _file_whitener(path, group, heads, is_noise, nc, prewhiten, noise):
+    """``(whitener or None, noise scans in the file)``: from ``noise`` or the file's noise scans (module docstring)."""
+    whitener = None
+    noise_heads = heads[is_noise]
+    n_noise = int(is_noise.sum())
+    if noise is not None:
+        if prewhiten is False:
+            raise ValueError("noise= given with prewhiten=False; drop one of them")
+        whitener = noise_whitener(noise)
+    elif prewhiten or (prewhiten is None and n_noise):
+        if not n_noise:
+            raise ValueError(f"{path}: prewhiten=True but the file has no noise scans; pass a noise file/array")
+        if np.any(noise_heads["active_channels"] != nc):
+            raise _err(f"{path}: noise scans have {sorted(set(noise_heads['active_channels'].tolist()))} channels, "
+                       f"the k-space lines {nc}")
+        rows = np.flatnonzero(is_noise)
+        noise_data = _read_lines(path, group, rows, noise_heads, nc)
+        whitener = noise_whitener(np.concatenate(noise_data, axis=1))
+    if whitener is not None and whitener.shape != (nc, nc):
+        raise ValueError(f"noise has {whitener.shape[0]} coils; the k-space has {nc}")
+    return whitener, n_noise
 
 
 def _read_lines(path, group, rows, heads, nc):
@@ -513,9 +529,13 @@ def describe_ismrmrd(path, h5file) -> list[str]:
     heads = _heads(path, group)
     lines = [f"format: ISMRMRD/MRD HDF5 (group {gname!r}), {heads.size} acquisitions"]
     hdr = read_header(path, group)
-    _, enc, rec = _encoding(path, hdr)
-    lines.append(f"encoded matrix (x, y, z): {enc}, recon matrix: {rec}"
-                 + (f" (readout oversampling {enc[0] / rec[0]:g}x, removed on reading)" if rec[0] < enc[0] else ""))
+    e, enc, rec = _encoding(path, hdr, noncartesian=True)
+    dims = sorted(set(heads["trajectory_dimensions"].tolist())) if heads.size else [0]
+    if dims == [0]:
+        lines.append(f"encoded matrix (x, y, z): {enc}, recon matrix: {rec}"
+                     + (f" (readout oversampling {enc[0] / rec[0]:g}x, removed on reading)" if rec[0] < enc[0] else ""))
+    else:
+        lines += _describe_trajectories(path, group, heads, e, enc, rec, dims)
     if heads.size:
         flags = heads["flags"].astype(np.uint64)
         noise = (flags & _bit("ACQ_IS_NOISE_MEASUREMENT")) != 0
@@ -529,6 +549,25 @@ def describe_ismrmrd(path, h5file) -> list[str]:
         lines.append(f"noise scans: {int(noise.sum())}"
                      + ("; k-space is prewhitened with their covariance (default)" if noise.any()
                         else "; no prewhitening"))
+    return lines
+
+
+def _describe_trajectories(path, group, heads, e, enc, rec, dims) -> list[str]:
+    """``info`` lines of a non-Cartesian file: trajectory kind, readouts, coordinate range and units."""
+    is_noise, img = _acquisition_kinds(path, heads)
+    hi = heads[img]
+    ns = sorted(set((hi["number_of_samples"] - hi["discard_pre"] - hi["discard_post"]).tolist()))
+    rows = np.flatnonzero(img)
+    trajs = _read_traj(path, group, rows, hi) if set(dims) <= {2, 3} and len(dims) == 1 else []
+    peak = [float(np.abs(np.concatenate([t[:, i] for t in trajs])).max()) for i in range(dims[0])] if trajs else []
+    image = (rec[1], rec[0]) if dims == [2] else (rec[2], rec[1], rec[0])
+    units = "normalized (x recon matrix)" if peak and max(peak) <= 0.5 * (1 + 1e-4) else "cycles per recon FOV"
+    lines = [f"non-Cartesian: trajectory {_trajectory_type(e)!r}, {int(img.sum())} readouts of {ns} samples, "
+             f"trajectory_dimensions {dims}; encoded matrix (x, y, z) {enc}, recon matrix {rec}: image "
+             f"{image} (readout last)"]
+    if peak:
+        lines.append("trajectory |k| up to (" + ", ".join(f"{a}={p:.4g}" for a, p in zip("xyz", peak))
+                     + f"): read as {units}")
     return lines
 
 
@@ -581,3 +620,176 @@ def ismrmrd_metadata(path, h5file) -> dict:
     n_frames = np.unique(np.stack([idx[c] for c in FRAME_COUNTERS], 1), axis=0).shape[0]
     return {"n_slices": n_slices, "n_frames": int(n_frames), "crop": (rec[1], rec[0]) if rec[1] < enc[1] else None,
             "geometry": _geometry(hdr, e, rec, hi, slices, list(range(n_slices))), "encoded": enc, "recon": rec}
+
+
+# -- non-Cartesian acquisitions ---------------------------------------------------------------------------
+
+#: how the ``traj`` values of an ISMRMRD file are read (:func:`read_ismrmrd_noncartesian`)
+TRAJECTORY_UNITS = ("auto", "normalized", "cycles")
+
+
+def has_trajectories(path, h5file=None) -> bool:
+    """Whether the ISMRMRD file at ``path`` (or the open ``h5file``) holds non-Cartesian acquisitions.
+
+    True when acquisitions carry ``traj`` and the header's trajectory is not ``cartesian``.
+    """
+    if h5file is None:
+        import h5py  # noqa: PLC0415
+
+        try:
+            f = h5py.File(path, "r")
+        except OSError:
+            return False
+        with f:
+            return has_trajectories(path, f)
+    gname = _find_group(h5file)
+    if gname is None:
+        return False
+    heads = _heads(path, h5file[gname])
+    if not (heads.size and np.any(heads["trajectory_dimensions"] > 0)):
+        return False
+    # Cartesian files may store each sample's grid coordinates too (ismrmrd_generate_cartesian_shepp_logan -k):
+    # those are read by read_ismrmrd, which checks them against the header's 'cartesian' trajectory
+    hdr = read_header(path, h5file[gname])
+    return not hdr.encoding or _trajectory_type(hdr.encoding[0]) != "cartesian"
+
+
+def _read_traj(path, group, rows, heads):
+    """The ``(samples, dims)`` float32 trajectories of acquisitions ``rows`` (sorted)."""
+    ds = group["data"]
+    if "traj" not in ds.dtype.names:
+        raise _err(f"{path}: ISMRMRD 'data' has no 'traj' field; the acquisitions claim trajectories")
+    lo, hi = int(rows.min()), int(rows.max()) + 1
+    try:
+        block = ds.fields("traj")[lo:hi]
+    except OSError as e:
+        raise _err(f"{path}: cannot read ISMRMRD trajectories ({str(e).splitlines()[0]})") from None
+    out = []
+    for r, h in zip(rows, heads):
+        t = np.asarray(block[r - lo], np.float32)
+        n, d = int(h["number_of_samples"]), int(h["trajectory_dimensions"])
+        if t.size != n * d:
+            raise _err(f"{path}: acquisition {int(h['scan_counter'])} holds {t.size} trajectory floats; expected "
+                       f"samples*trajectory_dimensions = {n * d}")
+        out.append(t.reshape(n, d))  # the dimensions loop fastest (kx, ky[, kz] per sample)
+    return out
+
+
+def read_ismrmrd_noncartesian(path, h5file, *, slice=None, prewhiten: "bool | None" = None, noise=None,
+                              frame=None, units: str = "auto") -> dict:
+    r"""Non-Cartesian k-space and its trajectory from an open ISMRMRD file.
+
+    Every imaging acquisition is one readout with ``trajectory_dimensions`` = 2 (:math:`k_x, k_y`)
+    or 3 (:math:`k_x, k_y, k_z`) coordinates per sample (``traj``, the dimensions looping fastest,
+    MRD's layout); ``discard_pre``/``discard_post`` samples are dropped from both. Noise scans
+    prewhiten as in :func:`read_ismrmrd`; readouts are grouped by ``slice`` and by frame
+    (:data:`FRAME_COUNTERS`), in acquisition order.
+
+    Units: the MRD specification leaves the trajectory's scale open. Two conventions are in use,
+    and ``units`` picks one (``"auto"``: ``"normalized"`` when every :math:`|k_i| \le 0.5`, else
+    ``"cycles"``):
+
+    - ``"normalized"``: :math:`k_i \in [-\tfrac12, \tfrac12]` over the k-space extent (Gadgetron's
+      radial and spiral gadgets); multiplied by the recon matrix size :math:`N_i`;
+    - ``"cycles"``: already cycles per recon field of view, :math:`-N_i/2 \dots N_i/2` (SigPy's
+      ``coord``, BART's ``traj``).
+
+    The image is the ``reconSpace`` matrix, ``(ny, nx)`` or ``(nz, ny, nx)``, and ISMRMRD's
+    :math:`(k_x, k_y, k_z)` become ours reversed (``coord[..., i]`` along image axis ``i``, the
+    readout direction x last), as for Cartesian files.
+
+    Returns
+    -------
+    dict
+        ``kspace`` complex64 ``(slices, frames, coils, readouts, samples)``, ``trajectory`` float32
+        ``(slices, frames, readouts, samples, ndim)``, ``image_shape``, ``units`` (the convention
+        used), ``n_slices``, ``frames``, ``noise_scans``, ``whitened``, ``header``, ``encoded``,
+        ``recon``, ``trajectory_type`` (the header's).
+
+    Raises
+    ------
+    FileFormatError
+        Readouts without trajectories, of different lengths or dimensions, a coordinate outside
+        the recon matrix's k-space, or slices/frames with different readout counts.
+    """
+    if units not in TRAJECTORY_UNITS:
+        raise ValueError(f"units must be one of {TRAJECTORY_UNITS}; got {units!r}")
+    gname = _find_group(h5file)
+    group = h5file[gname]
+    hdr = read_header(path, group)
+    e, enc, rec = _encoding(path, hdr, noncartesian=True)
+    heads = _heads(path, group)
+    if heads.size == 0:
+        raise _err(f"{path}: ISMRMRD group {gname!r} has no acquisitions")
+    is_noise, img = _acquisition_kinds(path, heads)
+    hi = heads[img]
+    dims = set(hi["trajectory_dimensions"].tolist())
+    if dims == {0}:
+        raise _err(f"{path}: the acquisitions carry no trajectories (trajectory_dimensions 0): Cartesian data")
+    if len(dims) != 1 or not dims <= {2, 3}:
+        raise _err(f"{path}: trajectory_dimensions {sorted(dims)}; expected 2 or 3 for every imaging acquisition")
+    ndim = dims.pop()
+    nc = int(hi["active_channels"][0])
+    if nc < 1 or np.any(hi["active_channels"] != nc):
+        raise _err(f"{path}: acquisitions have {sorted(set(hi['active_channels'].tolist()))} active channels; "
+                   "expected one channel count >= 1")
+    ns = (hi["number_of_samples"].astype(np.int64) - hi["discard_pre"] - hi["discard_post"])
+    if np.any(ns < 2) or np.unique(ns).size != 1:
+        raise _err(f"{path}: readouts of {sorted(set(ns.tolist()))[:5]} samples (after discard_pre/post); expected "
+                   "one readout length >= 2")
+    n_read = int(ns[0])
+    image_shape = (rec[1], rec[0]) if ndim == 2 else (rec[2], rec[1], rec[0])
+    idx = hi["idx"]
+    slices_all = idx["slice"].astype(np.int64)
+    n_slices = int(slices_all.max()) + 1
+    wanted = list(range(n_slices)) if slice is None else [slice]
+    if slice is not None and (isinstance(slice, bool) or not isinstance(slice, (int, np.integer))
+                              or not 0 <= slice < n_slices):
+        raise ValueError(f"{path}: slice {slice} out of range; the file has {n_slices} slice(s) (0..{n_slices - 1})")
+    uniq, frame_of = np.unique(np.stack([idx[c].astype(np.int64) for c in FRAME_COUNTERS], 1), axis=0,
+                               return_inverse=True)
+    frame_of = frame_of.ravel()
+    frames = [dict(zip(FRAME_COUNTERS, map(int, u))) for u in uniq]
+    if frame is not None:
+        if isinstance(frame, bool) or not isinstance(frame, (int, np.integer)) or not 0 <= frame < len(frames):
+            raise ValueError(f"{path}: frame {frame} out of range; the file has {len(frames)} frame(s)")
+        frames = [frames[int(frame)]]
+        frame_of = np.where(frame_of == int(frame), 0, -1)
+    groups = [[np.flatnonzero((slices_all == s) & (frame_of == f)) for f in range(len(frames))] for s in wanted]
+    counts = {len(g) for row in groups for g in row}
+    if len(counts) != 1 or 0 in counts:
+        raise _err(f"{path}: slices/frames hold {sorted(counts)} readouts each; expected the same number "
+                   "(pick one with slice=/frame=)")
+    n_lines = counts.pop()
+    shape = (len(wanted), len(frames), nc, n_lines, n_read)
+    check_shape(shape, np.complex64, f"{path}: ISMRMRD non-Cartesian k-space")
+    whitener, n_noise = _file_whitener(path, group, heads, is_noise, nc, prewhiten, noise)
+    rows_img = np.flatnonzero(img)
+    k = np.zeros(shape, np.complex64)
+    t = np.zeros((len(wanted), len(frames), n_lines, n_read, ndim), np.float32)
+    for j, row in enumerate(groups):
+        for f, sel in enumerate(row):
+            rows = rows_img[sel]
+            data = _read_lines(path, group, rows, hi[sel], nc)
+            trajs = _read_traj(path, group, rows, hi[sel])
+            for i, (d, tr, h) in enumerate(zip(data, trajs, hi[sel])):
+                a = int(h["discard_pre"])
+                d = d[:, a:a + n_read]
+                k[j, f, :, i] = (whitener @ d).astype(np.complex64) if whitener is not None else d
+                t[j, f, i] = tr[a:a + n_read, ::-1]  # (kx, ky[, kz]) -> ours (.., ky, kx)
+    if not np.isfinite(t).all():
+        raise _err(f"{path}: the trajectories hold NaN or Inf")
+    peak = float(np.abs(t).max())
+    if units == "auto":
+        units = "normalized" if peak <= 0.5 * (1 + 1e-4) else "cycles"
+    if units == "normalized":
+        t = t * np.asarray(image_shape, np.float32)
+    half = np.asarray(image_shape, np.float64) / 2
+    over = np.abs(t.reshape(-1, ndim)).max(axis=0) > half * (1 + 1e-3) + 1e-3
+    if over.any():
+        raise _err(f"{path}: trajectory coordinates reach {np.abs(t.reshape(-1, ndim)).max(axis=0).tolist()} "
+                   f"cycles/FOV (read as {units!r}), beyond ±N/2 = {half.tolist()} of the recon matrix "
+                   f"{image_shape}; pass units='normalized' or 'cycles' if the guess was wrong")
+    return {"kspace": k, "trajectory": np.ascontiguousarray(t), "image_shape": image_shape, "units": units,
+            "n_slices": n_slices, "frames": frames, "noise_scans": n_noise, "whitened": whitener is not None,
+            "header": hdr, "encoded": enc, "recon": rec, "trajectory_type": _trajectory_type(e)}

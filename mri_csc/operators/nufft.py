@@ -55,7 +55,7 @@ from .base import LinearOperator
 from .mri import CoilSensitivity
 
 __all__ = ["NUFFT", "NUFFTSense", "nufft_backends", "check_trajectory", "pipe_menon_dcf", "grid_density",
-           "grid_calibration", "gridded_lowres"]
+           "grid_calibration", "gridded_lowres", "calibration_block", "calibration_samples"]
 
 log = logging.getLogger(__name__)
 
@@ -505,13 +505,27 @@ def grid_calibration(kspace, coord, image_shape, dcf, *, width: int = 24, backen
     samples are gridded from a block twice as wide (``h``), so that the truncation's ringing
     stays outside the block that is kept.
     """
-    from ..backend import fftc  # noqa: PLC0415
-
     shape = check_trajectory(coord, image_shape, "trajectory")
     low = gridded_lowres(kspace, coord, shape, dcf, width=2 * width, window="box", backend=backend)
-    k = fftc(low, tuple(range(-len(shape), 0)))
+    return calibration_block(low, width)
+
+
+def calibration_block(images, width: int):
+    r"""Cartesian k-space ``(coils, *image_shape)`` of coil ``images``, kept on the centred ``width`` block.
+
+    :math:`F x_c` (centred orthonormal FFT) there, zero elsewhere: what ESPIRiT calibrates on.
+    """
+    from ..backend import fftc  # noqa: PLC0415
+
+    shape = images.shape[1:]
+    k = fftc(images, tuple(range(-len(shape), 0)))
     xp = get_xp(k)
     out = xp.zeros_like(k)
     sl = (slice(None), *(slice(max(n // 2 - width // 2, 0), n // 2 + width // 2) for n in shape))
     out[sl] = k[sl]
     return out
+
+
+def calibration_samples(coord, width: int):
+    """Boolean ``samples`` mask of the samples inside the centred ``width``-wide box (every axis)."""
+    return _box(coord, width, None)

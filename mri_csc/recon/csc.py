@@ -17,6 +17,12 @@ equal to μ. ``phase="auto"`` demodulates by the smooth phase of the
 calibration region. ``LAM_2D``/``MU_2D``/``LAM_LINES``/``MU_LINES`` are the
 earlier fixed defaults (chosen at 30 dB on ch2), kept for reference.
 
+Non-Cartesian problems (``trajectory=``) estimate σ̂ from their readouts
+(:func:`mri_csc.recon.noise.readout_noise_std`) and use
+:data:`~mri_csc.recon.csc_defaults.RULE_NONCARTESIAN` on the density-normalised units
+(:mod:`mri_csc.recon.noncartesian`); readouts that leave no noise-only band (no readout
+oversampling) keep ``LAM_2D``/``MU_2D`` unless ``noise_std`` is given.
+
 ``imag_codes="auto"`` sparse-codes only the real part of the demodulated image
 when the phase is demodulated (the imaginary part keeps its low-pass part and
 the γ penalty), and both parts when ``phase=False``. Coding both costs 1.5x the
@@ -51,6 +57,8 @@ blocks directly needs no extra split.
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 from tqdm.auto import tqdm
 
@@ -63,11 +71,13 @@ from ..prior.phase import phase_from_image
 from ..prior.sparse_coding import ConvSparseCoder
 from ..solvers.admm import ReconSolver
 from ..solvers.csc_recon import CSCReconSolver
-from .csc_defaults import auto_weights, resolve_noise_std
+from .csc_defaults import RULE_NONCARTESIAN, auto_weights, resolve_noise_std
 from .problem import ReconProblem
 from .registry import Param, register_method
 
 __all__ = ["csc", "is_line_mask", "resolve_params", "LAM_2D", "LAM_LINES", "MU_2D", "MU_LINES", "DEFAULTS", "SCHEMA"]
+
+log = logging.getLogger(__name__)
 
 LAM_2D = 0.008
 LAM_LINES = 0.025
@@ -122,18 +132,27 @@ def resolve_params(problem: ReconProblem, params: dict) -> dict:
     The values are checked by the registry's ``Method.check`` (:data:`SCHEMA`), before and after this."""
     out = dict(params)
     # noise-adaptive defaults (csc_defaults); the mask and the noise are inspected only when a default
-    # depends on them (a second, idempotent call skips it). Non-Cartesian problems (mask None) have no
-    # Cartesian calibration region to estimate the noise from: without a given noise_std they keep the
-    # fixed 2-D weights LAM_2D, MU_2D.
+    # depends on them (a second, idempotent call skips it). Non-Cartesian problems estimate the noise
+    # from their readouts (noise.readout_noise_std) and use RULE_NONCARTESIAN on the density-normalised
+    # units; where their readouts leave no noise band (no readout oversampling) and no noise_std is
+    # given, they keep the fixed 2-D weights LAM_2D, MU_2D, with a warning.
     needed = out["lam"] == "auto" or out["mu"] == "auto"
-    if problem.mask is None and out.get("noise_std", "auto") == "auto":
-        if needed:
-            out["lam"] = LAM_2D if out["lam"] == "auto" else out["lam"]
-            out["mu"] = MU_2D if out["mu"] == "auto" else out["mu"]
-    else:
+    noncartesian = getattr(problem, "trajectory", None) is not None
+    try:
         out["noise_std"] = resolve_noise_std(problem, out.get("noise_std", "auto"), needed=needed)
+    except ValueError as e:
+        if not noncartesian or out.get("noise_std", "auto") != "auto":
+            raise
+        log.warning("csc: %s; using the fixed weights lam=%g, mu=%g", e, LAM_2D, MU_2D)
+        out["lam"] = LAM_2D if out["lam"] == "auto" else out["lam"]
+        out["mu"] = MU_2D if out["mu"] == "auto" else out["mu"]
     if out["lam"] == "auto" or out["mu"] == "auto":
-        auto = auto_weights(out["noise_std"] / problem.scale, problem.mask is not None and is_line_mask(problem.mask))
+        if noncartesian:
+            auto = auto_weights(out["noise_std"] / problem.scale / problem.density_gain ** 0.5, False,
+                                rule=RULE_NONCARTESIAN)
+        else:
+            lines = problem.mask is not None and is_line_mask(problem.mask)
+            auto = auto_weights(out["noise_std"] / problem.scale, lines)
         out["lam"] = auto["lam"] if out["lam"] == "auto" else out["lam"]
         out["mu"] = auto["mu"] if out["mu"] == "auto" else out["mu"]
     if out["gamma"] == "auto":

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["RULE", "MU_PER_LAM", "auto_weights", "resolve_noise_std"]
+__all__ = ["RULE", "RULE_NONCARTESIAN", "MU_PER_LAM", "auto_weights", "resolve_noise_std"]
 
 #: μ/λ along the ridge (the shipped defaults' ratio, 0.3 / 0.008)
 MU_PER_LAM = 37.5
@@ -42,7 +42,18 @@ RULE = {
 }
 
 
-def auto_weights(sigma: float, lines: bool) -> dict:
+#: non-Cartesian data -> (slope a, floor λ_min), with σ̂ in the units of the scaled *and density-normalised*
+#: k-space (:mod:`mri_csc.recon.noncartesian`: divided by the data scale and by √g) and σ̂ from
+#: :func:`mri_csc.recon.noise.readout_noise_std`. Fitted by ``benchmarks/noncartesian.py --part fit`` on a tuning
+#: slice (Colin 27 axial 110, not the scored slice 90): golden-angle radial R = 2, 4, 8 and the variable-density
+#: spiral at 25/35/45 dB, 128², 8 coils, ESPIRiT maps; CSC's PSNR over λ ∈ 2.5e-4·2^k (k = 0..8) with
+#: μ = γ = 37.5 λ, then (a, λ_min) on a grid maximising minus the mean shortfall minus half the worst from each
+#: case's best λ: mean 0.13 dB / worst 0.28 dB (the fixed λ = 0.008: mean 0.89 / worst 2.97 dB, at 25 dB).
+#: Best λ/σ̂ per case 0.09–0.88 (the floor serves radial R = 8 at 45 dB, where aliasing sets the weight).
+RULE_NONCARTESIAN = (0.37, 4e-3)
+
+
+def auto_weights(sigma: float, lines: bool, *, rule: "tuple[float, float] | None" = None) -> dict:
     r"""``{"lam", "mu", "gamma"}`` for noise level ``sigma`` (scaled units) and the mask kind.
 
     Parameters
@@ -53,6 +64,8 @@ def auto_weights(sigma: float, lines: bool) -> dict:
     lines : bool
         Whether the mask samples whole lines (1-D undersampling), see
         :func:`mri_csc.recon.csc.is_line_mask`.
+    rule : (slope, floor), optional
+        Instead of :data:`RULE`'s entry for the mask kind (e.g. :data:`RULE_NONCARTESIAN`).
     """
     try:
         s = float(sigma)
@@ -60,7 +73,7 @@ def auto_weights(sigma: float, lines: bool) -> dict:
         raise TypeError(f"sigma must be a number; got {sigma!r}") from None
     if not math.isfinite(s) or s <= 0:
         raise ValueError(f"sigma must be a finite number > 0; got {sigma!r}")
-    slope, floor = RULE["lines" if lines else "2d"]
+    slope, floor = RULE["lines" if lines else "2d"] if rule is None else rule
     lam = max(slope * s, floor)
     mu = MU_PER_LAM * lam
     return {"lam": lam, "mu": mu, "gamma": mu}
@@ -71,7 +84,9 @@ def resolve_noise_std(problem, value="auto", *, needed: bool = True):
 
     ``value`` is ``"auto"`` (estimated from the calibration region by
     :func:`mri_csc.recon.noise.estimate_noise_std` when ``needed``, else left
-    ``"auto"``) or a positive number given by the user (a noise scan's figure;
+    ``"auto"``; for a non-Cartesian problem from its readouts by
+    :func:`mri_csc.recon.noise.readout_noise_std`, times the density normalisation
+    :math:`\sqrt g` the problem's k-space was divided by) or a positive number given by the user (a noise scan's figure;
     1 for prewhitened data). Divide by ``problem.scale`` for the scaled units the
     solver works in.
     """
@@ -80,8 +95,11 @@ def resolve_noise_std(problem, value="auto", *, needed: bool = True):
             raise ValueError(f"noise_std must be 'auto' or a positive number; got {value!r}")
         if not needed:
             return value
-        from .noise import estimate_noise_std  # noqa: PLC0415
+        from .noise import estimate_noise_std, readout_noise_std  # noqa: PLC0415
 
+        if getattr(problem, "trajectory", None) is not None:  # non-Cartesian
+            return readout_noise_std(problem.kspace, problem.trajectory) * float(problem.scale) \
+                * math.sqrt(problem.density_gain)
         return estimate_noise_std(problem.kspace, problem.mask) * float(problem.scale)
     if isinstance(value, bool):
         raise TypeError(f"noise_std must be 'auto' or a positive number; got {value!r}")

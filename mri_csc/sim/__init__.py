@@ -16,6 +16,7 @@ from .trajectories import (
     radial,
     simulate_noncartesian,
     spiral,
+    split_stack_of_stars,
     stack_of_stars,
 )
 
@@ -47,5 +48,6 @@ __all__ = [
     "radial",
     "simulate_noncartesian",
     "spiral",
+    "split_stack_of_stars",
     "stack_of_stars",
 ]
