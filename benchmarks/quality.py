@@ -81,9 +81,10 @@ SOURCES = {
 }
 #: the CSC methods run at their defaults: the headline and the hybrid (own column: how much is CSC's)
 CSC_METHODS = ("csc", "csc-tv")
-#: the --fit-hybrid grid: CSC factor f and λ₂/σ̂ slope a
-HYBRID_FACTORS = (0.25, 0.5, 1.0)
-HYBRID_SLOPES = (0.02, 0.04, 0.08, 0.16)
+#: the --fit-hybrid grid: CSC factor f, λ₂/σ̂ slope a, ρ₂ / (the csc rule's μ) r
+HYBRID_FACTORS = (0.35, 0.5, 0.7)
+HYBRID_SLOPES = (0.04, 0.08, 0.16)
+HYBRID_RHOS = (0.05, 0.15, 0.5)
 QUICK = {"tuning": ("ch2-axial", "bart-shepp"), "heldout": ("mni-coronal", "bart-geometric")}
 
 
@@ -307,9 +308,9 @@ def run_case(case: Case, cached: dict, csc_variants: dict, fit_grid=None, hybrid
     return out
 
 
-def hybrid_scan(data, problem, term, factors, slopes, **common):
-    """PSNR of ``csc-<term>`` over the CSC factor f (× the csc rule's λ, μ, γ) and λ₂ = a σ̂, with
-    ρ₂ = the csc rule's μ: ``{"f:a": result}`` (the fit of :mod:`mri_csc.recon.csc_hybrid`)."""
+def hybrid_scan(data, problem, term, factors, slopes, rhos, **common):
+    """PSNR of ``csc-<term>`` over the CSC factor f (× the csc rule's λ, μ, γ), λ₂ = a σ̂ and
+    ρ₂ = r × the csc rule's μ: ``{"f:a:r": result}`` (the fit of :mod:`mri_csc.recon.csc_hybrid`)."""
     from mri_csc.recon.csc import SCHEMA, resolve_params
 
     base = resolve_params(problem, {k: p.default for k, p in SCHEMA.items()})
@@ -317,9 +318,10 @@ def hybrid_scan(data, problem, term, factors, slopes, **common):
     scan = {}
     for f in factors:
         for a in slopes:
-            res, _ = _run(data, f"csc-{term}", lam=f * base["lam"], mu=f * base["mu"], gamma=f * base["gamma"],
-                          lam2=a * sigma, rho2=base["mu"], **common)
-            scan[f"{f:g}:{a:g}"] = res
+            for r in rhos:
+                res, _ = _run(data, f"csc-{term}", lam=f * base["lam"], mu=f * base["mu"], gamma=f * base["gamma"],
+                              lam2=a * sigma, rho2=r * base["mu"], **common)
+                scan[f"{f:g}:{a:g}:{r:g}"] = res
     return scan
 
 
@@ -407,12 +409,12 @@ def print_hybrid_fit(results, term):
     rows = [r for r in results if r.get("hybrid_scan")]
     if not rows:
         return
-    print(f"\n== csc-{term} scan: f × (csc rule's λ, μ, γ), λ₂ = a σ̂, ρ₂ = the rule's μ")
+    print(f"\n== csc-{term} scan: f × (csc rule's λ, μ, γ), λ₂ = a σ̂, ρ₂ = r × the rule's μ (keys f:a:r)")
     for r in rows:
         sc = r["hybrid_scan"]
         b = max(sc, key=lambda k: sc[k]["psnr"])
         bp = _best_peer(r["methods"])[1]["psnr"]
-        print(f"{r['label']:34s} best f:a={b} {sc[b]['psnr']:.2f} dB (best peer {bp:.2f})"
+        print(f"{r['label']:34s} best f:a:r={b} {sc[b]['psnr']:.2f} dB (best peer {bp:.2f})"
               " | " + " ".join(f"{k}:{v['psnr']:.2f}" for k, v in sc.items()))
     for kind, sel in (("2d", [r for r in rows if not _is_lines(r)]), ("lines", [r for r in rows if _is_lines(r)])):
         if not sel:
@@ -422,7 +424,7 @@ def print_hybrid_fit(results, term):
                  for k in keys}
         gain = {k: [r["hybrid_scan"][k]["psnr"] - _best_peer(r["methods"])[1]["psnr"] for r in sel] for k in keys}
         best = min(keys, key=lambda k: np.mean(short[k]) + 0.5 * max(short[k]))
-        print(f"{kind}: f:a = {best}: shortfall mean {np.mean(short[best]):.2f} worst {max(short[best]):.2f} dB;"
+        print(f"{kind}: f:a:r = {best}: shortfall mean {np.mean(short[best]):.2f} worst {max(short[best]):.2f} dB;"
               f" minus best peer mean {np.mean(gain[best]):+.2f} worst {min(gain[best]):+.2f} dB")
 
 
@@ -454,7 +456,7 @@ def main(argv=None):
     common = {} if args.dictionary is None else {"dictionary": args.dictionary}
     variants = {m: (m, common) for m in args.methods}
     fit_grid = list(np.geomspace(2.5e-4, 3.2e-2, 8)) if args.fit else None
-    hybrid_grid = (args.fit_hybrid, HYBRID_FACTORS, HYBRID_SLOPES) if args.fit_hybrid else None
+    hybrid_grid = (args.fit_hybrid, HYBRID_FACTORS, HYBRID_SLOPES, HYBRID_RHOS) if args.fit_hybrid else None
     results = []
     t0 = time.perf_counter()
     with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:

@@ -51,18 +51,18 @@ from .registry import Param, register_method
 
 __all__ = ["RULE", "CSC_FACTOR", "SCHEMA", "resolve_hybrid", "tv_weights", "csc_tv"]
 
+#: the factor f on the CSC weights λ, μ (and γ) resolved by the csc rule
+CSC_FACTOR = 0.35
 #: mask kind -> (slope a₂ = λ₂/σ̂, floor λ₂,min, r₂ = ρ₂/μ), with μ the hybrid's (scaled) μ.
-#: Fitted on the tuning split of ``benchmarks/quality.py`` (``--fit-hybrid tv``: Colin 27 axial and
-#: BART's Shepp–Logan, 25/35/45 dB, Poisson R=4, 8 and lines R=4, 3; ESPIRiT maps) over
-#: f ∈ {0.25, 0.5, 1} × a₂ ∈ {0.02, 0.04, 0.08, 0.16} (lines also 0.32, 0.64), ρ₂ = the csc rule's
-#: μ (= 2 μ at f = 0.5), choosing on the mean PSNR and the worst shortfall from each case's best:
-#: Poisson best at a₂ = 0.04 (shortfall mean 0.24 dB, worst 1.1 dB, on Shepp–Logan P8 25 dB, which
-#: wants a₂ = 0.08, f = 0.25); lines at a₂ = 0.16 with a floor for the 45 dB Shepp–Logan case (best
-#: λ₂ ≈ 4e-4, where aliasing and not noise sets the weight, as for the csc rule).
-RULE = {"2d": (0.04, 0.0, 2.0), "lines": (0.16, 4e-4, 2.0)}
-#: the factor f on the CSC weights λ, μ (and γ) resolved by the csc rule (the same fit: f = 0.5 was
-#: best, or within 0.1 dB of the best, on both mask kinds)
-CSC_FACTOR = 0.5
+#: Fitted on the tuning split of ``benchmarks/quality.py`` only (``--fit-hybrid tv``: Colin 27 axial
+#: and BART's Shepp–Logan, 25/35/45 dB, Poisson R=4, 8 and lines R=4, 3; ESPIRiT maps) over
+#: f ∈ {0.35, 0.5, 0.7} × a₂ ∈ {0.04, 0.08, 0.16} × ρ₂ ∈ {0.05, 0.15, 0.5} × the csc rule's μ,
+#: choosing per mask kind on the mean shortfall plus half the worst from each case's best: Poisson
+#: (0.35, 0.04, 0.5) — shortfall mean 0.34 dB, worst 0.79; lines (0.35, 0.08, 0.05) — mean 0.34,
+#: worst 1.23 (Shepp–Logan L3 45 dB, which wants λ₂ ≈ 0.3 σ̂: the floor, from a first fit at
+#: f = 0.5, where aliasing and not noise sets the weight, as for the csc rule). A large ρ₂ on line
+#: masks cost up to 1.4 dB (ch2 L4 25 dB: the split's damping ends the iteration early).
+RULE = {"2d": (0.04, 0.0, 0.5 / CSC_FACTOR), "lines": (0.08, 4e-4, 0.05 / CSC_FACTOR)}
 
 _AUTO = dict(kind="float", also=("auto",))
 #: the csc-tv parameters: every csc parameter plus TV's (the one source of their defaults)
