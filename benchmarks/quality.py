@@ -29,7 +29,10 @@ Peers (SigPy ``L1WaveletRecon`` and ``TotalVariationRecon``, BART ``pics``
 ℓ1-wavelet and TV) are tuned **per case**: λ on a factor-2 grid, extended until
 the best value is interior; ℓ1 runs 100 iterations, TV 300. Their results are
 cached in ``benchmarks/results/quality_peers_<split>.json`` (keyed by case and λ), so
-a second run only recomputes CSC. CSC runs once, with its defaults.
+a second run only recomputes CSC. The CSC methods run once each, with their defaults: ``csc`` (the
+headline) and the hybrid ``csc-tv`` (CSC plus TV) in its own column, so that the share of any gain
+that is CSC's stays visible (``--methods`` picks them; ``--dictionary FILE.npz`` runs them with
+another dictionary).
 
 Run::
 
@@ -37,6 +40,7 @@ Run::
     python benchmarks/quality.py                    # all 30 cases (tuning 12, held-out 18); ~1 h the first time
     python benchmarks/quality.py --split heldout --jobs 2
     python benchmarks/quality.py --fit              # tuning split: CSC over a λ scan (μ = 37.5 λ)
+    python benchmarks/quality.py --fit-hybrid tv    # tuning split: csc-tv over its (f, a₂, r₂) grid
 
 Prints per case PSNR / SSIM of every method side by side, and per split and
 noise level: mean of CSC minus the best peer of each case, the worst case,
