@@ -29,7 +29,10 @@ Peers (SigPy ``L1WaveletRecon`` and ``TotalVariationRecon``, BART ``pics``
 ℓ1-wavelet and TV) are tuned **per case**: λ on a factor-2 grid, extended until
 the best value is interior; ℓ1 runs 100 iterations, TV 300. Their results are
 cached in ``benchmarks/results/quality_peers_<split>.json`` (keyed by case and λ), so
-a second run only recomputes CSC. CSC runs once, with its defaults.
+a second run only recomputes CSC. The CSC methods run once each, with their defaults: ``csc`` (the
+headline) and the hybrid ``csc-tv`` (CSC plus TV) in its own column, so that the share of any gain
+that is CSC's stays visible (``--methods`` picks them; ``--dictionary FILE.npz`` runs them with
+another dictionary).
 
 Run::
 
@@ -37,6 +40,7 @@ Run::
     python benchmarks/quality.py                    # all 30 cases (tuning 12, held-out 18); ~1 h the first time
     python benchmarks/quality.py --split heldout --jobs 2
     python benchmarks/quality.py --fit              # tuning split: CSC over a λ scan (μ = 37.5 λ)
+    python benchmarks/quality.py --fit-hybrid tv    # tuning split: csc-tv over its (f, a₂, r₂) grid
 
 Prints per case PSNR / SSIM of every method side by side, and per split and
 noise level: mean of CSC minus the best peer of each case, the worst case,
@@ -79,6 +83,12 @@ SOURCES = {
                       (8, 5)),
     "bart-geometric": ("heldout", "bart", ("-G",), (5, 3)),
 }
+#: the CSC methods run at their defaults: the headline and the hybrid (own column: how much is CSC's)
+CSC_METHODS = ("csc", "csc-tv")
+#: the --fit-hybrid grid: CSC factor f, λ₂/σ̂ slope a, ρ₂ / (the csc rule's μ) r
+HYBRID_FACTORS = (0.35, 0.5, 0.7)
+HYBRID_SLOPES = (0.04, 0.08, 0.16)
+HYBRID_RHOS = (0.05, 0.15, 0.5)
 QUICK = {"tuning": ("ch2-axial", "bart-shepp"), "heldout": ("mni-coronal", "bart-geometric")}
 
 
@@ -262,8 +272,13 @@ def tune_peer(data, peer, cached, lam0):
     return best, evals
 
 
-def run_case(case: Case, cached: dict, csc_variants: dict, fit_grid=None):
-    """Peers (tuned, using ``cached`` evaluations), SENSE and CSC on one case."""
+def run_case(case: Case, cached: dict, csc_variants: dict, fit_grid=None, hybrid_grid=None, common=None):
+    """Peers (tuned, using ``cached`` evaluations), SENSE and the CSC methods on one case.
+
+    ``csc_variants``: label -> (method, params), each run once. ``fit_grid``: CSC λ values to scan
+    (``--fit``); ``hybrid_grid``: ``(term, factors, slopes)`` to scan the hybrid's CSC factor and
+    λ₂/σ̂ (``--fit-hybrid``); ``common``: parameters both scans pass too (``dictionary``)."""
+    common = common or {}
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     from mri_csc.recon.noise import estimate_noise_std
     from mri_csc.recon.problem import make_problem
@@ -282,17 +297,36 @@ def run_case(case: Case, cached: dict, csc_variants: dict, fit_grid=None):
         out["methods"][peer] = best
         out["evals"][peer] = evals
     out["methods"]["sense"], _ = _run(data, "sense")
-    for label, params in csc_variants.items():
-        res, r = _run(data, "csc", **params)
-        res.update({k: r.params[k] for k in ("lam", "mu", "gamma", "noise_std") if k in r.params})
+    for label, (method, params) in csc_variants.items():
+        res, r = _run(data, method, **params)
+        res.update({k: r.params[k] for k in ("lam", "mu", "gamma", "lam2", "rho2", "noise_std") if k in r.params})
         out["methods"][label] = res
     if fit_grid is not None:
         scan = {}
         for lam in fit_grid:
-            res, _ = _run(data, "csc", lam=lam, mu=37.5 * lam, gamma=37.5 * lam)
+            res, _ = _run(data, "csc", lam=lam, mu=37.5 * lam, gamma=37.5 * lam, **common)
             scan[_lam_key(lam)] = res
         out["csc_scan"] = scan
+    if hybrid_grid is not None:
+        out["hybrid_scan"] = hybrid_scan(data, problem, *hybrid_grid, **common)
     return out
+
+
+def hybrid_scan(data, problem, term, factors, slopes, rhos, **common):
+    """PSNR of ``csc-<term>`` over the CSC factor f (× the csc rule's λ, μ, γ), λ₂ = a σ̂ and
+    ρ₂ = r × the csc rule's μ: ``{"f:a:r": result}`` (the fit of :mod:`mri_csc.recon.csc_hybrid`)."""
+    from mri_csc.recon.csc import SCHEMA, resolve_params
+
+    base = resolve_params(problem, {k: p.default for k, p in SCHEMA.items()})
+    sigma = base["noise_std"] / float(problem.scale)
+    scan = {}
+    for f in factors:
+        for a in slopes:
+            for r in rhos:
+                res, _ = _run(data, f"csc-{term}", lam=f * base["lam"], mu=f * base["mu"], gamma=f * base["gamma"],
+                              lam2=a * sigma, rho2=r * base["mu"], **common)
+                scan[f"{f:g}:{a:g}:{r:g}"] = res
+    return scan
 
 
 # ----------------------------------------------------------------------------- reporting
@@ -302,40 +336,52 @@ def _best_peer(methods):
     return name, peers[name]
 
 
-def print_tables(results, csc_label="csc"):
-    cols = ["sense", *[p for p in PEERS if any(p in r["methods"] for r in results)], csc_label]
-    head = f"{'case':34s} {'σ̂/σ':>5s} " + " ".join(f"{c:>15s}" for c in cols) + f" {'csc-best':>8s}"
+def print_tables(results, labels=("csc",)):
+    """Per case PSNR / SSIM of every method; per split and noise level each of ``labels`` (the CSC
+    methods) minus the best tuned peer of each case."""
+    labels = [c for c in labels if all(c in r["methods"] for r in results)]
+    cols = ["sense", *[p for p in PEERS if any(p in r["methods"] for r in results)], *labels]
+    head = (f"{'case':34s} {'σ̂/σ':>5s} " + " ".join(f"{c:>15s}" for c in cols)
+            + "".join(f" {c + '-best':>12s}" for c in labels))
     for split in ("tuning", "heldout"):
         rows = [r for r in results if r["split"] == split]
         if not rows:
             continue
-        print(f"\n== {split} split: PSNR dB / SSIM (peers λ-tuned per case; CSC defaults)")
+        print(f"\n== {split} split: PSNR dB / SSIM (peers λ-tuned per case; CSC methods at their defaults)")
         print(head)
         for r in rows:
             m = r["methods"]
             _, bp = _best_peer(m)
             ratio = r["sigma_hat_scaled"] / r["sigma_true_scaled"]
             cells = " ".join(f"{m[c]['psnr']:6.2f}/{m[c]['ssim']:.3f}".rjust(15) for c in cols)
-            print(f"{r['label']:34s} {ratio:5.2f} {cells} {m[csc_label]['psnr'] - bp['psnr']:+8.2f}")
-        print(f"\n-- {split} summary (CSC − best peer of each case)")
-        print(f"{'noise':>8s} {'n':>3s} {'mean dB':>8s} {'worst dB':>9s} {'worst case':34s} {'ΔSSIM':>7s}"
-              f" {'csc PSNR':>8s} {'best PSNR':>9s}")
-        for snr in sorted({r["case"]["snr_db"] for r in rows}) + ["all"]:
-            sel = [r for r in rows if snr == "all" or r["case"]["snr_db"] == snr]
-            d = [r["methods"][csc_label]["psnr"] - _best_peer(r["methods"])[1]["psnr"] for r in sel]
-            ds = [r["methods"][csc_label]["ssim"] - max(r["methods"][p]["ssim"] for p in PEERS
-                                                          if p in r["methods"]) for r in sel]
-            w = int(np.argmin(d))
-            tag = f"{snr:g} dB" if snr != "all" else "all"
-            print(f"{tag:>8s} {len(sel):3d} {np.mean(d):+8.2f} {d[w]:+9.2f} {sel[w]['label']:34s}"
-                  f" {np.mean(ds):+7.3f} {np.mean([r['methods'][csc_label]['psnr'] for r in sel]):8.2f}"
-                  f" {np.mean([_best_peer(r['methods'])[1]['psnr'] for r in sel]):9.2f}")
-        wins = sum(r["methods"][csc_label]["psnr"] > _best_peer(r["methods"])[1]["psnr"] for r in rows)
-        print(f"CSC ahead of the best tuned peer on {wins} of {len(rows)} cases")
+            diffs = "".join(f" {m[c]['psnr'] - bp['psnr']:+12.2f}" for c in labels)
+            print(f"{r['label']:34s} {ratio:5.2f} {cells}{diffs}")
+        for label in labels:
+            print(f"\n-- {split} summary ({label} − best peer of each case)")
+            print(f"{'noise':>8s} {'n':>3s} {'mean dB':>8s} {'worst dB':>9s} {'worst case':34s} {'ΔSSIM':>7s}"
+                  f" {label + ' PSNR':>12s} {'best PSNR':>9s}")
+            for snr in sorted({r["case"]["snr_db"] for r in rows}) + ["all"]:
+                sel = [r for r in rows if snr == "all" or r["case"]["snr_db"] == snr]
+                d = [r["methods"][label]["psnr"] - _best_peer(r["methods"])[1]["psnr"] for r in sel]
+                ds = [r["methods"][label]["ssim"] - max(r["methods"][p]["ssim"] for p in PEERS
+                                                        if p in r["methods"]) for r in sel]
+                w = int(np.argmin(d))
+                tag = f"{snr:g} dB" if snr != "all" else "all"
+                print(f"{tag:>8s} {len(sel):3d} {np.mean(d):+8.2f} {d[w]:+9.2f} {sel[w]['label']:34s}"
+                      f" {np.mean(ds):+7.3f} {np.mean([r['methods'][label]['psnr'] for r in sel]):12.2f}"
+                      f" {np.mean([_best_peer(r['methods'])[1]['psnr'] for r in sel]):9.2f}")
+            by_src = {}
+            for r in rows:
+                by_src.setdefault(r["case"]["source"], []).append(
+                    r["methods"][label]["psnr"] - _best_peer(r["methods"])[1]["psnr"])
+            print("   by source (mean / worst dB): "
+                  + "; ".join(f"{src} {np.mean(v):+.2f} / {min(v):+.2f}" for src, v in by_src.items()))
+            wins = sum(r["methods"][label]["psnr"] > _best_peer(r["methods"])[1]["psnr"] for r in rows)
+            print(f"{label} ahead of the best tuned peer on {wins} of {len(rows)} cases")
         times = {c: np.median([r["methods"][c]["time"] for r in rows if c in r["methods"]]) for c in cols}
         print("median time per case at the chosen λ (s): "
               + ", ".join(f"{c} {t:.2f}" for c, t in times.items())
-              + f"; csc / l1wavelet = {times[csc_label] / times['l1wavelet']:.2f}")
+              + "; " + ", ".join(f"{c} / l1wavelet = {times[c] / times['l1wavelet']:.2f}" for c in labels))
         interior = [(r["label"], p) for r in rows for p in PEERS
                     if p in r["methods"] and not r["methods"][p].get("interior", True)]
         if interior:
@@ -357,18 +403,52 @@ def print_fit(results):
               f" (λ/σ̂={float(lams[b]) / r['sigma_hat_scaled']:.3f}) {ps[b]:.2f} dB | {curve}")
 
 
+def _is_lines(r):
+    return r["case"]["mask"] == "random-lines"
+
+
+def print_hybrid_fit(results, term):
+    """The hybrid scan on the tuning split: per case the best (f, a), and per mask kind the (f, a)
+    maximising the mean PSNR minus half the worst shortfall from each case's best (the rule's fit)."""
+    rows = [r for r in results if r.get("hybrid_scan")]
+    if not rows:
+        return
+    print(f"\n== csc-{term} scan: f × (csc rule's λ, μ, γ), λ₂ = a σ̂, ρ₂ = r × the rule's μ (keys f:a:r)")
+    for r in rows:
+        sc = r["hybrid_scan"]
+        b = max(sc, key=lambda k: sc[k]["psnr"])
+        bp = _best_peer(r["methods"])[1]["psnr"]
+        print(f"{r['label']:34s} best f:a:r={b} {sc[b]['psnr']:.2f} dB (best peer {bp:.2f})"
+              " | " + " ".join(f"{k}:{v['psnr']:.2f}" for k, v in sc.items()))
+    for kind, sel in (("2d", [r for r in rows if not _is_lines(r)]), ("lines", [r for r in rows if _is_lines(r)])):
+        if not sel:
+            continue
+        keys = list(sel[0]["hybrid_scan"])
+        short = {k: [max(v["psnr"] for v in r["hybrid_scan"].values()) - r["hybrid_scan"][k]["psnr"] for r in sel]
+                 for k in keys}
+        gain = {k: [r["hybrid_scan"][k]["psnr"] - _best_peer(r["methods"])[1]["psnr"] for r in sel] for k in keys}
+        best = min(keys, key=lambda k: np.mean(short[k]) + 0.5 * max(short[k]))
+        print(f"{kind}: f:a:r = {best}: shortfall mean {np.mean(short[best]):.2f} worst {max(short[best]):.2f} dB;"
+              f" minus best peer mean {np.mean(gain[best]):+.2f} worst {min(gain[best]):+.2f} dB")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--split", choices=("tuning", "heldout", "both"), default="both")
     ap.add_argument("--quick", action="store_true", help="2 sources per split, 25 and 45 dB only")
     ap.add_argument("--jobs", type=int, default=1, help="cases run in parallel processes")
     ap.add_argument("--fit", action="store_true", help="also scan CSC's λ (tuning split only)")
+    ap.add_argument("--fit-hybrid", choices=("tv",),
+                    help="scan the csc-<term> hybrid's CSC factor and λ₂ (tuning split only)")
+    ap.add_argument("--methods", nargs="+", default=list(CSC_METHODS),
+                    help=f"CSC-family methods to run at their defaults (default {' '.join(CSC_METHODS)})")
+    ap.add_argument("--dictionary", help="an .npz dictionary for the CSC methods (default: the shipped one)")
     ap.add_argument("--only", nargs="+", help="source names to run (default all of the split)")
     ap.add_argument("--json", default=str(RESULTS / "quality.json"))
     args = ap.parse_args(argv)
 
     splits = ("tuning", "heldout") if args.split == "both" else (args.split,)
-    if args.fit:
+    if args.fit or args.fit_hybrid:
         splits = ("tuning",)
     cases = all_cases(splits, args.quick)
     if args.only:
@@ -377,12 +457,15 @@ def main(argv=None):
     for split in splits:
         if _cache_path(split).is_file():
             cache.update(json.loads(_cache_path(split).read_text()))
-    variants = {"csc": {}}
+    common = {} if args.dictionary is None else {"dictionary": args.dictionary}
+    variants = {m: (m, common) for m in args.methods}
     fit_grid = list(np.geomspace(2.5e-4, 3.2e-2, 8)) if args.fit else None
+    hybrid_grid = (args.fit_hybrid, HYBRID_FACTORS, HYBRID_SLOPES, HYBRID_RHOS) if args.fit_hybrid else None
     results = []
     t0 = time.perf_counter()
     with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-        futs = {pool.submit(run_case, c, cache.get(c.key, {}), variants, fit_grid): c for c in cases}
+        futs = {pool.submit(run_case, c, cache.get(c.key, {}), variants, fit_grid, hybrid_grid, common): c
+                for c in cases}
         for fut in as_completed(futs):
             c = futs[fut]
             r = fut.result()
@@ -392,13 +475,16 @@ def main(argv=None):
                 f.write(json.dumps(r, default=float) + "\n")
             m = r["methods"]
             bn, bp = _best_peer(m)
-            print(f"[{time.perf_counter() - t0:6.0f} s] {c.label:34s} csc {m['csc']['psnr']:.2f} "
+            own = " ".join(f"{v} {m[v]['psnr']:.2f}" for v in variants)
+            print(f"[{time.perf_counter() - t0:6.0f} s] {c.label:34s} {own} "
                   f"best peer {bn} {bp['psnr']:.2f} (λ {bp['lam']:.3g})", file=sys.stderr, flush=True)
     order = {c.key: i for i, c in enumerate(cases)}
     results.sort(key=lambda r: order[Case(**r["case"]).key])
-    print_tables(results)
+    print_tables(results, tuple(variants))
     if args.fit:
         print_fit(results)
+    if args.fit_hybrid:
+        print_hybrid_fit(results, args.fit_hybrid)
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps({"machine": machine_info(), "shape": SHAPE, "n_coils": N_COILS,
                                            "results": results}, indent=1, default=float))

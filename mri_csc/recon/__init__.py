@@ -4,6 +4,7 @@ from . import (
     bart,  # noqa: F401  (BART pics methods, when the binary is installed)
     baselines,  # noqa: F401  (registers the baseline methods)
     csc,  # noqa: F401  (the CSC method)
+    csc_hybrid,  # noqa: F401  (csc-tv, csc-wavelet)
 )
 from .api import ReconResult, reconstruct
 from .problem import ReconProblem, data_scale, make_problem

@@ -75,7 +75,8 @@ from .csc_defaults import RULE_NONCARTESIAN, auto_weights, resolve_noise_std
 from .problem import ReconProblem
 from .registry import Param, register_method
 
-__all__ = ["csc", "is_line_mask", "resolve_params", "LAM_2D", "LAM_LINES", "MU_2D", "MU_LINES", "DEFAULTS", "SCHEMA"]
+__all__ = ["csc", "run_csc", "is_line_mask", "resolve_params", "LAM_2D", "LAM_LINES", "MU_2D", "MU_LINES",
+           "DEFAULTS", "SCHEMA"]
 
 log = logging.getLogger(__name__)
 
@@ -203,25 +204,30 @@ _HINT = ("lower lam (the sparse code's weight) or raise mu; a fixed rho for the 
          "stabilise it")
 
 
-def csc(problem: ReconProblem, *, show_pbar: bool = False, **params):
-    """Reconstruct with the CSC prior (see module docstring); returns ``(image, history, extras)``
-    (``extras["dictionary"]``: the adapted dictionary, NumPy, with ``adapt_dictionary``)."""
-    p = resolve_params(problem, params)
+def run_csc(problem: ReconProblem, p: dict, *, extra=(), rho=(), show_pbar: bool = False, desc: str = "csc"):
+    """Run the CSC solver for resolved parameters ``p``, with optional extra priors ``extra`` split off
+    with penalties ``rho`` (the hybrids of :mod:`mri_csc.recon.csc_hybrid`); returns ``(image, history,
+    extras)`` (``extras["dictionary"]``: the adapted dictionary, NumPy, with ``adapt_dictionary``)."""
     prior, gamma = build_prior(problem, p)
-    hint = f"csc with lam={p['lam']}, mu={p['mu']}: {_HINT}"
+    hint = f"{desc} with lam={p['lam']}, mu={p['mu']}: {_HINT}"
     common = dict(cg_iter=p["cg_iter"], max_iter=p["max_iter"], tol=p["tol"], x0=_x0(problem, p["x0"]),
                   callback=p["callback"], hint=hint)
     if p["solver"] == "admm":
-        priors = [prior] + ([PhasePrior(gamma, prior.phasor)] if gamma > 0 else [])
-        solver = ReconSolver(problem.operator, problem.kspace, priors, rho=[p["mu"]] + [gamma] * (len(priors) - 1),
-                             support=problem.support, **common)
+        priors = [prior] + ([PhasePrior(gamma, prior.phasor)] if gamma > 0 else []) + list(extra)
+        rhos = [p["mu"]] + [gamma] * (gamma > 0) + list(rho)
+        solver = ReconSolver(problem.operator, problem.kspace, priors, rho=rhos, support=problem.support, **common)
     else:
         solver = CSCReconSolver(problem.operator, problem.kspace, prior, gamma=gamma, support=problem.support,
-                                x_step=p["x_step"], **common)
-    with tqdm(total=p["max_iter"], desc="csc", disable=not show_pbar, leave=False) as pbar:
+                                x_step=p["x_step"], priors=extra, rho=rho, **common)
+    with tqdm(total=p["max_iter"], desc=desc, disable=not show_pbar, leave=False) as pbar:
         image = solver.run(pbar)
     extras = {"dictionary": to_numpy(prior.filters).astype(np.float32)} if p["adapt_dictionary"] else {}
     return image, solver.history, extras
+
+
+def csc(problem: ReconProblem, *, show_pbar: bool = False, **params):
+    """Reconstruct with the CSC prior (see module docstring); returns ``(image, history, extras)``."""
+    return run_csc(problem, resolve_params(problem, params), show_pbar=show_pbar)
 
 
 register_method("csc", csc, SCHEMA,

@@ -54,11 +54,24 @@ Block-coordinate descent, each block warm-started:
      with a DCT pair per CG step. Both operators are self-adjoint for the real inner product
      CG uses.
 
+Extra priors (hybrids)
+----------------------
+``priors`` adds terms :math:`\sum_j R_j(x)` (any :class:`~mri_csc.prior.base.Prior`, e.g.
+:class:`~mri_csc.prior.functionals.TVPrior`) to :math:`F`, each by an ADMM split :math:`x = v_j`
+with penalty :math:`\rho_j` and scaled dual :math:`w_j`, inside the same outer iteration: the
+data step's operator gains :math:`\sum_j\rho_j I` and its right-hand side
+:math:`\sum_j\rho_j(v_j - w_j)`; after it, :math:`v_j \leftarrow \operatorname{prox}_{R_j/\rho_j}(x + w_j)`
+and :math:`w_j \leftarrow w_j + x - v_j`. The CSC block stays block-coordinate descent; at a fixed
+point (:math:`x = v_j`) the iterate is stationary for :math:`F + \sum_j R_j`. Each split's
+relative primal residual :math:`\|x - v_j\|/\|x\|` is recorded as ``<name>_residual`` and its
+:math:`R_j(x)` under ``<name>`` (part of ``objective``).
+
 The recorded ``objective`` is :math:`F` at the iterate :math:`(x, z)`, :math:`z` the prior's
 codes (``data_fidelity``, ``coupling`` (:math:`\tfrac{\mu}{2}\|Hu - Dz\|^2`), ``l1`` and
-``phase`` are its terms, weights included); with ``monotone`` it is non-increasing up to
-rounding, since both block steps are descent steps (``codes_rejected`` counts the code steps
-whose codes were not kept);
+``phase`` are its terms, weights included; plus the extra priors' :math:`R_j(x)`); with
+``monotone`` and no extra priors it is non-increasing up to rounding, since both block steps are
+descent steps (the ADMM splits of extra priors make the data step no descent step on
+:math:`F + \sum_j R_j`); ``codes_rejected`` counts the code steps whose codes were not kept;
 ``coupling_misfit`` is :math:`\|Hu - Dz\|/\max(\|Hu\|, \|Dz\|)`, which settles at the prior's
 misfit, not at zero; the solver stops when ``image_change``
 (:math:`\|x_k - x_{k-1}\|/\|x_k\|`) falls below ``tol`` in an iteration whose codes were kept, or
@@ -72,6 +85,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ..backend import dctn_ortho, get_xp, idctn_ortho, to_numpy
+from ..prior.base import PriorSum
 from ..prior.csc_prior import CSCPrior
 from .base import IterativeSolver
 from .cg import conjugate_gradient
@@ -108,15 +122,24 @@ class CSCReconSolver(IterativeSolver):
         ``callback(record, x)`` after each iteration; returning ``True`` stops.
     hint : str
         Added to a divergence error: which parameter to change.
+    priors : sequence of Prior, optional
+        Extra terms :math:`R_j`, each split off with its own ADMM penalty (see the module docstring).
+    rho : sequence of float, optional
+        Their penalties :math:`\rho_j` (> 0), one per extra prior.
     """
 
     progress = ("misfit", "coupling_misfit")
 
     def __init__(self, A, y, prior: CSCPrior, *, gamma: float = 0.0, support=None, cg_iter: int = 3,
                  max_iter: int = 50, tol: float = 0.0, x0=None, init_iter: int = 10,
-                 callback: Callable | None = None, hint: str = "", x_step: str = "mm"):
+                 callback: Callable | None = None, hint: str = "", x_step: str = "mm", priors=(), rho=()):
         if x_step not in ("mm", "exact"):
             raise ValueError(f"x_step must be 'mm' or 'exact'; got {x_step!r}")
+        self.extra = list(PriorSum(list(priors)).terms) if len(priors) else []
+        self.extra_rho = [float(r) for r in rho]
+        if len(self.extra_rho) != len(self.extra) or not all(0 < r < float("inf") for r in self.extra_rho):
+            raise ValueError(f"rho must give one finite penalty > 0 per extra prior ({len(self.extra)}); got {rho!r}")
+        self._rho_sum = 0.0  # the extra splits' part of the x-step operator; off for the initial CG
         self.x_step = x_step
         self.A, self.y, self.prior = A, y, prior
         self.xp = xp = get_xp(y)
@@ -144,6 +167,11 @@ class CSCReconSolver(IterativeSolver):
         self._ref = max(float(xp.linalg.norm(self.x)), float(xp.linalg.norm(self.rhs_data)), 1e-30)
         self._coder_rho0 = prior.coder.rho
         self._rejected = prior.n_rejected
+        self._v = [self.x.copy() for _ in self.extra]  # the extra priors' splits x = v_j, and their duals
+        self._w = [xp.zeros_like(self.x) for _ in self.extra]
+        self._rho_sum = sum(self.extra_rho)
+        if self._rhs is not None and self._rho_sum:  # the carried residual, for the system with the splits:
+            self._rhs = self._rhs + self._rho_sum * self.x  # (b + rho x0) - (N + rho) x0 = b - N x0
 
     def _restrict(self, x):
         return x if self.support is None else x * self.support
@@ -166,7 +194,10 @@ class CSCReconSolver(IterativeSolver):
 
     def _normal(self, x):
         """The x-step operator restricted to the support (CG keeps ``x`` there)."""
-        return self._restrict(self.A.normal(x) + self._prior_weight(x))
+        out = self.A.normal(x) + self._prior_weight(x)
+        if self._rho_sum:
+            out += self._rho_sum * x
+        return self._restrict(out)
 
     def _data_residual2(self):
         if hasattr(self.A, "residual_norm2"):  # SENSE: no output shift
@@ -215,11 +246,16 @@ class CSCReconSolver(IterativeSolver):
         else:
             target = self.prior_step(self.x, self._hu)
         rhs = self.rhs_data + self.mu * self._restrict(pr.mod(target))
+        for r, v, w in zip(self.extra_rho, self._v, self._w):
+            rhs += r * self._restrict(v - w)
         r0 = None if self._residual is None else self._residual + (rhs - self._rhs)
         x_old = self.x
         self.x, self._residual = conjugate_gradient(self._normal, rhs, self.x, max_iter=self.cg_iter,
                                                     residual=r0, return_residual=True)
         self._rhs = rhs
+        for j, (prior, r) in enumerate(zip(self.extra, self.extra_rho)):
+            self._v[j] = self._restrict(prior.prox(self.x + self._w[j], 1.0 / r))
+            self._w[j] = self._w[j] + self.x - self._v[j]
         # every norm as a device scalar, moved to the host in one transfer (one GPU sync per iteration)
         u = pr.demod(self.x)
 
@@ -236,14 +272,17 @@ class CSCReconSolver(IterativeSolver):
             hu = self._hu = pr.filter.high(pr.channels(u))
             cpl, hn, dn = n2(hu - pr.dz), n2(hu), n2(pr.dz)
         vals = xp.stack([n2(self.x), cpl, hn, dn, n2(self.x - x_old), self._data_residual2(),
-                         n2(u.imag)]).astype(xp.float64)
-        xn2, c2, hn2, dn2, dx2, r2, im2 = (float(v) for v in to_numpy(vals))
+                         n2(u.imag)] + [n2(self.x - v) for v in self._v]).astype(xp.float64)
+        xn2, c2, hn2, dn2, dx2, r2, im2, *split2 = (float(v) for v in to_numpy(vals))
         l1sum = pr.code_l1
         terms = {"data_fidelity": 0.5 * r2, "coupling": 0.5 * self.mu * c2, "l1": self.mu * pr.lam * l1sum,
                  "phase": 0.5 * self.gamma * im2}
+        for prior in self.extra:
+            terms[prior.name] = prior.value(self.x)
         xnorm = xn2 ** 0.5 or 1.0
         change = dx2 ** 0.5 / xnorm
-        rec = self.history.append(objective=sum(terms.values()), **terms,
+        splits = {f"{prior.name}_residual": s2 ** 0.5 / xnorm for prior, s2 in zip(self.extra, split2)}
+        rec = self.history.append(objective=sum(terms.values()), **terms, **splits,
                                   coupling_misfit=c2 ** 0.5 / max(hn2 ** 0.5, dn2 ** 0.5, 1e-30),
                                   image_change=change, code_l1=l1sum, coder_rho=pr.coder.rho,
                                   codes_rejected=pr.n_rejected, dictionary_updates=pr.n_adapted)
