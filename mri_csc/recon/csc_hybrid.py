@@ -116,7 +116,7 @@ def resolve_hybrid(problem: ReconProblem, params: dict) -> dict:
 
 
 def csc_tv(problem: ReconProblem, *, show_pbar: bool = False, **params):
-    """``"csc-tv"``: the CSC prior plus isotropic TV (see the module docstring); returns ``(image, history, extras)``."""
+    """``"csc-tv"``: the CSC prior plus isotropic TV (module docstring); returns ``(image, history, extras)``."""
     p = resolve_hybrid(problem, params)
     tv = TVPrior(p["lam2"], n_inner=p["tv_iter"])
     return run_csc(problem, p, extra=[tv], rho=[p["rho2"]], show_pbar=show_pbar, desc="csc-tv")
