@@ -240,6 +240,7 @@ def eval_kills(work: Path, t: dict, n: int, rng) -> None:
         stderr = proc.stderr.read()
         if "Traceback" in stderr:
             t["traceback"] += 1
+            NOTES.append(f"eval killed by {sig.name}: " + stderr.strip().splitlines()[-1])
         ok = (out / "metrics.json").exists() and np.array_equal(np.load(out / "recon" / "reference.npy"), truth)
         if not ok:
             t["data_lost"] += 1
@@ -261,6 +262,8 @@ def eval_kills(work: Path, t: dict, n: int, rng) -> None:
     errs = "".join(p.stderr.read() for p in procs)
     t["tried"] += 2
     t["traceback"] += errs.count("Traceback")
+    if "Traceback" in errs:
+        NOTES.append("concurrent eval: " + errs.strip().splitlines()[-1])
     if sorted(rcs) == [0, 2] and (out / "metrics.json").exists():
         t["valid"] += 1
         t["clear"] += 1

@@ -110,6 +110,19 @@ def test_cartesian_file_with_stored_coordinates_reads_as_without(tmp_path):
         f["dataset/data"][...] = d
     with pytest.raises(FileFormatError, match="not a Cartesian line"):
         read_kspace(tmp_path / "k.h5")
+    k2 = _gen(tmp_path / "k2.h5", "-m", 32, "-c", 2, "-k")
+    with h5py.File(k2, "a") as f:  # fuzzed: a line declaring no coordinates among lines with them (was a
+        d = f["dataset/data"][()]  # ValueError from an empty max): read as the others
+        d[0]["head"]["trajectory_dimensions"] = 0
+        d[0]["traj"] = np.zeros(0, np.float32)
+        f["dataset/data"][...] = d
+    np.testing.assert_array_equal(read_kspace(k2)["kspace"], a)
+    with h5py.File(k2, "a") as f:  # non-finite coordinates: refused by name
+        d = f["dataset/data"][()]
+        d[1]["traj"][0] = np.nan
+        f["dataset/data"][...] = d
+    with pytest.raises(FileFormatError, match="non-finite trajectory"):
+        read_kspace(k2)
 
 
 @needs_bart

@@ -351,7 +351,11 @@ def _check_cartesian_traj(path, group, rows, heads) -> None:
         if t.size != nd * ns:
             raise _err(f"{path}: acquisition {int(h['scan_counter'])} holds {t.size} trajectory values; expected "
                        f"trajectory_dimensions*samples = {nd * ns}")
+        if ns == 0 or nd == 0:  # no coordinates stored for this line: nothing to check
+            continue
         t = t.reshape(ns, nd)
+        if not np.isfinite(t).all():
+            raise _err(f"{path}: acquisition {int(h['scan_counter'])} stores non-finite trajectory coordinates")
         tol = 1e-4 * max(float(np.abs(t).max()), 1e-12)
         dk = np.diff(t[:, 0])
         if (nd > 1 and np.ptp(t[:, 1:], axis=0).max() > tol) or (ns > 2 and np.ptp(dk) > tol):
