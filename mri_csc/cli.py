@@ -539,10 +539,7 @@ def _recon_noncartesian(args, params) -> int:
     from .recon import reconstruct  # noqa: PLC0415
     from .validate import check_output  # noqa: PLC0415
 
-    try:
-        ks, coords, file_shape, lead, record = _read_noncartesian(args)
-    except ValueError as e:
-        raise UserError(str(e)) from None
+    ks, coords, file_shape, lead, record = _read_noncartesian(args)  # errors are classified by main()
     shape = tuple(args.image_shape) if args.image_shape else file_shape
     own = None  # the input's own maps (an .npz 'maps'), the default as for Cartesian input
     if not args.maps and not args.espirit and str(args.input).lower().endswith(".npz"):
@@ -568,11 +565,8 @@ def _recon_noncartesian(args, params) -> int:
         raise UserError(f"the image shape {tuple(shape)} differs from the coil maps' {maps_list[0].shape[1:]}")
     images, total, ran = [], 0.0, None
     for k, c, m in zip(ks, coords, maps_list, strict=True):
-        try:
-            res = reconstruct(k, m, trajectory=c, method=args.method, device=args.device,
-                              show_pbar=not args.no_pbar and len(ks) == 1, **params)
-        except (TypeError, ValueError) as e:
-            raise UserError(str(e)) from None
+        res = reconstruct(k, m, trajectory=c, method=args.method, device=args.device,
+                          show_pbar=not args.no_pbar and len(ks) == 1, **params)
         images.append(to_numpy(res.image))
         total += res.time
         ran = ran or res.params
@@ -659,14 +653,11 @@ def _simulate_noncartesian(args) -> int:
 
     if not str(args.out).endswith(".npz") or args.format not in (None, "npz"):
         raise UserError(f"--trajectory writes .npz (kspace, maps, trajectory); got --out {args.out}")
-    try:
-        ds = make_dataset(phantom=args.phantom, shape=tuple(args.shape), n_coils=args.coils, mask="poisson",
-                          accel=1, phase=None if args.phase == "none" else args.phase,
-                          phase_amplitude=args.phase_amplitude, snr_db=None, seed=args.seed, slice_index=args.slice)
-        coord = make_trajectory(args.trajectory, tuple(args.shape), args.accel)
-        k = simulate_noncartesian(ds.image, ds.maps, coord, snr_db=args.snr_db, seed=args.seed)
-    except (TypeError, ValueError) as e:
-        raise UserError(str(e)) from None
+    ds = make_dataset(phantom=args.phantom, shape=tuple(args.shape), n_coils=args.coils, mask="poisson",
+                      accel=1, phase=None if args.phase == "none" else args.phase,
+                      phase_amplitude=args.phase_amplitude, snr_db=None, seed=args.seed, slice_index=args.slice)
+    coord = make_trajectory(args.trajectory, tuple(args.shape), args.accel)
+    k = simulate_noncartesian(ds.image, ds.maps, coord, snr_db=args.snr_db, seed=args.seed)
     arrays = {"kspace": k, "trajectory": coord, **({} if args.no_maps else {"maps": ds.maps})}
     with atomic_path(args.out, args.force) as tmp:
         with open(tmp, "wb") as f:
