@@ -113,6 +113,16 @@ def test_bad_shapes_name_what_is_expected(case):
         mri_csc.reconstruct(np.zeros_like(maps), maps, dcf=np.ones(3))
 
 
+def test_trajectory_beyond_the_band_is_said(case, caplog):
+    img, maps, coord, y = case
+    with caplog.at_level("WARNING", logger="mri_csc.recon.noncartesian"):
+        make_noncartesian_problem(y, maps, coord)
+    assert not caplog.records  # a trajectory within ±N/2: nothing to say
+    with caplog.at_level("WARNING", logger="mri_csc.recon.noncartesian"):
+        make_noncartesian_problem(y, maps, 3 * coord)  # wrong units: the samples would wrap without a word
+    assert any("beyond the band" in r.getMessage() and "wrapped" in r.getMessage() for r in caplog.records)
+
+
 @needs_bart
 @pytest.mark.parametrize("method", ["bart-l1wavelet", "bart-tv"])
 def test_bart_pics_t_runs(case, method):

@@ -32,6 +32,7 @@ Cartesian grid (``w`` = 1 there).
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,6 +43,8 @@ from ..validate import check_array, check_finite, normalise_maps
 from .problem import ReconProblem, scale_factor
 
 __all__ = ["NonCartesianProblem", "make_noncartesian_problem", "noncartesian_data_scale", "density_gain"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -126,6 +129,22 @@ def noncartesian_data_scale(kspace, maps, trajectory, dcf, *, percentile: float 
     return s if s > 0 else 1.0
 
 
+def _warn_beyond_band(trajectory, shape) -> None:
+    """Warn when samples lie beyond the image grid's band ``±N_i/2`` (cycles per field of view).
+
+    The operator is the DFT of an ``N``-pixel grid, ``N``-periodic in ``k``: such samples are
+    wrapped onto ``k ∓ N`` (exact for that model), which for measured data usually means wrong
+    units or readout oversampling left in the trajectory, so the image would alias silently.
+    """
+    xp = get_xp(trajectory)
+    for i, n in enumerate(shape):
+        k = float(xp.abs(trajectory[..., i]).max())
+        if k > n / 2 + 0.5:
+            log.warning("trajectory[..., %d] reaches |k| = %.4g, beyond the band ±%g cycles per field of view of "
+                        "image_shape %s: those samples are wrapped onto k -/+ %d (the grid's DFT is periodic); "
+                        "check the units (cycles/FOV, -N/2 ... N/2) or readout oversampling, or give a larger "
+                        "image_shape", i, k, n / 2, shape, n)
+
 def make_noncartesian_problem(kspace, coil_maps, trajectory, image_shape=None, *, dcf=None, device="cpu",
                               scale: "bool | float" = True, nufft_backend: str = "auto") -> NonCartesianProblem:
     """Validate non-Cartesian inputs, compute the DCF when none is given, scale, move to ``device``.
@@ -163,6 +182,7 @@ def make_noncartesian_problem(kspace, coil_maps, trajectory, image_shape=None, *
     if image_shape is not None and tuple(int(n) for n in image_shape) != shape:
         raise ValueError(f"image_shape {tuple(image_shape)} differs from the coil maps' image shape {shape}")
     check_trajectory(trajectory, shape, "trajectory")
+    _warn_beyond_band(trajectory, shape)
     samples = tuple(trajectory.shape[:-1])
     if tuple(kspace.shape) != (coil_maps.shape[0], *samples):
         raise ValueError(f"kspace must have shape (coils, *samples) = {(coil_maps.shape[0], *samples)} for "
