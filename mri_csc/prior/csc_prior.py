@@ -159,12 +159,14 @@ class CSCPrior(Prior):
             self.dz = xp.zeros_like(hu)
             self.codes = None
         self._n_code += 1
+        old = None  # c(z) at the kept codes and this hu: the same for every retry, so computed once
         for _ in range(1 + self.retries):
             res = self.coder.step(hu[:n], max_iter=self.coder_iter)
             if not (self.monotone and self.codes is not None and self.codes.shape == res.codes.shape):
                 break
-            new2, old2 = self._misfits2(hu[:n], res.synthesis, self.dz[:n])
-            if 0.5 * new2 + self.lam * res.l1 <= 0.5 * old2 + self.lam * self.code_l1:
+            if old is None:
+                old = 0.5 * self._misfit2(hu[:n], self.dz[:n]) + self.lam * self.code_l1
+            if 0.5 * self._misfit2(hu[:n], res.synthesis) + self.lam * res.l1 <= old:
                 break
             self.n_retries += 1
         else:
@@ -181,11 +183,10 @@ class CSCPrior(Prior):
         return self.dz
 
     @staticmethod
-    def _misfits2(h, *syntheses):
-        r""":math:`\|h - s\|^2` for each synthesis ``s``, as floats (one host transfer)."""
-        xp = get_xp(h)
-        sq = xp.stack([xp.vdot((h - s).ravel(), (h - s).ravel()).real for s in syntheses]).astype(xp.float64)
-        return tuple(float(v) for v in to_numpy(sq))
+    def _misfit2(h, s) -> float:
+        r""":math:`\|h - s\|^2` as a float (one temporary, one host transfer)."""
+        r = (h - s).ravel()
+        return float(to_numpy(get_xp(h).vdot(r, r).real))
 
     def _maybe_adapt(self, hu):
         if self.adapt_every and self._n_code % self.adapt_every == 0:
@@ -212,8 +213,7 @@ class CSCPrior(Prior):
         zf = _rfftn(self.codes, geom.axes)
         d = upd.step(zf, hu[:n])
         dz_new = geom.crop_image(_irfftn((upd.spectrum[None] * zf).sum(axis=1), geom.code_shape, geom.axes))
-        new2, old2 = self._misfits2(hu[:n], dz_new, self.dz[:n])
-        if new2 >= old2:
+        if self._misfit2(hu[:n], dz_new) >= self._misfit2(hu[:n], self.dz[:n]):
             return False
         self.coder.set_filters(d)
         self.dz[:n] = dz_new
