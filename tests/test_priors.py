@@ -12,6 +12,13 @@ from mri_csc.prior.sparse_coding import ConvSparseCoder
 RNG = np.random.default_rng(11)
 
 
+@pytest.fixture(autouse=True)
+def _fresh_rng():
+    """Every test draws the same numbers whichever tests ran before it (``-k`` selections included):
+    the warm-started CSC prox's convergence after a fixed number of calls depends on the problem drawn."""
+    RNG.bit_generator.state = np.random.default_rng(11).bit_generator.state
+
+
 def _cvec(shape, rng=RNG):
     return rng.standard_normal(shape) + 1j * rng.standard_normal(shape)
 
@@ -84,7 +91,7 @@ CASES = [
     ("wavelet-db2", lambda: (WaveletPrior(0.2, (8, 8), wave="db2", level=1, shift=False), (8, 8)), 1.0, 1,
      brute_prox_value),
     ("tv", lambda: (TVPrior(0.4, n_inner=2000), (4, 5)), 0.7, 1, brute_prox_value),
-    ("csc", _csc_case, 0.6, 1000, brute_csc_value),
+    ("csc", _csc_case, 0.6, 3000, brute_csc_value),
 ]
 
 
