@@ -432,6 +432,23 @@ def print_hybrid_fit(results, term):
               f" minus best peer mean {np.mean(gain[best]):+.2f} worst {min(gain[best]):+.2f} dB")
 
 
+def parse_variant(spec: str, common: dict):
+    """``"csc"`` -> ``("csc", common)``; ``"csc:monotone=False,csc_iter=2"`` -> that method with those parameters."""
+    import ast
+
+    method, _, rest = spec.partition(":")
+    params = dict(common)
+    for item in filter(None, rest.split(",")):
+        name, eq, value = item.partition("=")
+        if not eq or not name:
+            raise SystemExit(f"--methods: {item!r} in {spec!r} is not NAME=VALUE")
+        try:
+            params[name] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            params[name] = value
+    return method, params
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--split", choices=("tuning", "heldout", "both"), default="both")
@@ -441,7 +458,9 @@ def main(argv=None):
     ap.add_argument("--fit-hybrid", choices=("tv",),
                     help="scan the csc-<term> hybrid's CSC factor and λ₂ (tuning split only)")
     ap.add_argument("--methods", nargs="+", default=list(CSC_METHODS),
-                    help=f"CSC-family methods to run at their defaults (default {' '.join(CSC_METHODS)})")
+                    help=f"CSC-family methods to run at their defaults (default {' '.join(CSC_METHODS)}); "
+                         "METHOD:NAME=VALUE[,NAME=VALUE] runs a variant with those parameters "
+                         "(e.g. csc:monotone=False csc:adapt_dictionary=3)")
     ap.add_argument("--dictionary", help="an .npz dictionary for the CSC methods (default: the shipped one)")
     ap.add_argument("--only", nargs="+", help="source names to run (default all of the split)")
     ap.add_argument("--json", default=str(RESULTS / "quality.json"))
@@ -458,7 +477,7 @@ def main(argv=None):
         if _cache_path(split).is_file():
             cache.update(json.loads(_cache_path(split).read_text()))
     common = {} if args.dictionary is None else {"dictionary": args.dictionary}
-    variants = {m: (m, common) for m in args.methods}
+    variants = {m: parse_variant(m, common) for m in args.methods}
     fit_grid = list(np.geomspace(2.5e-4, 3.2e-2, 8)) if args.fit else None
     hybrid_grid = (args.fit_hybrid, HYBRID_FACTORS, HYBRID_SLOPES, HYBRID_RHOS) if args.fit_hybrid else None
     results = []

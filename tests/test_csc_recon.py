@@ -263,3 +263,21 @@ def test_divergence_is_an_error_naming_the_parameter(poisson_case):
     ds = poisson_case
     with pytest.raises(DivergenceError, match=r"lam=20\b.*lower lam"):
         mri_csc.reconstruct(ds.kspace, ds.maps, mask=ds.mask, method="csc", lam=20)
+
+
+def test_stopping_test_averages_the_last_tol_window_changes(poisson_case):
+    """The solver stops on the mean image change over the last ``tol_window`` iterations, never
+    before the window is full, and at the first iteration whose window mean is below ``tol``."""
+    ds = poisson_case
+    for window in (1, 4):  # every change is below tol=10: it stops as soon as the window is full
+        r = mri_csc.reconstruct(ds.kspace, ds.maps, mask=ds.mask, method="csc", monotone=False, tol=10.0,
+                                tol_window=window, max_iter=30)
+        assert len(r.history) == window and r.params["tol_window"] == window
+    r = mri_csc.reconstruct(ds.kspace, ds.maps, mask=ds.mask, method="csc", monotone=False, tol=2e-3,
+                            tol_window=5, max_iter=150)
+    ch = np.array([h["image_change"] for h in r.history])
+    means = np.convolve(ch, np.ones(5) / 5, mode="valid")  # means[j]: the window ending at iteration j + 4
+    assert 5 < len(ch) < 150
+    assert means[-1] < 2e-3 and (means[:-1] >= 2e-3).all(), means
+    with pytest.raises(ValueError, match="tol_window"):
+        mri_csc.reconstruct(ds.kspace, ds.maps, mask=ds.mask, method="csc", tol_window=0)
