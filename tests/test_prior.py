@@ -616,3 +616,21 @@ def test_gpu_learn_dictionary_parity():
     d_gpu, info_gpu = learn_dictionary(imgs, device="gpu", **kw)
     assert isinstance(d_gpu, np.ndarray) and d_gpu.dtype == np.float32
     assert abs(info_gpu["objective"][-1] - info_cpu["objective"][-1]) / info_cpu["objective"][-1] < 1e-2
+
+
+def test_learn_dictionary_in_3d():
+    """``ndim=3``: (K, f, f, f) unit-norm filters from volumes, the objective falling."""
+    from mri_csc.prior.dictionary import learn_dictionary, load_default_dictionary
+
+    rng = np.random.default_rng(2)
+    vols = np.cumsum(rng.standard_normal((2, 12, 14, 14)), axis=-1).astype(np.float32)
+    d, info = learn_dictionary(vols, 3, 5, ndim=3, n_iter=20, return_info=True, reinit_every=5)
+    assert d.shape == (3, 5, 5, 5) and d.dtype == np.float32
+    assert np.allclose(np.linalg.norm(d.reshape(3, -1), axis=1), 1, atol=1e-5)
+    assert info["objective"][-1] < info["objective"][0]
+    with pytest.raises(ValueError, match="ndim"):
+        learn_dictionary(vols, 3, 5, ndim=4)
+    with pytest.raises(ValueError, match="multiscale"):
+        learn_dictionary(vols, 3, 5, ndim=3, multiscale=[(2, 3), (1, 5)])
+    with pytest.raises(ValueError, match="ndim"):
+        load_default_dictionary(ndim=1)

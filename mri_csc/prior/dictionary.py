@@ -42,38 +42,45 @@ from .lowpass import highpass
 from .penalty import ResidualBalance
 from .sparse_coding import ConvSparseCoder, check_lam
 
-__all__ = ["DEFAULT_DICTIONARY", "learn_dictionary", "load_default_dictionary", "prepare_training_images"]
+__all__ = ["DEFAULT_DICTIONARY", "DEFAULT_DICTIONARY_3D", "learn_dictionary", "load_default_dictionary",
+           "prepare_training_images"]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_DICTIONARY = "default_dictionary.npz"
+#: the shipped 3-D dictionary (volumes), ``benchmarks/learn_dictionary_3d.py``
+DEFAULT_DICTIONARY_3D = "default_dictionary_3d.npz"
 
 
-def prepare_training_images(images, lam_lp: float = 5.0):
-    """Magnitude, scale each image to max 1, remove the Tikhonov low-pass part; float32."""
+def prepare_training_images(images, lam_lp: float = 5.0, ndim: int = 2):
+    """Magnitude, scale each image to max 1, remove the Tikhonov low-pass part (over the last
+    ``ndim`` axes); float32 ``(n_images, *spatial)``."""
     xp = get_xp(images)
     s = xp.abs(xp.asarray(images)).astype(np.float32)
-    if s.ndim == 2:
+    if s.ndim == ndim:
         s = s[None]
     peak = s.reshape(s.shape[0], -1).max(axis=1)
     peak = xp.where(peak > 0, peak, 1).astype(np.float32)
-    s = s / peak[:, None, None]
-    return highpass(s, lam_lp).astype(np.float32)
+    s = s / peak.reshape((-1,) + (1,) * ndim)
+    return highpass(s, lam_lp, axes=tuple(range(-ndim, 0))).astype(np.float32)
 
 
-def _validate(images, n_filters, size, lam, n_iter):
+def _validate(images, n_filters, size, lam, n_iter, ndim=2):
+    if ndim not in (2, 3):
+        raise ValueError(f"ndim must be 2 (images) or 3 (volumes); got {ndim!r}")
+    axes = "ny, nx" if ndim == 2 else "nz, ny, nx"
     if not hasattr(images, "shape"):
-        raise TypeError(f"images must be an array (n_images, ny, nx); got {type(images).__name__}")
+        raise TypeError(f"images must be an array (n_images, {axes}); got {type(images).__name__}")
     shape = tuple(images.shape)
-    if len(shape) not in (2, 3):
-        raise ValueError(f"images must have shape (n_images, ny, nx) or (ny, nx); got shape {shape}")
+    if len(shape) not in (ndim, ndim + 1):
+        raise ValueError(f"images must have shape (n_images, {axes}) or ({axes}); got shape {shape}")
     if min(shape) < 1:
         raise ValueError(f"images must be non-empty; got shape {shape}")
     if int(n_filters) < 1:
         raise ValueError(f"n_filters must be >= 1; got {n_filters}")
     size = int(size)
-    if size < 1 or size > min(shape[-2:]):
-        raise ValueError(f"size must be between 1 and the image size {shape[-2:]}; got {size}")
+    if size < 1 or size > min(shape[-ndim:]):
+        raise ValueError(f"size must be between 1 and the image size {shape[-ndim:]}; got {size}")
     check_lam(lam)
     if int(n_iter) < 0:
         raise ValueError(f"n_iter must be >= 0; got {n_iter}")
@@ -101,13 +108,14 @@ def learn_dictionary(
     multiscale=None,
     reinit_every: int = 25,
     return_info: bool = False,
+    ndim: int = 2,
 ):
-    """Learn ``n_filters`` real ``size x size`` convolutional filters from images.
+    """Learn ``n_filters`` real ``size x size`` (``ndim=3``: ``size³``) convolutional filters from images.
 
     Parameters
     ----------
-    images : array ``(n_images, ny, nx)`` (or one ``(ny, nx)``), real or complex
-        Training images. With ``preprocess`` (default) their magnitude is
+    images : array ``(n_images, ny, nx)`` (or one ``(ny, nx)``); ``(n_images, nz, ny, nx)`` with ``ndim=3``
+        Training images (volumes), real or complex. With ``preprocess`` (default) their magnitude is
         scaled to max 1 and the low-pass part (:func:`~mri_csc.prior.lowpass.highpass`,
         ``lam_lp``) removed; otherwise they are used as given (real).
     n_filters, size : int
@@ -143,13 +151,18 @@ def learn_dictionary(
         no filter stays random noise. 0 disables.
     return_info : bool
         Also return a dict with the objective history, time and final penalties.
+    ndim : 2 or 3
+        Spatial dimensions of the images and filters (``multiscale`` is 2-D only).
 
     Returns
     -------
-    filters : ``numpy.ndarray`` ``(n_filters, size, size)``, float32, each of unit ℓ2 norm.
+    filters : ``numpy.ndarray`` ``(n_filters, *(size,) * ndim)``, float32, each of unit ℓ2 norm.
     info : dict (only with ``return_info``)
     """
     support = None
+    ndim = int(ndim)
+    if multiscale is not None and ndim != 2:
+        raise ValueError(f"multiscale dictionaries are 2-D only; got ndim={ndim}")
     if multiscale is not None:
         pairs = [(int(n), int(sz)) for n, sz in multiscale]
         if not pairs or any(n < 1 or sz < 1 for n, sz in pairs):
@@ -169,28 +182,30 @@ def learn_dictionary(
             o = big // 2 - sz // 2
             support[k0 : k0 + n, o : o + sz, o : o + sz] = 1
             k0 += n
-    _validate(images, n_filters, size, lam, n_iter)
+    _validate(images, n_filters, size, lam, n_iter, ndim)
     t0 = time.perf_counter()
     dev = resolve_device(device)
     xp = dev.xp
     K, f = int(n_filters), int(size)
     with dev.use():
         imgs = to_device(images, dev)
-        s = prepare_training_images(imgs, lam_lp) if preprocess else xp.asarray(imgs, dtype=np.float32)
-        if s.ndim == 2:
+        s = prepare_training_images(imgs, lam_lp, ndim) if preprocess else xp.asarray(imgs, dtype=np.float32)
+        if s.ndim == ndim:
             s = s[None]
         C = s.shape[0]
-        N = tuple(s.shape[-2:])
+        N = tuple(s.shape[-ndim:])
+        fshape = (K,) + (f,) * ndim
+        per_filter = (-1,) + (1,) * ndim
         rng = np.random.default_rng(seed)
         if init is None:
-            d0 = rng.standard_normal((K, f, f)).astype(np.float32)
+            d0 = rng.standard_normal(fshape).astype(np.float32)
         else:
             d0 = to_numpy(init).astype(np.float32)
-            if d0.shape != (K, f, f):
-                raise ValueError(f"init must have shape {(K, f, f)}; got {d0.shape}")
+            if d0.shape != fshape:
+                raise ValueError(f"init must have shape {fshape}; got {d0.shape}")
         if support is not None:
             d0 *= support
-        d0 /= np.maximum(np.linalg.norm(d0.reshape(K, -1), axis=1), 1e-12)[:, None, None]
+        d0 /= np.maximum(np.linalg.norm(d0.reshape(K, -1), axis=1), 1e-12).reshape(per_filter)
         supp = None if support is None else xp.asarray(support)
         lam = float(lam)
         # SPORCO's CCMOD default is the number of images; on brain slices a smaller start
@@ -214,7 +229,7 @@ def learn_dictionary(
             d = update.step(coder.code_spectrum(), s)  # dictionary step: one consensus CCMOD iteration
             dead = None
             if reinit_every and (k + 1) % int(reinit_every) == 0 and k < 0.8 * n_iter:
-                usage = to_numpy(xp.abs(coder.codes).sum(axis=(0, 2, 3)))
+                usage = to_numpy(xp.abs(coder.codes).sum(axis=(0,) + tuple(range(2, coder.codes.ndim))))
                 dead = np.flatnonzero(usage < 0.02 * usage.mean())
                 if dead.size:  # re-seed unused filters: new filters, their codes and duals from zero
                     d = _reseed(d, dead, s, f, rng, supp, xp)
@@ -236,11 +251,11 @@ def learn_dictionary(
     dead = norms < 1e-8
     if dead.any():
         log.warning("learn_dictionary: %d filter(s) vanished; replaced by random ones", int(dead.sum()))
-        dn[dead] = rng.standard_normal((int(dead.sum()), f, f)).astype(np.float32)
+        dn[dead] = rng.standard_normal((int(dead.sum()),) + (f,) * ndim).astype(np.float32)
         if support is not None:
             dn[dead] *= support[dead]
         norms = np.linalg.norm(dn.reshape(K, -1), axis=1)
-    dn /= norms[:, None, None]
+    dn /= norms.reshape(per_filter)
     if not return_info:
         return dn
     info = {
@@ -256,19 +271,19 @@ def learn_dictionary(
 
 
 def _reseed(d, dead, s, f, rng, supp, xp):
-    """Replace filters ``dead`` by unit-norm f x f patches centred on strong pixels of the images."""
-    C, ny, nx = s.shape
+    """Replace filters ``dead`` by unit-norm ``f``-wide patches centred on strong samples of the images."""
+    spatial = s.shape[1:]
     d = d.copy()
     energy = to_numpy(xp.abs(s))
     for k in dead:
-        i = int(rng.integers(C))
-        # pick among the 1 % strongest pixels away from the border
-        e = energy[i, f // 2 : ny - f // 2 - f % 2 + 1, f // 2 : nx - f // 2 - f % 2 + 1]
+        i = int(rng.integers(s.shape[0]))
+        # pick among the 1 % strongest samples away from the border (patch corners)
+        inner = tuple(slice(f // 2, n - f // 2 - f % 2 + 1) for n in spatial)
+        e = energy[(i,) + inner]
         thr = np.quantile(e, 0.99)
         cand = np.flatnonzero(e.ravel() >= thr)
-        j = int(cand[rng.integers(cand.size)])
-        y, x = divmod(j, e.shape[1])
-        patch = s[i, y : y + f, x : x + f]
+        corner = np.unravel_index(int(cand[rng.integers(cand.size)]), e.shape)
+        patch = s[(i,) + tuple(slice(c, c + f) for c in corner)]
         patch = patch - patch.mean()
         if supp is not None:
             patch = patch * supp[k]
@@ -277,13 +292,16 @@ def _reseed(d, dead, s, f, rng, supp, xp):
     return d
 
 
-def load_default_dictionary(device="cpu", with_metadata: bool = False):
-    """The shipped default dictionary (``mri_csc/data/default_dictionary.npz``, key ``filters``).
+def load_default_dictionary(device="cpu", with_metadata: bool = False, ndim: int = 2):
+    """The shipped default dictionary (``mri_csc/data/default_dictionary.npz``, key ``filters``; with
+    ``ndim=3`` the 3-D one, ``default_dictionary_3d.npz``).
 
-    Returns float32 filters ``(K, fy, fx)`` of unit norm, on ``device``; with
+    Returns float32 filters ``(K, fy, fx)`` (``(K, fz, fy, fx)``) of unit norm, on ``device``; with
     ``with_metadata`` also a dict of the file's other keys (see ``DICTIONARY.md``).
     """
-    ref = resources.files("mri_csc").joinpath("data", DEFAULT_DICTIONARY)
+    if ndim not in (2, 3):
+        raise ValueError(f"the shipped dictionaries are 2-D and 3-D; got ndim={ndim!r}")
+    ref = resources.files("mri_csc").joinpath("data", DEFAULT_DICTIONARY if ndim == 2 else DEFAULT_DICTIONARY_3D)
     with resources.as_file(ref) as path, np.load(path, allow_pickle=False) as npz:
         filters = np.asarray(npz["filters"], dtype=np.float32)
         meta = {k: npz[k][()] if npz[k].ndim == 0 else npz[k] for k in npz.files if k != "filters"}

@@ -168,7 +168,10 @@ def resolve_params(problem: ReconProblem, params: dict) -> dict:
 
 
 def _dictionary(problem: ReconProblem, dictionary):
-    filters = load_default_dictionary() if dictionary is None else dictionary
+    if dictionary is None and problem.ndim not in (2, 3):
+        raise ValueError(f"the shipped dictionaries are 2-D and 3-D; the image is {problem.ndim}-D "
+                         f"{problem.image_shape}: pass dictionary= with (K, {', '.join(['f'] * problem.ndim)}) filters")
+    filters = load_default_dictionary(ndim=problem.ndim) if dictionary is None else dictionary
     if isinstance(filters, (str, bytes)) or hasattr(filters, "__fspath__"):
         with np.load(filters) as f:
             filters = f["filters"]
