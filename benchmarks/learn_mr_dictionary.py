@@ -112,6 +112,19 @@ def dct_dictionary(size=8):
     return np.stack(basis).astype(np.float32)
 
 
+def provenance(args) -> dict:
+    """The shipped dictionary file's metadata keys (``mri_csc/data/DICTIONARY.md``)."""
+    from learn_dictionary import TEST_RANGE, TRAIN_SLICES
+
+    sources = [] if args.no_brains else ["ch2.nii.gz"]
+    if args.n_synthetic:
+        sources.append(f"synthetic piecewise-smooth x{args.n_synthetic} (seed {args.seed})")
+    return {"source": np.array("; ".join(sources)), "train_slices": np.array(TRAIN_SLICES),
+            "train_coronal": np.array(BRAIN_SLICES[0][2]), "train_sagittal": np.array(BRAIN_SLICES[1][2]),
+            "test_range": np.array(TEST_RANGE), "held_out_never_read": np.array(", ".join(HELD_OUT)),
+            "lam": np.array(args.lam), "n_iter": np.array(args.n_iter), "seed": np.array(args.seed)}
+
+
 def main(argv=None):
     from mri_csc.prior.dictionary import learn_dictionary
 
@@ -162,7 +175,8 @@ def main(argv=None):
     command = "python benchmarks/learn_mr_dictionary.py " + " ".join(argv if argv is not None else sys.argv[1:])
     meta.update(command=command, time_s=elapsed, shape=list(filters.shape))
     print(json.dumps(meta))
-    _save_atomic(args.out, args.force, filters=filters.astype(np.float32), meta=np.array(json.dumps(meta)))
+    _save_atomic(args.out, args.force, filters=filters.astype(np.float32), meta=np.array(json.dumps(meta)),
+                 **provenance(args))
     print(f"wrote {args.out}")
 
 

@@ -401,10 +401,45 @@ def print_fit(results):
         curve = " ".join(f"{float(k):.3g}:{p:.2f}" for k, p in zip(lams, ps))
         print(f"{r['label']:34s} σ̂={r['sigma_hat_scaled']:.4f} best λ={float(lams[b]):.4g}"
               f" (λ/σ̂={float(lams[b]) / r['sigma_hat_scaled']:.3f}) {ps[b]:.2f} dB | {curve}")
+    for kind, f in fit_rule(results).items():
+        print(f"rule {kind}: λ = max({f['slope']:.4g} σ̂, {f['floor']:.3g}): shortfall from each case's best λ "
+              f"mean {f['mean_shortfall']:.2f} dB, worst {f['worst_shortfall']:.2f} dB ({f['n']} cases)")
 
 
 def _is_lines(r):
     return r["case"]["mask"] == "random-lines"
+
+
+#: the --fit rule grid: slope a = λ/σ̂ and floor λ_min of λ = max(a σ̂, λ_min)
+RULE_SLOPES = tuple(np.round(np.geomspace(0.1, 3.2, 31), 4))
+RULE_FLOORS = (0.0, 2.5e-4, 5e-4, 1e-3, 1.6e-3, 2e-3, 4e-3, 8e-3)
+
+
+def _psnr_at(scan, lam):
+    """PSNR of a λ scan at ``lam``, linear in log λ between scanned values (clamped at the ends)."""
+    lams = np.array(sorted(float(k) for k in scan))
+    ps = np.array([scan[k]["psnr"] for k in sorted(scan, key=float)])
+    return float(np.interp(np.log(lam), np.log(lams), ps))
+
+
+def fit_rule(results):
+    """Per mask kind, (a, λ_min) maximising −mean − ½·worst shortfall from each case's best scanned λ."""
+    out = {}
+    for kind, pick in (("2d", lambda r: not _is_lines(r)), ("lines", _is_lines)):
+        rows = [r for r in results if r.get("csc_scan") and pick(r)]
+        if not rows:
+            continue
+        best_obj = None
+        for a in RULE_SLOPES:
+            for floor in RULE_FLOORS:
+                short = [max(v["psnr"] for v in r["csc_scan"].values())
+                         - _psnr_at(r["csc_scan"], max(a * r["sigma_hat_scaled"], floor)) for r in rows]
+                obj = -np.mean(short) - 0.5 * max(short)
+                if best_obj is None or obj > best_obj:
+                    best_obj, out[kind] = obj, {"slope": float(a), "floor": floor, "n": len(rows),
+                                                "mean_shortfall": float(np.mean(short)),
+                                                "worst_shortfall": float(max(short))}
+    return out
 
 
 def print_hybrid_fit(results, term):

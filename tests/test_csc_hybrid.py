@@ -63,7 +63,7 @@ def test_csc_tv_beats_sense_and_csc_on_a_piecewise_constant_phantom(shepp):
 def test_resolved_weights_follow_the_rule(shepp):
     csc = _recon(shepp, "csc", max_iter=1).params
     p = _recon(shepp, "csc-tv", max_iter=1).params
-    f = CSC_FACTOR
+    f = CSC_FACTOR["2d"]
     assert p["lam"] == pytest.approx(f * csc["lam"]) and p["mu"] == pytest.approx(f * csc["mu"])
     assert p["noise_std"] == csc["noise_std"]
     sigma = csc["noise_std"] / _recon(shepp, "csc", max_iter=1).scale

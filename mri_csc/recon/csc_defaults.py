@@ -29,16 +29,18 @@ __all__ = ["RULE", "RULE_NONCARTESIAN", "MU_PER_LAM", "auto_weights", "resolve_n
 #: μ/λ along the ridge (the shipped defaults' ratio, 0.3 / 0.008)
 MU_PER_LAM = 37.5
 
-#: mask kind -> (slope a = λ/σ̂, floor λ_min). Fitted on the tuning split of ``benchmarks/quality.py``
-#: (``--fit``: Colin 27 axial and BART's Shepp–Logan k-space phantom, 25/35/45 dB, Poisson R=4 and 8,
-#: lines R=3 and 4, ESPIRiT maps, 128², 8 coils): CSC's PSNR over λ ∈ 2.5e-4·2^k (k = 0..7) with
-#: μ = γ = 37.5 λ, then (a, λ_min) on a grid maximising the mean PSNR minus half the worst shortfall
-#: from each case's best λ. Shortfall on the tuning cases: mean 0.16 dB / worst 0.29 dB (2-D), mean
-#: 0.11 / worst 0.25 dB (lines). Best λ/σ̂ per case: 0.18–0.54 (2-D), 0.17–1.6 (lines, the largest at
-#: 45 dB, where aliasing and not noise sets the weight: hence the floor).
+#: mask kind -> (slope a = λ/σ̂, floor λ_min), for the shipped dictionary (v4, 48 × 11×11). Fitted on the
+#: tuning split of ``benchmarks/quality.py`` (``--fit``: Colin 27 axial and BART's Shepp–Logan k-space
+#: phantom, 25/35/45 dB, Poisson R=4 and 8, lines R=4 and 3, ESPIRiT maps, 128², 8 coils): CSC's PSNR over
+#: λ ∈ 2.5e-4·2^k (k = 0..7) with μ = γ = 37.5 λ, then (a, λ_min) on a grid maximising minus the mean
+#: shortfall minus half the worst from each case's best λ (``quality.fit_rule``, printed by ``--fit``).
+#: Shortfall on the tuning cases: mean 0.16 dB / worst 0.27 dB (2-D), mean 0.41 / worst 0.87 dB (lines).
+#: Best λ/σ̂ per case: 0.35–1.08 (2-D), 0.34–6.4 (lines, the largest at 45 dB on the phantom, where
+#: aliasing and not noise sets the weight: hence the floor). The 36-filter v3 dictionary's best λ/σ̂
+#: were half these ((a, λ_min) = (0.28, 8e-4) and (0.34, 1.6e-3)).
 RULE = {
-    "2d": (0.28, 8e-4),
-    "lines": (0.34, 1.6e-3),
+    "2d": (0.635, 2e-3),
+    "lines": (0.635, 4e-3),
 }
 
 

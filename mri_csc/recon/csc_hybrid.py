@@ -27,8 +27,8 @@ own column so that the share of the gain that is CSC's stays visible.
 Defaults
 --------
 Every ``csc`` parameter keeps its meaning and default rule (:mod:`mri_csc.recon.csc_defaults`),
-except that the CSC weights resolved by that rule are multiplied by :data:`CSC_FACTOR` (the CSC
-term shares the work with :math:`R_2`). The new weight follows the noise too:
+except that the CSC weights resolved by that rule are multiplied by :data:`CSC_FACTOR` (per mask
+kind; the CSC term shares the work with :math:`R_2`). The new weight follows the noise too:
 ``lam2="auto"`` is :math:`\lambda_2 = \max(a_2\hat\sigma, \lambda_{2,\min})` and
 ``rho2="auto"`` is :math:`\rho_2 = r_2\,\mu` (:data:`RULE`), with σ̂ the estimate the CSC rule
 uses (in the units of the scaled data). A non-Cartesian problem without ``noise_std`` has no σ̂
@@ -51,18 +51,20 @@ from .registry import Param, register_method
 
 __all__ = ["RULE", "CSC_FACTOR", "SCHEMA", "resolve_hybrid", "tv_weights", "csc_tv"]
 
-#: the factor f on the CSC weights λ, μ (and γ) resolved by the csc rule
-CSC_FACTOR = 0.35
+#: mask kind -> the factor f on the CSC weights λ, μ (and γ) resolved by the csc rule
+CSC_FACTOR = {"2d": 0.7, "lines": 0.35}
 #: mask kind -> (slope a₂ = λ₂/σ̂, floor λ₂,min, r₂ = ρ₂/μ), with μ the hybrid's (scaled) μ.
-#: Fitted on the tuning split of ``benchmarks/quality.py`` only (``--fit-hybrid tv``: Colin 27 axial
-#: and BART's Shepp–Logan, 25/35/45 dB, Poisson R=4, 8 and lines R=4, 3; ESPIRiT maps) over
-#: f ∈ {0.35, 0.5, 0.7} × a₂ ∈ {0.04, 0.08, 0.16} × ρ₂ ∈ {0.05, 0.15, 0.5} × the csc rule's μ,
-#: choosing per mask kind on the mean shortfall plus half the worst from each case's best: Poisson
-#: (0.35, 0.04, 0.5) — shortfall mean 0.34 dB, worst 0.79; lines (0.35, 0.08, 0.05) — mean 0.34,
-#: worst 1.23 (Shepp–Logan L3 45 dB, which wants λ₂ ≈ 0.3 σ̂: the floor, from a first fit at
-#: f = 0.5, where aliasing and not noise sets the weight, as for the csc rule). A large ρ₂ on line
-#: masks cost up to 1.4 dB (ch2 L4 25 dB: the split's damping ends the iteration early).
-RULE = {"2d": (0.04, 0.0, 0.5 / CSC_FACTOR), "lines": (0.08, 4e-4, 0.05 / CSC_FACTOR)}
+#: Fitted, with the shipped v4 dictionary and the csc rule fitted for it, on the tuning split of
+#: ``benchmarks/quality.py`` only (``--fit-hybrid tv``: Colin 27 axial and BART's Shepp–Logan,
+#: 25/35/45 dB, Poisson R=4, 8 and lines R=4, 3; ESPIRiT maps) over f ∈ {0.35, 0.5, 0.7} ×
+#: a₂ ∈ {0.04, 0.08, 0.16} × ρ₂ ∈ {0.05, 0.15, 0.5} × the csc rule's μ, choosing per mask kind on the
+#: mean shortfall plus half the worst from each case's best: Poisson (f, a₂, ρ₂/μ_rule) = (0.7, 0.04,
+#: 0.5) — shortfall mean 0.02 dB, worst 0.08, +0.77 dB mean over each case's best tuned peer (worst
+#: −0.70, Shepp–Logan P8 45 dB); lines (0.35, 0.08, 0.05) — mean 0.25, worst 0.99, +1.65 dB over the
+#: best peer (worst +1.17). The line floor λ₂,min = 4e-4 is from the first (v3) fit: on line masks
+#: aliasing and not noise sets the weight at low noise, as for the csc rule. A large ρ₂ on line
+#: masks cost up to 1.4 dB in the v3 fit (the split's damping ends the iteration early).
+RULE = {"2d": (0.04, 0.0, 0.5 / CSC_FACTOR["2d"]), "lines": (0.08, 4e-4, 0.05 / CSC_FACTOR["lines"])}
 
 _AUTO = dict(kind="float", also=("auto",))
 #: the csc-tv parameters: every csc parameter plus TV's (the one source of their defaults)
@@ -99,12 +101,12 @@ def resolve_hybrid(problem: ReconProblem, params: dict) -> dict:
     auto = {k for k in ("lam", "mu", "gamma") if params.get(k) == "auto"}
     out = resolve_params(problem, dict(params))
     lam_rule = out["lam"]
+    lines = problem.mask is not None and is_line_mask(problem.mask)
     for k in auto:
-        out[k] = CSC_FACTOR * out[k]
+        out[k] = CSC_FACTOR["lines" if lines else "2d"] * out[k]
     if "gamma" in auto and "mu" not in auto:  # γ follows the user's μ, as in csc
         out["gamma"] = out["mu"]
     if out["lam2"] == "auto" or out["rho2"] == "auto":
-        lines = problem.mask is not None and is_line_mask(problem.mask)
         if out["noise_std"] == "auto":  # non-Cartesian without a noise figure: the rule's ratio to λ
             sigma = lam_rule / CSC_RULE["lines" if lines else "2d"][0]
         else:
