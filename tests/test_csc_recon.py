@@ -179,6 +179,12 @@ def test_auto_lambda_follows_the_mask_kind(poisson_case, lines_case):
     assert not is_line_mask(poisson_case.mask)
     assert is_line_mask(lines_case.mask)
     assert not is_line_mask(np.ones(SHAPE, np.float32))
+    from mri_csc.sim import sample_mask
+
+    # 3-D: a Poisson pattern over (kz, ky) repeated along the readout is 2-D undersampling;
+    # the same line columns in every (kz, ky) are lines
+    assert not is_line_mask(sample_mask("poisson", (12, 40, 40), 3, calib=(8, 8), seed=0))
+    assert is_line_mask(sample_mask("random-lines", (12, 40, 40), 3, seed=0))
     r = mri_csc.reconstruct(lines_case.kspace, lines_case.maps, method="csc", max_iter=1)
     # the result records the values the run used, not "auto" (the rule: mri_csc.recon.csc_defaults)
     auto = auto_weights(r.params["noise_std"] / r.scale, lines=True)
@@ -281,6 +287,21 @@ def test_stopping_test_averages_the_last_tol_window_changes(poisson_case):
     assert means[-1] < 2e-3 and (means[:-1] >= 2e-3).all(), means
     with pytest.raises(ValueError, match="tol_window"):
         mri_csc.reconstruct(ds.kspace, ds.maps, mask=ds.mask, method="csc", tol_window=0)
+
+
+def test_stopping_window_holds_only_iterations_whose_codes_were_kept(lines_case):
+    """With monotone codes, iterations whose codes were rejected do not enter the stopping window."""
+    kspace, maps, mask = lines_case.kspace, lines_case.maps, lines_case.mask
+    tol, window = 2e-3, 5
+    r = mri_csc.reconstruct(kspace, maps, mask=mask, method="csc", tol=tol, tol_window=window, max_iter=150)
+    ch = np.array([h["image_change"] for h in r.history])
+    rejected = np.array([h["codes_rejected"] for h in r.history])
+    kept = np.diff(np.concatenate([[0], rejected])) == 0
+    assert rejected[-1] > 0 and kept[-1], rejected  # some steps were rejected; it stopped on a kept one
+    assert len(ch) < 150
+    kept_changes = ch[kept]
+    means = np.convolve(kept_changes, np.ones(window) / window, mode="valid")
+    assert means[-1] < tol and (means[:-1] >= tol).all(), means
 
 
 def _volume_case():
