@@ -626,6 +626,14 @@ def test_learn_dictionary_in_3d():
     vols = np.cumsum(rng.standard_normal((2, 12, 14, 14)), axis=-1).astype(np.float32)
     d, info = learn_dictionary(vols, 3, 5, ndim=3, n_iter=20, return_info=True, reinit_every=5)
     assert d.shape == (3, 5, 5, 5) and d.dtype == np.float32
+    # a checkerboard filter the smooth volumes never use is re-seeded from a 3-D patch
+    smooth = np.cumsum(vols, axis=-2).astype(np.float32)
+    init = rng.standard_normal((4, 5, 5, 5)).astype(np.float32)
+    z, y, x = np.indices((5, 5, 5))
+    init[3] = (-1.0) ** (z + y + x)
+    d4, info4 = learn_dictionary(smooth, 4, 5, ndim=3, n_iter=20, return_info=True, reinit_every=5, init=init)
+    assert info4["n_reseeded"] >= 1
+    assert np.allclose(np.linalg.norm(d4.reshape(4, -1), axis=1), 1, atol=1e-5)
     assert np.allclose(np.linalg.norm(d.reshape(3, -1), axis=1), 1, atol=1e-5)
     assert info["objective"][-1] < info["objective"][0]
     with pytest.raises(ValueError, match="ndim"):

@@ -51,7 +51,8 @@ from .registry import Param, register_method
 
 __all__ = ["RULE", "CSC_FACTOR", "SCHEMA", "resolve_hybrid", "tv_weights", "csc_tv"]
 
-#: mask kind -> the factor f on the CSC weights λ, μ (and γ) resolved by the csc rule
+#: mask kind -> the factor f on the CSC weights λ, μ (and γ) resolved by the csc rule (non-Cartesian
+#: problems, which have no mask, take the "2d" entries: not fitted on non-Cartesian data)
 CSC_FACTOR = {"2d": 0.7, "lines": 0.35}
 #: mask kind -> (slope a₂ = λ₂/σ̂, floor λ₂,min, r₂ = ρ₂/μ), with μ the hybrid's (scaled) μ.
 #: Fitted, with the shipped v4 dictionary and the csc rule fitted for it, on the tuning split of
