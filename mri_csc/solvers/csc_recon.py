@@ -85,6 +85,7 @@ A non-finite or exploding image, or a collapsing coder penalty, raises
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 
 from ..backend import dctn_ortho, get_xp, idctn_ortho, to_numpy
@@ -155,7 +156,7 @@ class CSCReconSolver(IterativeSolver):
         if int(tol_window) < 1:
             raise ValueError(f"tol_window must be an integer >= 1; got {tol_window!r}")
         self.tol_window = int(tol_window)
-        self._changes = []  # the last tol_window image changes
+        self._changes = deque(maxlen=self.tol_window)  # the image changes of the last kept iterations
         self.callback, self.hint = callback, hint
         self._h2 = self.mu * prior.filter.high_gain ** 2  # the gain of mu H^2
         self._hu = None  # H of the current x's channels, from the last record
@@ -305,7 +306,7 @@ class CSCReconSolver(IterativeSolver):
         # nothing about convergence: the window holds the changes of iterations whose codes were
         # kept, and the test runs on a full window after such an iteration
         if pr.n_rejected == self._rejected:
-            self._changes = (self._changes + [change])[-self.tol_window:]
+            self._changes.append(change)
             if (self.tol > 0 and len(self._changes) == self.tol_window
                     and sum(self._changes) / self.tol_window < self.tol):
                 self._stop = True
