@@ -95,8 +95,17 @@ def part_toeplitz(n=256, coils=8, repeat=5):
             "samples": list(coord.shape[:-1])}
 
 
-def _brain_case(n, kind, accel, seed=0, snr_db=30, estimate=True, index=SCORE_SLICE):
-    mag = brain_slice(index=index, shape=(n, n))
+#: --source of the quality part -> (NIfTI path or None for ch2, axial slice): ch2 (the dictionaries'
+#: subject) or the MNI152 template, a subject no dictionary or rule was learned or fitted on
+SOURCES = {"ch2": (None, SCORE_SLICE), "mni": ("mni152", 80)}
+
+
+def _brain_case(n, kind, accel, seed=0, snr_db=30, estimate=True, index=SCORE_SLICE, path=None):
+    if path == "mni152":
+        from quality import _mni_path  # noqa: PLC0415
+
+        path = _mni_path()
+    mag = brain_slice(index=index, shape=(n, n), path=path)
     phase = smooth_phase((n, n), "random", amplitude=np.pi, rng=np.random.default_rng(seed))
     img = (mag * np.exp(1j * phase)).astype(np.complex64)
     true_maps = birdcage_maps((n, n), 8)
@@ -239,9 +248,10 @@ def _score(mag, support, img):
     return psnr(mag, a, mask=support), ssim(mag, a, mask=support)
 
 
-def _run_case(n, name, peers):
+def _run_case(n, name, peers, source="ch2"):
     kind, accel = CASES[name]
-    mag, support, coord, y, maps = _brain_case(n, kind, accel)
+    path, index = SOURCES[source]
+    mag, support, coord, y, maps = _brain_case(n, kind, accel, index=index, path=path)
     case = {"samples": list(coord.shape[:-1])}
 
     def recon(method, **kw):
@@ -255,7 +265,7 @@ def _run_case(n, name, peers):
         case[m] = dict(zip(("psnr", "ssim"), _score(mag, support, recon(m).image)))
     cache = _peer_cache()
     for m in peers:
-        key_of = f"v{CASE_VERSION}:n{n}:{name}:{m}:{PEER_ITERS[m]}it:".__add__
+        key_of = f"v{CASE_VERSION}:n{n}:{'' if source == 'ch2' else source + ':'}{name}:{m}:{PEER_ITERS[m]}it:".__add__
         t0, ran = time.perf_counter(), 0
 
         def score(lam, m=m, key_of=key_of):
@@ -275,14 +285,14 @@ def _run_case(n, name, peers):
     return case
 
 
-def part_quality(n, cases, peers):
-    out = {name: _run_case(n, name, peers) for name in cases}
+def part_quality(n, cases, peers, source="ch2"):
+    out = {name: _run_case(n, name, peers, source) for name in cases}
     methods = ["zero-filled", "sense", *peers, "csc"]
     rows = [[f"{name} ({' x '.join(map(str, c['samples']))})"]
             + [f"{c[m]['psnr']:.2f} / {c[m]['ssim']:.3f}" for m in methods] + [c["csc_minus_best_peer"]]
             for name, c in out.items()]
-    print(f"\n## Quality, {n}x{n} brain slice 90, 8 coils, 30 dB, ESPIRiT maps from the regridded centre: "
-          "PSNR [dB] / SSIM; peers λ-tuned per case, CSC defaults")
+    print(f"\n## Quality, {n}x{n} {source} axial slice {SOURCES[source][1]}, 8 coils, 30 dB, "
+          "ESPIRiT maps from the regridded centre: PSNR [dB] / SSIM; peers λ-tuned per case, CSC defaults")
     print(fmt_table(rows, ["case (samples)", *methods, "csc - best peer"]))
     means = {m: float(np.mean([out[c][m]["psnr"] for c in cases])) for m in ["csc", *peers]}
     print("mean PSNR: " + ", ".join(f"{m} {v:.2f}" for m, v in means.items()))
@@ -297,6 +307,8 @@ def main(argv=None):
     ap.add_argument("--cases", nargs="+", choices=list(CASES), default=list(CASES))
     ap.add_argument("--n", type=int, default=128, help="image size of the quality part (default 128)")
     ap.add_argument("--no-bart", action="store_true")
+    ap.add_argument("--source", choices=list(SOURCES), default="ch2",
+                    help="quality part: ch2 slice 90 (the dictionaries' subject) or MNI152 axial 80 (held out)")
     args = ap.parse_args(argv)
     peers = [p for p in PEERS if not (p.startswith("bart") and (args.no_bart or shutil.which("bart") is None))]
     res = {"machine": machine_info()}
@@ -308,7 +320,7 @@ def main(argv=None):
     if "fit" in args.part:
         res["fit"] = part_fit(args.n, args.cases)
     if "quality" in args.part:
-        res["quality"] = part_quality(args.n, args.cases, peers)
+        res["quality"] = part_quality(args.n, args.cases, peers, args.source)
     res["wall_s"] = time.perf_counter() - t0
     print(f"\nwall time {res['wall_s']:.0f} s")
     tag = "_".join(args.part) + ("_" + "_".join(args.cases) if {"quality", "fit"} & set(args.part) else "")
