@@ -87,6 +87,25 @@ def test_conv_matches_linear_convolution():
     assert np.allclose(out, ref, atol=1e-9)
 
 
+@pytest.mark.parametrize("fshape, ishape, boundary", [((11, 11), (40, 36), "pad"), ((5, 4), (33, 30), "circular"),
+                                                       ((3, 5, 3), (6, 12, 10), "pad")])
+def test_pruned_filter_transforms_match_the_full_grid(fshape, ishape, boundary):
+    """The pruned filter DFT and its windowed inverse equal the transforms of the whole code grid."""
+    from mri_csc.prior.conv import _ConvGeometry, _fftn, _irfftn, _rfftn
+
+    rng = np.random.default_rng(3)
+    d = rng.standard_normal((4, *fshape))
+    geom = _ConvGeometry(d, ishape, boundary)
+    grid = geom.filters_to_grid(d)
+    assert np.allclose(geom.filter_spectrum(d), _rfftn(grid, geom.axes), atol=1e-10)
+    assert np.allclose(geom.filter_spectrum(d, half=False), _fftn(grid, geom.axes), atol=1e-10)
+    spec = _rfftn(rng.standard_normal((4, *geom.code_shape)), geom.axes)
+    full_inverse = geom.grid_to_filters(_irfftn(spec, geom.code_shape, geom.axes))
+    assert np.allclose(geom.filters_from_spectrum(spec), full_inverse, atol=1e-10)
+    with pytest.raises(ValueError, match="spectrum must have shape"):
+        geom.seed_spectrum(spec[:, :-1], np.float64)
+
+
 @pytest.mark.parametrize("edge", ["top", "left"])
 def test_no_wraparound(edge):
     """An atom placed against one edge leaves no energy at the opposite edge."""

@@ -158,10 +158,62 @@ class _ConvGeometry:
         """Filter DFTs on the code grid, ``(K, *freq_shape)``, cached per dtype and half/full."""
         key = (np.dtype(real_dtype).str, bool(half))
         if key not in self._spectra:
-            pad = self.filters_to_grid(self.filters.astype(real_dtype))
-            spec = _rfftn(pad, self.axes) if half else _fftn(pad, self.axes)
-            self._spectra[key] = spec
+            self._spectra[key] = self.filter_spectrum(self.filters.astype(real_dtype), half=half)
         return self._spectra[key]
+
+    def _window(self, axis: int):
+        """Indices on the code grid of a centred filter's taps along spatial ``axis``."""
+        f, n = self.filter_shape[axis], self.code_shape[axis]
+        return (np.arange(f) - f // 2) % n
+
+    def filter_spectrum(self, d, half: bool = True):
+        r"""The DFT on the code grid of filters ``d`` ``(K, *filter_shape)`` placed by
+        :meth:`filters_to_grid`: ``rfftn`` (``half``) or ``fftn`` of that grid, computed as a pruned
+        transform. Axis by axis from the last, only the lines that cross the filter window in the
+        axes not yet transformed are transformed (zero lines transform to zero), so an 11×11
+        filter on a 266² grid costs about half the full transform."""
+        xp = get_xp(d)
+        mod, kw = _fft_mod(xp)
+        a = d
+        for j in reversed(range(self.ndim)):
+            ax = 1 + j
+            grid = list(a.shape)
+            grid[ax] = self.code_shape[j]
+            g = xp.zeros(grid, dtype=a.dtype)
+            idx = [slice(None)] * a.ndim
+            idx[ax] = xp.asarray(self._window(j))
+            g[tuple(idx)] = a
+            if j == self.ndim - 1:
+                a = mod.rfft(g, axis=ax, **kw) if half else mod.fft(g, axis=ax, **kw)
+            else:
+                a = mod.fft(g, axis=ax, **kw)
+        return a
+
+    def filters_from_spectrum(self, spec):
+        r"""The adjoint-side inverse: the ``filter_shape`` window (:meth:`grid_to_filters`) of
+        ``irfftn(spec)`` on the code grid, for half spectra ``spec`` ``(K, *freq_shape)``; pruned
+        like :meth:`filter_spectrum` (after each axis's inverse, only the window's lines are kept)."""
+        xp = get_xp(spec)
+        mod, kw = _fft_mod(xp)
+        a = spec
+        for j in range(self.ndim):
+            ax = 1 + j
+            win = xp.asarray(self._window(j))
+            if j == self.ndim - 1:
+                a = mod.irfft(a, n=self.code_shape[j], axis=ax, **kw)
+            else:
+                a = mod.ifft(a, axis=ax, **kw)
+            a = xp.take(a, win, axis=ax)
+        return a
+
+    def seed_spectrum(self, spec, real_dtype, half: bool = True):
+        """Give :meth:`spectrum` an already computed spectrum of these filters (the dictionary
+        update's, on the same grid), so that it is not transformed again."""
+        last = self.code_shape[-1] // 2 + 1 if half else self.code_shape[-1]
+        want = (self.n_filters, *self.code_shape[:-1], last)
+        if tuple(spec.shape) != want:
+            raise ValueError(f"spectrum must have shape {want}; got {tuple(spec.shape)}")
+        self._spectra[(np.dtype(real_dtype).str, bool(half))] = spec
 
     def filters_to_grid(self, d):
         """Filters ``(K, *filter_shape)`` placed centred on the code grid (tap ``f // 2`` at index 0)."""

@@ -123,7 +123,7 @@ class ConvDictionaryUpdate:
         return self._G
 
     def _spectrum(self, d):
-        return _rfftn(self.geom.filters_to_grid(d), self.geom.axes)
+        return self.geom.filter_spectrum(d)
 
     def project(self, d):
         """Onto the constraint set: times ``support`` (if any), then scaled into the unit ℓ2 ball per filter."""
@@ -175,18 +175,23 @@ class ConvDictionaryUpdate:
                 self._r = (dz0 - geom.pad_image(s)).astype(self.rdt, copy=False)
                 self._u = xp.zeros_like(self._r)
         H = self._H
-        ew = (codes_f.real ** 2 + codes_f.imag ** 2).sum(axis=1)  # ||z_i(w)||^2, (n, *F)
-        W = G[None] - H  # g - h_i
-        zw = (codes_f * W).sum(axis=1)  # z_i^T (g - h_i)
+        due = self.auto_sigma and self.rule.due(self.n_iter + 1)
+        H_old = H.copy() if due else None
+        ew = xp.abs(codes_f)
+        ew *= ew
+        ew = ew.sum(axis=1)  # ||z_i(w)||^2, (n, *F)
+        buf = G[None] - H  # g - h_i, then the scratch of the update below
+        buf *= codes_f
+        zw = buf.sum(axis=1)  # z_i^T (g - h_i)
         if pad:
             spad = geom.pad_image(s)
             rhs = _rfftn(self._r + spad - self._u, axes)
             t = (rhs - zw) / (1.0 + ew)
         else:
             t = (_rfftn(s, axes) - zw) / (self.sigma + ew)
-        W += codes_f.conj() * t[:, None]  # the local dictionaries d_i
+        # the local dictionaries are d_i = g - h_i + conj(z_i) t_i, so z_i^T d_i = zw + t_i ||z_i||^2
         if pad:  # the split r_i = D z_i - P s_i, relaxed, and its prox 0.5||W r||^2 + sigma/2 ||r - v||^2
-            dz = _irfftn((codes_f * W).sum(axis=1), geom.code_shape, axes)
+            dz = _irfftn(zw + t * ew, geom.code_shape, axes)
             r_old = self._r
             rr = a * (dz - spad) + (1 - a) * r_old
             v = rr + self._u
@@ -194,16 +199,23 @@ class ConvDictionaryUpdate:
             r_new[(Ellipsis,) + geom.crop] *= self.rdt.type(self.sigma / (1.0 + self.sigma))
             self._u = v - r_new
             self._r = r_new
-        W *= a
-        W += (1 - a) * G[None]  # relaxed local copies
-        W += H  # + duals
-        d = self.project(geom.grid_to_filters(_irfftn(W.mean(axis=0), geom.code_shape, axes)))
+        # relaxed local copies plus duals, a d_i + (1 - a) g + h_i = g + (1 - a) h_i + a conj(z_i) t_i, in place of H
+        W = H
+        W *= 1 - a
+        W += G[None]
+        xp.conjugate(codes_f, out=buf)
+        t *= a
+        buf *= t[:, None]
+        W += buf
+        del buf
+        mean = W[0] if n == 1 else W.mean(axis=0)
+        d = self.project(geom.filters_from_spectrum(mean))
         G_new = self._spectrum(d)
         W -= G_new[None]  # the new duals h_i + d_i - g
         self.n_iter += 1
-        if self.auto_sigma and self.rule.due(self.n_iter):
+        if due:
             # normalised residuals (Fourier domain: Parseval up to one factor shared by all terms)
-            prim = float(xp.linalg.norm(W - H))
+            prim = float(xp.linalg.norm(W - H_old))
             gn = float(xp.linalg.norm(G_new)) * math.sqrt(n)
             dual = self.sigma * float(xp.linalg.norm(G_new - G)) * math.sqrt(n)
             hn = self.sigma * float(xp.linalg.norm(W))

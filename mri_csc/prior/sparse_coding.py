@@ -258,7 +258,7 @@ class ConvSparseCoder:
         self._l1 = None
         self.rho = self.rho0
 
-    def set_filters(self, filters, reset=None):
+    def set_filters(self, filters, reset=None, spectrum=None):
         """Replace the dictionary (same number and size of filters, same device), keeping the codes.
 
         Every filter-dependent cache is dropped: the filter spectra, the Sherman–Morrison
@@ -266,7 +266,10 @@ class ConvSparseCoder:
         of the iteration state, which are recomputed from the codes with the new filters (so
         :meth:`synthesize` and the next :meth:`solve` see the new dictionary). The iterates,
         duals and ρ carry over: the next :meth:`solve` warm-starts from them. ``reset``: indices
-        of filters whose codes and duals restart from zero (re-seeded filters).
+        of filters whose codes and duals restart from zero (re-seeded filters). ``spectrum``: the
+        new filters' real-FFT spectra on the code grid when the caller has them (the dictionary
+        update's :attr:`~mri_csc.prior.dictionary_update.ConvDictionaryUpdate.spectrum`), saving
+        their transform.
 
         Cost: the spectrum of the codes (none when :meth:`code_spectrum` has just given it) and
         products with it; ``F(Y - U)``, which the next step starts from, is filter-independent
@@ -278,6 +281,8 @@ class ConvSparseCoder:
                              f"got {tuple(filters.shape)}")
         if geom.xp is not self.xp:
             raise TypeError("filters must stay on the coder's device (NumPy and CuPy mixed)")
+        if spectrum is not None:
+            geom.seed_spectrum(spectrum, self.rdt, half=True)
         self.geom = geom
         self._denom = {}
         st = self._state
