@@ -15,7 +15,7 @@
    floor (see ``common.fft_floor``) measured in the same run.
 2. Sparse coding: ``ConvSparseCoder`` against SPORCO ``cbpdn.ConvBPDN``
    (circular boundary) and ``cbpdn.ConvBPDNMaskDcpl`` (our default padded
-   boundary), same slice, dictionary (the default 36 × 11×11), λ, relaxation and
+   boundary), same slice, dictionary (the shipped default), λ, relaxation and
    ρ rules, float32 for both. "Same objective": SPORCO runs ``--coding-iter``
    iterations; ours runs the fewest iterations whose objective is at most
    SPORCO's; both objectives are evaluated by one function.
@@ -24,7 +24,7 @@
    high-passed slices, initial dictionary and λ; SPORCO runs ``--dl-iter``
    iterations, ours the fewest reaching SPORCO's final objective (both evaluated
    as ½‖Σ d_k*z_k − s‖² + λ‖z‖₁ at the final dictionary and codes).
-4. Peak memory (``VmHWM``, the peak RSS) of a 256², 8-coil, 36-filter CSC reconstruction in
+4. Peak memory (``VmHWM``, the peak RSS) of a 256², 8-coil CSC (default dictionary) reconstruction in
    a fresh interpreter, minus the same interpreter's peak before the solve.
 
 Writes ``benchmarks/results/speed.json``.
@@ -122,7 +122,8 @@ def bench_recon(repeat: int) -> dict:
     csc_res = t["csc (defaults)"]["result"]
     hist_t = [h["time"] for h in csc_res.history]
     per_iter = statistics.median(np.diff(hist_t)) if len(hist_t) > 1 else float("nan")
-    floor = fft_floor(SHAPE, COILS, 36, 11, **csc_floor_counts(csc_res))
+    n_filters, filter_size = _default_dictionary_shape()
+    floor = fft_floor(SHAPE, COILS, n_filters, filter_size, **csc_floor_counts(csc_res))
     ref = np.abs(ds.image)
     rows, out = [], {}
     csc_med = t["csc (defaults)"]["median"]
@@ -174,7 +175,7 @@ def bench_recon(repeat: int) -> dict:
           f"{per_iter / floor['floor_s']:.2f}x the floor")
     print(f"  floor parts: coil FFT pair {floor['coil_fft_pair_s'] * 1e3:.1f} ms x {floor['cg_normals']}, "
           f"filter-bank FFT pair {floor['code_fft_pair_s'] * 1e3:.1f} ms x {floor['csc_iter']} "
-          f"(codes {floor['code_shape']}, {floor['channels']} channel(s) x 36 filters)")
+          f"(codes {floor['code_shape']}, {floor['channels']} channel(s) x {n_filters} filters)")
     return {"methods": out, "csc_iter_s": per_iter, "floor": floor, "time_to_quality": quality,
             "csc_nrmse_trace": trace,
             "csc_iter_over_floor_fft": per_iter / floor["floor_fft_s"],
@@ -352,15 +353,20 @@ def bench_dictlearn(repeat: int, n_sp: int, lam: float, K: int, f: int, n_img: i
             "speedup_same_iter": sp_t / os_t, "reached": bool(hist[n_ours - 1] <= target)}
 
 
+def _default_dictionary_shape():
+    """(number of filters, filter side) of the shipped 2-D dictionary."""
+    from mri_csc.prior.dictionary import load_default_dictionary
+
+    d = load_default_dictionary()
+    return int(d.shape[0]), int(d.shape[-1])
+
+
 # --------------------------------------------------------------------------- 4. memory
 MEMORY_CODE = """
 import tracemalloc
 import numpy as np, mri_csc
-from mri_csc.prior.dictionary import load_default_dictionary
 with np.load({path!r}) as f:
     k, maps, mask = f["kspace"], f["maps"], f["mask"]
-d = load_default_dictionary()
-assert d.shape[0] == 36
 import mri_csc.prior._kernels  # numba and the CPU kernels, loaded by the first solve anyway: not arrays
 # --- measured ---
 tracemalloc.start()
@@ -382,7 +388,8 @@ def bench_memory() -> dict:
         path = os.path.join(tmp, "case.npz")
         np.savez(path, kspace=ds.kspace, maps=ds.maps, mask=ds.mask)
         m = peak_rss_subprocess(MEMORY_CODE.format(path=path))
-    print(f"\n## Peak memory: CSC 256x256, 8 coils, 36 x 11x11 filters, in a fresh interpreter that loads the "
+    k, f = _default_dictionary_shape()
+    print(f"\n## Peak memory: CSC 256x256, 8 coils, {k} x {f}x{f} filters (the default dictionary), in a fresh interpreter that loads the "
           f"data from disk: peak RSS {m['peak_rss_mib']:.0f} MiB for the whole process "
           f"(interpreter + imports + data: {m['baseline_rss_mib']:.0f} MiB; growth {m['recon_rss_mib']:.0f} MiB); "
           f"peak of the arrays the reconstruction allocates (tracemalloc): {m['traced_peak_mib']:.0f} MiB")
