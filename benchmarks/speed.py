@@ -389,8 +389,8 @@ def bench_memory() -> dict:
         np.savez(path, kspace=ds.kspace, maps=ds.maps, mask=ds.mask)
         m = peak_rss_subprocess(MEMORY_CODE.format(path=path))
     k, f = _default_dictionary_shape()
-    print(f"\n## Peak memory: CSC 256x256, 8 coils, {k} x {f}x{f} filters (the default dictionary), in a fresh interpreter that loads the "
-          f"data from disk: peak RSS {m['peak_rss_mib']:.0f} MiB for the whole process "
+    print(f"\n## Peak memory: CSC 256x256, 8 coils, {k} x {f}x{f} filters (the default dictionary), in a fresh "
+          f"interpreter that loads the data from disk: peak RSS {m['peak_rss_mib']:.0f} MiB for the whole process "
           f"(interpreter + imports + data: {m['baseline_rss_mib']:.0f} MiB; growth {m['recon_rss_mib']:.0f} MiB); "
           f"peak of the arrays the reconstruction allocates (tracemalloc): {m['traced_peak_mib']:.0f} MiB")
     return m

@@ -5,7 +5,7 @@ import pytest
 
 import mri_csc
 from mri_csc.metrics import psnr
-from mri_csc.recon.csc import LAM_2D, MU_2D, is_line_mask
+from mri_csc.recon.csc import ADAPT_EVERY_2D, LAM_2D, MU_2D, is_line_mask
 from mri_csc.recon.csc_defaults import auto_weights
 from mri_csc.sim import make_dataset
 
@@ -162,7 +162,7 @@ def test_blind_csc_returns_the_adapted_dictionary_and_keeps_the_objective_monoto
     from mri_csc.prior.dictionary import load_default_dictionary
 
     kspace, maps, mask = bart_case
-    fixed = mri_csc.reconstruct(kspace, maps, mask=mask, method="csc", max_iter=30, tol=0)
+    fixed = mri_csc.reconstruct(kspace, maps, mask=mask, method="csc", max_iter=30, tol=0, adapt_dictionary=0)
     blind = mri_csc.reconstruct(kspace, maps, mask=mask, method="csc", max_iter=30, tol=0, adapt_dictionary=1)
     assert fixed.extras == {} and fixed.history[-1]["dictionary_updates"] == 0
     d = blind.extras["dictionary"]
@@ -194,6 +194,9 @@ def test_auto_lambda_follows_the_mask_kind(poisson_case, lines_case):
     auto = auto_weights(r2.params["noise_std"] / r2.scale, lines=False)
     assert (r2.params["lam"], r2.params["mu"], r2.params["gamma"]) == (auto["lam"], auto["mu"], auto["mu"])
     assert r2.params["imag_codes"] is True and r2.params["phase"] is False
+    # blind CSC by default on 2-D Cartesian data (the period recorded), its dictionary returned
+    assert r.params["adapt_dictionary"] == r2.params["adapt_dictionary"] == ADAPT_EVERY_2D > 0
+    assert "dictionary" in r.extras
 
 
 def test_recorded_params_reproduce_the_run(poisson_case):
@@ -327,6 +330,7 @@ def test_csc_reconstructs_a_volume_with_the_shipped_3d_dictionary():
     csc = mri_csc.reconstruct(kspace, maps, mask=mask, method="csc", max_iter=40)
     sense = mri_csc.reconstruct(kspace, maps, mask=mask, method="sense")
     assert csc.image.shape == mag.shape
+    assert csc.params["adapt_dictionary"] == 0 and csc.extras == {}  # blind CSC: 2-D Cartesian only by default
     p_csc = psnr(mag, np.abs(csc.image), mask=support)
     p_sense = psnr(mag, np.abs(sense.image), mask=support)
     assert p_csc > p_sense + 1.0, (p_csc, p_sense)

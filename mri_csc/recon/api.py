@@ -39,8 +39,8 @@ class ReconResult:
         Wall time of the solve in seconds (validation and scaling included).
     device : str
     extras : dict
-        What a method returns besides the image (e.g. ``csc`` with ``adapt_dictionary``: the
-        adapted ``"dictionary"``); empty by default.
+        What a method returns besides the image (``csc``: the dictionary in use after blind CSC,
+        ``"dictionary"``, absent with ``adapt_dictionary=0``); empty for methods with nothing else.
     """
 
     image: object
