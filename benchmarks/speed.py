@@ -370,7 +370,7 @@ with np.load({path!r}) as f:
 import mri_csc.prior._kernels  # numba and the CPU kernels, loaded by the first solve anyway: not arrays
 # --- measured ---
 tracemalloc.start()
-r = mri_csc.reconstruct(k, maps, mask=mask, method="csc", max_iter=3)
+r = mri_csc.reconstruct(k, maps, mask=mask, method="csc", max_iter=12)  # past the first blind-CSC step (10)
 print("TRACED", tracemalloc.get_traced_memory()[1])
 """
 

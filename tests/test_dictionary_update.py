@@ -177,3 +177,30 @@ def test_blind_csc_adapt_lowers_the_misfit_and_never_raises_it():
     assert np.all(np.linalg.norm(pr.filters.reshape(4, -1), axis=1) <= 1 + 1e-5)
     with pytest.raises(ValueError, match="adapt_every"):
         CSCPrior(ConvSparseCoder(d_start, shape, 0.01), mu=1.0, lam_lp=0.0, adapt_every=-1)
+
+
+def test_blind_csc_adapt_uses_the_kept_codes_after_the_coder_moved_on():
+    """adapt() reuses the coder's cached code spectrum only while the coder's codes are the prior's
+    kept ones: after the coder is stepped (or reset) directly, it transforms the kept codes."""
+    rng = np.random.default_rng(6)
+    shape = (24, 20)
+    d_true = _unit(rng.standard_normal((3, 5, 5)).astype(np.float32))
+    d_start = _unit(d_true + 0.5 * rng.standard_normal(d_true.shape).astype(np.float32))
+    op = ConvSynthesis(d_true, shape)
+    z = (rng.standard_normal(op.ishape) * (rng.random(op.ishape) < 0.05)).astype(np.float32)
+    hu = np.stack([op(z), np.zeros(shape, np.float32)])
+    for move in ("step", "reset"):
+        pr = CSCPrior(ConvSparseCoder(d_start, shape, 0.01), mu=1.0, lam_lp=0.0, imag_codes=False)
+        for _ in range(10):
+            pr.code(hu)
+        kept = pr.codes.copy()
+        if move == "step":
+            pr.coder.step(0.3 * hu[:1], max_iter=3)  # codes of another signal
+            assert not np.allclose(pr.coder.codes, kept)
+        else:
+            pr.coder.reset()
+        for _ in range(5):
+            pr.adapt(hu)
+        assert pr.n_adapted >= 1
+        ref = ConvSynthesis(pr.filters, shape)(kept[0])
+        assert np.abs(pr.dz[0] - ref).max() < 1e-4 * np.abs(ref).max(), move

@@ -170,8 +170,10 @@ class _ConvGeometry:
         r"""The DFT on the code grid of filters ``d`` ``(K, *filter_shape)`` placed by
         :meth:`filters_to_grid`: ``rfftn`` (``half``) or ``fftn`` of that grid, computed as a pruned
         transform. Axis by axis from the last, only the lines that cross the filter window in the
-        axes not yet transformed are transformed (zero lines transform to zero), so an 11×11
-        filter on a 266² grid costs about half the full transform."""
+        axes not yet transformed are transformed (zero lines transform to zero), so 11×11 filters
+        on the 270² grid of a 256² image cost about half the full transform. C-contiguous (CuPy's
+        transforms along a leading axis return swapped-axes views; the coder reads this array in
+        every iteration)."""
         xp = get_xp(d)
         mod, kw = _fft_mod(xp)
         a = d
@@ -187,7 +189,7 @@ class _ConvGeometry:
                 a = mod.rfft(g, axis=ax, **kw) if half else mod.fft(g, axis=ax, **kw)
             else:
                 a = mod.fft(g, axis=ax, **kw)
-        return a
+        return xp.ascontiguousarray(a)
 
     def filters_from_spectrum(self, spec):
         r"""The adjoint-side inverse: the ``filter_shape`` window (:meth:`grid_to_filters`) of
@@ -204,15 +206,23 @@ class _ConvGeometry:
             else:
                 a = mod.ifft(a, axis=ax, **kw)
             a = xp.take(a, win, axis=ax)
-        return a
+        return xp.ascontiguousarray(a)
 
     def seed_spectrum(self, spec, real_dtype, half: bool = True):
         """Give :meth:`spectrum` an already computed spectrum of these filters (the dictionary
-        update's, on the same grid), so that it is not transformed again."""
+        update's, on the same grid), so that it is not transformed again: the shape, complex dtype
+        of ``real_dtype``, device and C-contiguity :meth:`filter_spectrum` would give are required."""
         last = self.code_shape[-1] // 2 + 1 if half else self.code_shape[-1]
         want = (self.n_filters, *self.code_shape[:-1], last)
         if tuple(spec.shape) != want:
             raise ValueError(f"spectrum must have shape {want}; got {tuple(spec.shape)}")
+        cdt = np.result_type(np.dtype(real_dtype), np.complex64)
+        if spec.dtype != cdt:
+            raise ValueError(f"spectrum must be {cdt} for {np.dtype(real_dtype)} filters; got {spec.dtype}")
+        if get_xp(spec) is not self.xp:
+            raise TypeError("spectrum must be on the filters' device (NumPy and CuPy mixed)")
+        if not spec.flags.c_contiguous:
+            raise ValueError("spectrum must be C-contiguous")
         self._spectra[(np.dtype(real_dtype).str, bool(half))] = spec
 
     def filters_to_grid(self, d):

@@ -123,7 +123,7 @@ class CSCPrior(Prior):
         self.adapt_every = int(adapt_every)
         self.n_adapted = 0
         self._n_code = 0
-        self._codes_are_coders = False  # the kept codes are the coder's current ones (its spectrum cache applies)
+        self._kept_token = None  # the coder's codes_token when its codes were last kept as the prior's
         self._update = None  # the ConvDictionaryUpdate of blind CSC, built on the first adapt()
         self._w = None  # the last prox output's channels (the next prox's z-step codes H of it)
 
@@ -172,7 +172,6 @@ class CSCPrior(Prior):
             self.n_retries += 1
         else:
             self.n_rejected += 1
-            self._codes_are_coders = False
             self._maybe_adapt(hu)
             return self.dz
         if self.codes is None or self.codes.shape != res.codes.shape:
@@ -181,7 +180,7 @@ class CSCPrior(Prior):
             xp.copyto(self.codes, res.codes)
         self.dz[:n] = res.synthesis
         self.code_l1 = res.l1
-        self._codes_are_coders = True
+        self._kept_token = self.coder.codes_token
         self._maybe_adapt(hu)
         return self.dz
 
@@ -213,7 +212,8 @@ class CSCPrior(Prior):
             self._update = ConvDictionaryUpdate(geom.filters, geom.image_shape, n, boundary=geom.boundary,
                                                 dtype=self.coder.rdt)
         upd = self._update
-        zf = self.coder.code_spectrum() if self._codes_are_coders else _rfftn(self.codes, geom.axes)
+        # the coder's cached spectrum when its codes are still the kept ones (nothing stepped it since)
+        zf = self.coder.code_spectrum() if self._kept_token == self.coder.codes_token else _rfftn(self.codes, geom.axes)
         d = upd.step(zf, hu[:n])
         dz_new = geom.crop_image(_irfftn((upd.spectrum[None] * zf).sum(axis=1), geom.code_shape, geom.axes))
         if self._misfit2(hu[:n], dz_new) >= self._misfit2(hu[:n], self.dz[:n]):

@@ -229,6 +229,7 @@ class ConvSparseCoder:
         self.last_iters = 0
         self.residuals = (np.inf, np.inf)
         self._l1 = None  # ||Y||_1 when the last iteration's sweep gave it, else None
+        self._codes_version = 0  # bumped by every change of the codes (codes_token)
 
     # ------------------------------------------------------------------ properties
     @property
@@ -252,10 +253,17 @@ class ConvSparseCoder:
         """The current sparse codes (internal array; copy before modifying)."""
         return None if self._state is None else self._state.Y
 
+    @property
+    def codes_token(self):
+        """A value that changes whenever :attr:`codes` may have changed (a step, a reset, re-seeded
+        filters): callers caching something of the codes compare it (``None`` before any solve)."""
+        return None if self._state is None else self._codes_version
+
     def reset(self):
         """Drop the iterates; the next :meth:`solve` starts from zero with the initial ρ."""
         self._state = None
         self._l1 = None
+        self._codes_version += 1
         self.rho = self.rho0
 
     def set_filters(self, filters, reset=None, spectrum=None):
@@ -290,6 +298,7 @@ class ConvSparseCoder:
             return
         kax = -self.geom.ndim - 1
         if reset is not None:
+            self._codes_version += 1
             idx = (Ellipsis, reset) + (slice(None),) * self.geom.ndim
             st.Y[idx] = 0
             st.U[idx] = 0
@@ -369,6 +378,7 @@ class ConvSparseCoder:
             if warm and st is not None:
                 log.debug("ConvSparseCoder: problem shape/type changed; restarting from zero")
             st = self._state = _State(xp, batch, self.geom, cdt, self.rdt, real)
+            self._codes_version += 1
             self._l1 = None
             self.rho = self.rho0
         return s, st
@@ -482,6 +492,7 @@ class ConvSparseCoder:
                 st.U0 += r0
                 st.U0 -= st.Y0
             st.n_iter += 1
+            self._codes_version += 1
             # residual norms only where stopping or ρ balancing reads them (7 passes over the codes
             # on the array path; the fused kernel gives them for free, but one host transfer remains)
             update_rho = self.auto_rho and self.rho_rule.due(st.n_iter)

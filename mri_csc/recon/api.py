@@ -39,8 +39,9 @@ class ReconResult:
         Wall time of the solve in seconds (validation and scaling included).
     device : str
     extras : dict
-        What a method returns besides the image (``csc``: the dictionary in use after blind CSC,
-        ``"dictionary"``, absent with ``adapt_dictionary=0``); empty for methods with nothing else.
+        What a method returns besides the image (``csc`` and ``csc-tv``: the dictionary in use after
+        blind CSC, ``"dictionary"``, absent when ``adapt_dictionary`` resolves to 0); empty for methods
+        with nothing else.
     """
 
     image: object

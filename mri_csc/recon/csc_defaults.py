@@ -37,7 +37,8 @@ MU_PER_LAM = 37.5
 #: Shortfall on the tuning cases: mean 0.16 dB / worst 0.27 dB (2-D), mean 0.41 / worst 0.87 dB (lines).
 #: Best λ/σ̂ per case: 0.35–1.08 (2-D), 0.34–6.4 (lines, the largest at 45 dB on the phantom, where
 #: aliasing and not noise sets the weight: hence the floor). The 36-filter v3 dictionary's best λ/σ̂
-#: were half these ((a, λ_min) = (0.28, 8e-4) and (0.34, 1.6e-3)).
+#: were half these ((a, λ_min) = (0.28, 8e-4) and (0.34, 1.6e-3)). Fitted with the dictionary fixed, before blind
+#: CSC (``adapt_dictionary``) became the 2-D default; not refitted since (``--fit`` now scans with blind CSC on).
 RULE = {
     "2d": (0.635, 2e-3),
     "lines": (0.635, 4e-3),
