@@ -250,6 +250,22 @@ def test_first_iterations_gpu_parity(poisson_case):
         assert a["objective"] == pytest.approx(b["objective"], rel=1e-3)
 
 
+@pytest.mark.gpu
+def test_blind_csc_gpu_parity(poisson_case):
+    """Blind CSC's dictionary steps (pruned filter transforms, cached spectra) on CuPy as on NumPy."""
+    from mri_csc.backend import to_numpy
+
+    ds = poisson_case
+    kw = dict(method="csc", max_iter=8, tol=0, adapt_dictionary=2)
+    cpu = mri_csc.reconstruct(ds.kspace, ds.maps, mask=ds.mask, **kw)
+    gpu = mri_csc.reconstruct(ds.kspace, ds.maps, mask=ds.mask, device="gpu", **kw)
+    assert cpu.history[-1]["dictionary_updates"] >= 1
+    assert gpu.history[-1]["dictionary_updates"] == cpu.history[-1]["dictionary_updates"]
+    assert np.abs(to_numpy(gpu.extras["dictionary"]) - cpu.extras["dictionary"]).max() < 1e-3
+    g = to_numpy(gpu.image)
+    assert np.linalg.norm(g - cpu.image) / np.linalg.norm(cpu.image) < 1e-3
+
+
 def test_admm_solver_reaches_the_same_quality(poisson_case):
     """solver="admm": ReconSolver with the CSC and phase priors as two splits, same objective."""
     ds = poisson_case
