@@ -372,7 +372,7 @@ def cmd_recon(args) -> int:
 
     from .backend import to_numpy  # noqa: PLC0415
     from .io import check_writable, detect_format, image_outputs, read_array, read_kspace, write_image  # noqa: PLC0415
-    from .recon import get_method, reconstruct  # noqa: PLC0415
+    from .recon import get_method  # noqa: PLC0415
     from .validate import check_output, per_slice  # noqa: PLC0415
 
     spec = get_method(args.method)
@@ -439,16 +439,17 @@ def cmd_recon(args) -> int:
     masks = per_slice(f"{args.input}: mask", mask, len(slices), k.ndim - 1 - stacked) if stacked \
         else [mask]
 
-    images, total, ran = [], 0.0, None
+    images, total, ran, runs = [], 0.0, None, []
     bar = tqdm(list(zip(slices, maps_list, masks, strict=True)), desc=args.method,
                unit="frame" if "frame" in d["lead_axes"] else "slice", disable=args.no_pbar or len(slices) == 1)
     for s, m, mk in bar:
-        res = reconstruct(s, m, mask=mk, method=args.method, device=args.device,
-                          show_pbar=not args.no_pbar and len(slices) == 1, compress_coils=args.compress_coils,
-                          precision=args.precision, **params)
+        res = _reconstruct_file(args.input, s, m, mask=mk, method=args.method, device=args.device,
+                                show_pbar=not args.no_pbar and len(slices) == 1,
+                                compress_coils=args.compress_coils, precision=args.precision, **params)
         images.append(to_numpy(res.image))
         total += res.time
         ran = ran or res.params
+        runs.append((len(res.history), res.params))
     img = np.stack(images).reshape(tuple(d["lead_shape"]) + images[0].shape) if stacked else images[0]
     crop = tuple(args.crop) if args.crop else d["crop"]
     if crop is not None:
@@ -483,10 +484,37 @@ def cmd_recon(args) -> int:
                   "sampled": float(np.mean(retro != 0))},
               "frames": len(slices) if frames else 1, "output_shape": list(img.shape), "time_s": total}
     written.append(_write_params(args.out, record, ran, args.force))
-    _note(f"{args.method}: {len(slices)} {'frame' if frames else 'slice'}(s) in {total:.2f} s"
+    unit = "frame" if frames else "slice"
+    _note(f"{args.method}: {len(slices)} {unit}(s) in {total:.2f} s of solving{_iterations_note(runs, unit)}"
           f"{'; prewhitened with the noise scans' if d.get('whitened') else ''}; "
           f"wrote {', '.join(map(str, written))}")
     return 0
+
+
+def _reconstruct_file(path, *args, **kwargs):
+    """:func:`mri_csc.reconstruct` on data read from ``path``; a refused input names the file."""
+    from .recon import reconstruct  # noqa: PLC0415
+    from .validate import InputError  # noqa: PLC0415
+
+    try:
+        return reconstruct(*args, **kwargs)
+    except InputError as e:
+        raise InputError(f"{path}: {e}") from None
+
+
+def _iterations_note(runs, unit: str) -> str:
+    """``", N iterations"`` for ``runs`` of ``(iterations, resolved params)``, and how many stopped at
+    ``max_iter`` with a stopping test (``tol`` > 0) that was not met ("" for direct methods)."""
+    iters = [n for n, _ in runs]
+    if not any(iters):
+        return ""
+    out = f", {iters[0]} iterations" if min(iters) == max(iters) else f", {min(iters)}-{max(iters)} iterations"
+    capped = [p["max_iter"] for n, p in runs
+              if isinstance(p.get("max_iter"), int) and p.get("tol") and n >= p["max_iter"]]
+    if capped:
+        out += (f"; {len(capped)} of {len(runs)} {unit}(s) stopped at max_iter={capped[0]} before the stopping "
+                "test was met (raise max_iter to iterate further)")
+    return out
 
 
 def _has_trajectories(path) -> bool:
@@ -538,7 +566,6 @@ def _recon_noncartesian(args, params) -> int:
 
     from .backend import to_numpy  # noqa: PLC0415
     from .io import read_array, write_image  # noqa: PLC0415
-    from .recon import reconstruct  # noqa: PLC0415
     from .validate import check_output  # noqa: PLC0415
 
     ks, coords, file_shape, lead, record = _read_noncartesian(args)  # errors are classified by main()
@@ -565,13 +592,14 @@ def _recon_noncartesian(args, params) -> int:
                         "--espirit sigpy|bart (with --image-shape N N unless the file gives the matrix)")
     if shape is not None and tuple(shape) != tuple(maps_list[0].shape[1:]):
         raise UserError(f"the image shape {tuple(shape)} differs from the coil maps' {maps_list[0].shape[1:]}")
-    images, total, ran = [], 0.0, None
+    images, total, ran, runs = [], 0.0, None, []
     for k, c, m in zip(ks, coords, maps_list, strict=True):
-        res = reconstruct(k, m, trajectory=c, method=args.method, device=args.device,
-                          show_pbar=not args.no_pbar and len(ks) == 1, **params)
+        res = _reconstruct_file(args.input, k, m, trajectory=c, method=args.method, device=args.device,
+                                show_pbar=not args.no_pbar and len(ks) == 1, **params)
         images.append(to_numpy(res.image))
         total += res.time
         ran = ran or res.params
+        runs.append((len(res.history), res.params))
     img = np.stack(images).reshape(lead + images[0].shape) if lead else images[0]
     check_output(img, args.out, args.method)
     written = write_image(args.out, img, overwrite=args.force)
@@ -581,7 +609,8 @@ def _recon_noncartesian(args, params) -> int:
               "output_shape": list(img.shape), "time_s": total}
     written.append(_write_params(args.out, record, ran, args.force))
     _note(f"{args.method}: non-Cartesian, {len(ks)} slice(s)/frame(s) of {ks[0].shape[0]} coils x "
-          f"{int(np.prod(ks[0].shape[1:]))} samples in {total:.2f} s; wrote {', '.join(map(str, written))}")
+          f"{int(np.prod(ks[0].shape[1:]))} samples in {total:.2f} s of solving"
+          f"{_iterations_note(runs, 'slice/frame')}; wrote {', '.join(map(str, written))}")
     return 0
 
 

@@ -118,7 +118,9 @@ def check_mask_values(mask, name: str = "mask") -> None:
     """A sampling mask is boolean, or real with values in ``[0, 1]`` (1 = sampled; weights between).
 
     Refuses negative values, values above 1 (a 0/255 image mask is named as
-    such), NaN/Inf and complex masks.
+    such), NaN/Inf and complex masks. Values strictly between 0 and 1 are accepted as data
+    weights, with a warning that says so (a probability or soft mask meant as a sampling pattern
+    would otherwise undersample nothing without a word).
     """
     check_array(name, mask, kinds="fbiu")
     kind = np.dtype(mask.dtype).kind
@@ -132,6 +134,12 @@ def check_mask_values(mask, name: str = "mask") -> None:
     if hi > 1:
         hint = " (a 0/255 image: pass mask > 0 or mask / 255)" if kind in "iu" or hi == 255 else ""
         raise InputError(f"{name} has values up to {hi:.4g}{hint}; expected 0/1 (or weights in [0, 1])")
+    if lo < 1 and hi > 0:
+        n_soft = int(((c > 0) & (c < 1)).sum())
+        if n_soft:
+            log.warning("%s: %d of %d values lie strictly between 0 and 1; they weight the data term "
+                        "(every nonzero entry counts as sampled), they do not sample it: pass (mask > 0) "
+                        "or a 0/1 pattern for undersampling", name, n_soft, c.size)
 
 
 def maps_power(maps):

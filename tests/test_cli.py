@@ -69,10 +69,15 @@ def test_simulate_info_formats(tmp_path, ext):
 
 @pytest.mark.parametrize("out", ["x.npy", "x.cfl", "x.h5", "x.nii.gz"])
 def test_recon_outputs(sim, tmp_path, out):
-    cli("recon", sim / "k.npz", "--out", tmp_path / out, "--method", "sense", "--param", "max_iter=10",
-        check_rc=0)
+    p = cli("recon", sim / "k.npz", "--out", tmp_path / out, "--method", "sense", "--param", "max_iter=10",
+            check_rc=0)
     if out.endswith(".nii.gz"):
         assert (tmp_path / "x_mag.nii.gz").exists() and (tmp_path / "x_phase.nii.gz").exists()
+        # a built-in phantom has no geometry: the identity affine is said, not written silently
+        assert "no image geometry came with the input" in p.stderr and "--voxel-size" in p.stderr
+        p = cli("recon", sim / "k.npz", "--out", tmp_path / "v.nii.gz", "--method", "zero-filled",
+                "--voxel-size", 2, 2, check_rc=0)
+        assert "no image geometry" not in p.stderr
     else:
         assert "x" in os.listdir(tmp_path)[0]
     if out == "x.npy":
@@ -82,6 +87,15 @@ def test_recon_outputs(sim, tmp_path, out):
         assert np.corrcoef(np.abs(img).ravel(), np.abs(ref).ravel())[0, 1] > 0.9
     # refuses to overwrite without --force
     assert_user_error(cli("recon", sim / "k.npz", "--out", tmp_path / out, "--method", "zero-filled"), "exists")
+
+
+def test_recon_says_when_the_iteration_limit_stopped_it(sim, tmp_path):
+    p = cli("recon", sim / "k.npz", "--out", tmp_path / "x.npy", "--param", "max_iter=3", check_rc=0)
+    assert "csc: 1 slice(s) in" in p.stderr and ", 3 iterations" in p.stderr
+    assert "1 of 1 slice(s) stopped at max_iter=3 before the stopping test was met" in p.stderr
+    p = cli("recon", sim / "k.npz", "--out", tmp_path / "y.npy", "--param", "max_iter=3", "--param", "tol=0",
+            check_rc=0)
+    assert ", 3 iterations" in p.stderr and "stopped at max_iter" not in p.stderr  # no test asked for
 
 
 def test_recon_espirit_from_ismrmrd(tmp_path):
@@ -108,6 +122,12 @@ def test_recon_user_errors(sim, tmp_path):
     np.save(tmp_path / "maps.npy", np.ones((3, 64, 64), np.complex64))
     assert_user_error(cli("recon", sim / "k.npz", "--out", out, "--method", "sense", "--maps", tmp_path / "maps.npy"),
                       "disagree")
+    with np.load(sim / "k.npz") as z:
+        bad = {k: z[k] for k in z.files}
+    bad["kspace"][0, 0, 0] = np.nan
+    np.savez(tmp_path / "nan.npz", **bad)
+    assert_user_error(cli("recon", tmp_path / "nan.npz", "--out", out, "--method", "sense"),
+                      "nan.npz: kspace contains 1 NaN or Inf")  # the file is named
     assert not out.exists()
 
 

@@ -189,7 +189,7 @@ def test_auto_lambda_follows_the_mask_kind(poisson_case, lines_case):
     # the result records the values the run used, not "auto" (the rule: mri_csc.recon.csc_defaults)
     auto = auto_weights(r.params["noise_std"] / r.scale, lines=True)
     assert (r.params["lam"], r.params["mu"], r.params["gamma"]) == (auto["lam"], auto["mu"], auto["mu"])
-    assert r.params["imag_codes"] is False  # phase demodulated: only Re u coded
+    assert r.params["imag_codes"] is False and r.params["phase"] is True  # demodulated: only Re u coded
     r2 = mri_csc.reconstruct(poisson_case.kspace, poisson_case.maps, method="csc", max_iter=1, phase=False)
     auto = auto_weights(r2.params["noise_std"] / r2.scale, lines=False)
     assert (r2.params["lam"], r2.params["mu"], r2.params["gamma"]) == (auto["lam"], auto["mu"], auto["mu"])

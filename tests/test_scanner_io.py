@@ -669,6 +669,11 @@ def test_info_names_noncartesian_trajectories_images_and_map_sets(tmp_path, caps
     np.save(t / "img.npy", read_cfl(t / "rss").T)
     assert "an image, not k-space" in info(t / "img.npy")
     assert "coil maps of 3 coils in 2 sets" in info(t / "m2.cfl")
+    # coil images and one-set maps are not k-space either (what 'mri-csc recon' refuses, info says)
+    b("ecalib", "-m", 1, t / "k", t / "m1")
+    for name in ("ci", "m1"):
+        out = info(t / f"{name}.cfl")
+        assert "3 coils whose energy is not at the k-space centre" in out and "k-space: shape" not in out, name
     b("poisson", "-Y", 32, "-Z", 32, "-y", 2, "-z", 2, "-C", 8, t / "p")
     assert "a sampling pattern" in info(t / "p.cfl")
 

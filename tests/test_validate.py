@@ -45,11 +45,16 @@ def test_mask_out_of_range_is_refused(ds, bad, match):
         mri_csc.reconstruct(ds.kspace, ds.maps, mask=bad(ds.mask), method="zero-filled")
 
 
-def test_boolean_and_weighted_masks_are_accepted(ds):
-    a = mri_csc.reconstruct(ds.kspace, ds.maps, mask=ds.mask > 0, method="zero-filled").image
-    b = mri_csc.reconstruct(ds.kspace, ds.maps, mask=ds.mask.astype(np.float32), method="zero-filled").image
+def test_boolean_and_weighted_masks_are_accepted(ds, caplog):
+    with caplog.at_level(logging.WARNING, logger="mri_csc.validate"):
+        a = mri_csc.reconstruct(ds.kspace, ds.maps, mask=ds.mask > 0, method="zero-filled").image
+        b = mri_csc.reconstruct(ds.kspace, ds.maps, mask=ds.mask.astype(np.float32), method="zero-filled").image
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
-    check_mask_values(np.full((4, 4), 0.5, np.float32))
+    assert "between 0 and 1" not in caplog.text  # 0/1 patterns pass silently
+    with caplog.at_level(logging.WARNING, logger="mri_csc.validate"):
+        check_mask_values(np.full((4, 4), 0.5, np.float32))
+    # weights are accepted, but a soft mask meant as a pattern would sample everything: said so
+    assert "16 of 16 values lie strictly between 0 and 1" in caplog.text and "mask > 0" in caplog.text
 
 
 @pytest.mark.parametrize("factor", [1e-10, 1e20])

@@ -184,6 +184,8 @@ def resolve_params(problem: ReconProblem, params: dict) -> dict:
         out["mu"] = auto["mu"] if out["mu"] == "auto" else out["mu"]
     if out["gamma"] == "auto":
         out["gamma"] = out["mu"]
+    if out["phase"] == "auto":  # demodulate by the calibration region's smooth phase (recorded as True)
+        out["phase"] = True
     if out["imag_codes"] == "auto":
         out["imag_codes"] = out["phase"] is False  # demodulated images keep their detail in Re u
     if out.get("adapt_dictionary", "auto") == "auto":  # blind CSC where it was measured to help
