@@ -32,7 +32,8 @@ import numpy as np
 
 from .io.limits import check_shape
 
-__all__ = ["InputError", "InputTypeError", "check_recon_inputs", "check_array", "check_finite",
+__all__ = ["InputError", "InputTypeError", "check_recon_inputs", "check_maps_match_kspace", "maps_explained_fraction",
+           "check_array", "check_finite",
            "check_mask_values", "normalise_maps", "maps_power", "per_slice", "check_output",
            "is_user_error", "raised_here", "MAPS_TOLERANCE"]
 
@@ -194,6 +195,57 @@ def normalise_maps(maps, name: str = "coil_maps"):
     if not bool(_xp(scaled).isfinite(_compact(scaled)).all()):
         raise InputError(f"{name}: cannot normalise the maps (sum |S|^2 = {p:.3g}); rescale them first")
     return scaled
+
+
+#: fraction of the calibration coil images' energy the maps must explain (:func:`check_maps_match_kspace`)
+MAPS_EXPLAINED_MIN = 0.97
+
+
+def maps_explained_fraction(kspace, maps, width: int = 24) -> "float | None":
+    r"""How much of the calibration region's coil images the coil maps explain, in [0, 1].
+
+    The low-resolution coil images :math:`g_c = F^{-1}(h\,y_c)` (``h`` a Hann window over the
+    fully sampled centre, at most ``width`` wide) are projected, pixel by pixel, onto the maps'
+    vector :math:`S(r)`, :math:`P g(r) = S(r)\,S(r)^H g(r) / \|S(r)\|^2`; the fraction is
+    :math:`\sum_r \|P g(r)\|^2 / \sum_r \|g(r)\|^2` over the maps' support. Measured: ESPIRiT maps
+    of the same scan 0.9955-0.9998 on all 30 cases of ``benchmarks/quality.py`` (25-45 dB), BART's
+    phantom with ``bart ecalib`` maps 0.997 (0.986 and 0.963 with noise at 5 and 0 dB k-space SNR:
+    noise lowers it, as a share (C-1)/C of its energy is outside any one vector); the same maps
+    transposed 0.41-0.95 (0.94-0.95 on INIA19 with the near-symmetric birdcage array), flipped or
+    with the coils permuted 0.37-0.75.
+    ``None`` when it cannot tell: one coil, or no fully sampled centre of at least 4 samples.
+    """
+    from .backend import ifftc  # noqa: PLC0415
+    from .prior.phase import hann_window  # noqa: PLC0415
+    from .sim.coils import fully_sampled_centre  # noqa: PLC0415
+
+    if kspace.shape[0] < 2:
+        return None
+    w = min(int(width), fully_sampled_centre(kspace))
+    if w < 4:
+        return None
+    xp = _xp(kspace)
+    win = hann_window(kspace.shape[1:], w, xp, kspace.real.dtype)
+    g = ifftc(kspace * win, axes=tuple(range(1, kspace.ndim)))
+    s2 = (maps.real ** 2 + maps.imag ** 2).sum(axis=0)
+    strong = s2[s2 > 0.1 * s2.max()]
+    support = s2 > 0.5 * float(xp.median(strong))
+    coef = (maps.conj() * g).sum(axis=0) / xp.where(s2 > 0, s2, 1)
+    explained = float((s2 * (coef.real ** 2 + coef.imag ** 2))[support].sum())  # ||P g||^2 = ||S||^2 |coef|^2
+    total = float((g.real ** 2 + g.imag ** 2).sum(axis=0)[support].sum())
+    return None if total <= 0 else explained / total
+
+
+def check_maps_match_kspace(kspace, maps) -> "float | None":
+    """Warn when the coil maps do not explain the k-space's own coil images (:func:`maps_explained_fraction`
+    below :data:`MAPS_EXPLAINED_MIN`): maps of another scan, or axes transposed or flipped. Returns the fraction."""
+    f = maps_explained_fraction(kspace, maps)
+    if f is not None and f < MAPS_EXPLAINED_MIN:
+        log.warning("coil_maps explain only %.1f%% of the energy of the k-space's calibration coil images (maps "
+                    "of this scan: over 99%% unless the data are very noisy): they may belong to another scan, or "
+                    "have axes transposed or flipped against the k-space (readout last); the image will be wrong "
+                    "unless the maps are fixed", 100 * f)
+    return f
 
 
 def check_recon_inputs(kspace, coil_maps, mask=None, *, normalise: bool = True):

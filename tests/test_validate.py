@@ -238,3 +238,31 @@ def test_a_leading_one_mask_is_shared_by_every_slice_in_the_readers_too(tmp_path
     one = mri_csc.io.read_kspace(path, slice=2)
     assert one["kspace"].shape == (4, 32, 32) and one["mask"].shape == (32, 32)
     assert np.array_equal(one["mask"], d.mask.astype(np.float32))
+
+
+def test_coil_maps_that_do_not_match_the_kspace_are_warned_about(caplog):
+    """Maps transposed, flipped or with the coils permuted against the k-space explain little of its
+    calibration coil images: a warning names it; the scan's own (true or ESPIRiT) maps pass silently."""
+    from mri_csc.sim import estimate_maps
+    from mri_csc.validate import MAPS_EXPLAINED_MIN, maps_explained_fraction
+
+    d = make_dataset(phantom="brain", shape=(64, 64), n_coils=8, mask="poisson", accel=4, seed=2)
+    k = d.kspace * d.mask
+    for good in (d.maps, estimate_maps(k, method="sigpy")):
+        assert maps_explained_fraction(k, good) > 0.99
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="mri_csc.validate"):
+            mri_csc.reconstruct(d.kspace, good, mask=d.mask, method="zero-filled")
+        assert "explain only" not in caplog.text
+    for bad in (d.maps.transpose(0, 2, 1), d.maps[:, ::-1], d.maps[::-1]):
+        assert maps_explained_fraction(k, bad) < MAPS_EXPLAINED_MIN
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="mri_csc.validate"):
+            mri_csc.reconstruct(d.kspace, bad, mask=d.mask, method="zero-filled")
+        assert "coil_maps explain only" in caplog.text and "transposed or flipped" in caplog.text
+    # one coil, or no fully sampled centre: nothing to judge by
+    assert maps_explained_fraction(k[:1], d.maps[:1]) is None
+    k_nocal = k.copy()
+    k_nocal[:, :, 1::2] = 0
+    k_nocal[:, 1::2] = 0
+    assert maps_explained_fraction(k_nocal, d.maps) is None

@@ -19,7 +19,7 @@ import numpy as np
 from ..backend import Device, get_xp, resolve_device, to_device
 from ..operators import Sense
 from ..prior.phase import box_window, hann_window, lowres_image
-from ..validate import check_recon_inputs
+from ..validate import check_maps_match_kspace, check_recon_inputs
 
 __all__ = ["ReconProblem", "make_problem", "data_scale"]
 
@@ -176,6 +176,7 @@ def make_problem(kspace, coil_maps, mask=None, device: "str | Device" = "cpu", s
     if not bool(m.any()):
         raise ValueError("mask samples no k-space point (all zero); expected at least the calibration region")
     k = k * m
+    check_maps_match_kspace(k, s)
     op = Sense(s, m)
 
     factor = scale_factor(scale, lambda: data_scale(k, op=op))
