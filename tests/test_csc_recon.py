@@ -347,6 +347,10 @@ def test_csc_reconstructs_a_volume_with_the_shipped_3d_dictionary():
     sense = mri_csc.reconstruct(kspace, maps, mask=mask, method="sense")
     assert csc.image.shape == mag.shape
     assert csc.params["adapt_dictionary"] == 0 and csc.extras == {}  # blind CSC: 2-D Cartesian only by default
+    from mri_csc.recon.csc_defaults import RULE_3D
+
+    # the 3-D dictionary's own rule (fitted on a tuning slab), not the 2-D one
+    assert csc.params["lam"] == auto_weights(csc.params["noise_std"] / csc.scale, False, rule=RULE_3D)["lam"]
     p_csc = psnr(mag, np.abs(csc.image), mask=support)
     p_sense = psnr(mag, np.abs(sense.image), mask=support)
     assert p_csc > p_sense + 1.0, (p_csc, p_sense)

@@ -12,7 +12,9 @@ the calibration region (:mod:`mri_csc.recon.noise`; ``noise_std=`` overrides
 it, in the units of the input k-space, and the result records it) and turned
 into λ and μ by the rule of :mod:`mri_csc.recon.csc_defaults` (λ ∝ σ̂ with a
 floor for whole-line masks, μ = 37.5 λ), fitted on the tuning split of
-``benchmarks/quality.py``. ``gamma="auto"`` sets the phase-smoothness weight
+``benchmarks/quality.py``; 3-D Cartesian problems with a 2-D pattern take
+:data:`~mri_csc.recon.csc_defaults.RULE_3D`, fitted for the 3-D dictionary on a tuning slab
+(``benchmarks/quality3d.py --source ch2 --fit``). ``gamma="auto"`` sets the phase-smoothness weight
 equal to μ. ``phase="auto"`` demodulates by the smooth phase of the
 calibration region. ``LAM_2D``/``MU_2D``/``LAM_LINES``/``MU_LINES`` are the
 earlier fixed defaults (chosen at 30 dB on ch2), kept for reference.
@@ -88,7 +90,7 @@ from ..prior.phase import phase_from_image
 from ..prior.sparse_coding import ConvSparseCoder
 from ..solvers.admm import ReconSolver
 from ..solvers.csc_recon import CSCReconSolver
-from .csc_defaults import RULE_NONCARTESIAN, auto_weights, resolve_noise_std
+from .csc_defaults import RULE_3D, RULE_NONCARTESIAN, auto_weights, resolve_noise_std
 from .problem import ReconProblem
 from .registry import Param, register_method
 
@@ -179,7 +181,8 @@ def resolve_params(problem: ReconProblem, params: dict) -> dict:
                                 rule=RULE_NONCARTESIAN)
         else:
             lines = problem.mask is not None and is_line_mask(problem.mask)
-            auto = auto_weights(out["noise_std"] / problem.scale, lines)
+            rule = RULE_3D if problem.ndim == 3 and not lines else None  # the 3-D dictionary's own fit
+            auto = auto_weights(out["noise_std"] / problem.scale, lines, rule=rule)
         out["lam"] = auto["lam"] if out["lam"] == "auto" else out["lam"]
         out["mu"] = auto["mu"] if out["mu"] == "auto" else out["mu"]
     if out["gamma"] == "auto":

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["RULE", "RULE_NONCARTESIAN", "MU_PER_LAM", "auto_weights", "resolve_noise_std"]
+__all__ = ["RULE", "RULE_3D", "RULE_NONCARTESIAN", "MU_PER_LAM", "auto_weights", "resolve_noise_std"]
 
 #: μ/λ along the ridge (the shipped defaults' ratio, 0.3 / 0.008)
 MU_PER_LAM = 37.5
@@ -55,6 +55,15 @@ RULE = {
 #: (The v3 dictionary's fit was (0.37, 4e-3), best λ/σ̂ 0.09–0.88.) v4's coronal and sagittal training
 #: slices cross ch2's axial slices 90 and 110, so this slice is a tuning slice and not unseen data.
 RULE_NONCARTESIAN = (0.4657, 4e-3)
+
+
+#: 3-D Cartesian data with a 2-D (e.g. Poisson over (kz, ky)) pattern -> (slope a, floor λ_min), for the shipped 3-D
+#: dictionary (16 × 7×7×7). Fitted by ``benchmarks/quality3d.py --source ch2 --fit`` on a tuning slab (Colin 27 at
+#: 2 mm, the 20 axial slices no 3-D training block entered, in a (28, 96, 96) field of view; P4 25 dB, P6 35 dB,
+#: P4 45 dB; ESPIRiT maps; 8 coils): CSC's PSNR over λ ∈ 2.5e-4·2^k (k = 0..7), μ = γ = 37.5 λ, then
+#: ``quality.fit_rule``: shortfall from each case's best λ mean 0.05 dB / worst 0.11 dB (the 2-D rule's: 0.18 / 0.54).
+#: Best λ/σ̂ per case 0.34–0.74. 3-D line masks keep ``RULE["lines"]``.
+RULE_3D = (0.3564, 4e-3)
 
 
 def auto_weights(sigma: float, lines: bool, *, rule: "tuple[float, float] | None" = None) -> dict:
