@@ -222,6 +222,28 @@ def hostile_cases(folder: Path) -> list[tuple[str, str, Path]]:
     add("nifti", "NIfTI with a NaN sform", "nan.nii", bytes(nraw))
     (folder / "tmp.nii").unlink()
 
+    # ISMRMRD: 'dataset/data' a group; acquisition headers missing a nested field (idx.set)
+    with h5py.File(folder / "mrdgroup.h5", "w") as f:
+        f.create_group("dataset").create_group("data")
+    out.append(("ismrmrd", "ISMRMRD dataset/data is a group", folder / "mrdgroup.h5"))
+    from mri_csc.io import write_kspace  # noqa: PLC0415
+
+    write_kspace(folder / "noset.mrd", _kspace(np.random.default_rng(1)))
+    with h5py.File(folder / "noset.mrd", "r+") as f:
+        data = f["dataset/data"][:]
+        head = data.dtype["head"]
+        idx = head["idx"]
+        idx_noset = np.dtype([(n, idx[n]) for n in idx.names if n != "set"])
+        head_noset = np.dtype([(n, idx_noset if n == "idx" else head[n]) for n in head.names])
+        new = np.zeros(data.shape, np.dtype([(n, head_noset if n == "head" else data.dtype[n])
+                                             for n in data.dtype.names]))
+        for n in data.dtype.names:
+            if n != "head":
+                new[n] = data[n]
+        del f["dataset/data"]
+        f["dataset/data"] = new
+    out.append(("ismrmrd", "ISMRMRD acquisition headers without idx.set", folder / "noset.mrd"))
+
     add("toml", "TOML data.shape 100000x100000", "huge.toml",
         b'[data]\nshape = [100000, 100000]\n[[methods]]\nname = "zero-filled"\n')
     add("toml", "TOML not UTF-8", "latin.toml", b'name = "\xff\xfe"\n')

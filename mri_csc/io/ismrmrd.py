@@ -72,8 +72,9 @@ def _bit(name: str) -> np.uint64:
 def _find_group(h5file):
     for name in ("dataset", *h5file.keys()):
         g = h5file.get(name)
-        if g is not None and hasattr(g, "keys") and "data" in g and g["data"].dtype.names \
-                and "head" in g["data"].dtype.names:
+        data = g.get("data") if g is not None and hasattr(g, "keys") else None
+        if data is not None and getattr(data, "dtype", None) is not None and data.dtype.names \
+                and "head" in data.dtype.names:
             return name
     return None
 
@@ -105,15 +106,27 @@ def read_header(path, group):
         raise _err(f"{path}: ISMRMRD XML header does not parse ({type(e).__name__}: {str(e)[:200]})") from None
 
 
+def _missing_fields(want, got, prefix: str = "") -> list:
+    """Fields of the structured dtype ``want`` (nested ones too, e.g. ``idx.set``) that ``got`` lacks."""
+    names = got.names or ()
+    out = []
+    for n in want.names:
+        if n not in names:
+            out.append(prefix + n)
+        elif want[n].names is not None:
+            out += _missing_fields(want[n], got[n], f"{prefix}{n}.")
+    return out
+
+
 def _heads(path, group):
     import ismrmrd  # noqa: PLC0415
 
     ds = group["data"]
     want = ismrmrd.hdf5.acquisition_header_dtype
     got = ds.dtype["head"]
-    if got.names is None or any(n not in got.names for n in want.names):
-        raise _err(f"{path}: ISMRMRD 'data' has an acquisition header without the fields "
-                   f"{[n for n in want.names if n not in (got.names or ())]}")
+    missing = _missing_fields(want, got)
+    if missing:
+        raise _err(f"{path}: ISMRMRD 'data' has an acquisition header without the fields {missing[:8]}")
     try:
         return ds.fields("head")[:]
     except OSError as e:
