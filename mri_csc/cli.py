@@ -315,7 +315,7 @@ CSC_PARAM_HELP = {
     "x_step": "data step of 'bcd': 'mm' (majorize-minimize, monotone) or 'exact' (CG on the exact x-subproblem)",
     "monotone": "keep the coder's new codes only when they lower the objective (True: a monotone objective)",
     "adapt_dictionary": ("blind CSC: a dictionary-update step every N code steps, kept if it lowers F "
-                         "('auto': 10 on 2-D Cartesian data, else 0)"),
+                         "('auto': 10 on Cartesian data, 0 on non-Cartesian)"),
     "max_iter": "outer iterations (CSC coding + CG data step) at most",
     "tol": "stop when the image's relative change, averaged over tol_window iterations, is below this",
     "tol_window": "outer iterations whose image changes the stopping test averages (1: the last alone)",

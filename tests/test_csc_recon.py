@@ -5,7 +5,7 @@ import pytest
 
 import mri_csc
 from mri_csc.metrics import psnr
-from mri_csc.recon.csc import ADAPT_EVERY_2D, LAM_2D, MU_2D, is_line_mask
+from mri_csc.recon.csc import ADAPT_EVERY, LAM_2D, MU_2D, is_line_mask
 from mri_csc.recon.csc_defaults import auto_weights
 from mri_csc.sim import make_dataset
 
@@ -195,7 +195,7 @@ def test_auto_lambda_follows_the_mask_kind(poisson_case, lines_case):
     assert (r2.params["lam"], r2.params["mu"], r2.params["gamma"]) == (auto["lam"], auto["mu"], auto["mu"])
     assert r2.params["imag_codes"] is True and r2.params["phase"] is False
     # blind CSC by default on 2-D Cartesian data (the period recorded), its dictionary returned
-    assert r.params["adapt_dictionary"] == r2.params["adapt_dictionary"] == ADAPT_EVERY_2D > 0
+    assert r.params["adapt_dictionary"] == r2.params["adapt_dictionary"] == ADAPT_EVERY > 0
     assert "dictionary" in r.extras
 
 
@@ -346,7 +346,7 @@ def test_csc_reconstructs_a_volume_with_the_shipped_3d_dictionary():
     csc = mri_csc.reconstruct(kspace, maps, mask=mask, method="csc", max_iter=40)
     sense = mri_csc.reconstruct(kspace, maps, mask=mask, method="sense")
     assert csc.image.shape == mag.shape
-    assert csc.params["adapt_dictionary"] == 0 and csc.extras == {}  # blind CSC: 2-D Cartesian only by default
+    assert csc.params["adapt_dictionary"] == ADAPT_EVERY and csc.extras["dictionary"].shape == d3.shape  # blind
     from mri_csc.recon.csc_defaults import RULE_3D
 
     # the 3-D dictionary's own rule (fitted on a tuning slab), not the 2-D one
