@@ -419,6 +419,12 @@ def cmd_recon(args) -> int:
         else:
             raise UserError(f"{args.maps}: coil maps of shape {maps.shape} disagree with the k-space of "
                             f"{args.input}, shape {k.shape}")
+        if d.get("whitener") is not None:  # the k-space is W y: its coil sensitivities are W S
+            from .io.ismrmrd import whiten_maps  # noqa: PLC0415
+
+            maps_list = [whiten_maps(m, d["whitener"]) for m in maps_list]
+            _note(f"mri-csc: note: the coil maps of {args.maps} are whitened with the k-space's noise whitener "
+                  "(the prewhitened data's sensitivities; with --no-prewhiten neither is whitened)")
     elif d["maps"] is not None and maps_mode != "espirit":
         maps_list = list(d["maps"]) if stacked else [d["maps"]]
     elif maps_mode == "file":
@@ -443,7 +449,7 @@ def cmd_recon(args) -> int:
     bar = tqdm(list(zip(slices, maps_list, masks, strict=True)), desc=args.method,
                unit="frame" if "frame" in d["lead_axes"] else "slice", disable=args.no_pbar or len(slices) == 1)
     for s, m, mk in bar:
-        res = _reconstruct_file(args.input, s, m, mask=mk, method=args.method, device=args.device,
+        res = _reconstruct_file(args.input, s, m, mask=mk, method=args.method, device=args.device, maps_path=args.maps,
                                 show_pbar=not args.no_pbar and len(slices) == 1,
                                 compress_coils=args.compress_coils, precision=args.precision, **params)
         images.append(to_numpy(res.image))
@@ -491,15 +497,17 @@ def cmd_recon(args) -> int:
     return 0
 
 
-def _reconstruct_file(path, *args, **kwargs):
-    """:func:`mri_csc.reconstruct` on data read from ``path``; a refused input names the file."""
+def _reconstruct_file(path, *args, maps_path=None, **kwargs):
+    """:func:`mri_csc.reconstruct` on data read from ``path`` (coil maps from ``maps_path`` when given); a
+    refused input names the file it came from."""
     from .recon import reconstruct  # noqa: PLC0415
     from .validate import InputError  # noqa: PLC0415
 
     try:
         return reconstruct(*args, **kwargs)
     except InputError as e:
-        raise InputError(f"{path}: {e}") from None
+        name = maps_path if maps_path is not None and str(e).startswith("coil_maps") else path
+        raise type(e)(f"{name}: {e}") from e
 
 
 def _iterations_note(runs, unit: str) -> str:
@@ -512,8 +520,8 @@ def _iterations_note(runs, unit: str) -> str:
     capped = [p["max_iter"] for n, p in runs
               if isinstance(p.get("max_iter"), int) and p.get("tol") and n >= p["max_iter"]]
     if capped:
-        out += (f"; {len(capped)} of {len(runs)} {unit}(s) stopped at max_iter={capped[0]} before the stopping "
-                "test was met (raise max_iter to iterate further)")
+        out += (f"; {len(capped)} of {len(runs)} {unit}(s) ran to max_iter={capped[0]} without meeting tol "
+                "(for CG-based methods such as sense, stopping early is the regularisation)")
     return out
 
 
@@ -595,6 +603,7 @@ def _recon_noncartesian(args, params) -> int:
     images, total, ran, runs = [], 0.0, None, []
     for k, c, m in zip(ks, coords, maps_list, strict=True):
         res = _reconstruct_file(args.input, k, m, trajectory=c, method=args.method, device=args.device,
+                                maps_path=args.maps,
                                 show_pbar=not args.no_pbar and len(ks) == 1, **params)
         images.append(to_numpy(res.image))
         total += res.time

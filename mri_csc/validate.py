@@ -213,7 +213,7 @@ def maps_explained_fraction(kspace, maps, width: int = 24) -> "float | None":
     noise lowers it, as a share (C-1)/C of its energy is outside any one vector); the same maps
     transposed 0.41-0.95 (0.94-0.95 on INIA19 with the near-symmetric birdcage array), flipped or
     with the coils permuted 0.37-0.75.
-    ``None`` when it cannot tell: one coil, or no fully sampled centre of at least 4 samples.
+    ``None`` when it cannot tell: one coil, or no fully sampled centre of at least 6 samples.
     """
     from .backend import ifftc  # noqa: PLC0415
     from .prior.phase import hann_window  # noqa: PLC0415
@@ -222,7 +222,7 @@ def maps_explained_fraction(kspace, maps, width: int = 24) -> "float | None":
     if kspace.shape[0] < 2:
         return None
     w = min(int(width), fully_sampled_centre(kspace))
-    if w < 4:
+    if w < 6:  # as ESPIRiT needs: a smaller centre blurs smooth maps' coil images too much to judge by
         return None
     xp = _xp(kspace)
     win = hann_window(kspace.shape[1:], w, xp, kspace.real.dtype)

@@ -92,10 +92,10 @@ def test_recon_outputs(sim, tmp_path, out):
 def test_recon_says_when_the_iteration_limit_stopped_it(sim, tmp_path):
     p = cli("recon", sim / "k.npz", "--out", tmp_path / "x.npy", "--param", "max_iter=3", check_rc=0)
     assert "csc: 1 slice(s) in" in p.stderr and ", 3 iterations" in p.stderr
-    assert "1 of 1 slice(s) stopped at max_iter=3 before the stopping test was met" in p.stderr
+    assert "1 of 1 slice(s) ran to max_iter=3 without meeting tol" in p.stderr
     p = cli("recon", sim / "k.npz", "--out", tmp_path / "y.npy", "--param", "max_iter=3", "--param", "tol=0",
             check_rc=0)
-    assert ", 3 iterations" in p.stderr and "stopped at max_iter" not in p.stderr  # no test asked for
+    assert ", 3 iterations" in p.stderr and "ran to max_iter" not in p.stderr  # no test asked for
 
 
 def test_recon_espirit_from_ismrmrd(tmp_path):
@@ -128,6 +128,11 @@ def test_recon_user_errors(sim, tmp_path):
     np.savez(tmp_path / "nan.npz", **bad)
     assert_user_error(cli("recon", tmp_path / "nan.npz", "--out", out, "--method", "sense"),
                       "nan.npz: kspace contains 1 NaN or Inf")  # the file is named
+    nan_maps = np.load(sim / "k.npz")["maps"].copy()
+    nan_maps[0, 0, 0] = np.nan
+    np.save(tmp_path / "nanmaps.npy", nan_maps)
+    assert_user_error(cli("recon", sim / "k.npz", "--out", out, "--method", "sense",
+                          "--maps", tmp_path / "nanmaps.npy"), "nanmaps.npy: coil_maps contains 1 NaN")  # the maps file
     assert not out.exists()
 
 

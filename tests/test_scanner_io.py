@@ -165,6 +165,31 @@ def test_noise_scans_prewhiten(tmp_path):
 
 
 @needs_gen
+def test_maps_given_for_prewhitened_data_are_whitened_too(tmp_path):
+    """--maps with a prewhitened ISMRMRD file: the whitened k-space W y has the sensitivities W S, so the
+    maps are whitened with it; the image then matches the unwhitened reconstruction with the raw maps."""
+    import h5py
+
+    from mri_csc.sim import estimate_maps
+
+    f = _gen(tmp_path / "m.h5", "-m", 48, "-c", 4, "-C", "-n", 0.05)
+    mix = np.array([[1, .6, 0, 0], [0, 1, .5, 0], [.3, 0, 1, .2], [0, .4, 0, 2]], np.complex64)  # coupled coils
+    with h5py.File(f, "a") as h:
+        d = h["dataset/data"][()]
+        for a in d:
+            nc = int(a["head"]["active_channels"])
+            a["data"][:] = (mix[:nc, :nc] @ a["data"].view(np.complex64).reshape(nc, -1)).view(np.float32).ravel()
+        h["dataset/data"][...] = d
+    raw = read_kspace(f, prewhiten=False)["kspace"]
+    np.save(tmp_path / "maps.npy", estimate_maps(raw, method="sigpy"))  # maps of the raw (unwhitened) coils
+    common = ["--method", "sense", "--maps", str(tmp_path / "maps.npy"), "--no-pbar"]
+    assert main(["recon", str(f), "--out", str(tmp_path / "raw.npy"), "--no-prewhiten", *common]) == 0
+    assert main(["recon", str(f), "--out", str(tmp_path / "white.npy"), *common]) == 0
+    a, b = (np.abs(np.load(tmp_path / n)).ravel() for n in ("raw.npy", "white.npy"))
+    assert np.corrcoef(a, b)[0, 1] > 0.995
+
+
+@needs_gen
 def test_batch_prewhitening_options_match_recon(tmp_path):
     noisy = _gen(tmp_path / "nz.h5", "-m", 32, "-c", 3, "-C")
     plain = _gen(tmp_path / "nn.h5", "-m", 32, "-c", 3)

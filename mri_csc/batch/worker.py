@@ -106,7 +106,7 @@ def prepare_volume(vol: VolumeSpec, cfg: SliceConfig) -> str:
         a = np.moveaxis(np.asarray(a), -1, 1)
         return np.ascontiguousarray(a.reshape((-1,) + a.shape[2:]))
 
-    maps = _file_maps(cfg, vol, k.shape[1:], 0, 1) if cfg.maps_file else data.get("maps")
+    maps = _file_maps(cfg, vol, k.shape[1:], 0, 1, data.get("whitener")) if cfg.maps_file else data.get("maps")
     if maps is not None:
         _save_atomic(paths["maps"], per_x(np.broadcast_to(maps, k.shape)))
     if data.get("mask") is not None:
@@ -117,8 +117,9 @@ def prepare_volume(vol: VolumeSpec, cfg: SliceConfig) -> str:
     return str(paths["kspace"])
 
 
-def _file_maps(cfg: SliceConfig, vol: VolumeSpec, kshape, index: int, n: int) -> np.ndarray:
-    """Slice ``index`` (of ``n``) of the ``--maps FILE`` maps: shared by all, or one set per slice.
+def _file_maps(cfg: SliceConfig, vol: VolumeSpec, kshape, index: int, n: int, whitener=None) -> np.ndarray:
+    """Slice ``index`` (of ``n``) of the ``--maps FILE`` maps: shared by all, or one set per slice;
+    whitened with ``whitener`` when the k-space was prewhitened (:func:`mri_csc.io.ismrmrd.whiten_maps`).
 
     Raises a ``ValueError`` naming both files when the maps do not fit the k-space ``kshape``.
     """
@@ -130,7 +131,9 @@ def _file_maps(cfg: SliceConfig, vol: VolumeSpec, kshape, index: int, n: int) ->
     if tuple(m.shape) != tuple(kshape):
         raise ValueError(f"--maps {cfg.maps_file}: coil maps of shape {tuple(maps.shape)} do not fit the k-space of "
                          f"{vol.path}, {tuple(kshape)} per slice")
-    return m
+    from mri_csc.io.ismrmrd import whiten_maps  # noqa: PLC0415
+
+    return whiten_maps(m, whitener)
 
 
 def load_slice(task: SliceTask, cfg: SliceConfig) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
@@ -158,7 +161,7 @@ def load_slice(task: SliceTask, cfg: SliceConfig) -> tuple[np.ndarray, np.ndarra
     if maps is not None and np.ndim(maps) == 4 and np.shape(maps)[0] == 1:
         maps = maps[0]
     if cfg.maps_file:
-        maps = _file_maps(cfg, vol, k.shape, s, max(1, vol.n_slices // vol.n_frames))
+        maps = _file_maps(cfg, vol, k.shape, s, max(1, vol.n_slices // vol.n_frames), data.get("whitener"))
     return k, maps, data.get("mask")
 
 

@@ -690,7 +690,7 @@ def read_kspace(path: "str | os.PathLike", *, slice: int | None = None, fmt: str
                     k, mask = k[0], mask[0]
                 extra = {"lead_shape": lead_shape, "lead_axes": lead_axes, "frames": r["frames"],
                          "crop": r["crop"], "geometry": r["geometry"], "whitened": r["whitened"],
-                         "noise_scans": r["noise_scans"]}
+                         "whitener": r["whitener"], "noise_scans": r["noise_scans"]}
                 slice = None  # already selected
             elif (ds := _h5_dataset(f, "kspace", path)) is not None:
                 if frame is not None:
@@ -1050,9 +1050,9 @@ def write_image(path, image, *, overwrite: bool = False, fmt: str | None = None,
             affine = nifti_affine(geometry, vol.shape[:3])
         aff = np.eye(4) if affine is None else np.asarray(affine, float)
         if affine is None:
-            log.warning("%s: no image geometry came with the input (.npy, .cfl and .h5 hold none): the NIfTI has "
-                        "1 mm voxels at the origin, orientation unknown (qform/sform code 0); give the voxel size "
-                        "(mri-csc recon --voxel-size X Y [Z])", path)
+            log.warning("%s: no image geometry came with the input (.npy, .cfl and fastMRI .h5 hold none): the "
+                        "NIfTI has 1 mm voxels at the origin, orientation unknown (qform/sform code 0); give the "
+                        "voxel size where the command takes it (mri-csc recon --voxel-size X Y [Z])", path)
         with atomic_paths(outs, overwrite) as (tm, tp):
             for t, data in ((tm, np.abs(vol)), (tp, np.angle(vol))):
                 im = nib.Nifti1Image(data.astype(np.float32), aff)
@@ -1209,7 +1209,7 @@ def _describe_arrays(path, fmt: str, traj=None) -> "list[str] | None":
         if dims[3] == 1 and max(dims[5:], default=1) == 1 and a.size and _looks_like_image(a.T):
             return head + _image_lines(a.T.shape if a.ndim > 1 else a.shape, a.dtype,
                                        "one channel whose energy is not at the k-space centre")
-        if dims[3] > 1 and max(dims[5:], default=1) == 1 and a.size and _looks_like_image(a.T):
+        if dims[3] > 1 and max(dims[5:], default=1) == 1 and a.size and _looks_like_image(a.T[:4]):  # 4 coils tell
             # the test 'mri-csc recon' refuses them by (check_centred_kspace), so info says the same
             return head + [f"{dims[3]} coils whose energy is not at the k-space centre: coil images or coil maps "
                            "(e.g. 'bart fft -i' or 'bart ecalib -m 1' output), not k-space; 'mri-csc recon' takes "

@@ -44,7 +44,8 @@ import numpy as np
 from .limits import check_nbytes, check_shape
 
 __all__ = ["is_ismrmrd", "read_ismrmrd", "write_ismrmrd", "describe_ismrmrd", "read_header",
-           "noise_whitener", "remove_readout_oversampling", "read_noise", "ismrmrd_metadata", "FRAME_COUNTERS",
+           "noise_whitener", "whiten_maps", "remove_readout_oversampling", "read_noise", "ismrmrd_metadata",
+           "FRAME_COUNTERS",
            "geometry_from_affine", "read_ismrmrd_noncartesian", "has_trajectories", "TRAJECTORY_UNITS"]
 
 log = logging.getLogger(__name__)
@@ -161,6 +162,18 @@ def _limit_center(lim, n):
     return n // 2 - int(lim.center)
 
 
+def whiten_maps(maps, whitener):
+    r"""Coil maps ``(coils, ...)`` for k-space prewhitened with ``whitener`` :math:`W`: the whitened
+    data :math:`W y = W S x` have the sensitivities :math:`W S` (``maps`` unchanged when ``whitener`` is None)."""
+    if whitener is None:
+        return maps
+    w = np.asarray(whitener, np.complex64)
+    m = np.asarray(maps)
+    if m.shape[0] != w.shape[1]:
+        raise ValueError(f"coil maps of {m.shape[0]} coils cannot be whitened for {w.shape[1]}-coil k-space")
+    return np.tensordot(w, m, axes=(1, 0)).astype(np.complex64)
+
+
 def noise_whitener(noise) -> np.ndarray:
     r"""The prewhitening matrix :math:`W = L^{-1}` from noise samples, :math:`\Psi = LL^H`.
 
@@ -236,7 +249,8 @@ def read_ismrmrd(path, h5file, *, slice=None, prewhiten: "bool | None" = None, n
     dict
         ``kspace`` complex64 ``(slices, frames, coils, [nz,] ny, nx)``, ``n_slices``
         (in the file), ``frames`` (list of dicts of :data:`FRAME_COUNTERS`),
-        ``noise_scans`` (noise acquisitions in the file), ``whitened`` (bool),
+        ``noise_scans`` (noise acquisitions in the file), ``whitened`` (bool), ``whitener`` (the
+        ``(coils, coils)`` matrix applied, or None: coil maps given with the data need it too),
         ``crop`` (``(ny, nx)`` to crop the image to, or None), ``geometry``
         (for NIfTI: ``fov_mm``, ``matrix``, per slice ``position``/``read_dir``/
         ``phase_dir``/``slice_dir``), ``averages``, ``header`` (the parsed XML).
@@ -344,7 +358,8 @@ def read_ismrmrd(path, h5file, *, slice=None, prewhiten: "bool | None" = None, n
         mask = mask[:, :, 0]
     geometry = _geometry(hdr, e, rec, heads[img], slices_all, wanted)
     return {"kspace": k, "mask": mask, "n_slices": n_slices, "frames": frames, "noise_scans": n_noise,
-            "whitened": whitener is not None, "crop": crop, "geometry": geometry, "averages": n_avg,
+            "whitened": whitener is not None, "whitener": whitener, "crop": crop, "geometry": geometry,
+            "averages": n_avg,
             "header": hdr, "encoded": enc, "recon": rec}
 
 
@@ -809,4 +824,5 @@ def read_ismrmrd_noncartesian(path, h5file, *, slice=None, prewhiten: "bool | No
                    f"{image_shape}; pass units='normalized' or 'cycles' if the guess was wrong")
     return {"kspace": k, "trajectory": np.ascontiguousarray(t), "image_shape": image_shape, "units": units,
             "n_slices": n_slices, "frames": frames, "noise_scans": n_noise, "whitened": whitener is not None,
+            "whitener": whitener,
             "header": hdr, "encoded": enc, "recon": rec, "trajectory_type": _trajectory_type(e)}

@@ -175,8 +175,8 @@ def make_problem(kspace, coil_maps, mask=None, device: "str | Device" = "cpu", s
         m = dev.xp.ascontiguousarray(m[0])
     if not bool(m.any()):
         raise ValueError("mask samples no k-space point (all zero); expected at least the calibration region")
+    check_maps_match_kspace(k * (m != 0), s)  # on the samples, not on data weights (which blur the coil images)
     k = k * m
-    check_maps_match_kspace(k, s)
     op = Sense(s, m)
 
     factor = scale_factor(scale, lambda: data_scale(k, op=op))
