@@ -243,6 +243,21 @@ def hostile_cases(folder: Path) -> list[tuple[str, str, Path]]:
         del f["dataset/data"]
         f["dataset/data"] = new
     out.append(("ismrmrd", "ISMRMRD acquisition headers without idx.set", folder / "noset.mrd"))
+    write_kspace(folder / "s4.mrd", _kspace(np.random.default_rng(2)))
+    with h5py.File(folder / "s4.mrd", "r+") as f:
+        data = f["dataset/data"][:]
+        head = data.dtype["head"]
+        head_s4 = np.dtype([(n, "S4" if n == "number_of_samples" else head[n]) for n in head.names])
+        new = np.zeros(data.shape, np.dtype([(n, head_s4 if n == "head" else data.dtype[n]) for n in data.dtype.names]))
+        for n in data.dtype.names:
+            if n != "head":
+                new[n] = data[n]
+        del f["dataset/data"]
+        f["dataset/data"] = new
+    out.append(("ismrmrd", "ISMRMRD number_of_samples stored as strings", folder / "s4.mrd"))
+    with h5py.File(folder / "twod.mrd", "w") as f:
+        f["dataset/data"] = np.stack([new, new])
+    out.append(("ismrmrd", "ISMRMRD 'data' of two dimensions", folder / "twod.mrd"))
 
     add("toml", "TOML data.shape 100000x100000", "huge.toml",
         b'[data]\nshape = [100000, 100000]\n[[methods]]\nname = "zero-filled"\n')

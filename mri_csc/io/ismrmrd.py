@@ -71,11 +71,12 @@ def _bit(name: str) -> np.uint64:
 
 
 def _find_group(h5file):
+    import h5py  # noqa: PLC0415
+
     for name in ("dataset", *h5file.keys()):
         g = h5file.get(name)
         data = g.get("data") if g is not None and hasattr(g, "keys") else None
-        if data is not None and getattr(data, "dtype", None) is not None and data.dtype.names \
-                and "head" in data.dtype.names:
+        if isinstance(data, h5py.Dataset) and data.ndim == 1 and data.dtype.names and "head" in data.dtype.names:
             return name
     return None
 
@@ -108,14 +109,21 @@ def read_header(path, group):
 
 
 def _missing_fields(want, got, prefix: str = "") -> list:
-    """Fields of the structured dtype ``want`` (nested ones too, e.g. ``idx.set``) that ``got`` lacks."""
+    """Fields of the structured dtype ``want`` (nested ones too, e.g. ``idx.set``) that ``got`` lacks, or
+    holds with another kind (integer/float/struct) or shape (named ``"field (wrong type)"``)."""
     names = got.names or ()
     out = []
     for n in want.names:
+        w = want[n]
         if n not in names:
             out.append(prefix + n)
-        elif want[n].names is not None:
-            out += _missing_fields(want[n], got[n], f"{prefix}{n}.")
+            continue
+        g = got[n]
+        if w.names is not None:
+            out += _missing_fields(w, g, f"{prefix}{n}.") if g.names is not None else [f"{prefix}{n} (wrong type)"]
+        elif g.names is not None or g.shape != w.shape or (g.base.kind in "iu") != (w.base.kind in "iu") \
+                or (g.base.kind == "f") != (w.base.kind == "f"):
+            out.append(f"{prefix}{n} (wrong type)")
     return out
 
 
@@ -127,7 +135,9 @@ def _heads(path, group):
     got = ds.dtype["head"]
     missing = _missing_fields(want, got)
     if missing:
-        raise _err(f"{path}: ISMRMRD 'data' has an acquisition header without the fields {missing[:8]}")
+        more = f" and {len(missing) - 8} more" if len(missing) > 8 else ""
+        raise _err(f"{path}: ISMRMRD 'data' has an acquisition header whose fields are missing or of the wrong "
+                   f"type: {missing[:8]}{more}")
     try:
         return ds.fields("head")[:]
     except OSError as e:
