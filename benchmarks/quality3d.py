@@ -22,8 +22,8 @@ Peers as in ``benchmarks/quality.py``: SigPy ``L1WaveletRecon`` and BART ``pics`
 iterations each), λ tuned per case on a factor-2 grid extended until the best is interior (the TV
 peers at 300 iterations are left out in 3-D for their time: one BART TV run took over a minute on
 2 shared cores). CSC and SENSE with their defaults; CSC also at half and twice its default λ
-(μ = γ = 37.5 λ), to show how far the default — fitted for the 2-D dictionary — is from the 3-D
-dictionary's best (not used to choose anything).
+(μ = γ = 37.5 λ), to show how far the default (``RULE_3D``, fitted with ``--source ch2 --fit``) is
+from the best λ of each case (not used to choose anything).
 
     python benchmarks/quality3d.py                      # held-out, 2 cases, ~15 min on 2 cores
     python benchmarks/quality3d.py --source ch2 --fit   # tuning, 3 cases and the λ scan, ~25 min
@@ -66,7 +66,8 @@ FIT_GRID = tuple(2.5e-4 * 2 ** k for k in range(8))
 
 
 def _slab(img, shape, slab, z0):
-    """``img`` (z, y, x) slices ``z0 .. z0 + slab``, centred in a zero ``shape`` field of view, scaled to max 1."""
+    """``img`` (z, y, x) slices ``z0 .. z0 + slab``, cropped in-plane to its first ``ny`` rows and ``nx``
+    columns, placed centred in a zero ``shape`` field of view, scaled to max 1."""
     nz, ny, nx = shape
     out = np.zeros(shape, np.float32)
     sub = img[z0:z0 + slab, :ny, :nx]
