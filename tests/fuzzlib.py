@@ -228,32 +228,29 @@ def hostile_cases(folder: Path) -> list[tuple[str, str, Path]]:
     out.append(("ismrmrd", "ISMRMRD dataset/data is a group", folder / "mrdgroup.h5"))
     from mri_csc.io import write_kspace  # noqa: PLC0415
 
-    write_kspace(folder / "noset.mrd", _kspace(np.random.default_rng(1)))
-    with h5py.File(folder / "noset.mrd", "r+") as f:
-        data = f["dataset/data"][:]
-        head = data.dtype["head"]
-        idx = head["idx"]
-        idx_noset = np.dtype([(n, idx[n]) for n in idx.names if n != "set"])
-        head_noset = np.dtype([(n, idx_noset if n == "idx" else head[n]) for n in head.names])
-        new = np.zeros(data.shape, np.dtype([(n, head_noset if n == "head" else data.dtype[n])
-                                             for n in data.dtype.names]))
-        for n in data.dtype.names:
-            if n != "head":
-                new[n] = data[n]
-        del f["dataset/data"]
-        f["dataset/data"] = new
+    def with_head(name, seed, head_dtype):
+        """An ISMRMRD file of ours whose acquisition headers are rewritten to ``head_dtype(head)``."""
+        write_kspace(folder / name, _kspace(np.random.default_rng(seed)))
+        with h5py.File(folder / name, "r+") as f:
+            data = f["dataset/data"][:]
+            dt = np.dtype([(n, head_dtype(data.dtype["head"]) if n == "head" else data.dtype[n])
+                           for n in data.dtype.names])
+            new = np.zeros(data.shape, dt)
+            for n in data.dtype.names:
+                if n != "head":
+                    new[n] = data[n]
+            del f["dataset/data"]
+            f["dataset/data"] = new
+        return new
+
+    def no_set(head):
+        idx = np.dtype([(n, head["idx"][n]) for n in head["idx"].names if n != "set"])
+        return np.dtype([(n, idx if n == "idx" else head[n]) for n in head.names])
+
+    with_head("noset.mrd", 1, no_set)
     out.append(("ismrmrd", "ISMRMRD acquisition headers without idx.set", folder / "noset.mrd"))
-    write_kspace(folder / "s4.mrd", _kspace(np.random.default_rng(2)))
-    with h5py.File(folder / "s4.mrd", "r+") as f:
-        data = f["dataset/data"][:]
-        head = data.dtype["head"]
-        head_s4 = np.dtype([(n, "S4" if n == "number_of_samples" else head[n]) for n in head.names])
-        new = np.zeros(data.shape, np.dtype([(n, head_s4 if n == "head" else data.dtype[n]) for n in data.dtype.names]))
-        for n in data.dtype.names:
-            if n != "head":
-                new[n] = data[n]
-        del f["dataset/data"]
-        f["dataset/data"] = new
+    new = with_head("s4.mrd", 2, lambda head: np.dtype([(n, "S4" if n == "number_of_samples" else head[n])
+                                                        for n in head.names]))
     out.append(("ismrmrd", "ISMRMRD number_of_samples stored as strings", folder / "s4.mrd"))
     with h5py.File(folder / "twod.mrd", "w") as f:
         f["dataset/data"] = np.stack([new, new])

@@ -151,16 +151,20 @@ def test_monotone_code_step_never_raises_the_csc_part():
 
 
 # ----------------------------------------------------------------------------- blind CSC
-def test_blind_csc_adapt_lowers_the_misfit_and_never_raises_it():
-    """CSCPrior.adapt (masked dictionary update on the prior's codes) keeps a new dictionary only
-    when it lowers ||hu - Dz||^2; on a signal made by a different dictionary it does lower it."""
-    rng = np.random.default_rng(5)
-    shape = (32, 28)
-    d_true = _unit(rng.standard_normal((4, 5, 5)).astype(np.float32))
+def _blind_problem(rng, shape, n_filters):
+    """A perturbed start dictionary and the channels (signal, 0) of a sparse synthesis by the true one."""
+    d_true = _unit(rng.standard_normal((n_filters, 5, 5)).astype(np.float32))
     d_start = _unit(d_true + 0.5 * rng.standard_normal(d_true.shape).astype(np.float32))
     op = ConvSynthesis(d_true, shape)
     z = (rng.standard_normal(op.ishape) * (rng.random(op.ishape) < 0.05)).astype(np.float32)
-    hu = np.stack([op(z), np.zeros(shape, np.float32)])
+    return d_start, np.stack([op(z), np.zeros(shape, np.float32)])
+
+
+def test_blind_csc_adapt_lowers_the_misfit_and_never_raises_it():
+    """CSCPrior.adapt (masked dictionary update on the prior's codes) keeps a new dictionary only
+    when it lowers ||hu - Dz||^2; on a signal made by a different dictionary it does lower it."""
+    shape = (32, 28)
+    d_start, hu = _blind_problem(np.random.default_rng(5), shape, 4)
     pr = CSCPrior(ConvSparseCoder(d_start, shape, 0.01), mu=1.0, lam_lp=0.0, imag_codes=False)
     assert not pr.adapt(hu)  # no codes yet: nothing to adapt to
     for _ in range(30):
@@ -182,13 +186,8 @@ def test_blind_csc_adapt_lowers_the_misfit_and_never_raises_it():
 def test_blind_csc_adapt_uses_the_kept_codes_after_the_coder_moved_on():
     """adapt() reuses the coder's cached code spectrum only while the coder's codes are the prior's
     kept ones: after the coder is stepped (or reset) directly, it transforms the kept codes."""
-    rng = np.random.default_rng(6)
     shape = (24, 20)
-    d_true = _unit(rng.standard_normal((3, 5, 5)).astype(np.float32))
-    d_start = _unit(d_true + 0.5 * rng.standard_normal(d_true.shape).astype(np.float32))
-    op = ConvSynthesis(d_true, shape)
-    z = (rng.standard_normal(op.ishape) * (rng.random(op.ishape) < 0.05)).astype(np.float32)
-    hu = np.stack([op(z), np.zeros(shape, np.float32)])
+    d_start, hu = _blind_problem(np.random.default_rng(6), shape, 3)
     for move in ("step", "reset"):
         pr = CSCPrior(ConvSparseCoder(d_start, shape, 0.01), mu=1.0, lam_lp=0.0, imag_codes=False)
         for _ in range(10):
