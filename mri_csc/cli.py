@@ -555,7 +555,7 @@ def _read_noncartesian(args):
         lead = tuple(n for n in k.shape[:2] if n > 1)
         return (list(k.reshape(-1, *k.shape[2:])), list(t.reshape(-1, *t.shape[2:])), d["image_shape"], lead,
                 {"trajectory": f"ISMRMRD ({d['trajectory_type']}, units {d['units']})",
-                 "prewhitened": d["whitened"]})
+                 "prewhitened": d["whitened"], "_whitener": d["whitener"]})
     coord = read_trajectory(args.traj)
     if str(args.input).lower().endswith((".cfl", ".hdr")):
         k = bart_noncartesian_kspace(read_cfl(str(args.input)[:-4]))
@@ -577,6 +577,7 @@ def _recon_noncartesian(args, params) -> int:
     from .validate import check_output  # noqa: PLC0415
 
     ks, coords, file_shape, lead, record = _read_noncartesian(args)  # errors are classified by main()
+    whitener = record.pop("_whitener", None)  # the prewhitening applied to the k-space (ISMRMRD), not recorded
     shape = tuple(args.image_shape) if args.image_shape else file_shape
     own = None  # the input's own maps (an .npz 'maps'), the default as for Cartesian input
     if not args.maps and not args.espirit and str(args.input).lower().endswith(".npz"):
@@ -588,6 +589,11 @@ def _recon_noncartesian(args, params) -> int:
         maps = np.asarray(read_array(args.maps) if args.maps else own).astype(np.complex64)
         stack = len(ks) > 1 and maps.ndim == coords[0].shape[-1] + 2 and maps.shape[0] == len(ks)
         maps_list = list(maps) if stack else [maps] * len(ks)  # one map set per slice/frame, or one for all
+        if args.maps and whitener is not None:  # the k-space is W y: its coil sensitivities are W S
+            from .io.ismrmrd import whiten_maps  # noqa: PLC0415
+
+            maps_list = [whiten_maps(m, whitener) for m in maps_list]
+            _note(f"mri-csc: note: the coil maps of {args.maps} are whitened with the k-space's noise whitener")
     elif args.espirit:
         from .sim.trajectories import estimate_maps_noncartesian  # noqa: PLC0415
 

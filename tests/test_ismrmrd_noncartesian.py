@@ -127,3 +127,23 @@ def test_cli_recon_and_info_of_a_radial_file(tmp_path, radial_case):
     assert p.returncode == 0, p.stderr
     assert "non-Cartesian: trajectory 'radial'" in p.stdout and f"{SPOKES} readouts" in p.stdout
     assert "read as normalized" in p.stdout
+
+
+def test_cli_whitens_given_maps_with_the_readouts(tmp_path, radial_case, rng):
+    """--maps with prewhitened non-Cartesian ISMRMRD data: the maps get the same whitener (W y has
+    sensitivities W S), so the image matches the unwhitened reconstruction."""
+    img, maps, coord, y = radial_case
+    mix = (np.eye(COILS) + 0.5 * rng.standard_normal((COILS, COILS))).astype(np.complex64)  # coupled coils
+    noise = mix @ (rng.standard_normal((COILS, 4096)) + 1j * rng.standard_normal((COILS, 4096)))
+    write_radial(tmp_path / "r.h5", np.tensordot(mix, y, axes=(1, 0)), coord, noise=noise)
+    np.save(tmp_path / "maps.npy", np.tensordot(mix, maps, axes=(1, 0)))  # the raw coils' sensitivities
+    out = {}
+    for name, extra in (("white", []), ("raw", ["--no-prewhiten"])):
+        p = _cli("recon", tmp_path / "r.h5", "--maps", tmp_path / "maps.npy", "--method", "sense", "--out",
+                 tmp_path / f"{name}.npy", "--no-pbar", *extra)
+        assert p.returncode == 0, p.stderr
+        out[name] = np.abs(np.load(tmp_path / f"{name}.npy"))
+    assert np.corrcoef(out["white"].ravel(), out["raw"].ravel())[0, 1] > 0.99
+    assert "whitened with the k-space's noise whitener" in _cli(
+        "recon", tmp_path / "r.h5", "--maps", tmp_path / "maps.npy", "--method", "zero-filled", "--out",
+        tmp_path / "z.npy", "--no-pbar").stderr
