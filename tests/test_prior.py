@@ -97,6 +97,11 @@ def test_pruned_filter_transforms_match_the_full_grid(fshape, ishape, boundary):
     d = rng.standard_normal((4, *fshape))
     geom = _ConvGeometry(d, ishape, boundary)
     grid = geom.filters_to_grid(d)
+    # the placement, written independently: taps at 0..f-1, rolled so that tap f // 2 sits at index 0
+    ref = np.zeros((4, *geom.code_shape))
+    ref[(slice(None),) + tuple(slice(0, f) for f in fshape)] = d
+    ref = np.roll(ref, tuple(-(f // 2) for f in fshape), axis=geom.axes)
+    assert np.array_equal(grid, ref) and np.array_equal(geom.grid_to_filters(ref), d)
     assert np.allclose(geom.filter_spectrum(d), _rfftn(grid, geom.axes), atol=1e-10)
     assert np.allclose(geom.filter_spectrum(d, half=False), _fftn(grid, geom.axes), atol=1e-10)
     spec = _rfftn(rng.standard_normal((4, *geom.code_shape)), geom.axes)

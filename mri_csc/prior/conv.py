@@ -225,18 +225,21 @@ class _ConvGeometry:
             raise ValueError("spectrum must be C-contiguous")
         self._spectra[(np.dtype(real_dtype).str, bool(half))] = spec
 
+    def _taps(self, xp):
+        """The open-mesh index of the filter taps on the code grid (:meth:`_window` per axis)."""
+        return (slice(None),) + xp.ix_(*(xp.asarray(self._window(j)) for j in range(self.ndim)))
+
     def filters_to_grid(self, d):
-        """Filters ``(K, *filter_shape)`` placed centred on the code grid (tap ``f // 2`` at index 0)."""
+        """Filters ``(K, *filter_shape)`` placed centred on the code grid (tap ``f // 2`` at index 0):
+        the whole grid that :meth:`filter_spectrum` transforms without forming it."""
         xp = get_xp(d)
         pad = xp.zeros((d.shape[0], *self.code_shape), dtype=d.dtype)
-        pad[(slice(None),) + tuple(slice(0, f) for f in self.filter_shape)] = d
-        return xp.roll(pad, tuple(-(f // 2) for f in self.filter_shape), axis=self.axes)
+        pad[self._taps(xp)] = d
+        return pad
 
     def grid_to_filters(self, g):
         """The adjoint of :meth:`filters_to_grid`: the ``filter_shape`` window of grid maps ``(K, *code_shape)``."""
-        xp = get_xp(g)
-        g = xp.roll(g, tuple(f // 2 for f in self.filter_shape), axis=self.axes)
-        return g[(slice(None),) + tuple(slice(0, f) for f in self.filter_shape)]
+        return g[self._taps(get_xp(g))]
 
     def pad_image(self, x, out=None):
         """Zero-pad image(s) ``(..., *image_shape)`` into the code grid (the adjoint of the crop)."""
