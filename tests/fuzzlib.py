@@ -73,16 +73,21 @@ def make_seeds(folder: Path) -> dict[str, list[Path]]:
         '[coils]\ncount = 4\n[mask]\nkind = "poisson"\naccel = 4.0\n[noise]\nsnr_db = 30.0\n'
         '[[methods]]\nname = "zero-filled"\n[[methods]]\nname = "sense"\nlabel = "S"\nparams = {max_iter = 5}\n')
     seeds["toml"].append(folder / "a.toml")
-    mrd = folder / "a.mrd"
-    try:  # the ISMRMRD project's own generator
-        subprocess.run(["ismrmrd_generate_cartesian_shepp_logan", "-m", "16", "-c", "2", "-o", str(mrd)],
+    seeds["ismrmrd"].append(_ismrmrd_file(folder / "a.mrd", k))
+    return seeds
+
+
+def _ismrmrd_file(path: Path, k) -> Path:
+    """An ISMRMRD file made by the ISMRMRD project's own generator, or by our writer (k-space ``k``)
+    where ismrmrd-tools is not installed."""
+    try:
+        subprocess.run(["ismrmrd_generate_cartesian_shepp_logan", "-m", "16", "-c", "2", "-o", str(path)],
                        check=True, capture_output=True, timeout=60)
     except (OSError, subprocess.SubprocessError):
         from mri_csc.io import write_kspace
 
-        write_kspace(mrd, k)
-    seeds["ismrmrd"].append(mrd)
-    return seeds
+        write_kspace(path, k)
+    return path
 
 
 # ----------------------------------------------------------------------------- mutations
@@ -226,11 +231,10 @@ def hostile_cases(folder: Path) -> list[tuple[str, str, Path]]:
     with h5py.File(folder / "mrdgroup.h5", "w") as f:
         f.create_group("dataset").create_group("data")
     out.append(("ismrmrd", "ISMRMRD dataset/data is a group", folder / "mrdgroup.h5"))
-    from mri_csc.io import write_kspace  # noqa: PLC0415
-
     def with_head(name, seed, head_dtype):
-        """An ISMRMRD file of ours whose acquisition headers are rewritten to ``head_dtype(head)``."""
-        write_kspace(folder / name, _kspace(np.random.default_rng(seed)))
+        """An ISMRMRD file (the generator's, see _ismrmrd_file) with its acquisition headers rewritten to
+        ``head_dtype(head)``."""
+        _ismrmrd_file(folder / name, _kspace(np.random.default_rng(seed)))
         with h5py.File(folder / name, "r+") as f:
             data = f["dataset/data"][:]
             dt = np.dtype([(n, head_dtype(data.dtype["head"]) if n == "head" else data.dtype[n])
