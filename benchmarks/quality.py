@@ -39,7 +39,7 @@ Run::
     python benchmarks/quality.py --quick            # 16 cases (25 and 45 dB); minutes once the peers are cached
     python benchmarks/quality.py                    # all 30 cases (tuning 12, held-out 18); ~1 h the first time
     python benchmarks/quality.py --split heldout --jobs 2
-    python benchmarks/quality.py --fit              # tuning split: CSC over a λ scan (μ = 37.5 λ)
+    python benchmarks/quality.py --fit              # tuning split: CSC over a λ × μ/λ scan (--ratios)
     python benchmarks/quality.py --fit-hybrid tv    # tuning split: csc-tv over its (f, a₂, r₂) grid
 
 Prints per case PSNR / SSIM of every method side by side, and per split and
@@ -134,7 +134,7 @@ def _mni_path():
             from nilearn import datasets
         except ImportError as exc:
             raise RuntimeError("the MNI152 source needs nilearn: pip install nilearn") from exc
-        tmp = path.with_suffix(".tmp.nii.gz")
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp.nii.gz")  # per process: --jobs workers race here
         datasets.load_mni152_template(resolution=1).to_filename(str(tmp))
         os.replace(tmp, path)
     return str(path)
@@ -226,6 +226,20 @@ def _lam_key(lam):
     return f"{lam:.4g}"
 
 
+def _scan_key(ratio, lam):
+    """Key of one point of the CSC fit scan: ``"<μ/λ>:<λ>"``."""
+    return f"{ratio:g}:{_lam_key(lam)}"
+
+
+def _scan_by_ratio(scan):
+    """``{μ/λ: {λ key: result}}`` from a fit scan keyed by :func:`_scan_key`."""
+    out = {}
+    for key, res in scan.items():
+        ratio, _, lam = key.partition(":")
+        out.setdefault(float(ratio), {})[lam] = res
+    return out
+
+
 def _cache_path(split):
     return RESULTS / f"quality_peers_{split}.json"
 
@@ -275,9 +289,9 @@ def tune_peer(data, peer, cached, lam0):
 def run_case(case: Case, cached: dict, csc_variants: dict, fit_grid=None, hybrid_grid=None, common=None):
     """Peers (tuned, using ``cached`` evaluations), SENSE and the CSC methods on one case.
 
-    ``csc_variants``: label -> (method, params), each run once. ``fit_grid``: CSC λ values to scan
-    (``--fit``); ``hybrid_grid``: ``(term, factors, slopes)`` to scan the hybrid's CSC factor and
-    λ₂/σ̂ (``--fit-hybrid``); ``common``: parameters both scans pass too (``dictionary``)."""
+    ``csc_variants``: label -> (method, params), each run once. ``fit_grid``: CSC ``(μ/λ, λ)`` pairs
+    to scan (``--fit``; μ = γ = ratio × λ); ``hybrid_grid``: ``(term, factors, slopes)`` to scan the
+    hybrid's CSC factor and λ₂/σ̂ (``--fit-hybrid``); ``common``: parameters both scans pass too (``dictionary``)."""
     common = common or {}
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     from mri_csc.recon.noise import estimate_noise_std
@@ -303,9 +317,9 @@ def run_case(case: Case, cached: dict, csc_variants: dict, fit_grid=None, hybrid
         out["methods"][label] = res
     if fit_grid is not None:
         scan = {}
-        for lam in fit_grid:
-            res, _ = _run(data, "csc", lam=lam, mu=37.5 * lam, gamma=37.5 * lam, **common)
-            scan[_lam_key(lam)] = res
+        for ratio, lam in fit_grid:
+            res, _ = _run(data, "csc", lam=lam, mu=ratio * lam, gamma=ratio * lam, **common)
+            scan[_scan_key(ratio, lam)] = res
         out["csc_scan"] = scan
     if hybrid_grid is not None:
         out["hybrid_scan"] = hybrid_scan(data, problem, *hybrid_grid, **common)
@@ -390,29 +404,35 @@ def print_tables(results, labels=("csc",)):
 
 def print_fit(results):
     """The CSC λ scan on the tuning split: best λ/σ̂ per case, for the default rule."""
-    print("\n== CSC λ scan (μ = γ = 37.5 λ): best λ per case, and in units of σ̂ (data_scale units)")
+    print("\n== CSC λ scan at each μ/λ (μ = γ = ratio × λ): best λ per case, and in units of σ̂ (data_scale units)")
     for r in results:
-        scan = r.get("csc_scan")
-        if not scan:
+        if not r.get("csc_scan"):
             continue
-        lams = sorted(scan, key=float)
-        ps = [scan[k]["psnr"] for k in lams]
-        b = int(np.argmax(ps))
-        curve = " ".join(f"{float(k):.3g}:{p:.2f}" for k, p in zip(lams, ps))
-        print(f"{r['label']:34s} σ̂={r['sigma_hat_scaled']:.4f} best λ={float(lams[b]):.4g}"
-              f" (λ/σ̂={float(lams[b]) / r['sigma_hat_scaled']:.3f}) {ps[b]:.2f} dB | {curve}")
+        for ratio, scan in sorted(_scan_by_ratio(r["csc_scan"]).items()):
+            lams = sorted(scan, key=float)
+            ps = [scan[k]["psnr"] for k in lams]
+            b = int(np.argmax(ps))
+            curve = " ".join(f"{float(k):.3g}:{p:.2f}" for k, p in zip(lams, ps))
+            print(f"{r['label']:34s} μ/λ={ratio:<5g} σ̂={r['sigma_hat_scaled']:.4f} best λ={float(lams[b]):.4g}"
+                  f" (λ/σ̂={float(lams[b]) / r['sigma_hat_scaled']:.3f}) {ps[b]:.2f} dB | {curve}")
     for kind, f in fit_rule(results).items():
-        print(f"rule {kind}: λ = max({f['slope']:.4g} σ̂, {f['floor']:.3g}): shortfall from each case's best λ "
-              f"mean {f['mean_shortfall']:.2f} dB, worst {f['worst_shortfall']:.2f} dB ({f['n']} cases)")
+        print(f"rule {kind}: λ = max({f['slope']:.4g} σ̂, {f['floor']:.3g}), μ = γ = {f['ratio']:g} λ: shortfall from "
+              f"each case's best scanned (λ, μ/λ) mean {f['mean_shortfall']:.2f} dB, "
+              f"worst {f['worst_shortfall']:.2f} dB ({f['n']} cases)")
+        for ratio, (mean, worst) in sorted(f["by_ratio"].items()):
+            print(f"   best rule at μ/λ = {ratio:<5g}: shortfall mean {mean:.2f} dB, worst {worst:.2f} dB")
 
 
 def _is_lines(r):
     return r["case"]["mask"] == "random-lines"
 
 
+#: the --fit scan: λ values, and the μ/λ ridge ratios (μ = γ = ratio × λ)
+FIT_LAMS = tuple(2.5e-4 * 2.0 ** np.arange(10))
+FIT_RATIOS = (37.5, 9.375, 4.6875, 2.34375)
 #: the --fit rule grid: slope a = λ/σ̂ and floor λ_min of λ = max(a σ̂, λ_min)
-RULE_SLOPES = tuple(np.round(np.geomspace(0.1, 3.2, 31), 4))
-RULE_FLOORS = (0.0, 2.5e-4, 5e-4, 1e-3, 1.6e-3, 2e-3, 4e-3, 8e-3)
+RULE_SLOPES = tuple(np.round(np.geomspace(0.1, 12.8, 57), 4))
+RULE_FLOORS = (0.0, 2.5e-4, 5e-4, 1e-3, 1.6e-3, 2e-3, 4e-3, 8e-3, 1.6e-2, 3.2e-2)
 
 
 def _psnr_at(scan, lam):
@@ -423,22 +443,35 @@ def _psnr_at(scan, lam):
 
 
 def fit_rule(results):
-    """Per mask kind, (a, λ_min) maximising −mean − ½·worst shortfall from each case's best scanned λ."""
+    """Per mask kind, (μ/λ, a, λ_min) maximising −mean − ½·worst shortfall from each case's best scanned
+    point (over every λ and μ/λ of its scan). Scans keyed by λ alone (quality3d.py) are one ratio, 37.5.
+
+    Returns per kind ``{"ratio", "slope", "floor", "n", "mean_shortfall", "worst_shortfall", "by_ratio"}``,
+    ``by_ratio`` the (mean, worst) shortfall of the best (a, λ_min) at each scanned μ/λ."""
     out = {}
     for kind, pick in (("2d", lambda r: not _is_lines(r)), ("lines", _is_lines)):
         rows = [r for r in results if r.get("csc_scan") and pick(r)]
         if not rows:
             continue
-        best_obj = None
-        for a in RULE_SLOPES:
-            for floor in RULE_FLOORS:
-                short = [max(v["psnr"] for v in r["csc_scan"].values())
-                         - _psnr_at(r["csc_scan"], max(a * r["sigma_hat_scaled"], floor)) for r in rows]
-                obj = -np.mean(short) - 0.5 * max(short)
-                if best_obj is None or obj > best_obj:
-                    best_obj, out[kind] = obj, {"slope": float(a), "floor": floor, "n": len(rows),
-                                                "mean_shortfall": float(np.mean(short)),
-                                                "worst_shortfall": float(max(short))}
+        scans = [_scan_by_ratio(r["csc_scan"]) if ":" in next(iter(r["csc_scan"])) else {37.5: r["csc_scan"]}
+                 for r in rows]
+        best_psnr = [max(v["psnr"] for s in by.values() for v in s.values()) for by in scans]
+        ratios = sorted(set.intersection(*(set(by) for by in scans)))
+        best_obj, by_ratio = None, {}
+        for ratio in ratios:
+            ratio_obj = None
+            for a in RULE_SLOPES:
+                for floor in RULE_FLOORS:
+                    short = [bp - _psnr_at(by[ratio], max(a * r["sigma_hat_scaled"], floor))
+                             for r, by, bp in zip(rows, scans, best_psnr)]
+                    obj = -np.mean(short) - 0.5 * max(short)
+                    if ratio_obj is None or obj > ratio_obj:
+                        ratio_obj, by_ratio[ratio] = obj, (float(np.mean(short)), float(max(short)))
+                    if best_obj is None or obj > best_obj:
+                        best_obj, out[kind] = obj, {"ratio": ratio, "slope": float(a), "floor": floor, "n": len(rows),
+                                                    "mean_shortfall": float(np.mean(short)),
+                                                    "worst_shortfall": float(max(short))}
+        out[kind]["by_ratio"] = by_ratio
     return out
 
 
@@ -489,7 +522,9 @@ def main(argv=None):
     ap.add_argument("--split", choices=("tuning", "heldout", "both"), default="both")
     ap.add_argument("--quick", action="store_true", help="2 sources per split, 25 and 45 dB only")
     ap.add_argument("--jobs", type=int, default=1, help="cases run in parallel processes")
-    ap.add_argument("--fit", action="store_true", help="also scan CSC's λ (tuning split only)")
+    ap.add_argument("--fit", action="store_true", help="also scan CSC's λ and μ/λ (tuning split only)")
+    ap.add_argument("--ratios", nargs="+", type=float, default=list(FIT_RATIOS),
+                    help=f"the μ/λ values --fit scans (default {' '.join(f'{r:g}' for r in FIT_RATIOS)})")
     ap.add_argument("--fit-hybrid", choices=("tv",),
                     help="scan the csc-<term> hybrid's CSC factor and λ₂ (tuning split only)")
     ap.add_argument("--methods", nargs="+", default=list(CSC_METHODS),
@@ -513,7 +548,7 @@ def main(argv=None):
             cache.update(json.loads(_cache_path(split).read_text()))
     common = {} if args.dictionary is None else {"dictionary": args.dictionary}
     variants = {m: parse_variant(m, common) for m in args.methods}
-    fit_grid = list(np.geomspace(2.5e-4, 3.2e-2, 8)) if args.fit else None
+    fit_grid = [(ratio, lam) for ratio in args.ratios for lam in FIT_LAMS] if args.fit else None
     hybrid_grid = (args.fit_hybrid, HYBRID_FACTORS, HYBRID_SLOPES, HYBRID_RHOS) if args.fit_hybrid else None
     results = []
     t0 = time.perf_counter()
