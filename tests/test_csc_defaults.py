@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import mri_csc
-from mri_csc.recon.csc_defaults import MU_PER_LAM, RULE, auto_weights
+from mri_csc.recon.csc_defaults import RULE, RULE_3D, RULE_NONCARTESIAN, RULE_V4, auto_weights
 from mri_csc.sim import make_dataset
 
 
@@ -12,10 +12,19 @@ def test_rule_scales_with_sigma_and_floors_lines():
     a = auto_weights(0.01, lines=False)
     b = auto_weights(0.02, lines=False)
     assert b["lam"] == pytest.approx(2 * a["lam"]) and b["mu"] == pytest.approx(2 * a["mu"])
-    assert a["mu"] == pytest.approx(MU_PER_LAM * a["lam"]) and a["gamma"] == a["mu"]
+    assert a["mu"] == pytest.approx(RULE["2d"][2] * a["lam"]) and a["gamma"] == a["mu"]
     floor = RULE["lines"][1]
     assert auto_weights(1e-9, lines=True)["lam"] == pytest.approx(floor)
     assert auto_weights(10.0, lines=True)["lam"] == pytest.approx(10.0 * RULE["lines"][0])
+    assert auto_weights(10.0, lines=True)["mu"] == pytest.approx(10.0 * RULE["lines"][0] * RULE["lines"][2])
+
+
+@pytest.mark.parametrize("rule", [RULE_V4["2d"], RULE_3D, RULE_NONCARTESIAN])
+def test_a_given_rule_sets_slope_floor_and_ratio(rule):
+    slope, floor, ratio = rule
+    w = auto_weights(1.0, lines=False, rule=rule)
+    assert w["lam"] == pytest.approx(max(slope, floor)) and w["mu"] == pytest.approx(ratio * w["lam"])
+    assert auto_weights(1e-12, lines=False, rule=rule)["lam"] == pytest.approx(floor)
 
 
 @pytest.mark.parametrize("bad, exc", [(0.0, ValueError), (-1.0, ValueError), (float("nan"), ValueError),

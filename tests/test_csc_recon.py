@@ -6,7 +6,7 @@ import pytest
 import mri_csc
 from mri_csc.metrics import psnr
 from mri_csc.recon.csc import ADAPT_EVERY, LAM_2D, MU_2D, is_line_mask
-from mri_csc.recon.csc_defaults import auto_weights
+from mri_csc.recon.csc_defaults import RULE_V4, auto_weights
 from mri_csc.sim import make_dataset
 
 SHAPE = (96, 96)
@@ -312,7 +312,11 @@ def test_stopping_window_holds_only_iterations_whose_codes_were_kept(lines_case)
     """With monotone codes, iterations whose codes were rejected do not enter the stopping window."""
     kspace, maps, mask = lines_case.kspace, lines_case.maps, lines_case.mask
     tol, window = 2e-3, 5
-    r = mri_csc.reconstruct(kspace, maps, mask=mask, method="csc", tol=tol, tol_window=window, max_iter=150)
+    # the hard coupling of RULE_V4 (μ = 37.5 λ) rejects code steps on this case; the lines rule's soft one does not
+    r0 = mri_csc.reconstruct(kspace, maps, mask=mask, method="csc", max_iter=1)
+    w = auto_weights(r0.params["noise_std"] / r0.scale, True, rule=RULE_V4["lines"])
+    r = mri_csc.reconstruct(kspace, maps, mask=mask, method="csc", tol=tol, tol_window=window, max_iter=150,
+                            lam=w["lam"], mu=w["mu"])
     ch = np.array([h["image_change"] for h in r.history])
     rejected = np.array([h["codes_rejected"] for h in r.history])
     kept = np.diff(np.concatenate([[0], rejected])) == 0

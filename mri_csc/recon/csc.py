@@ -92,7 +92,7 @@ from ..prior.phase import phase_from_image
 from ..prior.sparse_coding import ConvSparseCoder
 from ..solvers.admm import ReconSolver
 from ..solvers.csc_recon import CSCReconSolver
-from .csc_defaults import RULE_3D, RULE_NONCARTESIAN, auto_weights, resolve_noise_std
+from .csc_defaults import RULE, RULE_3D, RULE_NONCARTESIAN, auto_weights, resolve_noise_std
 from .problem import ReconProblem
 from .registry import Param, register_method
 
@@ -157,10 +157,13 @@ def is_line_mask(mask) -> bool:
     return varying == 1
 
 
-def resolve_params(problem: ReconProblem, params: dict) -> dict:
+def resolve_params(problem: ReconProblem, params: dict, rules: "dict | None" = None) -> dict:
     """Fill in the data-dependent defaults (``"auto"``) of checked CSC parameters (idempotent).
 
-    The values are checked by the registry's ``Method.check`` (:data:`SCHEMA`), before and after this."""
+    The values are checked by the registry's ``Method.check`` (:data:`SCHEMA`), before and after this.
+    ``rules`` (mask kind ``"2d"``/``"lines"`` -> ``(slope, floor, mu_per_lam)``) replaces
+    :data:`~mri_csc.recon.csc_defaults.RULE` for 2-D Cartesian problems and line masks (``csc-tv`` passes
+    the rule it was fitted against)."""
     out = dict(params)
     # noise-adaptive defaults (csc_defaults); the mask and the noise are inspected only when a default
     # depends on them (a second, idempotent call skips it). Non-Cartesian problems estimate the noise
@@ -183,7 +186,8 @@ def resolve_params(problem: ReconProblem, params: dict) -> dict:
                                 rule=RULE_NONCARTESIAN)
         else:
             lines = problem.mask is not None and is_line_mask(problem.mask)
-            rule = RULE_3D if problem.ndim == 3 and not lines else None  # the 3-D dictionary's own fit
+            kind = "lines" if lines else "2d"
+            rule = RULE_3D if problem.ndim == 3 and not lines else (rules or RULE)[kind]  # 3-D: its own fit
             auto = auto_weights(out["noise_std"] / problem.scale, lines, rule=rule)
         out["lam"] = auto["lam"] if out["lam"] == "auto" else out["lam"]
         out["mu"] = auto["mu"] if out["mu"] == "auto" else out["mu"]

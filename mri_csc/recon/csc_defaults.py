@@ -3,8 +3,7 @@ r"""Noise-adaptive default weights of the ``csc`` method.
 The weights that work best follow a ridge of constant effective ℓ1 weight
 :math:`\kappa = \lambda\mu` with :math:`\kappa \propto \sigma^2` (σ the k-space
 noise standard deviation in the units of the scaled data, see
-:func:`mri_csc.recon.problem.data_scale`), and along the ridge μ matters
-little, so both λ and μ scale linearly with σ:
+:func:`mri_csc.recon.problem.data_scale`), so both λ and μ scale linearly with σ:
 
 .. math::
 
@@ -12,7 +11,12 @@ little, so both λ and μ scale linearly with σ:
     \mu = \gamma = r\,\lambda ,
 
 with :math:`\hat\sigma` from :func:`mri_csc.recon.noise.estimate_noise_std`
-(or the user's ``noise_std``). The slope :math:`a` and the floor
+(or the user's ``noise_std``). Where on the ridge (the ratio :math:`r = \mu/\lambda`) matters
+too: a smaller μ at the same κ is a softer coupling, under which the prior
+:math:`\mu\min_z \tfrac12\|Hu - Dz\|^2 + \lambda\|z\|_1` acts as a quadratic (Tikhonov) penalty on
+high-pass content below the threshold λ and as the CSC ℓ1 penalty above it (its Moreau envelope in
+:math:`Hu`), so small, noise-like detail is damped without being coded. Each rule is the triple
+:math:`(a, \lambda_{\min}, r)`. The slope :math:`a` and the floor
 :math:`\lambda_{\min}` depend on the mask kind: 1-D (whole-line) sampling
 leaves coherent aliasing that does not shrink with the noise, so at low noise
 the weight must not follow σ down (issue 12 reports 7–9 dB lost there by pure noise scaling);
@@ -24,12 +28,31 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["RULE", "RULE_3D", "RULE_NONCARTESIAN", "MU_PER_LAM", "auto_weights", "resolve_noise_std"]
+__all__ = ["RULE", "RULE_V4", "RULE_3D", "RULE_NONCARTESIAN", "MU_PER_LAM", "auto_weights", "resolve_noise_std"]
 
-#: μ/λ along the ridge (the shipped defaults' ratio, 0.3 / 0.008)
+#: μ/λ of the rules fitted with the ratio fixed (the first fixed defaults' 0.3 / 0.008): :data:`RULE_V4`,
+#: :data:`RULE_3D` and :data:`RULE_NONCARTESIAN`
 MU_PER_LAM = 37.5
 
-#: mask kind -> (slope a = λ/σ̂, floor λ_min), for the shipped dictionary (v4, 48 × 11×11). Fitted on the
+#: mask kind -> (slope a = λ/σ̂, floor λ_min, μ/λ), for the shipped dictionary (v4, 48 × 11×11) with blind CSC
+#: (``adapt_dictionary``, every 10 code steps) on. Fitted on the tuning split of ``benchmarks/quality.py`` only
+#: (``--fit``: Colin 27 axial and BART's Shepp–Logan k-space phantom, 25/35/45 dB, Poisson R=4 and 8, lines R=4
+#: and 3, ESPIRiT maps, 128², 8 coils): CSC's PSNR over λ ∈ 2.5e-4·2^k (k = 0..9) at μ = γ = r λ for
+#: r ∈ {37.5, 9.375, 4.6875, 2.34375}, then (r, a, λ_min) on a grid maximising minus the mean shortfall minus half
+#: the worst from each case's best scanned point (``quality.fit_rule``, printed by ``--fit``).
+#: Chosen: 2-D (Poisson) masks keep μ/λ = 37.5 (shortfall mean 0.37 dB / worst 0.77 dB; the best rule at
+#: μ/λ = 9.375, 4.6875, 2.34375: 0.45 / 1.16, 0.48 / 0.72, 0.49 / 1.01 dB); line masks take the softest scanned
+#: coupling, μ/λ = 2.34375 (0.16 / 0.43 dB; at 4.6875, 9.375, 37.5: 0.41 / 0.71, 0.59 / 1.33, 1.33 / 2.41 dB):
+#: there the best λ/σ̂ per case is 1.3–12.8 (2.7 at the rule), four times the ratio-37.5 rule's (our reading,
+#: not tested: the coherent aliasing of whole-line sampling then falls below the threshold and is damped as a
+#: quadratic instead of being coded). The 2-D slope, refitted with blind CSC on, moved from 0.635 to 0.6727.
+RULE = {
+    "2d": (0.6727, 2e-3, MU_PER_LAM),
+    "lines": (2.691, 1.6e-2, 2.34375),
+}
+
+#: The previous 2-D and lines rule (mask kind -> (a, λ_min, μ/λ)), fitted at μ/λ = 37.5 alone; ``csc-tv``'s
+#: CSC weights were fitted against it and still follow it (:mod:`mri_csc.recon.csc_hybrid`). Fitted on the
 #: tuning split of ``benchmarks/quality.py`` (``--fit``: Colin 27 axial and BART's Shepp–Logan k-space
 #: phantom, 25/35/45 dB, Poisson R=4 and 8, lines R=4 and 3, ESPIRiT maps, 128², 8 coils): CSC's PSNR over
 #: λ ∈ 2.5e-4·2^k (k = 0..7) with μ = γ = 37.5 λ, then (a, λ_min) on a grid maximising minus the mean
@@ -38,14 +61,14 @@ MU_PER_LAM = 37.5
 #: Best λ/σ̂ per case: 0.35–1.08 (2-D), 0.34–6.4 (lines, the largest at 45 dB on the phantom, where
 #: aliasing and not noise sets the weight: hence the floor). The 36-filter v3 dictionary's best λ/σ̂
 #: were half these ((a, λ_min) = (0.28, 8e-4) and (0.34, 1.6e-3)). Fitted with the dictionary fixed, before blind
-#: CSC (``adapt_dictionary``) became the 2-D default; not refitted since (``--fit`` now scans with blind CSC on).
-RULE = {
-    "2d": (0.635, 2e-3),
-    "lines": (0.635, 4e-3),
+#: CSC (``adapt_dictionary``) became the 2-D default.
+RULE_V4 = {
+    "2d": (0.635, 2e-3, MU_PER_LAM),
+    "lines": (0.635, 4e-3, MU_PER_LAM),
 }
 
 
-#: non-Cartesian data -> (slope a, floor λ_min), with σ̂ in the units of the scaled *and density-normalised*
+#: non-Cartesian data -> (slope a, floor λ_min, μ/λ), with σ̂ in the units of the scaled *and density-normalised*
 #: k-space (:mod:`mri_csc.recon.noncartesian`: divided by the data scale and by √g) and σ̂ from
 #: :func:`mri_csc.recon.noise.readout_noise_std`. Fitted by ``benchmarks/noncartesian.py --part fit`` on a tuning
 #: slice (Colin 27 axial 110, not the scored slice 90): golden-angle radial R = 2, 4, 8 and the variable-density
@@ -54,17 +77,17 @@ RULE = {
 #: case's best λ, for the shipped v4 dictionary: mean 0.10 dB / worst 0.25 dB. Best λ/σ̂ per case 0.35–1.25.
 #: (The v3 dictionary's fit was (0.37, 4e-3), best λ/σ̂ 0.09–0.88.) v4's coronal and sagittal training
 #: slices cross ch2's axial slices 90 and 110, so this slice is a tuning slice and not unseen data.
-RULE_NONCARTESIAN = (0.4657, 4e-3)
+RULE_NONCARTESIAN = (0.4657, 4e-3, MU_PER_LAM)
 
 
-#: 3-D Cartesian data with a 2-D (e.g. Poisson over (kz, ky)) pattern -> (slope a, floor λ_min), for the shipped 3-D
+#: 3-D Cartesian data with a 2-D (e.g. Poisson over (kz, ky)) pattern -> (slope a, floor λ_min, μ/λ), for the shipped 3-D
 #: dictionary (16 × 7×7×7). Fitted by ``benchmarks/quality3d.py --source ch2 --fit`` on a tuning slab (Colin 27 at
 #: 2 mm, the 20 axial slices no 3-D training block entered, in a (28, 96, 96) field of view; P4 25 dB, P6 35 dB,
 #: P4 45 dB; ESPIRiT maps; 8 coils): CSC's PSNR over λ ∈ 2.5e-4·2^k (k = 0..7), μ = γ = 37.5 λ, then
 #: ``quality.fit_rule``: shortfall from each case's best λ mean 0.05 dB / worst 0.11 dB (the 2-D rule's: 0.18 / 0.54).
 #: Best λ/σ̂ per case 0.34–0.74. 3-D line masks keep ``RULE["lines"]``. Fitted with the dictionary fixed; blind CSC
 #: was turned on for 3-D afterwards (+0.24 dB on the same slab) and the rule not refitted.
-RULE_3D = (0.3564, 4e-3)
+RULE_3D = (0.3564, 4e-3, MU_PER_LAM)
 
 
 def auto_weights(sigma: float, lines: bool, *, rule: "tuple[float, float] | None" = None) -> dict:
@@ -78,7 +101,7 @@ def auto_weights(sigma: float, lines: bool, *, rule: "tuple[float, float] | None
     lines : bool
         Whether the mask samples whole lines (1-D undersampling), see
         :func:`mri_csc.recon.csc.is_line_mask`.
-    rule : (slope, floor), optional
+    rule : (slope, floor, mu_per_lam), optional
         Instead of :data:`RULE`'s entry for the mask kind (e.g. :data:`RULE_NONCARTESIAN`).
     """
     try:
@@ -87,9 +110,9 @@ def auto_weights(sigma: float, lines: bool, *, rule: "tuple[float, float] | None
         raise TypeError(f"sigma must be a number; got {sigma!r}") from None
     if not math.isfinite(s) or s <= 0:
         raise ValueError(f"sigma must be a finite number > 0; got {sigma!r}")
-    slope, floor = RULE["lines" if lines else "2d"] if rule is None else rule
+    slope, floor, ratio = RULE["lines" if lines else "2d"] if rule is None else rule
     lam = max(slope * s, floor)
-    mu = MU_PER_LAM * lam
+    mu = ratio * lam
     return {"lam": lam, "mu": mu, "gamma": mu}
 
 

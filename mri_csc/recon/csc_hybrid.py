@@ -26,9 +26,11 @@ own column so that the share of the gain that is CSC's stays visible.
 
 Defaults
 --------
-Every ``csc`` parameter keeps its meaning and default rule (:mod:`mri_csc.recon.csc_defaults`),
-except that the CSC weights resolved by that rule are multiplied by :data:`CSC_FACTOR` (per mask
-kind; the CSC term shares the work with :math:`R_2`). The new weight follows the noise too:
+Every ``csc`` parameter keeps its meaning and default (:mod:`mri_csc.recon.csc_defaults`), except
+the CSC weights: they are the weights of the rule the hybrid was fitted against,
+:data:`~mri_csc.recon.csc_defaults.RULE_V4` (μ = 37.5 λ; ``csc`` itself has since moved to a softer
+coupling, not measured with TV), multiplied by :data:`CSC_FACTOR` (per mask kind; the CSC term shares
+the work with :math:`R_2`); 3-D and non-Cartesian problems take ``csc``'s rules for them. The new weight follows the noise too:
 ``lam2="auto"`` is :math:`\lambda_2 = \max(a_2\hat\sigma, \lambda_{2,\min})` and
 ``rho2="auto"`` is :math:`\rho_2 = r_2\,\mu` (:data:`RULE`), with σ̂ the estimate the CSC rule
 uses (in the units of the scaled data). A non-Cartesian problem without ``noise_std`` has no σ̂
@@ -45,7 +47,7 @@ import math
 from ..prior.functionals import TVPrior
 from .csc import SCHEMA as CSC_SCHEMA
 from .csc import is_line_mask, resolve_params, run_csc
-from .csc_defaults import RULE as CSC_RULE
+from .csc_defaults import RULE_V4 as CSC_RULE
 from .problem import ReconProblem
 from .registry import Param, register_method
 
@@ -100,7 +102,7 @@ def resolve_hybrid(problem: ReconProblem, params: dict) -> dict:
     """The csc parameters resolved by :func:`~mri_csc.recon.csc.resolve_params` (times
     :data:`CSC_FACTOR` where they were ``"auto"``), then ``lam2`` and ``rho2`` (idempotent)."""
     auto = {k for k in ("lam", "mu", "gamma") if params.get(k) == "auto"}
-    out = resolve_params(problem, dict(params))
+    out = resolve_params(problem, dict(params), rules=CSC_RULE)
     lam_rule = out["lam"]
     lines = problem.mask is not None and is_line_mask(problem.mask)
     for k in auto:
