@@ -80,12 +80,12 @@ RULE_V4 = {
 RULE_NONCARTESIAN = (0.4657, 4e-3, MU_PER_LAM)
 
 
-#: 3-D Cartesian data with a 2-D (e.g. Poisson over (kz, ky)) pattern -> (slope a, floor λ_min, μ/λ), for the shipped 3-D
-#: dictionary (16 × 7×7×7). Fitted by ``benchmarks/quality3d.py --source ch2 --fit`` on a tuning slab (Colin 27 at
-#: 2 mm, the 20 axial slices no 3-D training block entered, in a (28, 96, 96) field of view; P4 25 dB, P6 35 dB,
-#: P4 45 dB; ESPIRiT maps; 8 coils): CSC's PSNR over λ ∈ 2.5e-4·2^k (k = 0..7), μ = γ = 37.5 λ, then
-#: ``quality.fit_rule``: shortfall from each case's best λ mean 0.05 dB / worst 0.11 dB (the 2-D rule's: 0.18 / 0.54).
-#: Best λ/σ̂ per case 0.34–0.74. 3-D line masks keep ``RULE["lines"]``. Fitted with the dictionary fixed; blind CSC
+#: 3-D Cartesian data with a 2-D (e.g. Poisson over (kz, ky)) pattern -> (slope a, floor λ_min, μ/λ), for the shipped
+#: 3-D dictionary (16 × 7×7×7). Fitted by ``benchmarks/quality3d.py --source ch2 --fit`` on a tuning slab (Colin 27 at
+#: 2 mm, the 20 axial slices no 3-D training block entered, in a (28, 96, 96) field of view; P4 25 dB, P6 35 dB, P4 45
+#: dB; ESPIRiT maps; 8 coils): CSC's PSNR over λ ∈ 2.5e-4·2^k (k = 0..7), μ = γ = 37.5 λ, then ``quality.fit_rule``:
+#: shortfall from each case's best λ mean 0.05 dB / worst 0.11 dB (the 2-D rule's: 0.18 / 0.54). Best λ/σ̂ per case
+#: 0.34–0.74. 3-D line masks take ``RULE["lines"]`` (unmeasured in 3-D). Fitted with the dictionary fixed; blind CSC
 #: was turned on for 3-D afterwards (+0.24 dB on the same slab) and the rule not refitted.
 RULE_3D = (0.3564, 4e-3, MU_PER_LAM)
 
