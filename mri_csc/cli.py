@@ -320,6 +320,7 @@ CSC_PARAM_HELP = {
     "tol": "stop when the image's relative change, averaged over tol_window iterations, is below this",
     "tol_window": "outer iterations whose image changes the stopping test averages (1: the last alone)",
     "phase": "estimate a smooth phase from the calibration region and demodulate (True/False/'auto')",
+    "phase_width": "width in k-space samples of the Hann window over the centre the phase is estimated from",
     "imag_codes": "also code the imaginary part ('auto')",
     "csc_iter": "sparse-coding ADMM steps per outer iteration (the coder's state carries over)",
     "cg_iter": "conjugate-gradient steps of the data-consistency update per outer iteration",

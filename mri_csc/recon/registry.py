@@ -34,6 +34,9 @@ class Param:
         ``choices``; ``callable``: a callable; ``any``: not checked (arrays, paths).
     also : tuple
         Literal values accepted besides (e.g. ``"auto"``, ``None``).
+    per_axis : bool
+        ``int``/``float`` kinds: a non-empty tuple or list of such values (one per image axis) is
+        accepted too; the number of entries is the method's to check against the image.
     """
 
     default: object
@@ -44,6 +47,7 @@ class Param:
     hi_open: bool = False
     choices: tuple = ()
     also: tuple = ()
+    per_axis: bool = False
 
     def __post_init__(self):
         if self.kind not in _KINDS:
@@ -65,6 +69,8 @@ class Param:
             out = "a callable"
         else:
             out = "any value"
+        if self.per_axis:
+            out += ", or one such value per image axis"
         if self.also:
             out += " (or " + ", ".join(repr(a) for a in self.also) + ")"
         return out
@@ -81,6 +87,12 @@ class Param:
             return isinstance(v, (bool, np.bool_))
         if self.kind == "choice":
             return any(v is c or (type(v) is type(c) and v == c) for c in self.choices)
+        if self.per_axis and isinstance(v, (tuple, list)):
+            return len(v) > 0 and all(self._number_ok(x) for x in v)
+        return self._number_ok(v)
+
+    def _number_ok(self, v) -> bool:
+        """Whether ``v`` is one number of the ``int``/``float`` kind within the bounds."""
         if isinstance(v, (bool, np.bool_)):
             return False
         if self.kind == "int" and not isinstance(v, (int, np.integer)):
