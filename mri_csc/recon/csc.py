@@ -11,14 +11,14 @@ Default rule
 the calibration region (:mod:`mri_csc.recon.noise`; ``noise_std=`` overrides
 it, in the units of the input k-space, and the result records it) and turned
 into λ and μ by the rule of :mod:`mri_csc.recon.csc_defaults` (λ ∝ σ̂ with a
-floor for whole-line masks, μ = 37.5 λ), fitted on the tuning split of
+floor; μ = 37.5 λ for 2-D patterns, the softer μ = 2.34 λ for whole-line masks), fitted on the tuning split of
 ``benchmarks/quality.py``; 3-D Cartesian problems with a 2-D pattern take
 :data:`~mri_csc.recon.csc_defaults.RULE_3D`, fitted for the 3-D dictionary on a tuning slab
 (``benchmarks/quality3d.py --source ch2 --fit``). ``gamma="auto"`` sets the phase-smoothness weight
 equal to μ. ``phase="auto"`` demodulates by the smooth phase of a Hann-windowed centre of k-space,
 ``phase_width`` samples wide (``"auto"``: per axis 4/3 of the fully sampled centre's side within
-[16, 32] on 2-D Cartesian data, 24 otherwise; :func:`phase_window_width`). ``LAM_2D``/``MU_2D``/``LAM_LINES``/``MU_LINES`` are the
-earlier fixed defaults (chosen at 30 dB on ch2), kept for reference.
+[16, 32] on 2-D Cartesian data, 24 otherwise; :func:`phase_window_width`).
+``LAM_2D``/``MU_2D``/``LAM_LINES``/``MU_LINES`` are the earlier fixed defaults (chosen at 30 dB on ch2), kept for reference.
 
 Non-Cartesian problems (``trajectory=``) estimate σ̂ from their readouts
 (:func:`mri_csc.recon.noise.readout_noise_std`) and use
