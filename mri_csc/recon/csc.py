@@ -18,7 +18,8 @@ floor; μ = 37.5 λ for 2-D patterns, the softer μ = 2.34 λ for whole-line mas
 equal to μ. ``phase="auto"`` demodulates by the smooth phase of a Hann-windowed centre of k-space,
 ``phase_width`` samples wide (``"auto"``: per axis 4/3 of the fully sampled centre's side within
 [16, 32] on 2-D Cartesian data, 24 otherwise; :func:`phase_window_width`).
-``LAM_2D``/``MU_2D``/``LAM_LINES``/``MU_LINES`` are the earlier fixed defaults (chosen at 30 dB on ch2), kept for reference.
+``LAM_2D``/``MU_2D``/``LAM_LINES``/``MU_LINES`` are the earlier fixed defaults (chosen at 30 dB on ch2),
+kept for reference.
 
 Non-Cartesian problems (``trajectory=``) estimate σ̂ from their readouts
 (:func:`mri_csc.recon.noise.readout_noise_std`) and use
