@@ -180,7 +180,7 @@ def _sigma_scaled(y, maps, coord):
 
 def part_fit(n, cases):
     """CSC's λ scan on the tuning slice, then the rule λ = max(a σ̂, λ_min) on the grids."""
-    from mri_csc.recon.csc_defaults import MU_PER_LAM
+    from mri_csc.recon.csc_defaults import RULE_NONCARTESIAN
 
     rows = []
     for name in cases:
@@ -190,7 +190,8 @@ def part_fit(n, cases):
             sig = _sigma_scaled(y, maps, coord)
             scan = {}
             for lam in FIT_LAMS:
-                r = mri_csc.reconstruct(y, maps, trajectory=coord, method="csc", lam=lam, mu=MU_PER_LAM * lam)
+                r = mri_csc.reconstruct(y, maps, trajectory=coord, method="csc", lam=lam,
+                                       mu=RULE_NONCARTESIAN[2] * lam)
                 scan[lam] = _score(mag, support, r.image)[0]
             best = max(scan, key=scan.get)
             rows.append({"case": name, "snr_db": snr, "sigma": sig, "scan": scan, "best_lam": best})

@@ -431,7 +431,7 @@ def _is_lines(r):
 FIT_LAMS = tuple(2.5e-4 * 2.0 ** np.arange(10))
 FIT_RATIOS = (37.5, 9.375, 4.6875, 2.34375)
 #: the --fit rule grid: slope a = λ/σ̂ and floor λ_min of λ = max(a σ̂, λ_min)
-RULE_SLOPES = tuple(np.round(np.geomspace(0.1, 12.8, 57), 4))
+RULE_SLOPES = tuple(sorted({*np.round(np.geomspace(0.1, 3.2, 31), 4), *np.round(np.geomspace(0.1, 12.8, 57), 4)}))
 RULE_FLOORS = (0.0, 2.5e-4, 5e-4, 1e-3, 1.6e-3, 2e-3, 4e-3, 8e-3, 1.6e-2, 3.2e-2)
 
 

@@ -320,7 +320,8 @@ CSC_PARAM_HELP = {
     "tol": "stop when the image's relative change, averaged over tol_window iterations, is below this",
     "tol_window": "outer iterations whose image changes the stopping test averages (1: the last alone)",
     "phase": "estimate a smooth phase from the calibration region and demodulate (True/False/'auto')",
-    "phase_width": "width in k-space samples of the Hann window over the centre the phase is estimated from",
+    "phase_width": ("Hann window width (k-space samples) of the phase estimate, one or one per axis, e.g. "
+                    "[32,21] ('auto': 4/3 of the fully sampled centre, within 16..32)"),
     "imag_codes": "also code the imaginary part ('auto')",
     "csc_iter": "sparse-coding ADMM steps per outer iteration (the coder's state carries over)",
     "cg_iter": "conjugate-gradient steps of the data-consistency update per outer iteration",
@@ -358,8 +359,14 @@ def _write_params(out, record: dict, params: dict, overwrite: bool):
 
     from .io import atomic_path  # noqa: PLC0415
 
-    record = {**record, "params": {k: v if isinstance(v, (int, float, str, bool, type(None))) else repr(v)
-                                   for k, v in (params or {}).items()}}
+    def json_safe(v):  # numbers, strings and (per-axis) sequences of them as themselves, anything else by repr
+        if isinstance(v, (int, float, str, bool, type(None))):
+            return v
+        if isinstance(v, (tuple, list)) and all(isinstance(x, (int, float)) for x in v):
+            return [x for x in v]
+        return repr(v)
+
+    record = {**record, "params": {k: json_safe(v) for k, v in (params or {}).items()}}
     pp = _params_path(out)
     with atomic_path(pp, overwrite) as t:
         with open(t, "w") as fh:

@@ -475,3 +475,14 @@ def test_noncartesian_stack_layouts_are_checked(tmp_path):
     assert not volumes and "do not form (coils, [nz,] *samples)" in errors[0].error
     with pytest.raises(ValueError, match="in-plane coordinates differ"):
         serial_reconstruct(tmp_path / "rotated.npz", method="zero-filled")
+
+
+def test_manifest_takes_a_per_axis_parameter_as_one_setting():
+    """phase_width given as a tuple (Python) or a list (--param, JSON) is the same setting on resume."""
+    from mri_csc.batch.runner import _manifest
+
+    a, b = (_manifest("csc", {"phase_width": w, "lam": "auto"}, "espirit", 0, "npy", "auto", 24)
+            for w in ((32, 21), [32, 21]))
+    assert a == b and a["params"]["phase_width"] == "[32, 21]"
+    c = _manifest("csc", {"phase_width": (32, 24), "lam": "auto"}, "espirit", 0, "npy", "auto", 24)
+    assert c != a

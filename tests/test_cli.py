@@ -89,6 +89,19 @@ def test_recon_outputs(sim, tmp_path, out):
     assert_user_error(cli("recon", sim / "k.npz", "--out", tmp_path / out, "--method", "zero-filled"), "exists")
 
 
+def test_recon_params_file_repeats_the_run(sim, tmp_path):
+    """The params file records resolved values as JSON (a per-axis phase_width as a list) and feeding them
+    back through --param gives the same image."""
+    cli("recon", sim / "k.npz", "--out", tmp_path / "a.npy", "--method", "csc", "--param", "max_iter=3", check_rc=0)
+    params = json.loads((tmp_path / "a_params.json").read_text())["params"]
+    assert isinstance(params["phase_width"], list) and len(params["phase_width"]) == 2
+    args = []
+    for k in ("lam", "mu", "gamma", "phase_width", "noise_std", "adapt_dictionary", "max_iter"):
+        args += ["--param", f"{k}={json.dumps(params[k])}"]
+    cli("recon", sim / "k.npz", "--out", tmp_path / "b.npy", "--method", "csc", *args, check_rc=0)
+    assert np.array_equal(np.load(tmp_path / "a.npy"), np.load(tmp_path / "b.npy"))
+
+
 def test_recon_says_when_the_iteration_limit_stopped_it(sim, tmp_path):
     p = cli("recon", sim / "k.npz", "--out", tmp_path / "x.npy", "--param", "max_iter=3", check_rc=0)
     assert "csc: 1 slice(s) in" in p.stderr and ", 3 iterations" in p.stderr

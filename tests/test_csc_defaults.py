@@ -19,12 +19,20 @@ def test_rule_scales_with_sigma_and_floors_lines():
     assert auto_weights(10.0, lines=True)["mu"] == pytest.approx(10.0 * RULE["lines"][0] * RULE["lines"][2])
 
 
-@pytest.mark.parametrize("rule", [RULE_V4["2d"], RULE_3D, RULE_NONCARTESIAN])
+@pytest.mark.parametrize("rule", [RULE_V4["2d"], RULE_3D, RULE_NONCARTESIAN, RULE["lines"], (1.0, 0.0, 3.0)])
 def test_a_given_rule_sets_slope_floor_and_ratio(rule):
     slope, floor, ratio = rule
     w = auto_weights(1.0, lines=False, rule=rule)
     assert w["lam"] == pytest.approx(max(slope, floor)) and w["mu"] == pytest.approx(ratio * w["lam"])
     assert auto_weights(1e-12, lines=False, rule=rule)["lam"] == pytest.approx(floor)
+
+
+def test_line_masks_take_a_softer_coupling_than_2d_patterns():
+    assert RULE["lines"][2] < RULE["2d"][2] == RULE_V4["lines"][2]
+    w = auto_weights(1.0, lines=True)
+    assert w["mu"] / w["lam"] == pytest.approx(RULE["lines"][2])
+    with pytest.raises(ValueError, match="rule must be"):
+        auto_weights(1.0, lines=False, rule=(0.5, 1e-3))
 
 
 @pytest.mark.parametrize("bad, exc", [(0.0, ValueError), (-1.0, ValueError), (float("nan"), ValueError),

@@ -82,6 +82,21 @@ def test_resolved_weights_follow_the_rule(shepp):
     assert _recon(shepp, "csc-tv", max_iter=1, lam2=0.123).params["lam2"] == 0.123
 
 
+def test_csc_tv_keeps_its_rule_on_line_masks():
+    """On whole lines csc moved to a softer coupling (RULE["lines"]); csc-tv keeps RULE_V4's μ = 37.5 λ."""
+    from mri_csc.recon.csc_defaults import RULE
+
+    ds = make_dataset("shepp-logan", shape=SHAPE, n_coils=4, mask="random-lines", accel=3, snr_db=35, seed=5)
+    csc = _recon(ds, "csc", max_iter=1)
+    p = _recon(ds, "csc-tv", max_iter=1).params
+    sigma = csc.params["noise_std"] / csc.scale
+    assert csc.params["mu"] / csc.params["lam"] == pytest.approx(RULE["lines"][2])
+    base = auto_weights(sigma, True, rule=RULE_V4["lines"])
+    f = CSC_FACTOR["lines"]
+    assert p["lam"] == pytest.approx(f * base["lam"]) and p["mu"] == pytest.approx(f * base["mu"])
+    assert p["mu"] / p["lam"] == pytest.approx(37.5)
+
+
 def test_deterministic(shepp):
     a, b = (_recon(shepp, "csc-tv", max_iter=6).image for _ in range(2))
     assert np.array_equal(a, b)

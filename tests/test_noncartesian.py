@@ -102,6 +102,14 @@ def test_bad_arguments_name_what_is_wrong(case, kwargs, exc, match):
         mri_csc.reconstruct(y, maps, trajectory=coord, method="sense", **kwargs)
 
 
+def test_per_axis_phase_width_is_refused_on_non_cartesian_data(case):
+    img, maps, coord, y = case
+    with pytest.raises(ValueError, match="phase_width must be one width on non-Cartesian data"):
+        mri_csc.reconstruct(y, maps, trajectory=coord, method="csc", max_iter=1, phase_width=(20, 28))
+    r = mri_csc.reconstruct(y, maps, trajectory=coord, method="csc", max_iter=1)
+    assert r.params["phase_width"] == 24
+
+
 def test_bad_shapes_name_what_is_expected(case):
     img, maps, coord, y = case
     with pytest.raises(ValueError, match=r"kspace must have shape \(coils, \*samples\)"):

@@ -144,6 +144,8 @@ def _output_files(out_dir: Path, vol: VolumeSpec, output_format: str) -> list[Pa
 
 def _manifest(method, params, maps, seed, output_format, layout, calib_width, espirit=None,
               compress_coils=None, maps_file=None, prewhiten=None, noise_file=None) -> dict:
+    # a per-axis value given as a tuple (Python) or a list (--param, JSON) is one setting: one repr for both
+    params = {k: list(v) if isinstance(v, tuple) else v for k, v in params.items()}
     return {"method": method, "params": {k: repr(v) for k, v in sorted(params.items())}, "maps": maps,
             "maps_file": None if maps_file is None else str(Path(maps_file).resolve()),
             "prewhiten": prewhiten, "noise_file": None if noise_file is None else str(Path(noise_file).resolve()),

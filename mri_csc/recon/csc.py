@@ -99,7 +99,8 @@ from .noise import calibration_box
 from .problem import ReconProblem
 from .registry import Param, register_method
 
-__all__ = ["csc", "run_csc", "is_line_mask", "resolve_params", "LAM_2D", "LAM_LINES", "MU_2D", "MU_LINES",
+__all__ = ["csc", "run_csc", "is_line_mask", "phase_window_width", "resolve_params", "LAM_2D", "LAM_LINES", "MU_2D",
+           "MU_LINES",
            "ADAPT_EVERY", "DEFAULTS", "SCHEMA"]
 
 log = logging.getLogger(__name__)
@@ -171,18 +172,26 @@ def phase_window_width(problem: ReconProblem, width="auto"):
     it replaces +1.43 dB; 32 on both axes +1.44 (Poisson cases better, line cases worse: past the centre
     lines the window takes in aliased ones); 48 / 64 +0.90 / +0.30; per axis (32, 21) +1.74, (32, 24)
     +1.48, (32, 16) +1.08, (24, 16) +1.12, (48, 16) +1.02. 3-D and non-Cartesian problems keep 24 (not
-    measured). Returns an int or a tuple of one int per image axis.
+    measured), and so does a mask without a fully sampled centre. Returns an int or a tuple of one int per
+    image axis; a per-axis value on non-Cartesian data, or one with the wrong number of axes, is refused.
     """
+    noncartesian = getattr(problem, "trajectory", None) is not None
     if width != "auto":
         if isinstance(width, (tuple, list)):
+            if noncartesian:
+                raise ValueError(f"phase_width must be one width on non-Cartesian data (its window is over the "
+                                 f"gridded centre, the same on every axis); got {width!r}")
             if len(width) != problem.ndim:
                 raise ValueError(f"phase_width must be one width or one per image axis ({problem.ndim}); "
                                  f"got {width!r} for the image shape {problem.image_shape}")
             return tuple(int(w) for w in width)
         return int(width)
-    if getattr(problem, "trajectory", None) is not None or problem.ndim != 2 or problem.mask is None:
+    if noncartesian or problem.ndim != 2 or problem.mask is None:
         return 24
-    return tuple(int(min(max(round(4 * (b.stop - b.start) / 3), 16), 32)) for b in calibration_box(problem.mask))
+    sides = [b.stop - b.start for b in calibration_box(problem.mask)]
+    if min(sides) == 0:  # no fully sampled centre: the fixed width the rule replaced
+        return 24
+    return tuple(int(min(max(round(4 * s / 3), 16), 32)) for s in sides)
 
 
 def resolve_params(problem: ReconProblem, params: dict, rules: "dict | None" = None) -> dict:

@@ -12,10 +12,10 @@ noise standard deviation in the units of the scaled data, see
 
 with :math:`\hat\sigma` from :func:`mri_csc.recon.noise.estimate_noise_std`
 (or the user's ``noise_std``). Where on the ridge (the ratio :math:`r = \mu/\lambda`) matters
-too: a smaller μ at the same κ is a softer coupling, under which the prior
-:math:`\mu\min_z \tfrac12\|Hu - Dz\|^2 + \lambda\|z\|_1` acts as a quadratic (Tikhonov) penalty on
-high-pass content below the threshold λ and as the CSC ℓ1 penalty above it (its Moreau envelope in
-:math:`Hu`), so small, noise-like detail is damped without being coded. Each rule is the triple
+too: a smaller μ at the same κ is a softer coupling. For an orthonormal dictionary the prior
+:math:`\mu\min_z\big(\tfrac12\|Hu - Dz\|^2 + \lambda\|z\|_1\big)` is μ times the Huber function of the
+coefficients of :math:`Hu` with threshold λ (quadratic, weight μ, below λ; linear, slope κ = λμ, above),
+so a smaller μ at the same κ damps small, noise-like detail as a quadratic without coding it. Each rule is the triple
 :math:`(a, \lambda_{\min}, r)`. The slope :math:`a` and the floor
 :math:`\lambda_{\min}` depend on the mask kind: 1-D (whole-line) sampling
 leaves coherent aliasing that does not shrink with the noise, so at low noise
@@ -90,7 +90,7 @@ RULE_NONCARTESIAN = (0.4657, 4e-3, MU_PER_LAM)
 RULE_3D = (0.3564, 4e-3, MU_PER_LAM)
 
 
-def auto_weights(sigma: float, lines: bool, *, rule: "tuple[float, float] | None" = None) -> dict:
+def auto_weights(sigma: float, lines: bool, *, rule: "tuple[float, float, float] | None" = None) -> dict:
     r"""``{"lam", "mu", "gamma"}`` for noise level ``sigma`` (scaled units) and the mask kind.
 
     Parameters
@@ -110,6 +110,8 @@ def auto_weights(sigma: float, lines: bool, *, rule: "tuple[float, float] | None
         raise TypeError(f"sigma must be a number; got {sigma!r}") from None
     if not math.isfinite(s) or s <= 0:
         raise ValueError(f"sigma must be a finite number > 0; got {sigma!r}")
+    if rule is not None and len(rule) != 3:
+        raise ValueError(f"rule must be (slope, floor, mu_per_lam); got {rule!r}")
     slope, floor, ratio = RULE["lines" if lines else "2d"] if rule is None else rule
     lam = max(slope * s, floor)
     mu = ratio * lam

@@ -30,7 +30,8 @@ Every ``csc`` parameter keeps its meaning and default (:mod:`mri_csc.recon.csc_d
 the CSC weights: they are the weights of the rule the hybrid was fitted against,
 :data:`~mri_csc.recon.csc_defaults.RULE_V4` (μ = 37.5 λ; ``csc`` itself has since moved to a softer
 coupling, not measured with TV), multiplied by :data:`CSC_FACTOR` (per mask kind; the CSC term shares
-the work with :math:`R_2`); 3-D and non-Cartesian problems take ``csc``'s rules for them. The new
+the work with :math:`R_2`); 3-D line masks take ``RULE_V4["lines"]`` too, while 3-D 2-D patterns and
+non-Cartesian problems take ``csc``'s rules for them (``RULE_3D``, ``RULE_NONCARTESIAN``). The new
 weight follows the noise too:
 ``lam2="auto"`` is :math:`\lambda_2 = \max(a_2\hat\sigma, \lambda_{2,\min})` and
 ``rho2="auto"`` is :math:`\rho_2 = r_2\,\mu` (:data:`RULE`), with σ̂ the estimate the CSC rule
