@@ -35,17 +35,21 @@ __all__ = ["RULE", "RULE_V4", "RULE_3D", "RULE_NONCARTESIAN", "MU_PER_LAM", "aut
 MU_PER_LAM = 37.5
 
 #: mask kind -> (slope a = λ/σ̂, floor λ_min, μ/λ), for the shipped dictionary (v4, 48 × 11×11) with blind CSC
-#: (``adapt_dictionary``, every 10 code steps) on. Fitted on the tuning split of ``benchmarks/quality.py`` only
-#: (``--fit``: Colin 27 axial and BART's Shepp–Logan k-space phantom, 25/35/45 dB, Poisson R=4 and 8, lines R=4
-#: and 3, ESPIRiT maps, 128², 8 coils): CSC's PSNR over λ ∈ 2.5e-4·2^k (k = 0..9) at μ = γ = r λ for
-#: r ∈ {37.5, 9.375, 4.6875, 2.34375}, then (r, a, λ_min) on a grid maximising minus the mean shortfall minus half
-#: the worst from each case's best scanned point (``quality.fit_rule``, printed by ``--fit``).
-#: Chosen: 2-D (Poisson) masks keep μ/λ = 37.5 (shortfall mean 0.37 dB / worst 0.77 dB; the best rule at
-#: μ/λ = 9.375, 4.6875, 2.34375: 0.45 / 1.16, 0.48 / 0.72, 0.49 / 1.01 dB); line masks take the softest scanned
-#: coupling, μ/λ = 2.34375 (0.16 / 0.43 dB; at 4.6875, 9.375, 37.5: 0.41 / 0.71, 0.59 / 1.33, 1.33 / 2.41 dB):
-#: there the best λ/σ̂ per case is 1.3–12.8 (2.7 at the rule), four times the ratio-37.5 rule's (our reading,
-#: not tested: the coherent aliasing of whole-line sampling then falls below the threshold and is damped as a
-#: quadratic instead of being coded). The 2-D slope, refitted with blind CSC on, moved from 0.635 to 0.6727.
+#: (``adapt_dictionary``, every 10 code steps) and the phase window of ``csc.phase_window_width`` on. Fitted on the
+#: tuning split of ``benchmarks/quality.py`` only (``--fit --ratios 37.5 9.375 2.34375 1.171875``: Colin 27 axial
+#: and BART's Shepp–Logan k-space phantom, 25/35/45 dB, Poisson R=4 and 8, lines R=4 and 3, ESPIRiT maps, 128²,
+#: 8 coils): CSC's PSNR over λ ∈ 2.5e-4·2^k (k = 0..9) at μ = γ = r λ for each ratio r, then (r, a, λ_min) on
+#: a grid maximising minus the mean shortfall minus half the worst from each case's best scanned point
+#: (``quality.fit_rule``, printed by ``--fit``).
+#: Line masks: μ/λ = 2.34375, interior (shortfall mean 0.13 dB / worst 0.47 dB; at μ/λ = 1.17, 9.375, 37.5:
+#: 0.45 / 0.92, 0.45 / 1.07, 1.34 / 2.54 dB); the best λ/σ̂ per case is 1.3–12.8 (2.7 at the rule), several times
+#: the ratio-37.5 rule's (our reading, not tested: the coherent aliasing of whole-line sampling then falls below
+#: the threshold and is damped as a quadratic instead of being coded).
+#: 2-D patterns keep μ/λ = 37.5, with the slope refitted (0.635 -> 0.6727, shortfall 0.14 / 0.26 dB at that
+#: ratio). The fit over ratios preferred μ/λ = 9.375, (a, λ_min) = (1.4254, 4e-3), on its interpolated scans
+#: (0.28 / 0.48 dB against 0.36 / 0.76 at 37.5), but run at that rule on the same tuning cases it was 0.14 dB
+#: lower on the Poisson cases' mean against the best peer (+0.84 against +0.98 dB; worst −0.45 against
+#: −0.57 dB): the factor-2 λ grid is too coarse to rank ratios whose peaks are sharp, so 37.5 stays.
 RULE = {
     "2d": (0.6727, 2e-3, MU_PER_LAM),
     "lines": (2.691, 1.6e-2, 2.34375),
