@@ -363,7 +363,7 @@ def _write_params(out, record: dict, params: dict, overwrite: bool):
         if isinstance(v, (int, float, str, bool, type(None))):
             return v
         if isinstance(v, (tuple, list)) and all(isinstance(x, (int, float)) for x in v):
-            return [x for x in v]
+            return list(v)
         return repr(v)
 
     record = {**record, "params": {k: json_safe(v) for k, v in (params or {}).items()}}

@@ -171,7 +171,8 @@ def phase_window_width(problem: ReconProblem, width="auto"):
     tuning split of ``benchmarks/quality.py`` (mean CSC minus the best tuned peer, 12 cases): the fixed 24
     it replaces +1.43 dB; 32 on both axes +1.44 (Poisson cases better, line cases worse: past the centre
     lines the window takes in aliased ones); 48 / 64 +0.90 / +0.30; per axis (32, 21) +1.74, (32, 24)
-    +1.48, (32, 16) +1.08, (24, 16) +1.12, (48, 16) +1.02. 3-D and non-Cartesian problems keep 24 (not
+    +1.48, (32, 16) +1.08, (24, 16) +1.12, (48, 16) +1.02 (each on every case); this rule +1.71 dB, the
+    worst case −0.94 → −0.57 dB (csc-tv +1.35 → +1.52 dB). 3-D and non-Cartesian problems keep 24 (not
     measured), and so does a mask without a fully sampled centre. Returns an int or a tuple of one int per
     image axis; a per-axis value on non-Cartesian data, or one with the wrong number of axes, is refused.
     """
