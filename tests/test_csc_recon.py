@@ -262,6 +262,8 @@ def test_recorded_params_reproduce_the_run(poisson_case):
         (dict(phase_width=(32, 2.5)), ValueError, r"parameter phase_width = \(32, 2.5\) is invalid"),
         (dict(phase_width=()), ValueError, r"parameter phase_width = \(\) is invalid"),
         (dict(phase_width=(32, 32, 32)), ValueError, r"phase_width must be one width or one per image axis \(2\)"),
+        (dict(phase_width=500), ValueError, r"phase_width must be at most the image's side on each axis \(96, 96\)"),
+        (dict(phase_width=(32, 97)), ValueError, "phase_width must be at most the image's side"),
     ],
 )
 def test_bad_parameters(poisson_case, params, exc, match):
@@ -384,7 +386,8 @@ def test_csc_reconstructs_a_volume_with_the_shipped_3d_dictionary():
     sense = mri_csc.reconstruct(kspace, maps, mask=mask, method="sense")
     assert csc.image.shape == mag.shape
     assert csc.params["adapt_dictionary"] == ADAPT_EVERY and csc.extras["dictionary"].shape == d3.shape  # blind
-    assert csc.params["phase_width"] == 24  # the 2-D rule for the phase window is not applied to volumes
+    # the 2-D rule for the phase window is not applied to volumes: 24, clipped to the 12 slices (as the window was)
+    assert csc.params["phase_width"] == (12, 24, 24)
     from mri_csc.recon.csc_defaults import RULE_3D
 
     # the 3-D dictionary's own rule (fitted on a tuning slab), not the 2-D one
