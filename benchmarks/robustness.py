@@ -230,6 +230,7 @@ def eval_kills(work: Path, t: dict, n: int, rng) -> None:
     truth = np.load(out / "recon" / "reference.npy")
     for i in range(n):
         sig = signal.SIGKILL if i % 2 == 0 else signal.SIGTERM
+        stale = set(_litter(work))  # what an earlier SIGKILL left: the next run sweeps it once it has started
         proc = subprocess.Popen([sys.executable, "-m", "mri_csc.cli", "eval", str(cfg), "--out", str(out),
                                  "--force", "--no-pbar"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 env=ENV, text=True)
@@ -244,8 +245,8 @@ def eval_kills(work: Path, t: dict, n: int, rng) -> None:
         ok = (out / "metrics.json").exists() and np.array_equal(np.load(out / "recon" / "reference.npy"), truth)
         if not ok:
             t["data_lost"] += 1
-        elif sig == signal.SIGTERM and proc.returncode == 143 and _litter(work):
-            t["data_lost"] += 1  # SIGTERM must clean up after itself
+        elif sig == signal.SIGTERM and proc.returncode == 143 and set(_litter(work)) - stale:
+            t["data_lost"] += 1  # SIGTERM must clean up after itself (a killed run's litter is not its own)
         else:
             t["clear" if proc.returncode != 0 else "valid"] += 1
     again = cli("eval", cfg, "--out", out, "--force", "--no-pbar")  # sweeps what SIGKILL left
