@@ -167,7 +167,8 @@ def phase_window_width(problem: ReconProblem, width="auto"):
 
     ``"auto"`` on a 2-D Cartesian problem is, per image axis, 4/3 of the side of the fully sampled centre
     (:func:`~mri_csc.recon.noise.calibration_box`) clipped to [16, 32] samples: (32, 32) for a 24 × 24
-    calibration block, (32, 21) for whole lines with 16 centre lines (readout axis first). Chosen on the
+    calibration block; for whole lines with 16 centre lines, 32 along the readout (sampled throughout) and
+    21 along the phase-encode axis, in the image's axis order. Chosen on the
     tuning split of ``benchmarks/quality.py`` (mean CSC minus the best tuned peer, 12 cases): the fixed 24
     it replaces +1.43 dB; 32 on both axes +1.44 (Poisson cases better, line cases worse: past the centre
     lines the window takes in aliased ones); 48 / 64 +0.90 / +0.30; per axis (32, 21) +1.74, (32, 24)

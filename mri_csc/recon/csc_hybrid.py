@@ -49,7 +49,7 @@ import math
 from ..prior.functionals import TVPrior
 from .csc import SCHEMA as CSC_SCHEMA
 from .csc import is_line_mask, resolve_params, run_csc
-from .csc_defaults import RULE_V4 as CSC_RULE
+from .csc_defaults import RULE_V4
 from .problem import ReconProblem
 from .registry import Param, register_method
 
@@ -104,7 +104,7 @@ def resolve_hybrid(problem: ReconProblem, params: dict) -> dict:
     """The csc parameters resolved by :func:`~mri_csc.recon.csc.resolve_params` (times
     :data:`CSC_FACTOR` where they were ``"auto"``), then ``lam2`` and ``rho2`` (idempotent)."""
     auto = {k for k in ("lam", "mu", "gamma") if params.get(k) == "auto"}
-    out = resolve_params(problem, dict(params), rules=CSC_RULE)
+    out = resolve_params(problem, dict(params), rules=RULE_V4)
     lam_rule = out["lam"]
     lines = problem.mask is not None and is_line_mask(problem.mask)
     for k in auto:
@@ -113,7 +113,7 @@ def resolve_hybrid(problem: ReconProblem, params: dict) -> dict:
         out["gamma"] = out["mu"]
     if out["lam2"] == "auto" or out["rho2"] == "auto":
         if out["noise_std"] == "auto":  # non-Cartesian without a noise figure: the rule's ratio to λ
-            sigma = lam_rule / CSC_RULE["lines" if lines else "2d"][0]
+            sigma = lam_rule / RULE_V4["lines" if lines else "2d"][0]
         else:
             sigma = out["noise_std"] / float(problem.scale)
         w = tv_weights(sigma, lines, out["mu"])
