@@ -407,6 +407,7 @@ def cmd_recon(args) -> int:
     from .io.formats import check_centred_kspace  # noqa: PLC0415
 
     check_centred_kspace(slices[0], str(args.input))  # an image given as k-space: refused, not "reconstructed"
+    _check_for_image(spec, params, slices[0].shape[1:], False)  # before ESPIRiT and the solve
     mask = d["mask"]
     retro = _retro_mask(args, k.shape[-2:])
     if retro is not None:
@@ -576,17 +577,28 @@ def _read_noncartesian(args):
     return [k.reshape(k.shape[0], *samples).astype(np.complex64)], [coord], None, (), {"trajectory": str(args.traj)}
 
 
+def _check_for_image(spec, params, image_shape, noncartesian) -> None:
+    """The method's parameters against the image's shape (``Method.check_for_image``), as a :class:`UserError`."""
+    try:
+        spec.check_for_image(params, image_shape, noncartesian)
+    except ValueError as e:
+        raise UserError(f"method {spec.name!r}: {e}") from None
+
+
 def _recon_noncartesian(args, params) -> int:
     """``mri-csc recon INPUT --traj FILE`` (or an ISMRMRD file with trajectories): non-Cartesian k-space."""
     import numpy as np  # noqa: PLC0415
 
     from .backend import to_numpy  # noqa: PLC0415
     from .io import read_array, write_image  # noqa: PLC0415
+    from .recon import get_method  # noqa: PLC0415
     from .validate import check_output  # noqa: PLC0415
 
     ks, coords, file_shape, lead, record = _read_noncartesian(args)  # errors are classified by main()
     whitener = record.pop("_whitener", None)  # the prewhitening applied to the k-space (ISMRMRD), not recorded
     shape = tuple(args.image_shape) if args.image_shape else file_shape
+    if shape is not None:
+        _check_for_image(get_method(args.method), params, shape, True)  # before ESPIRiT and the solve
     own = None  # the input's own maps (an .npz 'maps'), the default as for Cartesian input
     if not args.maps and not args.espirit and str(args.input).lower().endswith(".npz"):
         from .io.formats import _open_npz  # noqa: PLC0415

@@ -363,6 +363,16 @@ def test_user_error_in_a_slice_is_not_retried(data, test_client, cluster, tmp_pa
     assert len((logs / "attempts.log").read_text().splitlines()) == 3  # once per slice, no retries
 
 
+def test_a_parameter_that_does_not_fit_the_image_fails_each_slice_by_name(data, cluster, tmp_path):
+    """A per-axis phase_width with the wrong number of axes: each slice fails with the parameter's name (checked
+    against the slice before its maps are estimated), and no output volume is written."""
+    report = reconstruct_batch(str(data / "vol0.h5"), tmp_path / "out", method="csc",
+                               params={"phase_width": [16, 16, 16]}, scheduler=cluster.scheduler_address, retries=2)
+    assert len(report.failures) == 3, report.summary()
+    assert all("phase_width must be one width or one per image axis (2)" in f.error for f in report.failures)
+    assert not report.outputs
+
+
 def test_resume_refuses_an_input_that_changed(test_client, cluster, tmp_path):
     d = tmp_path / "in"
     d.mkdir()

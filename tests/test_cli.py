@@ -102,6 +102,19 @@ def test_recon_params_file_repeats_the_run(sim, tmp_path):
     assert np.array_equal(np.load(tmp_path / "a.npy"), np.load(tmp_path / "b.npy"))
 
 
+def test_recon_refuses_a_per_axis_value_that_does_not_fit_the_image_before_espirit(sim, tmp_path):
+    """A phase_width with the wrong number of axes is refused once the k-space is read: before ESPIRiT
+    (whose note is printed as it starts) and with nothing written."""
+    with np.load(sim / "k.npz") as f:
+        np.save(tmp_path / "k.npy", f["kspace"])  # no maps: ESPIRiT would run
+    p = cli("recon", tmp_path / "k.npy", "--out", tmp_path / "x.npy", "--param", "phase_width=[16,16,16]")
+    assert_user_error(p, "method 'csc'", "phase_width must be one width or one per image axis (2)", "(64, 64)")
+    assert "ESPIRiT" not in p.stderr and not (tmp_path / "x.npy").exists()
+    p = cli("recon", tmp_path / "k.npy", "--out", tmp_path / "x.npy", "--method", "csc-tv", "--param", "phase_width=65")
+    assert_user_error(p, "method 'csc-tv'", "phase_width must be at most the image's side on each axis (64, 64)")
+    assert "ESPIRiT" not in p.stderr
+
+
 def test_recon_says_when_the_iteration_limit_stopped_it(sim, tmp_path):
     p = cli("recon", sim / "k.npz", "--out", tmp_path / "x.npy", "--param", "max_iter=3", check_rc=0)
     assert "csc: 1 slice(s) in" in p.stderr and ", 3 iterations" in p.stderr

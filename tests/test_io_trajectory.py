@@ -87,6 +87,12 @@ def test_cli_recon_with_a_bart_trajectory(tmp_path, capsys):
     assert np.linalg.norm(a * img - image) < 0.5 * np.linalg.norm(image)
     assert main(["recon", str(tmp_path / "k.cfl"), "--traj", str(t) + ".cfl", "--out", str(tmp_path / "x.npy")]) != 0
     assert "holds no coil maps" in capsys.readouterr().err
+    # a per-axis phase_width on non-Cartesian data: refused by name before ESPIRiT
+    assert main(["recon", str(tmp_path / "k.cfl"), "--traj", str(t) + ".cfl", "--espirit", "sigpy", "--image-shape",
+                 str(n), str(n), "--param", "phase_width=[16,16]", "--out", str(tmp_path / "x.npy")]) == 2
+    err = capsys.readouterr().err
+    assert "phase_width must be one width on non-Cartesian data" in err and "ESPIRiT" not in err
+    assert not (tmp_path / "x.npy").exists()
 
 
 def test_cli_simulate_and_recon_a_radial_case(tmp_path):

@@ -99,9 +99,8 @@ from .noise import calibration_box
 from .problem import ReconProblem
 from .registry import Param, register_method
 
-__all__ = ["csc", "run_csc", "is_line_mask", "phase_window_width", "resolve_params", "LAM_2D", "LAM_LINES", "MU_2D",
-           "MU_LINES",
-           "ADAPT_EVERY", "DEFAULTS", "SCHEMA"]
+__all__ = ["csc", "run_csc", "is_line_mask", "phase_window_width", "check_phase_width", "check_image_params",
+           "resolve_params", "LAM_2D", "LAM_LINES", "MU_2D", "MU_LINES", "ADAPT_EVERY", "DEFAULTS", "SCHEMA"]
 
 log = logging.getLogger(__name__)
 
@@ -189,20 +188,38 @@ def phase_window_width(problem: ReconProblem, width="auto"):
                 return tuple(int(min(max(round(4 * s / 3), 16), 32, n)) for s, n in zip(sides, shape))
         widths = tuple(min(24, n) for n in shape)
         return 24 if set(widths) == {24} else widths
+    return check_phase_width(width, shape, noncartesian)
+
+
+def check_phase_width(width, image_shape, noncartesian: bool = False):
+    """``phase_width`` (a number or one per image axis, not ``"auto"``) checked against the image's shape.
+
+    Returns it as :func:`phase_window_width` does (an int, or a tuple of one int per axis); raises
+    ``ValueError`` for a per-axis value on non-Cartesian data, one with the wrong number of axes, or a
+    width larger than the image's side. Needs only the shape, so callers run it before estimating maps.
+    """
+    shape = tuple(image_shape)
     if isinstance(width, (tuple, list)):
         if noncartesian:
             raise ValueError(f"phase_width must be one width on non-Cartesian data (its window is over the "
                              f"gridded centre, the same on every axis); got {width!r}")
-        if len(width) != problem.ndim:
-            raise ValueError(f"phase_width must be one width or one per image axis ({problem.ndim}); "
+        if len(width) != len(shape):
+            raise ValueError(f"phase_width must be one width or one per image axis ({len(shape)}); "
                              f"got {width!r} for the image shape {shape}")
         widths = tuple(int(w) for w in width)
     else:
-        widths = (int(width),) * problem.ndim
+        widths = (int(width),) * len(shape)
     if any(w > n for w, n in zip(widths, shape)):
         raise ValueError(f"phase_width must be at most the image's side on each axis {shape} "
                          f"(a window wider than k-space is a full-resolution phase); got {width!r}")
     return widths if isinstance(width, (tuple, list)) else int(width)
+
+
+def check_image_params(params: dict, image_shape, noncartesian: bool = False) -> None:
+    """The CSC parameters that depend on the image's shape, checked before any heavy work (``Method.check_image``)."""
+    width = params.get("phase_width", "auto")
+    if width != "auto":
+        check_phase_width(width, image_shape, noncartesian)
 
 
 def resolve_params(problem: ReconProblem, params: dict, rules: "dict | None" = None) -> dict:
@@ -323,4 +340,4 @@ def csc(problem: ReconProblem, *, show_pbar: bool = False, **params):
 
 register_method("csc", csc, SCHEMA,
                 "convolutional sparse coding prior with phase smoothness (block-coordinate descent, or ADMM)",
-                resolve=resolve_params)
+                resolve=resolve_params, check_image=check_image_params)

@@ -48,7 +48,7 @@ import math
 
 from ..prior.functionals import TVPrior
 from .csc import SCHEMA as CSC_SCHEMA
-from .csc import is_line_mask, resolve_params, run_csc
+from .csc import check_image_params, is_line_mask, resolve_params, run_csc
 from .csc_defaults import RULE_V4
 from .problem import ReconProblem
 from .registry import Param, register_method
@@ -130,4 +130,4 @@ def csc_tv(problem: ReconProblem, *, show_pbar: bool = False, **params):
 
 
 register_method("csc-tv", csc_tv, SCHEMA, "CSC prior plus isotropic total variation (hybrid)",
-                resolve=resolve_hybrid)
+                resolve=resolve_hybrid, check_image=check_image_params)

@@ -129,6 +129,10 @@ class Method:
         ``resolve(problem, params) -> params``: replaces data-dependent defaults (``"auto"``) by
         the values the method will use, so that a result records what actually ran. Must be
         idempotent. ``None``: kept as given.
+    check_image : callable or None
+        ``check_image(params, image_shape, noncartesian)``: raises ``ValueError`` for a value that
+        the image refuses (e.g. a per-axis value with the wrong number of axes); cheap, so that
+        callers can run it as soon as they know the image's shape, before estimating coil maps.
     """
 
     name: str
@@ -138,6 +142,7 @@ class Method:
     gpu: bool = True
     available: Callable[[], "str | None"] = lambda: None
     resolve: "Callable[[object, dict], dict] | None" = None
+    check_image: "Callable[[dict, tuple, bool], None] | None" = None
 
     @property
     def params(self) -> dict:
@@ -162,6 +167,12 @@ class Method:
         if reason:
             raise ValueError(f"method {self.name!r} is not available here: {reason}")
 
+    def check_for_image(self, params: dict, image_shape, noncartesian: bool = False) -> None:
+        """Raise ``ValueError`` when the checked ``params`` do not fit an image of ``image_shape``
+        (see ``check_image``); a no-op for a method without that hook."""
+        if self.check_image is not None:
+            self.check_image(params, tuple(int(n) for n in image_shape), bool(noncartesian))
+
     def check_device(self, device) -> None:
         """Raise ``ValueError`` when ``device`` (a :class:`~mri_csc.backend.Device` or a string such
         as ``"gpu:0"``) is a GPU and the method runs on the CPU only."""
@@ -175,13 +186,14 @@ _REGISTRY: dict[str, Method] = {}
 
 def register_method(name: str, func: Callable, params: dict | None = None, description: str = "",
                     gpu: bool = True, available: Callable[[], "str | None"] | None = None,
-                    resolve: "Callable[[object, dict], dict] | None" = None) -> Method:
+                    resolve: "Callable[[object, dict], dict] | None" = None,
+                    check_image: "Callable[[dict, tuple, bool], None] | None" = None) -> Method:
     """Register ``func`` under ``name`` (re-registering a name replaces it); see :class:`Method`.
 
     ``params`` maps names to :class:`Param` (a plain value is a default accepted unchecked).
     """
     schema = {k: (v if isinstance(v, Param) else Param(v)) for k, v in (params or {}).items()}
-    method = Method(name, func, schema, description, gpu, available or (lambda: None), resolve)
+    method = Method(name, func, schema, description, gpu, available or (lambda: None), resolve, check_image)
     _REGISTRY[name] = method
     return method
 
