@@ -20,6 +20,7 @@ import pytest
 from distributed import LocalCluster
 from distributed.diagnostics.plugin import WorkerPlugin
 
+import mri_csc
 from mri_csc.backend import fftc
 from mri_csc.batch import reconstruct_batch, serial_reconstruct, slice_seed_sequence
 from mri_csc.batch.cli import main as batch_main
@@ -219,6 +220,16 @@ def test_failed_slice_is_reported_and_resume_completes_only_the_rest(data, test_
         reconstruct_batch(str(data / "*.h5"), out, retries=0, **kw)
     with pytest.raises(ValueError, match="settings differ"):
         reconstruct_batch(str(data / "*.h5"), out, retries=0, resume=True, seed=1, **kw)
+    # the unfinished run as an older mri_csc wrote it: its slices may come from other resolved defaults
+    mpath = out / ".partial" / "manifest.json"
+    written = mpath.read_text()
+    manifest = json.loads(written)
+    assert manifest["code"].startswith(mri_csc.__version__ + "+")
+    mpath.write_text(json.dumps({**manifest, "code": "0.0.9+0123456789abcdef"}))
+    with pytest.raises(ValueError, match=r"code: '0.0.9\+0123456789abcdef' then, .* \(mri_csc itself changed"):
+        reconstruct_batch(str(data / "*.h5"), out, retries=0, resume=True, **kw)
+    assert len((logs / "calls.log").read_text().splitlines()) == 8  # nothing ran on the refusal
+    mpath.write_text(written)
 
     again = reconstruct_batch(str(data / "*.h5"), out, retries=0, resume=True, **kw)
     assert again.ok, again.summary()

@@ -17,6 +17,7 @@ volume's finished slices in ``.partial/`` for ``resume=True``.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import shutil
@@ -146,11 +147,31 @@ def _manifest(method, params, maps, seed, output_format, layout, calib_width, es
               compress_coils=None, maps_file=None, prewhiten=None, noise_file=None) -> dict:
     # a per-axis value given as a tuple (Python) or a list (--param, JSON) is one setting: one repr for both
     params = {k: list(v) if isinstance(v, tuple) else v for k, v in params.items()}
-    return {"method": method, "params": {k: repr(v) for k, v in sorted(params.items())}, "maps": maps,
+    return {"method": method, "params": {k: repr(v) for k, v in sorted(params.items())}, "code": code_fingerprint(),
+            "maps": maps,
             "maps_file": None if maps_file is None else str(Path(maps_file).resolve()),
             "prewhiten": prewhiten, "noise_file": None if noise_file is None else str(Path(noise_file).resolve()),
             "seed": int(seed), "output_format": output_format, "layout": layout, "calib_width": calib_width,
             "espirit": {k: repr(v) for k, v in sorted((espirit or {}).items())}, "compress_coils": compress_coils}
+
+
+@functools.cache
+def code_fingerprint() -> str:
+    """``mri_csc`` version and a SHA-256 of its Python sources and data files (the default dictionaries).
+
+    Recorded in the manifest of an unfinished run: a method's defaults resolve from the data by rules in the
+    code (the ``csc`` weights from σ̂, its phase window from the mask), so the parameters as given do not pin
+    the images down. ``resume=True`` refuses to add slices made by other code to the finished ones.
+    """
+    import hashlib  # noqa: PLC0415
+
+    import mri_csc  # noqa: PLC0415
+
+    root = Path(mri_csc.__file__).parent
+    h = hashlib.sha256()
+    for f in sorted([*root.rglob("*.py"), *(root / "data").glob("*.npz")]):
+        h.update(str(f.relative_to(root)).encode() + b"\0" + f.read_bytes())
+    return f"{mri_csc.__version__}+{h.hexdigest()[:16]}"
 
 
 _HASH_BYTES = 1 << 20
@@ -411,8 +432,10 @@ def _batch_locked(inputs, out_dir, method, params, maps, device, scheduler, n_wo
                              "to start again") from None
         diff = sorted(k for k in manifest if old.get(k) != manifest[k])
         if diff:
+            why = (" (mri_csc itself changed: its finished slices were made by other code, whose resolved defaults "
+                   f"may differ; remove {partial} or write to a new out_dir)") if "code" in diff else ""
             raise ValueError(f"resume=True but the settings differ from the unfinished run in {out_dir}: "
-                             + ", ".join(f"{k}: {old.get(k)!r} then, {manifest[k]!r} now" for k in diff))
+                             + ", ".join(f"{k}: {old.get(k)!r} then, {manifest[k]!r} now" for k in diff) + why)
         _check_inputs_unchanged(old, volumes, out_dir)
     else:
         old = {}
