@@ -500,9 +500,10 @@ def cmd_recon(args) -> int:
               "frames": len(slices) if frames else 1, "output_shape": list(img.shape), "time_s": total}
     written.append(_write_params(args.out, record, ran, args.force))
     unit = "frame" if frames else "slice"
+    whitened = ("; prewhitened with the noise scans (intensities are then relative to the noise std; "
+                "--no-prewhiten keeps the file's scale)") if d.get("whitened") else ""
     _note(f"{args.method}: {len(slices)} {unit}(s) in {total:.2f} s of solving{_iterations_note(runs, unit)}"
-          f"{'; prewhitened with the noise scans' if d.get('whitened') else ''}; "
-          f"wrote {', '.join(map(str, written))}")
+          f"{whitened}; wrote {', '.join(map(str, written))}")
     return 0
 
 

@@ -165,7 +165,7 @@ def test_noise_scans_prewhiten(tmp_path):
 
 
 @needs_gen
-def test_maps_given_for_prewhitened_data_are_whitened_too(tmp_path):
+def test_maps_given_for_prewhitened_data_are_whitened_too(tmp_path, capsys):
     """--maps with a prewhitened ISMRMRD file: the whitened k-space W y has the sensitivities W S, so the
     maps are whitened with it; the image then matches the unwhitened reconstruction with the raw maps."""
     import h5py
@@ -184,9 +184,18 @@ def test_maps_given_for_prewhitened_data_are_whitened_too(tmp_path):
     np.save(tmp_path / "maps.npy", estimate_maps(raw, method="sigpy"))  # maps of the raw (unwhitened) coils
     common = ["--method", "sense", "--maps", str(tmp_path / "maps.npy"), "--no-pbar"]
     assert main(["recon", str(f), "--out", str(tmp_path / "raw.npy"), "--no-prewhiten", *common]) == 0
+    capsys.readouterr()
     assert main(["recon", str(f), "--out", str(tmp_path / "white.npy"), *common]) == 0
+    assert "prewhitened with the noise scans (intensities are then relative to the noise std" in capsys.readouterr().err
     a, b = (np.abs(np.load(tmp_path / n)).ravel() for n in ("raw.npy", "white.npy"))
     assert np.corrcoef(a, b)[0, 1] > 0.995
+    # maps estimated on the whitened data: intensities relative to the noise std (0.05 here), as the note says
+    assert main(["recon", str(f), "--out", str(tmp_path / "est.npy"), "--method", "sense", "--no-pbar"]) == 0
+    assert "intensities are then relative to the noise std" in capsys.readouterr().err
+    assert main(["recon", str(f), "--out", str(tmp_path / "file.npy"), "--method", "sense", "--no-pbar",
+                 "--no-prewhiten"]) == 0
+    c, d = (np.abs(np.load(tmp_path / n)).ravel() for n in ("est.npy", "file.npy"))
+    assert np.vdot(c, d) / np.vdot(d, d) > 5  # ~1/0.05, less the whitened coils' ESPIRiT normalisation
 
 
 @needs_gen
