@@ -483,6 +483,30 @@ def test_noncartesian_stacks_one_task_per_slice(cluster, tmp_path):
     assert out.shape == img.shape
 
 
+def test_noncartesian_file_is_read_once_per_worker_but_again_when_rewritten(tmp_path):
+    """A worker reads a stack of stars once for all its slices (the split is cached), hands out copies, and
+    reads the file again when it is rewritten in place."""
+    from mri_csc.batch.noncartesian import _read_volume, load_noncartesian_slice
+    from mri_csc.sim import split_stack_of_stars
+
+    k, coord, maps, _ = _stars(np.random.default_rng(9))
+    path = tmp_path / "stars.npz"
+    np.savez(path, kspace=k, trajectory=coord, maps=maps)
+    slices, _ = split_stack_of_stars(k, coord)
+    _read_volume.cache_clear()
+    got = [load_noncartesian_slice(path, z) for z in range(4)]
+    assert _read_volume.cache_info().misses == 1 and _read_volume.cache_info().hits == 3
+    for z, (kz, _, mz, shape) in enumerate(got):
+        np.testing.assert_allclose(kz, slices[z], atol=1e-6)
+        np.testing.assert_array_equal(mz, maps[:, z])
+        assert shape == (24, 24) and kz.flags.writeable and mz.flags.writeable
+    got[0][0][...] = 0  # the caller's copy: the cached volume is untouched
+    np.testing.assert_allclose(load_noncartesian_slice(path, 0)[0], slices[0], atol=1e-6)
+    np.savez(path, kspace=2 * k, trajectory=coord, maps=maps)  # same size, rewritten
+    os.utime(path, ns=(os.stat(path).st_atime_ns, os.stat(path).st_mtime_ns + 10**9))
+    np.testing.assert_allclose(load_noncartesian_slice(path, 1)[0], 2 * slices[1], atol=1e-5)
+
+
 def test_noncartesian_stack_layouts_are_checked(tmp_path):
     from mri_csc.batch import discover
 

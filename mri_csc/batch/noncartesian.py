@@ -20,6 +20,8 @@ no maps).
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 __all__ = ["noncartesian_count", "load_noncartesian_slice"]
@@ -60,24 +62,17 @@ def noncartesian_count(path, z) -> "int | None":
 def load_noncartesian_slice(path, index: int):
     """Slice ``index`` of a non-Cartesian ``.npz``: ``(kspace (coils, *samples), coord, maps or None, image_shape)``.
 
-    ``image_shape`` is the maps' (when present), else the file's ``image_shape``, else ``None``.
+    ``image_shape`` is the maps' (when present), else the file's ``image_shape``, else ``None``. The file is read
+    (and a stack of stars split) once per worker process for all of its slices (:func:`_read_volume`).
     """
-    from mri_csc.io.formats import _open_npz  # noqa: PLC0415  (member sizes checked against the budget)
-    from mri_csc.io.trajectory import read_trajectory  # noqa: PLC0415
+    import os  # noqa: PLC0415
 
-    coord = read_trajectory(path)
-    with _open_npz(path) as z:
-        k = np.asarray(z["kspace"])
-        maps = np.asarray(z["maps"]).astype(np.complex64) if "maps" in z else None
-        shape = tuple(int(n) for n in np.asarray(z["image_shape"]).ravel()) if "image_shape" in z else None
-    n, mode = _layout(path, k.shape, coord.shape)
+    st = os.stat(path)
+    k, coord, maps, shape, n, mode = _read_volume(os.path.realpath(path), st.st_size, st.st_mtime_ns)
     if not 0 <= index < n:
         raise ValueError(f"{path}: slice {index} out of range; the file has {n} slice(s)")
     if mode == "stars":
-        from mri_csc.sim.trajectories import split_stack_of_stars  # noqa: PLC0415
-
-        slices, coord = split_stack_of_stars(k, coord)
-        k = slices[index]
+        k = k[index]
     elif mode == "shared":
         k = k[:, index]
     elif mode == "per-slice":
@@ -88,4 +83,32 @@ def load_noncartesian_slice(path, index: int):
         maps = maps[:, index]
     if maps is not None:
         shape = tuple(maps.shape[1:])
-    return np.ascontiguousarray(k, dtype=np.complex64), coord, maps, shape
+    return np.array(k, dtype=np.complex64, order="C"), coord.copy(), None if maps is None else maps.copy(), shape
+
+
+@functools.lru_cache(maxsize=1)
+def _read_volume(path: str, size: int, mtime_ns: int):
+    """The whole file, read once: ``(kspace, coord, maps, image_shape, n_slices, mode)``; for a stack of stars
+    ``kspace`` is the split slices, ``(nz, coils, *samples)``, and ``coord`` their 2-D trajectory.
+
+    Cached for the last file (a batch worker takes a volume's slices in a row); ``size`` and ``mtime_ns`` are
+    part of the key, so a file rewritten in place is read again. Callers copy what they hand on.
+    """
+    from mri_csc.io.formats import _open_npz  # noqa: PLC0415  (member sizes checked against the budget)
+    from mri_csc.io.trajectory import read_trajectory  # noqa: PLC0415
+
+    coord = read_trajectory(path)
+    with _open_npz(path) as z:
+        k = np.asarray(z["kspace"])
+        maps = np.asarray(z["maps"]).astype(np.complex64) if "maps" in z else None
+        shape = tuple(int(n) for n in np.asarray(z["image_shape"]).ravel()) if "image_shape" in z else None
+    n, mode = _layout(path, k.shape, coord.shape)
+    if mode == "stars":
+        from mri_csc.sim.trajectories import split_stack_of_stars  # noqa: PLC0415
+
+        slices, coord = split_stack_of_stars(k, coord)
+        k = np.stack(slices)
+    for a in (k, coord, maps):
+        if a is not None:
+            a.flags.writeable = False  # shared by the slices: nobody may change the cached copy
+    return k, coord, maps, shape, n, mode
