@@ -236,9 +236,8 @@ def eval_kills(work: Path, t: dict, n: int, rng) -> None:
                                 env=ENV, text=True)
         time.sleep(float(rng.uniform(0.8, 3.5)))
         proc.send_signal(sig)
-        proc.wait(60)
+        _, stderr = proc.communicate(timeout=60)  # also closes the pipes
         t["tried"] += 1
-        stderr = proc.stderr.read()
         if "Traceback" in stderr:
             t["traceback"] += 1
             NOTES.append(f"eval killed by {sig.name}: " + stderr.strip().splitlines()[-1])
@@ -259,8 +258,8 @@ def eval_kills(work: Path, t: dict, n: int, rng) -> None:
     procs = [subprocess.Popen([sys.executable, "-m", "mri_csc.cli", "eval", str(cfg2), "--out", str(out),
                                "--no-pbar"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV, text=True)
              for _ in range(2)]
-    rcs = [p.wait(300) for p in procs]
-    errs = "".join(p.stderr.read() for p in procs)
+    errs = "".join(p.communicate(timeout=300)[1] for p in procs)
+    rcs = [p.returncode for p in procs]
     t["tried"] += 2
     t["traceback"] += errs.count("Traceback")
     if "Traceback" in errs:
@@ -298,7 +297,7 @@ def batch_trials(work: Path, t: dict, n: int, rng) -> None:
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV, text=True)
         time.sleep(float(rng.uniform(3.0, 9.0)))
         proc.send_signal(signal.SIGKILL)
-        proc.wait(60)
+        proc.communicate(timeout=60)
         resumed = cli(*args, "--out", out, "--resume", timeout=600)
         t["tried"] += 1
         if "Traceback" in resumed.stderr:
@@ -318,7 +317,7 @@ def batch_trials(work: Path, t: dict, n: int, rng) -> None:
     while time.time() < deadline and not list(out.glob(".partial/*/slice_*.npy")):  # 48x48 take ~1 s)
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
-    proc.wait(60)
+    proc.communicate(timeout=60)
     if not (out / ".partial" / "manifest.json").exists():
         print(f"batch changed-input trial: the run finished before the kill ({sorted(os.listdir(out))})")
     with h5py.File(inp / "v1.h5", "a") as f:
