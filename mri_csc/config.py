@@ -385,7 +385,7 @@ def validate_config(raw: dict, src="config") -> dict:
 
 
 def check_methods(cfg: dict, src="config") -> None:
-    """Check every method name and parameter against the registry (before any work)."""
+    """Check every method name and parameter against the registry and the image's shape (before any work)."""
     from .recon import available_methods, get_method  # noqa: PLC0415
 
     for i, m in enumerate(cfg["methods"]):
@@ -396,6 +396,8 @@ def check_methods(cfg: dict, src="config") -> None:
                               f"registered methods: {available_methods()}") from None
         try:
             spec.check(m["params"])  # names, values and availability: the registry's one check
+            if "data" in cfg:  # and against the simulated image's shape (e.g. a per-axis phase_width)
+                spec.check_for_image(m["params"], cfg["data"]["shape"])
         except ValueError as e:
             raise ConfigError(f"{src}: methods[{i}].params: {e}") from None
 

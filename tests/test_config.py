@@ -67,6 +67,17 @@ def test_methods_checked_against_registry(tmp_path):
     p = write(tmp_path, '[[methods]]\nname = "csc"\nparams = { lam = nan }\n')
     with pytest.raises(ConfigError, match=r"method 'csc': parameter lam = nan is invalid"):
         load_config(p)
+    # against the simulated image's shape too, when the config is read (before simulation and ESPIRiT)
+    csc64 = '[data]\nshape = [64, 64]\n[[methods]]\nname = "csc"\n'
+    p = write(tmp_path, csc64 + "params = { phase_width = [16, 16, 16] }\n")
+    with pytest.raises(ConfigError, match=r"methods\[0\]\.params: phase_width must be one width or one per image axis "
+                                          r"\(2\); got \[16, 16, 16\] for the image shape \(64, 64\)"):
+        load_config(p)
+    p = write(tmp_path, '[data]\nshape = [64, 64]\n[[methods]]\nname = "csc-tv"\nparams = { phase_width = 80 }\n')
+    with pytest.raises(ConfigError, match=r"phase_width must be at most the image's side"):
+        load_config(p)
+    assert load_config(write(tmp_path, csc64 + "params = { phase_width = [16, 24] }\n"))["methods"][0]["params"] == \
+        {"phase_width": [16, 24]}
 
 
 def test_bad_toml_and_missing(tmp_path):
