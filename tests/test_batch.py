@@ -374,9 +374,17 @@ def test_user_error_in_a_slice_is_not_retried(data, test_client, cluster, tmp_pa
     assert len((logs / "attempts.log").read_text().splitlines()) == 3  # once per slice, no retries
 
 
-def test_a_parameter_that_does_not_fit_the_image_fails_each_slice_by_name(data, cluster, tmp_path):
+def test_a_parameter_that_does_not_fit_the_image_fails_each_slice_by_name(data, cluster, tmp_path, monkeypatch):
     """A per-axis phase_width with the wrong number of axes: each slice fails with the parameter's name (checked
     against the slice before its maps are estimated), and no output volume is written."""
+    import mri_csc.sim
+
+    def espirit(*args, **kwargs):
+        raise AssertionError("ESPIRiT ran before the parameters were checked against the image")
+
+    monkeypatch.setattr(mri_csc.sim, "estimate_maps", espirit)  # in this process: serial_reconstruct
+    with pytest.raises(ValueError, match=r"phase_width must be one width or one per image axis \(2\)"):
+        serial_reconstruct(str(data / "vol0.h5"), method="csc", params={"phase_width": [16, 16, 16]}, maps="espirit")
     report = reconstruct_batch(str(data / "vol0.h5"), tmp_path / "out", method="csc",
                                params={"phase_width": [16, 16, 16]}, scheduler=cluster.scheduler_address, retries=2)
     assert len(report.failures) == 3, report.summary()
@@ -486,16 +494,19 @@ def test_noncartesian_stacks_one_task_per_slice(cluster, tmp_path):
 def test_noncartesian_file_is_read_once_per_worker_but_again_when_rewritten(tmp_path):
     """A worker reads a stack of stars once for all its slices (the split is cached), hands out copies, and
     reads the file again when it is rewritten in place."""
-    from mri_csc.batch.noncartesian import _read_volume, load_noncartesian_slice
+    from mri_csc.batch import noncartesian
+    from mri_csc.batch.noncartesian import load_noncartesian_slice
     from mri_csc.sim import split_stack_of_stars
 
     k, coord, maps, _ = _stars(np.random.default_rng(9))
     path = tmp_path / "stars.npz"
     np.savez(path, kspace=k, trajectory=coord, maps=maps)
     slices, _ = split_stack_of_stars(k, coord)
-    _read_volume.cache_clear()
-    got = [load_noncartesian_slice(path, z) for z in range(4)]
-    assert _read_volume.cache_info().misses == 1 and _read_volume.cache_info().hits == 3
+    noncartesian.clear_volume_cache()
+    got = [load_noncartesian_slice(path, 0)]
+    kept = noncartesian._LAST[1]
+    got += [load_noncartesian_slice(path, z) for z in range(1, 4)]
+    assert noncartesian._LAST[1] is kept  # read once for the four slices
     for z, (kz, _, mz, shape) in enumerate(got):
         np.testing.assert_allclose(kz, slices[z], atol=1e-6)
         np.testing.assert_array_equal(mz, maps[:, z])
@@ -505,6 +516,8 @@ def test_noncartesian_file_is_read_once_per_worker_but_again_when_rewritten(tmp_
     np.savez(path, kspace=2 * k, trajectory=coord, maps=maps)  # same size, rewritten
     os.utime(path, ns=(os.stat(path).st_atime_ns, os.stat(path).st_mtime_ns + 10**9))
     np.testing.assert_allclose(load_noncartesian_slice(path, 1)[0], 2 * slices[1], atol=1e-5)
+    serial_reconstruct(path, method="zero-filled")
+    assert noncartesian._LAST == [None, None]  # a serial batch does not keep the volume afterwards
 
 
 def test_noncartesian_stack_layouts_are_checked(tmp_path):

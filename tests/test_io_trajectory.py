@@ -63,7 +63,7 @@ def test_npz_and_npy(tmp_path):
 
 
 @needs_bart
-def test_cli_recon_with_a_bart_trajectory(tmp_path, capsys):
+def test_cli_recon_with_a_bart_trajectory(tmp_path, capsys, monkeypatch):
     """``bart traj`` + ``bart phantom -k -s -t`` files → ``mri-csc recon --traj``: a sensible image."""
     from mri_csc.cli import main
     from mri_csc.sim.trajectories import bart_phantom_kspace
@@ -88,6 +88,12 @@ def test_cli_recon_with_a_bart_trajectory(tmp_path, capsys):
     assert main(["recon", str(tmp_path / "k.cfl"), "--traj", str(t) + ".cfl", "--out", str(tmp_path / "x.npy")]) != 0
     assert "holds no coil maps" in capsys.readouterr().err
     # a per-axis phase_width on non-Cartesian data: refused by name before ESPIRiT
+    import mri_csc.sim.trajectories
+
+    def espirit(*args, **kwargs):
+        raise AssertionError("ESPIRiT ran before the parameters were checked against the image")
+
+    monkeypatch.setattr(mri_csc.sim.trajectories, "estimate_maps_noncartesian", espirit)
     assert main(["recon", str(tmp_path / "k.cfl"), "--traj", str(t) + ".cfl", "--espirit", "sigpy", "--image-shape",
                  str(n), str(n), "--param", "phase_width=[16,16]", "--out", str(tmp_path / "x.npy")]) == 2
     err = capsys.readouterr().err

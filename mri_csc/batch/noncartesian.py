@@ -20,7 +20,7 @@ no maps).
 
 from __future__ import annotations
 
-import functools
+import threading
 
 import numpy as np
 
@@ -62,13 +62,11 @@ def noncartesian_count(path, z) -> "int | None":
 def load_noncartesian_slice(path, index: int):
     """Slice ``index`` of a non-Cartesian ``.npz``: ``(kspace (coils, *samples), coord, maps or None, image_shape)``.
 
-    ``image_shape`` is the maps' (when present), else the file's ``image_shape``, else ``None``. The file is read
-    (and a stack of stars split) once per worker process for all of its slices (:func:`_read_volume`).
+    ``image_shape`` is the maps' (when present), else the file's ``image_shape``, else ``None``. The arrays are
+    the caller's own. The last file read is kept (:func:`_volume`), so a worker that takes a volume's slices in
+    a row reads it (and splits a stack of stars) once, not once per slice.
     """
-    import os  # noqa: PLC0415
-
-    st = os.stat(path)
-    k, coord, maps, shape, n, mode = _read_volume(os.path.realpath(path), st.st_size, st.st_mtime_ns)
+    k, coord, maps, shape, n, mode = _volume(path)
     if not 0 <= index < n:
         raise ValueError(f"{path}: slice {index} out of range; the file has {n} slice(s)")
     if mode == "stars":
@@ -86,14 +84,34 @@ def load_noncartesian_slice(path, index: int):
     return np.array(k, dtype=np.complex64, order="C"), coord.copy(), None if maps is None else maps.copy(), shape
 
 
-@functools.lru_cache(maxsize=1)
-def _read_volume(path: str, size: int, mtime_ns: int):
-    """The whole file, read once: ``(kspace, coord, maps, image_shape, n_slices, mode)``; for a stack of stars
-    ``kspace`` is the split slices, ``(nz, coils, *samples)``, and ``coord`` their 2-D trajectory.
+#: the last volume read, ``(key, arrays)``, and the lock around reading it (threaded Dask workers)
+_LAST: list = [None, None]
+_LOCK = threading.Lock()
 
-    Cached for the last file (a batch worker takes a volume's slices in a row); ``size`` and ``mtime_ns`` are
-    part of the key, so a file rewritten in place is read again. Callers copy what they hand on.
-    """
+
+def clear_volume_cache() -> None:
+    """Drop the kept volume (:func:`load_noncartesian_slice`), e.g. at the end of a batch."""
+    with _LOCK:
+        _LAST[:] = [None, None]
+
+
+def _volume(path):
+    """The whole file as ``(kspace, coord, maps, image_shape, n_slices, mode)``, read-only, kept for the next call;
+    for a stack of stars ``kspace`` holds the split slices ``(nz, coils, *samples)`` and ``coord`` their 2-D
+    trajectory. Keyed by the file's identity, size, mtime and ctime, so a file rewritten in place is read again;
+    the kept volume is dropped before another is read (at most one in memory)."""
+    import os  # noqa: PLC0415
+
+    st = os.stat(path)
+    key = (os.path.realpath(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    with _LOCK:
+        if _LAST[0] != key:
+            _LAST[:] = [None, None]
+            _LAST[:] = [key, _read_volume(path)]
+        return _LAST[1]
+
+
+def _read_volume(path):
     from mri_csc.io.formats import _open_npz  # noqa: PLC0415  (member sizes checked against the budget)
     from mri_csc.io.trajectory import read_trajectory  # noqa: PLC0415
 
@@ -106,9 +124,8 @@ def _read_volume(path: str, size: int, mtime_ns: int):
     if mode == "stars":
         from mri_csc.sim.trajectories import split_stack_of_stars  # noqa: PLC0415
 
-        slices, coord = split_stack_of_stars(k, coord)
-        k = np.stack(slices)
+        k, coord = split_stack_of_stars(k, coord)  # (nz, coils, spokes, readout), one array
     for a in (k, coord, maps):
         if a is not None:
-            a.flags.writeable = False  # shared by the slices: nobody may change the cached copy
+            a.flags.writeable = False  # shared by the slices: nobody may change the kept copy
     return k, coord, maps, shape, n, mode

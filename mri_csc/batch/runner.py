@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from .engine import open_client
+from .noncartesian import clear_volume_cache
 from .tasks import FileError, SliceTask, VolumeSpec, discover
 from .worker import SliceConfig, compute_slice, prepare_volume, run_slice, slice_result_path, volume_dir
 
@@ -161,7 +162,9 @@ def code_fingerprint() -> str:
 
     Recorded in the manifest of an unfinished run: a method's defaults resolve from the data by rules in the
     code (the ``csc`` weights from σ̂, its phase window from the mask), so the parameters as given do not pin
-    the images down. ``resume=True`` refuses to add slices made by other code to the finished ones.
+    the images down. ``resume=True`` refuses to add slices made by other code to the finished ones. Taken in
+    the process that starts the batch: workers of an external scheduler are assumed to run the same install.
+    An install without source files gives ``"<version>+unhashed"`` (then only a version change is seen).
     """
     import hashlib  # noqa: PLC0415
 
@@ -169,9 +172,17 @@ def code_fingerprint() -> str:
 
     root = Path(mri_csc.__file__).parent
     h = hashlib.sha256()
+    n = 0
     for f in sorted([*root.rglob("*.py"), *(root / "data").glob("*.npz")]):
-        h.update(str(f.relative_to(root)).encode() + b"\0" + f.read_bytes())
-    return f"{mri_csc.__version__}+{h.hexdigest()[:16]}"
+        if f.name.startswith(".") or not f.is_file():  # editor lock files and backups
+            continue
+        try:
+            h.update(str(f.relative_to(root)).encode() + b"\0" + f.read_bytes())
+        except OSError:
+            continue  # vanished while being read (an editor's save): the next run hashes what is there
+        n += 1
+    # an install without sources (zipped, .pyc only) is told apart by its version alone, and says so
+    return f"{mri_csc.__version__}+{h.hexdigest()[:16]}" if n else f"{mri_csc.__version__}+unhashed"
 
 
 _HASH_BYTES = 1 << 20
@@ -285,13 +296,16 @@ def serial_reconstruct(inputs, *, method: str = "csc", params: dict | None = Non
     cfg = SliceConfig(str(scratch) if scratch else "", method, dict(params), maps, device, int(seed), calib_width,
                       maps_file=None if maps_file is None else str(maps_file))
     out = {}
-    for vol in volumes:
-        if vol.layout == "volume":
-            if scratch is None:
-                raise ValueError(f"{vol.path}: a 3-D volume needs scratch= for its hybrid-space copy")
-            prepare_volume(vol, cfg)
-        imgs = np.stack([compute_slice(SliceTask(vol, i), cfg) for i in range(vol.n_slices)])
-        out[vol.path] = _volume_image(vol, imgs) if vol.layout == "volume" else imgs
+    try:
+        for vol in volumes:
+            if vol.layout == "volume":
+                if scratch is None:
+                    raise ValueError(f"{vol.path}: a 3-D volume needs scratch= for its hybrid-space copy")
+                prepare_volume(vol, cfg)
+            imgs = np.stack([compute_slice(SliceTask(vol, i), cfg) for i in range(vol.n_slices)])
+            out[vol.path] = _volume_image(vol, imgs) if vol.layout == "volume" else imgs
+    finally:
+        clear_volume_cache()  # the last non-Cartesian volume read: not kept in the caller's process
     return out
 
 

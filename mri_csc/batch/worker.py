@@ -188,8 +188,7 @@ def compute_slice(task: SliceTask, cfg: SliceConfig) -> np.ndarray:
         from mri_csc.io.formats import check_centred_kspace  # noqa: PLC0415
 
         check_centred_kspace(kspace, f"{task.volume.path} slice {task.index}")
-    shape = kspace.shape[1:] if coord is None else image_shape if image_shape is not None else \
-        None if maps is None else maps.shape[1:]
+    shape = kspace.shape[1:] if coord is None else image_shape  # the maps' shape when the file holds maps
     if shape is not None:  # the parameters against the image, before ESPIRiT
         get_method(cfg.method).check_for_image(cfg.params, shape, coord is not None)
     ss = slice_seed_sequence(cfg.seed, task.volume.file_key, task.index)
