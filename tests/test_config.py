@@ -53,31 +53,27 @@ def test_wrong_type(tmp_path):
         load_config(p)
 
 
-def test_methods_checked_against_registry(tmp_path):
-    p = write(tmp_path, '[[methods]]\nname = "nope"\n')
-    with pytest.raises(ConfigError, match=r"methods\[0\]\.name: unknown method 'nope'; registered methods"):
-        load_config(p)
-    p = write(tmp_path, '[[methods]]\nname = "tv"\nparams = { lamda = 1 }\n')
-    with pytest.raises(ConfigError, match=r"unknown parameter 'lamda' for method 'tv'"):
-        load_config(p)
-    p = write(tmp_path, '[[methods]]\nname = "tv"\nparams = { lam = "big" }\n')
-    with pytest.raises(ConfigError, match=r"methods\[0\]\.params: method 'tv': parameter lam = 'big' is invalid; "
-                                          r"expected a finite number >= 0"):
-        load_config(p)
-    p = write(tmp_path, '[[methods]]\nname = "csc"\nparams = { lam = nan }\n')
-    with pytest.raises(ConfigError, match=r"method 'csc': parameter lam = nan is invalid"):
-        load_config(p)
+@pytest.mark.parametrize("toml, message", [
+    ('[[methods]]\nname = "nope"\n', r"methods\[0\]\.name: unknown method 'nope'; registered methods"),
+    ('[[methods]]\nname = "tv"\nparams = { lamda = 1 }\n', r"unknown parameter 'lamda' for method 'tv'"),
+    ('[[methods]]\nname = "tv"\nparams = { lam = "big" }\n',
+     r"methods\[0\]\.params: method 'tv': parameter lam = 'big' is invalid; expected a finite number >= 0"),
+    ('[[methods]]\nname = "csc"\nparams = { lam = nan }\n', r"method 'csc': parameter lam = nan is invalid"),
     # against the simulated image's shape too, when the config is read (before simulation and ESPIRiT)
-    csc64 = '[data]\nshape = [64, 64]\n[[methods]]\nname = "csc"\n'
-    p = write(tmp_path, csc64 + "params = { phase_width = [16, 16, 16] }\n")
-    with pytest.raises(ConfigError, match=r"methods\[0\]\.params: phase_width must be one width or one per image axis "
-                                          r"\(2\); got \[16, 16, 16\] for the image shape \(64, 64\)"):
-        load_config(p)
-    p = write(tmp_path, '[data]\nshape = [64, 64]\n[[methods]]\nname = "csc-tv"\nparams = { phase_width = 80 }\n')
-    with pytest.raises(ConfigError, match=r"phase_width must be at most the image's side"):
-        load_config(p)
-    assert load_config(write(tmp_path, csc64 + "params = { phase_width = [16, 24] }\n"))["methods"][0]["params"] == \
-        {"phase_width": [16, 24]}
+    ('[data]\nshape = [64, 64]\n[[methods]]\nname = "csc"\nparams = { phase_width = [16, 16, 16] }\n',
+     r"methods\[0\]\.params: phase_width must be one width or one per image axis \(2\); got \[16, 16, 16\] "
+     r"for the image shape \(64, 64\)"),
+    ('[data]\nshape = [64, 64]\n[[methods]]\nname = "csc-tv"\nparams = { phase_width = 80 }\n',
+     r"phase_width must be at most the image's side"),
+])
+def test_methods_checked_against_registry(tmp_path, toml, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(write(tmp_path, toml))
+
+
+def test_a_per_axis_value_that_fits_the_image_is_kept(tmp_path):
+    p = write(tmp_path, '[data]\nshape = [64, 64]\n[[methods]]\nname = "csc"\nparams = { phase_width = [16, 24] }\n')
+    assert load_config(p)["methods"][0]["params"] == {"phase_width": [16, 24]}
 
 
 def test_bad_toml_and_missing(tmp_path):
