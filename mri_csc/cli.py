@@ -234,19 +234,33 @@ def _retro_mask(args, shape):
     """The ``(ny, nx)`` mask of ``--mask``/``--accel``, or None."""
     import numpy as np  # noqa: PLC0415
 
-    if args.mask_file and args.accel:
+    if args.mask_file and args.accel is not None:
         raise UserError("--mask FILE and --accel both given; use one")
     if args.mask_file:
         from .io import read_array  # noqa: PLC0415
+        from .validate import check_mask_values  # noqa: PLC0415
 
-        m = np.asarray(read_array(args.mask_file, "mask")).real.astype(np.float32)
+        m = np.asarray(read_array(args.mask_file, "mask"))
+        name = f"--mask {args.mask_file}"
+        try:
+            check_mask_values(m, name)  # 0/1 (or bool); negative, > 1, NaN and complex refused by name
+        except (TypeError, ValueError) as e:
+            raise UserError(str(e)) from None
+        m = m.astype(np.float32)
+        if np.any((m > 0) & (m < 1)):
+            raise UserError(f"{name}: values strictly between 0 and 1 (a sampling density?); retrospective "
+                            "undersampling needs a 0/1 pattern (e.g. density > threshold)")
+        if not m.any():
+            raise UserError(f"{name}: samples nothing (all zero)")
         m = m.reshape(m.shape[-1:]) if m.ndim == 2 and m.shape[0] == 1 else m
         try:
             return np.broadcast_to(m != 0, shape).astype(np.float32)
         except ValueError:
-            raise UserError(f"--mask {args.mask_file}: shape {m.shape} does not broadcast to the k-space "
+            raise UserError(f"{name}: shape {m.shape} does not broadcast to the k-space "
                             f"(ny, nx) = {tuple(shape)}") from None
-    if args.accel:
+    if args.accel is not None:
+        if not np.isfinite(args.accel) or args.accel < 1:
+            raise UserError(f"--accel must be a number >= 1; got {args.accel:g}")
         from .preprocess import fastmri_mask  # noqa: PLC0415
 
         cf = args.center_fraction if args.center_fraction is not None else (0.08 if args.accel <= 4 else 0.04)
@@ -374,7 +388,38 @@ def _write_params(out, record: dict, params: dict, overwrite: bool):
     return pp
 
 
+def _voxel_sizes(args) -> "list[float] | None":
+    """``--voxel-size`` as three sizes in mm (a missing z is 1), or None; refused unless 1 to 3 finite sizes > 0."""
+    import math  # noqa: PLC0415
+
+    if not args.voxel_size:
+        return None
+    vs = list(args.voxel_size) + [1.0] * (3 - len(args.voxel_size))
+    if len(args.voxel_size) > 3 or not all(math.isfinite(v) and v > 0 for v in vs):
+        raise UserError(f"--voxel-size takes 1 to 3 finite positive sizes in mm (x y [z]); got {args.voxel_size}")
+    return vs
+
+
+def _refuse_outputs_on_inputs(outputs, inputs) -> None:
+    """Refuse, even with ``--force``, an output that is one of the command's input files (a ``.cfl`` input with
+    its ``.hdr``): the image would replace the data it came from."""
+    import os  # noqa: PLC0415
+    from pathlib import Path  # noqa: PLC0415
+
+    files = []
+    for f in filter(None, inputs):
+        p = Path(f)
+        files += [p.with_suffix(".cfl"), p.with_suffix(".hdr")] if p.suffix in (".cfl", ".hdr", "") else [p]
+    for out in outputs:
+        for f in files:
+            if Path(out).exists() and f.exists() and os.path.samefile(out, f):
+                raise UserError(f"output {out} is the input file {f}: it would be replaced by the image (refused "
+                                "even with --force); choose another --out")
+
+
 def cmd_recon(args) -> int:
+    import os  # noqa: PLC0415
+
     import numpy as np  # noqa: PLC0415
     from tqdm.auto import tqdm  # noqa: PLC0415
 
@@ -390,7 +435,12 @@ def cmd_recon(args) -> int:
     except ValueError as e:
         raise UserError(str(e)) from None
     detect_format(args.out)
-    for o in [*image_outputs(args.out), _params_path(args.out)]:
+    if os.path.basename(args.out).lower() in (".npy", ".cfl", ".hdr", ".h5", ".hdf5", ".nii", ".nii.gz"):  # no name
+        raise UserError(f"--out {args.out}: give the file a name before its extension (e.g. image.npy)")
+    _voxel_sizes(args)  # checked now, used when the image is written
+    outputs = [*image_outputs(args.out), _params_path(args.out)]
+    _refuse_outputs_on_inputs(outputs, [args.input, args.maps, args.mask_file, args.noise, args.traj])
+    for o in outputs:
         check_writable(o, args.force)
     if args.slice is not None and args.slice < 0:
         raise UserError(f"--slice must be >= 0; got {args.slice}")
@@ -477,9 +527,7 @@ def cmd_recon(args) -> int:
     check_output(img, args.out, args.method)
     affine = d.get("affine")  # an .npz's (e.g. simulated from a NIfTI phantom); ISMRMRD's is in geometry
     if args.voxel_size:
-        vs = list(args.voxel_size) + [1.0] * (3 - len(args.voxel_size))
-        if len(args.voxel_size) > 3 or min(vs) <= 0:
-            raise UserError(f"--voxel-size takes 1 to 3 positive sizes in mm (x y [z]); got {args.voxel_size}")
+        vs = _voxel_sizes(args)
         if affine is not None or d.get("geometry") is not None:
             _note(f"mri-csc: note: --voxel-size replaces the geometry of {args.input} (orientation and position "
                   "are dropped)")

@@ -115,6 +115,38 @@ def test_recon_refuses_a_per_axis_value_that_does_not_fit_the_image_before_espir
     assert "ESPIRiT" not in p.stderr
 
 
+def test_recon_refuses_bad_retrospective_masks_and_options_before_solving(sim, tmp_path):
+    """--mask must be a 0/1 pattern (a density, a 0/255 image, a -1/1 array or an empty mask is named), --accel
+    at least 1, --voxel-size finite, --out a named file; and an output never replaces an input, even with
+    --force. All before any reconstruction, leaving the input as it was."""
+    with np.load(sim / "k.npz") as f:
+        k = f["kspace"]
+        np.save(tmp_path / "maps.npy", f["maps"])
+    np.save(tmp_path / "k.npy", k)
+    ok = np.zeros((64, 64), np.float32)
+    ok[:, ::2] = 1
+    for name, mask, message in (("half", np.full((64, 64), 0.5, np.float32), "values strictly between 0 and 1"),
+                                ("u8", (ok * 255).astype(np.uint8), "values up to 255 (a 0/255 image"),
+                                ("sign", 2 * ok - 1, "negative values"),
+                                ("empty", 0 * ok, "samples nothing")):
+        np.save(tmp_path / f"{name}.npy", mask)
+        p = cli("recon", tmp_path / "k.npy", "--mask", tmp_path / f"{name}.npy", "--out", tmp_path / "x.npy")
+        assert_user_error(p, f"--mask {tmp_path / name}.npy", message)
+    assert_user_error(cli("recon", tmp_path / "k.npy", "--accel", 0, "--out", tmp_path / "x.npy"),
+                      "--accel must be a number >= 1; got 0")
+    assert_user_error(cli("recon", tmp_path / "k.npy", "--voxel-size", "nan", 1, "--out", tmp_path / "x.nii.gz"),
+                      "--voxel-size takes 1 to 3 finite positive sizes")
+    assert_user_error(cli("recon", tmp_path / "k.npy", "--out", tmp_path / ".npy"), "give the file a name")
+    p = cli("recon", tmp_path / "k.npy", "--out", tmp_path / "k.npy", "--force", "--method", "zero-filled")
+    assert_user_error(p, "is the input file", "refused even with --force")
+    assert not (tmp_path / "x.npy").exists() and not (tmp_path / "x_mag.nii.gz").exists()
+    np.testing.assert_array_equal(np.load(tmp_path / "k.npy"), k)
+    cli("recon", tmp_path / "k.npy", "--mask", tmp_path / "u8.npy", "--out", tmp_path / "x.npy")  # still refused
+    np.save(tmp_path / "ok.npy", ok)
+    cli("recon", tmp_path / "k.npy", "--mask", tmp_path / "ok.npy", "--maps", tmp_path / "maps.npy", "--out",
+        tmp_path / "x.npy", "--method", "zero-filled", check_rc=0)
+
+
 def test_recon_says_when_the_iteration_limit_stopped_it(sim, tmp_path):
     p = cli("recon", sim / "k.npz", "--out", tmp_path / "x.npy", "--param", "max_iter=3", check_rc=0)
     assert "csc: 1 slice(s) in" in p.stderr and ", 3 iterations" in p.stderr
