@@ -497,8 +497,14 @@ def cmd_recon(args) -> int:
             _note(f"mri-csc: note: {args.input} holds no coil maps: estimating them with ESPIRiT (sigpy); "
                   "--espirit bart, --maps FILE or --no-espirit to choose")
         kw = espirit_kwargs(args)
-        maps_list = [estimate_maps(s, method=args.espirit, **kw)
-                     for s in tqdm(slices, desc="espirit", disable=args.no_pbar or len(slices) == 1)]
+        cal = d.get("calibration")  # an ISMRMRD reference scan of its own: the maps come from it
+        calib = list(cal) if cal is not None and stacked else [cal] * len(slices)
+        if cal is not None:
+            _note(f"mri-csc: note: the coil maps come from the calibration-only lines of {args.input} (a reference "
+                  "scan of their own); they are not in the image's k-space")
+        maps_list = [estimate_maps(s if c is None else c, method=args.espirit, **kw)
+                     for s, c in tqdm(list(zip(slices, calib, strict=True)), desc="espirit",
+                                      disable=args.no_pbar or len(slices) == 1)]
     # one mask per slice (read_kspace checked the file's mask against the slices; a retrospective one is 2-D);
     # every branch above gives one map set per slice, and zip(strict=True) below holds them to it
     masks = per_slice(f"{args.input}: mask", mask, len(slices), k.ndim - 1 - stacked) if stacked \

@@ -91,6 +91,62 @@ def test_repetitions_are_frames_not_summed(tmp_path):
     assert rec["frames"] == 6 and rec["method"] == "sense" and rec["params"]["max_iter"] > 0
 
 
+def _flag_lines(path, flag, which, scale=1.0, mode=None):
+    """Set ISMRMRD ``flag`` on the acquisitions ``which(head) -> bool`` and scale their data; optionally rewrite
+    the header's ``calibrationMode``."""
+    import h5py
+    import ismrmrd
+
+    bit = np.uint64(1) << np.uint64(getattr(ismrmrd, flag) - 1)
+    with h5py.File(path, "a") as h:
+        d = h["dataset/data"][()]
+        for a in d:
+            if which(a["head"]):
+                a["head"]["flags"] = np.uint64(a["head"]["flags"]) | bit
+                a["data"][:] = a["data"] * scale
+        h["dataset/data"][...] = d
+        if mode is not None:
+            x = h["dataset/xml"][0]
+            x = x.decode() if isinstance(x, bytes) else x
+            h["dataset/xml"][0] = x.replace("<calibrationMode>interleaved</calibrationMode>",
+                                            f"<calibrationMode>{mode}</calibrationMode>")
+    return path
+
+
+@needs_gen
+def test_separate_reference_lines_give_the_maps_not_the_image(tmp_path, capsys):
+    """Calibration-only lines of a separate reference scan (calibrationMode 'separate'; here at 10x the image's
+    scale) stay out of the image's k-space and give the ESPIRiT maps; 'interleaved' ones (the generator's) are
+    lines of the image, as before."""
+    import ismrmrd
+
+    f = _gen(tmp_path / "sep.h5", "-m", 64, "-c", 4, "-a", 2, "-w", 24, "-n", 0.0)
+    inter = read_kspace(f)  # 2 frames (the generator's shifted R = 2 patterns) of (4, 64, 64)
+
+    def lines(mask):  # the fraction of phase-encode lines sampled in each frame
+        return (mask != 0).any(axis=-1).mean(axis=-1)
+
+    assert inter["calibration"] is None and lines(inter["mask"]) == pytest.approx([44 / 64] * 2)
+    cal_bit = np.uint64(1) << np.uint64(ismrmrd.ACQ_IS_PARALLEL_CALIBRATION - 1)
+    _flag_lines(f, "ACQ_IS_PARALLEL_CALIBRATION", lambda head: np.uint64(head["flags"]) & cal_bit, 10.0, "separate")
+    d = read_kspace(f)
+    assert lines(d["mask"]) == pytest.approx([32 / 64] * 2)  # the R = 2 lines only
+    assert d["calibration"].shape == d["kspace"].shape  # one per frame, from the slice's reference lines
+    assert lines(np.abs(d["calibration"]).sum(axis=1)) == pytest.approx([24 / 64] * 2)  # both frames' extra lines
+    assert "calibration-only lines: 24" in describe(f)
+    assert main(["recon", str(f), "--out", str(tmp_path / "x.npy"), "--method", "sense", "--no-pbar"]) == 0
+    assert "the coil maps come from the calibration-only lines" in capsys.readouterr().err
+    assert min(_psnr(im, _phantom(f)) for im in np.load(tmp_path / "x.npy")) > 30
+
+
+@needs_gen
+def test_reversed_lines_are_refused(tmp_path):
+    f = _flag_lines(_gen(tmp_path / "rev.h5", "-m", 32, "-c", 2), "ACQ_IS_REVERSE",
+                    lambda head: head["idx"]["kspace_encode_step_1"] % 2)
+    with pytest.raises(ValueError, match=r"16 of 32 k-space lines are flagged ACQ_IS_REVERSE"):
+        read_kspace(f)
+
+
 @needs_gen
 def test_cartesian_file_with_stored_coordinates_reads_as_without(tmp_path):
     import h5py

@@ -136,8 +136,10 @@ def _file_maps(cfg: SliceConfig, vol: VolumeSpec, kshape, index: int, n: int, wh
     return whiten_maps(m, whitener)
 
 
-def load_slice(task: SliceTask, cfg: SliceConfig) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
-    """Read slice ``task.index`` of its file: ``(kspace (coils, ny, nx), maps or None, mask or None)``."""
+def load_slice(task: SliceTask, cfg: SliceConfig) -> tuple:
+    """Read slice ``task.index`` of its file: ``(kspace (coils, ny, nx), maps or None, mask or None, calibration
+    or None)``; ``calibration``: an ISMRMRD file's separate reference lines for ESPIRiT (see
+    :func:`mri_csc.io.read_kspace`)."""
     vol = task.volume
     if vol.layout == "volume":
         paths = _hybrid_paths(cfg, vol)
@@ -146,7 +148,7 @@ def load_slice(task: SliceTask, cfg: SliceConfig) -> tuple[np.ndarray, np.ndarra
         mask = np.load(paths["mask"]) if paths["mask"].exists() else None
         if mask is not None and mask.ndim == 3:  # one (nz, ny) pattern per frame
             mask = mask[task.index // (vol.n_slices // vol.n_frames)]
-        return k, maps, mask
+        return k, maps, mask, None
 
     if vol.n_frames > 1 and vol.kind == "ismrmrd":  # task i is (slice, frame) = divmod(i, n_frames)
         s, fr = divmod(task.index, vol.n_frames)
@@ -162,7 +164,10 @@ def load_slice(task: SliceTask, cfg: SliceConfig) -> tuple[np.ndarray, np.ndarra
         maps = maps[0]
     if cfg.maps_file:
         maps = _file_maps(cfg, vol, k.shape, s, max(1, vol.n_slices // vol.n_frames), data.get("whitener"))
-    return k, maps, data.get("mask")
+    cal = data.get("calibration")
+    if cal is not None and np.ndim(cal) == k.ndim + 1:  # a 1-slice stack
+        cal = cal[0]
+    return k, maps, data.get("mask"), cal
 
 
 def _accepts(func, name: str) -> bool:
@@ -177,14 +182,14 @@ def compute_slice(task: SliceTask, cfg: SliceConfig) -> np.ndarray:
     import mri_csc  # noqa: PLC0415
     from mri_csc.recon import get_method  # noqa: PLC0415
 
-    coord = image_shape = None
+    coord = image_shape = calibration = None
     if task.volume.layout == "noncartesian":
         from .noncartesian import load_noncartesian_slice  # noqa: PLC0415
 
         kspace, coord, maps, image_shape = load_noncartesian_slice(task.volume.path, task.index)
         mask = None
     else:
-        kspace, maps, mask = load_slice(task, cfg)
+        kspace, maps, mask, calibration = load_slice(task, cfg)
         from mri_csc.io.formats import check_centred_kspace  # noqa: PLC0415
 
         check_centred_kspace(kspace, f"{task.volume.path} slice {task.index}")
@@ -212,7 +217,7 @@ def compute_slice(task: SliceTask, cfg: SliceConfig) -> np.ndarray:
             kw["rng"] = np.random.default_rng(maps_seed)
         elif _accepts(estimate_maps, "seed"):
             kw["seed"] = int(maps_seed.generate_state(1)[0])
-        maps = estimate_maps(kspace, **kw)
+        maps = estimate_maps(kspace if calibration is None else calibration, **kw)  # a reference scan: its lines
     params = dict(cfg.params)
     spec = get_method(cfg.method)
     if "rng" in spec.params and "rng" not in params:

@@ -581,7 +581,9 @@ def read_kspace(path: "str | os.PathLike", *, slice: int | None = None, fmt: str
         ``lead_shape``/``lead_axes`` (the shape and names of the stacked leading
         axes, e.g. ``(4,)``/``("frame",)`` for an ISMRMRD file with 4 repetitions:
         the stack is their flattening), ``crop`` (image size to crop the
-        reconstruction to, or None), ``geometry`` (ISMRMRD, for NIfTI, or None).
+        reconstruction to, or None), ``geometry`` (ISMRMRD, for NIfTI, or None),
+        ``calibration`` (ISMRMRD: the separate reference scan's lines on the k-space's grid and stack,
+        for coil maps only, or None; absent for other formats).
 
     Raises
     ------
@@ -688,9 +690,13 @@ def read_kspace(path: "str | os.PathLike", *, slice: int | None = None, fmt: str
                 stacked = bool(lead_shape)
                 if not stacked:
                     k, mask = k[0], mask[0]
+                cal = r["calibration"]  # per slice: the same for each of its frames
+                if cal is not None:
+                    cal = np.repeat(cal, len(r["frames"]), axis=0)
+                    cal = cal if stacked else cal[0]
                 extra = {"lead_shape": lead_shape, "lead_axes": lead_axes, "frames": r["frames"],
                          "crop": r["crop"], "geometry": r["geometry"], "whitened": r["whitened"],
-                         "whitener": r["whitener"], "noise_scans": r["noise_scans"]}
+                         "whitener": r["whitener"], "noise_scans": r["noise_scans"], "calibration": cal}
                 slice = None  # already selected
             elif (ds := _h5_dataset(f, "kspace", path)) is not None:
                 if frame is not None:

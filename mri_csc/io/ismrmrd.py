@@ -272,8 +272,13 @@ def read_ismrmrd(path, h5file, *, slice=None, prewhiten: "bool | None" = None, n
     heads = _heads(path, group)
     if heads.size == 0:
         raise _err(f"{path}: ISMRMRD group {gname!r} has no acquisitions")
-    is_noise, img = _acquisition_kinds(path, heads)
+    is_noise, img, is_cal = _acquisition_kinds(path, heads, e)
     hi = heads[img]
+    reversed_ = (hi["flags"].astype(np.uint64) & _bit("ACQ_IS_REVERSE")) != 0
+    if reversed_.any():  # EPI-style: the lines need reversal *and* phase correction, which mri_csc does not do
+        raise _err(f"{path}: {int(reversed_.sum())} of {hi.size} k-space lines are flagged ACQ_IS_REVERSE (readouts "
+                   "acquired backwards, as in EPI); mri_csc grids Cartesian lines as stored and would ghost the "
+                   "image: correct and flip them first (e.g. Gadgetron's EPI gadgets)")
     if np.any(hi["trajectory_dimensions"] > 0):  # the header says Cartesian (_encoding): coordinates of the grid
         _check_cartesian_traj(path, group, np.flatnonzero(img), hi)
     if np.any(hi["encoding_space_ref"] != 0):
@@ -285,22 +290,7 @@ def read_ismrmrd(path, h5file, *, slice=None, prewhiten: "bool | None" = None, n
                    "expected one channel count >= 1")
     ex, ey, ez = enc
     idx = hi["idx"]
-    # placement of each line in the encoded matrix
-    lim = e.encodingLimits
-    ky = idx["kspace_encode_step_1"].astype(np.int64) + _limit_center(getattr(lim, "kspace_encoding_step_1", None), ey)
-    kz = idx["kspace_encode_step_2"].astype(np.int64) + (
-        _limit_center(getattr(lim, "kspace_encoding_step_2", None), ez) if ez > 1 else 0)
-    for name, k, n in (("kspace_encode_step_1", ky, ey), ("kspace_encode_step_2", kz, ez)):
-        if k.min() < 0 or k.max() >= n:
-            raise _err(f"{path}: {name} places lines at {int(k.min())}..{int(k.max())}, outside the encoded "
-                       f"matrix of {n} (encodedSpace/encodingLimits disagree with the acquisitions)")
-    ns = hi["number_of_samples"].astype(np.int64) - hi["discard_pre"] - hi["discard_post"]
-    centre = hi["center_sample"].astype(np.int64) - hi["discard_pre"]
-    full = ns == ex
-    x0 = np.where(full, 0, ex // 2 - centre)
-    if np.any(ns < 1) or np.any(x0 < 0) or np.any(x0 + ns > ex):
-        raise _err(f"{path}: readouts of {sorted(set(ns.tolist()))[:5]} samples (centre "
-                   f"{sorted(set(centre.tolist()))[:5]}) do not fit the encoded width {ex}")
+    kz, ky, ns, x0 = _placement(path, e, enc, hi)
     slices_all = idx["slice"].astype(np.int64)
     n_slices = int(slices_all.max()) + 1
     present = np.unique(slices_all)
@@ -346,20 +336,9 @@ def read_ismrmrd(path, h5file, *, slice=None, prewhiten: "bool | None" = None, n
     take = np.isin(slices_all, wanted) & (frame_of >= 0)
     rows = rows_all[take]
     lines = _read_lines(path, group, rows, hi[take], nc)
-    acc = np.zeros(shape, np.complex64)
-    count = np.zeros(shape[:2] + shape[3:5], np.int32)
     s_index = {s: j for j, s in enumerate(wanted)}
-    sub = np.flatnonzero(take)
-    for line, i in zip(lines, sub):
-        d = line[:, int(hi["discard_pre"][i]):int(hi["discard_pre"][i]) + int(ns[i])]
-        if whitener is not None:
-            d = (whitener @ d).astype(np.complex64)
-        j, f, z, y = s_index[int(slices_all[i])], int(frame_of[i]), int(kz[i]), int(ky[i])
-        acc[j, f, :, z, y, x0[i]:x0[i] + ns[i]] += d
-        count[j, f, z, y] += 1
-    c = np.maximum(count, 1)[:, :, None, :, :, None].astype(np.float32)
-    k = acc / c
-    k = remove_readout_oversampling(k, rx).astype(np.complex64, copy=False)
+    pos = [(s_index[int(slices_all[i])], int(frame_of[i])) for i in np.flatnonzero(take)]
+    k, count = _grid_lines(lines, hi[take], pos, (kz[take], ky[take], ns[take], x0[take]), shape, whitener, rx)
     if ez == 1:
         k = k[:, :, :, 0]
     crop = (rec[1], rx) if rec[1] < ey else None
@@ -367,10 +346,75 @@ def read_ismrmrd(path, h5file, *, slice=None, prewhiten: "bool | None" = None, n
     if ez == 1:
         mask = mask[:, :, 0]
     geometry = _geometry(hdr, e, rec, heads[img], slices_all, wanted)
+    calibration = _calibration_lines(path, group, e, enc, heads[is_cal], np.flatnonzero(is_cal), wanted, nc,
+                                     whitener, rx)
     return {"kspace": k, "mask": mask, "n_slices": n_slices, "frames": frames, "noise_scans": n_noise,
             "whitened": whitener is not None, "whitener": whitener, "crop": crop, "geometry": geometry,
-            "averages": n_avg,
+            "averages": n_avg, "calibration": calibration,
             "header": hdr, "encoded": enc, "recon": rec}
+
+
+def _placement(path, e, enc, heads):
+    """``(kz, ky, samples, x0)`` of each Cartesian line in the encoded matrix ``enc = (ex, ey, ez)``: its
+    phase-encode indices (counters plus the encoding limits' centre), the samples kept (less ``discard_pre`` /
+    ``discard_post``) and where along the readout they start (partial echo: by ``center_sample``)."""
+    ex, ey, ez = enc
+    idx = heads["idx"]
+    lim = e.encodingLimits
+    ky = idx["kspace_encode_step_1"].astype(np.int64) + _limit_center(getattr(lim, "kspace_encoding_step_1", None), ey)
+    kz = idx["kspace_encode_step_2"].astype(np.int64) + (
+        _limit_center(getattr(lim, "kspace_encoding_step_2", None), ez) if ez > 1 else 0)
+    for name, k, n in (("kspace_encode_step_1", ky, ey), ("kspace_encode_step_2", kz, ez)):
+        if k.min() < 0 or k.max() >= n:
+            raise _err(f"{path}: {name} places lines at {int(k.min())}..{int(k.max())}, outside the encoded "
+                       f"matrix of {n} (encodedSpace/encodingLimits disagree with the acquisitions)")
+    ns = heads["number_of_samples"].astype(np.int64) - heads["discard_pre"] - heads["discard_post"]
+    centre = heads["center_sample"].astype(np.int64) - heads["discard_pre"]
+    x0 = np.where(ns == ex, 0, ex // 2 - centre)
+    if np.any(ns < 1) or np.any(x0 < 0) or np.any(x0 + ns > ex):
+        raise _err(f"{path}: readouts of {sorted(set(ns.tolist()))[:5]} samples (centre "
+                   f"{sorted(set(centre.tolist()))[:5]}) do not fit the encoded width {ex}")
+    return kz, ky, ns, x0
+
+
+def _grid_lines(lines, heads, pos, placement, shape, whitener, rx):
+    """Lines (``(channels, samples)`` each) averaged onto the grid ``shape = (slices, frames, coils, nz, ny, nx)``
+    at ``pos`` (``(slice, frame)`` per line) and ``placement`` (:func:`_placement`), whitened, with the readout
+    oversampling removed to ``rx``; returns ``(k-space, lines per (slice, frame, kz, ky))``."""
+    kz, ky, ns, x0 = placement
+    acc = np.zeros(shape, np.complex64)
+    count = np.zeros(shape[:2] + shape[3:5], np.int32)
+    for i, (line, (j, f)) in enumerate(zip(lines, pos)):
+        d = line[:, int(heads["discard_pre"][i]):int(heads["discard_pre"][i]) + int(ns[i])]
+        if whitener is not None:
+            d = (whitener @ d).astype(np.complex64)
+        acc[j, f, :, int(kz[i]), int(ky[i]), x0[i]:x0[i] + ns[i]] += d
+        count[j, f, int(kz[i]), int(ky[i])] += 1
+    k = acc / np.maximum(count, 1)[:, :, None, :, :, None].astype(np.float32)
+    return remove_readout_oversampling(k, rx).astype(np.complex64, copy=False), count
+
+
+def _calibration_lines(path, group, e, enc, heads, rows, wanted, nc, whitener, rx):
+    """The calibration-only lines (:func:`_line_kinds`) of slices ``wanted`` on the image's grid,
+    ``(len(wanted), coils, [nz,] ny, nx)`` (every frame's averaged together: a reference scan serves them all), or
+    ``None`` when there are none. For coil maps only: they never enter the image's k-space."""
+    take = np.isin(heads["idx"]["slice"].astype(np.int64), wanted)
+    if not take.any():
+        return None
+    h = heads[take]
+    if np.any(h["active_channels"] != nc):
+        raise _err(f"{path}: calibration lines have {sorted(set(h['active_channels'].tolist()))} channels, the "
+                   f"k-space lines {nc}")
+    if np.any((h["flags"].astype(np.uint64) & _bit("ACQ_IS_REVERSE")) != 0):
+        raise _err(f"{path}: calibration lines flagged ACQ_IS_REVERSE (EPI-style); flip and correct them first")
+    ex, ey, ez = enc
+    s_index = {s: j for j, s in enumerate(wanted)}
+    pos = [(s_index[int(s)], 0) for s in h["idx"]["slice"]]
+    lines = _read_lines(path, group, rows[take], h, nc)
+    shape = (len(wanted), 1, nc, ez, ey, ex)
+    check_shape(shape, np.complex64, f"{path}: ISMRMRD calibration k-space")
+    k, _ = _grid_lines(lines, h, pos, _placement(path, e, enc, h), shape, whitener, rx)
+    return k[:, 0, :, 0] if ez == 1 else k[:, 0]
 
 
 def _check_cartesian_traj(path, group, rows, heads) -> None:
@@ -401,17 +445,44 @@ def _check_cartesian_traj(path, group, rows, heads) -> None:
                        "stores coordinates that are not a Cartesian line; the file is non-Cartesian or mislabelled")
 
 
-def _acquisition_kinds(path, heads):
-    """``(is_noise, is_image)`` boolean masks over the acquisitions (other scans are skipped, :data:`_SKIP`)."""
+#: ``parallelImaging.calibrationMode`` values whose calibration-only lines are part of the image's own scan
+_CALIBRATION_IN_SCAN = ("embedded", "interleaved")
+
+
+def _separate_calibration(e) -> bool:
+    """Whether the calibration-only lines of encoding ``e`` are a reference scan of their own: the header's
+    ``parallelImaging.calibrationMode`` is ``separate``, ``external`` or ``other``, or not given. ``embedded`` and
+    ``interleaved`` (``ismrmrd_generate_cartesian_shepp_logan -w``) reference lines are lines of the scan itself."""
+    pi = getattr(e, "parallelImaging", None)
+    mode = getattr(getattr(pi, "calibrationMode", None), "value", None)
+    return mode not in _CALIBRATION_IN_SCAN
+
+
+def _line_kinds(heads, separate_calibration: bool = True):
+    """``(is_noise, is_image, is_calibration)`` boolean masks over the acquisitions, from their flags.
+
+    With ``separate_calibration`` (:func:`_separate_calibration`), calibration-only lines
+    (``ACQ_IS_PARALLEL_CALIBRATION`` without ``..._AND_IMAGING``: a reference scan whose contrast and scale may
+    differ from the image's) are not image lines but calibration lines (for coil maps only); otherwise they are
+    image lines. The scans of :data:`_SKIP` are neither.
+    """
     flags = heads["flags"].astype(np.uint64)
     is_noise = (flags & _bit("ACQ_IS_NOISE_MEASUREMENT")) != 0
     skip = np.zeros(heads.size, bool)
     for name in _SKIP:
         skip |= (flags & _bit(name)) != 0
-    img = ~is_noise & ~skip
+    is_cal = ((flags & _bit("ACQ_IS_PARALLEL_CALIBRATION")) != 0) \
+        & ((flags & _bit("ACQ_IS_PARALLEL_CALIBRATION_AND_IMAGING")) == 0) & bool(separate_calibration)
+    return is_noise, ~is_noise & ~skip & ~is_cal, is_cal & ~is_noise & ~skip
+
+
+def _acquisition_kinds(path, heads, e=None):
+    """``(is_noise, is_image, is_calibration)`` (:func:`_line_kinds`, the calibration mode from encoding ``e``);
+    refuses a file with no image lines."""
+    is_noise, img, is_cal = _line_kinds(heads, e is None or _separate_calibration(e))
     if not img.any():
         raise _err(f"{path}: ISMRMRD file has only noise/navigator/calibration-scan acquisitions, no k-space lines")
-    return is_noise, img
+    return is_noise, img, is_cal
 
 
 def _file_whitener(path, group, heads, is_noise, nc, prewhiten, noise):
@@ -579,9 +650,8 @@ def describe_ismrmrd(path, h5file) -> list[str]:
     else:
         lines += _describe_trajectories(path, group, heads, e, enc, rec, dims)
     if heads.size:
-        flags = heads["flags"].astype(np.uint64)
-        noise = (flags & _bit("ACQ_IS_NOISE_MEASUREMENT")) != 0
-        idx = heads["idx"][~noise]
+        noise, img, cal = _line_kinds(heads, _separate_calibration(e))
+        idx = heads["idx"][img]
         lines.append(f"channels: {int(heads['active_channels'].max())}, slices: "
                      f"{int(idx['slice'].max()) + 1 if idx.size else 0}, "
                      + ", ".join(f"{c}s: {np.unique(idx[c]).size if idx.size else 0}"
@@ -591,12 +661,18 @@ def describe_ismrmrd(path, h5file) -> list[str]:
         lines.append(f"noise scans: {int(noise.sum())}"
                      + ("; k-space is prewhitened with their covariance (default)" if noise.any()
                         else "; no prewhitening"))
+        if cal.any():
+            lines.append(f"calibration-only lines: {int(cal.sum())}, a reference scan of their own (calibrationMode "
+                         "not embedded/interleaved): used for the ESPIRiT coil maps, not in the image's k-space")
+        n_rev = int(((heads["flags"].astype(np.uint64) & _bit("ACQ_IS_REVERSE")) != 0).sum())
+        if n_rev:
+            lines.append(f"reversed lines (ACQ_IS_REVERSE): {n_rev}; Cartesian reconstruction refuses them (EPI)")
     return lines
 
 
 def _describe_trajectories(path, group, heads, e, enc, rec, dims) -> list[str]:
     """``info`` lines of a non-Cartesian file: trajectory kind, readouts, coordinate range and units."""
-    is_noise, img = _acquisition_kinds(path, heads)
+    is_noise, img, _ = _acquisition_kinds(path, heads, e)
     hi = heads[img]
     ns = sorted(set((hi["number_of_samples"] - hi["discard_pre"] - hi["discard_post"]).tolist()))
     rows = np.flatnonzero(img)
@@ -646,11 +722,7 @@ def ismrmrd_metadata(path, h5file) -> dict:
     hdr = read_header(path, group)
     e, enc, rec = _encoding(path, hdr)
     heads = _heads(path, group)
-    flags = heads["flags"].astype(np.uint64)
-    img = (flags & _bit("ACQ_IS_NOISE_MEASUREMENT")) == 0
-    for name in _SKIP:
-        img &= (flags & _bit(name)) == 0
-    hi = heads[img]
+    hi = heads[_line_kinds(heads, _separate_calibration(e))[1]]
     if not hi.size:
         raise _err(f"{path}: ISMRMRD file has no k-space lines")
     idx = hi["idx"]
@@ -763,7 +835,7 @@ def read_ismrmrd_noncartesian(path, h5file, *, slice=None, prewhiten: "bool | No
     heads = _heads(path, group)
     if heads.size == 0:
         raise _err(f"{path}: ISMRMRD group {gname!r} has no acquisitions")
-    is_noise, img = _acquisition_kinds(path, heads)
+    is_noise, img, _ = _acquisition_kinds(path, heads, e)  # separate calibration lines are not gridded
     hi = heads[img]
     dims = set(hi["trajectory_dimensions"].tolist())
     if dims == {0}:
