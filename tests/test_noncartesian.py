@@ -129,6 +129,11 @@ def test_trajectory_beyond_the_band_is_said(case, caplog):
     with caplog.at_level("WARNING", logger="mri_csc.recon.noncartesian"):
         make_noncartesian_problem(y, maps, 3 * coord)  # wrong units: the samples would wrap without a word
     assert any("beyond the band" in r.getMessage() and "wrapped" in r.getMessage() for r in caplog.records)
+    n = maps.shape[-1]
+    for scale, implied in ((2 * np.pi / n, 8), (1 / n, 2)):  # radians (±π) and normalised (±0.5): refused, not blurred
+        with pytest.raises(ValueError, match=rf"reaches only \|k\| = .*implies an image matrix of about {implied} "
+                                             rf"along axis 0, not {n}.*From radians"):
+            mri_csc.reconstruct(y, maps, trajectory=coord * scale, method="sense")
 
 
 @needs_bart

@@ -129,16 +129,25 @@ def noncartesian_data_scale(kspace, maps, trajectory, dcf, *, percentile: float 
     return s if s > 0 else 1.0
 
 
-def _warn_beyond_band(trajectory, shape) -> None:
-    """Warn when samples lie beyond the image grid's band ``±N_i/2`` (cycles per field of view).
+def _check_band(trajectory, shape) -> None:
+    """Refuse a trajectory far inside the image grid's band ``±N_i/2``; warn when samples lie beyond it.
 
-    The operator is the DFT of an ``N``-pixel grid, ``N``-periodic in ``k``: such samples are
-    wrapped onto ``k ∓ N`` (exact for that model), which for measured data usually means wrong
-    units or readout oversampling left in the trajectory, so the image would alias silently.
+    Cycles per field of view reach about ``±N_i/2`` along image axis ``i``. Reaching less than a quarter of
+    ``N_i`` (a matrix under half the image's) is the mark of other units (radians, ±π; normalised, ±0.5): the
+    image would come out blurred or the solver diverge, so it is refused with the conversion. Beyond the
+    band: the operator is the DFT of an ``N``-pixel grid, ``N``-periodic in ``k``, so such samples are
+    wrapped onto ``k ∓ N`` (exact for that model), which for measured data usually means wrong units or
+    readout oversampling left in the trajectory: a warning.
     """
     xp = get_xp(trajectory)
     for i, n in enumerate(shape):
         k = float(xp.abs(trajectory[..., i]).max())
+        if n >= 8 and k < n / 4:
+            raise ValueError(f"trajectory[..., {i}] reaches only |k| = {k:.4g}, which implies an image matrix of "
+                             f"about {2 * int(np.ceil(k))} along axis {i}, not {n} (image_shape {shape}): "
+                             "coordinates must be cycles per field of view, -N/2 ... N/2 (SigPy's coord). From "
+                             "radians (±π) multiply by N/(2π); from normalised ±0.5 multiply by N; or give the "
+                             "image_shape the trajectory was made for")
         if k > n / 2 + 0.5:
             log.warning("trajectory[..., %d] reaches |k| = %.4g, beyond the band ±%g cycles per field of view of "
                         "image_shape %s: those samples are wrapped onto k -/+ %d (the grid's DFT is periodic); "
@@ -182,7 +191,7 @@ def make_noncartesian_problem(kspace, coil_maps, trajectory, image_shape=None, *
     if image_shape is not None and tuple(int(n) for n in image_shape) != shape:
         raise ValueError(f"image_shape {tuple(image_shape)} differs from the coil maps' image shape {shape}")
     check_trajectory(trajectory, shape, "trajectory")
-    _warn_beyond_band(trajectory, shape)
+    _check_band(trajectory, shape)
     samples = tuple(trajectory.shape[:-1])
     if tuple(kspace.shape) != (coil_maps.shape[0], *samples):
         raise ValueError(f"kspace must have shape (coils, *samples) = {(coil_maps.shape[0], *samples)} for "
