@@ -38,6 +38,21 @@ def test_mask_inferred_from_nonzero_kspace(phantom):
     np.testing.assert_allclose(a.image, b.image, rtol=1e-5, atol=1e-6)
 
 
+def test_a_mask_that_does_not_belong_to_the_kspace_is_said(phantom, caplog):
+    """A mask shifted against the data marks empty points as sampled (fitted as measured zeros): a warning with the
+    count; the right mask, and full data with a retrospective mask, say nothing."""
+    k, maps, mask, _ = phantom
+    full = fftc(maps * sp.shepp_logan((96, 96)).astype(np.complex64)).astype(np.complex64)
+    with caplog.at_level("WARNING", logger="mri_csc.recon.problem"):
+        mri_csc.reconstruct(k, maps, mask=mask, method="zero-filled")
+        mri_csc.reconstruct(full, maps, mask=mask, method="zero-filled")
+    assert not caplog.records
+    with caplog.at_level("WARNING", logger="mri_csc.recon.problem"):
+        mri_csc.reconstruct(k, maps, mask=np.roll(mask, 3, axis=1), method="zero-filled")
+    msg = " ".join(r.getMessage() for r in caplog.records)
+    assert "hold exactly zero k-space in every coil" in msg and "check that the mask belongs to this k-space" in msg
+
+
 def test_result_fields_and_scale_undone(phantom):
     k, maps, mask, _ = phantom
     r1 = mri_csc.reconstruct(k, maps, mask=mask, method="sense", max_iter=15)

@@ -12,6 +12,7 @@ multiplied back before they are returned.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -20,6 +21,8 @@ from ..backend import Device, get_xp, resolve_device, to_device
 from ..operators import Sense
 from ..prior.phase import box_window, hann_window, lowres_image
 from ..validate import check_maps_match_kspace, check_recon_inputs
+
+log = logging.getLogger(__name__)
 
 __all__ = ["ReconProblem", "make_problem", "data_scale"]
 
@@ -134,6 +137,21 @@ def scale_factor(scale, auto) -> float:
     return factor
 
 
+def _warn_empty_samples(k, m) -> None:
+    """Warn when a given mask marks sampled points whose k-space is exactly zero in every coil (more than 1 %):
+    they enter the data term as measured zeros, which a mask shifted against the data (or a file's ``mask`` that
+    does not belong to its k-space) gives without an error."""
+    xp = get_xp(k)
+    sampled = m != 0
+    n = int(sampled.sum())
+    empty = int((sampled & ~xp.any(k != 0, axis=0)).sum())
+    if n and empty > 0.01 * n:
+        log.warning("mask: %d of the %d points it marks sampled (%.0f%%) hold exactly zero k-space in every coil; "
+                    "they are fitted as measured zeros: check that the mask belongs to this k-space (same "
+                    "orientation and shift), or pass mask=None to take the sampled points from the data",
+                    empty, n, 100 * empty / n)
+
+
 def make_problem(kspace, coil_maps, mask=None, device: "str | Device" = "cpu", scale: bool | float = True
                  ) -> ReconProblem:
     """Validate inputs, infer the mask, scale and move everything to ``device``.
@@ -173,6 +191,7 @@ def make_problem(kspace, coil_maps, mask=None, device: "str | Device" = "cpu", s
         if m.shape[0] > 1 and not bool((m == m[:1]).all()):
             raise ValueError("mask differs between coils; expected one sampling pattern shared by all coils")
         m = dev.xp.ascontiguousarray(m[0])
+        _warn_empty_samples(k, m)
     if not bool(m.any()):
         raise ValueError("mask samples no k-space point (all zero); expected at least the calibration region")
     check_maps_match_kspace(k * (m != 0), s)  # on the samples, not on data weights (which blur the coil images)
