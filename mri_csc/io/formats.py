@@ -981,6 +981,13 @@ def nifti_affine(geometry, shape) -> np.ndarray:
     return aff
 
 
+def _directions_set(geometry) -> bool:
+    """Whether an ISMRMRD ``geometry``'s first slice has non-zero read, phase and slice directions."""
+    g = geometry["slices"][0] if geometry.get("slices") else {}
+    return all(np.linalg.norm(np.asarray(g.get(d, (0, 0, 0)), float)) >= 1e-6
+               for d in ("read_dir", "phase_dir", "slice_dir"))
+
+
 def write_image(path, image, *, overwrite: bool = False, fmt: str | None = None, frames: bool = False,
                 geometry=None, affine=None, bart_frame_dims=None, h5_attrs=None,
                 ismrmrd_header=None) -> list[Path]:
@@ -1052,8 +1059,13 @@ def write_image(path, image, *, overwrite: bool = False, fmt: str | None = None,
         if frames and nsp == 2:
             vol = vol[:, None]
         vol = vol.T  # (ny, nx) -> (x, y); (n, ny, nx) -> (x, y, n); (f, n, ny, nx) -> (x, y, n, f)
+        oriented = affine is not None or (geometry is not None and _directions_set(geometry))
         if affine is None and geometry is not None:
             affine = nifti_affine(geometry, vol.shape[:3])
+            if not oriented:
+                log.warning("%s: the ISMRMRD acquisitions carry no read/phase/slice directions (all zero): the NIfTI "
+                            "keeps the voxel sizes of the header's field of view, orientation unknown (qform/sform "
+                            "code 0)", path)
         aff = np.eye(4) if affine is None else np.asarray(affine, float)
         if affine is None:
             log.warning("%s: no image geometry came with the input (.npy, .cfl and fastMRI .h5 hold none): the "
@@ -1063,9 +1075,9 @@ def write_image(path, image, *, overwrite: bool = False, fmt: str | None = None,
             for t, data in ((tm, np.abs(vol)), (tp, np.angle(vol))):
                 im = nib.Nifti1Image(data.astype(np.float32), aff)
                 im.header.set_xyzt_units("mm", "sec")
-                if affine is not None:
-                    im.set_qform(aff, code=1)  # scanner coordinates
-                    im.set_sform(aff, code=1)
+                code = 1 if oriented else 0  # 1: scanner coordinates; 0: unknown (the zooms are kept)
+                im.set_qform(aff, code=code)
+                im.set_sform(aff, code=code)
                 nib.save(im, t)
     else:
         raise ValueError(f"{path}: cannot write an image as {fmt}")
