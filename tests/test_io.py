@@ -68,6 +68,28 @@ def test_fastmri_multislice_and_slice_range(tmp_path, data):
         read_kspace(tmp_path / "f.h5", slice=3)
 
 
+def test_fastmri_single_coil_reads_as_one_coil_and_reconstructs_as_its_fft(tmp_path, data):
+    """fastMRI single-coil files hold (slices, ky, kx): one coil, whose map is ones (its sensitivity is not
+    identifiable), so SENSE on full data is the inverse FFT."""
+    import h5py
+
+    import mri_csc
+    from mri_csc.backend import ifftc
+    from mri_csc.sim import estimate_maps
+
+    k1 = np.stack([data[0][0], 2 * data[0][0]])  # (slices, ky, kx)
+    with h5py.File(tmp_path / "s.h5", "w") as f:
+        f.create_dataset("kspace", data=k1)
+    d = read_kspace(tmp_path / "s.h5", slice=1)
+    assert d["kspace"].shape == (1, 16, 20)
+    np.testing.assert_array_equal(d["kspace"][0], k1[1])
+    assert read_kspace(tmp_path / "s.h5")["kspace"].shape == (2, 1, 16, 20)
+    maps = estimate_maps(d["kspace"])
+    np.testing.assert_array_equal(maps, np.ones((1, 16, 20), np.complex64))
+    img = mri_csc.reconstruct(d["kspace"], maps, method="sense", mask=np.ones((16, 20), np.float32)).image
+    np.testing.assert_allclose(img, ifftc(k1[1], (-2, -1)), rtol=1e-3, atol=1e-3 * np.abs(img).max())
+
+
 @pytest.mark.parametrize("name", ["i.npy", "i.npz", "i.cfl", "i.h5", "i.nii.gz"])
 def test_image_writers(tmp_path, name):
     import h5py

@@ -704,9 +704,10 @@ def read_kspace(path: "str | os.PathLike", *, slice: int | None = None, fmt: str
                 if prewhiten or noise is not None:
                     raise ValueError(f"{path}: prewhiten/noise apply to ISMRMRD files (fastMRI files hold no "
                                      "noise scans)")
-                if ds.ndim != 4:
-                    raise FileFormatError(f"{path}: fastMRI 'kspace' must be (slices, coils, ky, kx); "
-                                          f"got shape {ds.shape}")
+                if ds.ndim not in (3, 4):
+                    raise FileFormatError(f"{path}: fastMRI 'kspace' must be (slices, coils, ky, kx), or "
+                                          f"(slices, ky, kx) single-coil; got shape {ds.shape}")
+                single_coil = ds.ndim == 3  # fastMRI's single-coil files: one (virtual) coil
                 n_slices = ds.shape[0]
                 _select_slice(path, None, slice, n_slices)  # range check before reading
                 extra = _fastmri_meta(path, f)
@@ -714,11 +715,15 @@ def read_kspace(path: "str | os.PathLike", *, slice: int | None = None, fmt: str
                 _check_total(path, (ds.shape, ds.dtype), *((d.shape, d.dtype) if d is not None else None
                                                            for d in (mds, kds)), slice=slice)
                 k = _h5_read(ds, path, slice)
+                if single_coil:
+                    k = np.expand_dims(k, -3)
+                    log.info("%s: single-coil fastMRI k-space %s: read as one coil", path, tuple(ds.shape))
                 if mds is not None:
                     if tuple(mds.shape) != tuple(ds.shape):
                         raise FileFormatError(f"{path}: 'maps' of shape {mds.shape} disagree with 'kspace' "
                                               f"of shape {ds.shape}")
                     maps = _h5_read(mds, path, slice)
+                    maps = np.expand_dims(maps, -3) if single_coil else maps
                 if kds is not None:
                     if kds.ndim == 3 and kds.shape[0] == n_slices:
                         mask = _h5_read(kds, path, slice)

@@ -313,6 +313,9 @@ def estimate_maps(
                          "soft-SENSE 'bart ecalib -m 2' then 'bart pics' and 'bart rss 16'")
     _check_kspace(kspace)
     img_shape = kspace.shape[1:]
+    if kspace.shape[0] == 1:  # one coil (e.g. fastMRI single-coil): its sensitivity is not identifiable; SENSE = FFT
+        log.info("one coil: coil map of ones (the image carries the coil's sensitivity)")
+        return to_device(np.ones(kspace.shape, np.complex64), resolve_device(device))
     given = {"calib_width": calib_width, "thresh": thresh, "kernel_width": kernel_width, "crop": crop}
     d = ESPIRIT_DEFAULTS[method]
     calib_width, thresh, kernel_width, crop = (d[n] if v is None else v for n, v in given.items())
