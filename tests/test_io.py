@@ -88,6 +88,11 @@ def test_fastmri_single_coil_reads_as_one_coil_and_reconstructs_as_its_fft(tmp_p
     np.testing.assert_array_equal(maps, np.ones((1, 16, 20), np.complex64))
     img = mri_csc.reconstruct(d["kspace"], maps, method="sense", mask=np.ones((16, 20), np.float32)).image
     np.testing.assert_allclose(img, ifftc(k1[1], (-2, -1)), rtol=1e-3, atol=1e-3 * np.abs(img).max())
+    from mri_csc.batch import serial_reconstruct
+
+    both = serial_reconstruct(tmp_path / "s.h5", method="sense")[str(tmp_path / "s.h5")]  # one task per slice
+    assert both.shape == (2, 16, 20)
+    np.testing.assert_allclose(np.abs(both[1]), 2 * np.abs(both[0]), rtol=1e-3, atol=1e-3 * np.abs(both).max())
 
 
 @pytest.mark.parametrize("name", ["i.npy", "i.npz", "i.cfl", "i.h5", "i.nii.gz"])
