@@ -241,6 +241,8 @@ def _retro_mask(args, shape):
         from .validate import check_mask_values  # noqa: PLC0415
 
         m = np.asarray(read_array(args.mask_file, "mask"))
+        if np.iscomplexobj(m) and not np.any(m.imag):  # BART stores patterns as complex floats
+            m = m.real
         name = f"--mask {args.mask_file}"
         try:
             check_mask_values(m, name)  # 0/1 (or bool); negative, > 1, NaN and complex refused by name
@@ -252,6 +254,8 @@ def _retro_mask(args, shape):
                             "undersampling needs a 0/1 pattern (e.g. density > threshold)")
         if not m.any():
             raise UserError(f"{name}: samples nothing (all zero)")
+        while m.ndim > 2 and m.shape[0] == 1:  # leading singleton axes (a BART pattern read as (1, ny, nx))
+            m = m[0]
         m = m.reshape(m.shape[-1:]) if m.ndim == 2 and m.shape[0] == 1 else m
         try:
             return np.broadcast_to(m != 0, shape).astype(np.float32)
@@ -885,6 +889,11 @@ def report_error(e: BaseException, debug: bool = False) -> int:
     if isinstance(e, KeyboardInterrupt):
         _err(f"{'terminated' if isinstance(e, Terminated) else 'interrupted'}; no partial output was left behind")
         return EXIT_TERMINATED if isinstance(e, Terminated) else EXIT_INTERRUPT
+    if isinstance(e, BrokenPipeError):  # `mri-csc info f | head`: the reader left; nothing to say
+        import os  # noqa: PLC0415
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error as Python flushes stdout
+        return 0
     if debug:
         raise e
     if isinstance(e, MemoryError):

@@ -147,6 +147,37 @@ def test_recon_refuses_bad_retrospective_masks_and_options_before_solving(sim, t
         tmp_path / "x.npy", "--method", "zero-filled", check_rc=0)
 
 
+def test_a_sampling_pattern_is_a_mask_not_kspace(sim, tmp_path):
+    """A BART-style pattern (complex 0/1 floats in a .cfl) given as k-space is refused by name; as --mask it is
+    read (its real part) and used."""
+    from mri_csc.io import write_kspace
+
+    with np.load(sim / "k.npz") as f:
+        k, maps = f["kspace"], f["maps"]
+    np.save(tmp_path / "maps.npy", maps)
+    pattern = np.zeros((64, 64), np.complex64)
+    pattern[:, ::2] = pattern[:, 24:40] = 1
+    write_kspace(tmp_path / "p.cfl", np.broadcast_to(pattern, (1, 64, 64)))
+    p = cli("recon", tmp_path / "p.cfl", "--out", tmp_path / "x.npy")
+    assert_user_error(p, "holds only the values 0 and 1: a sampling pattern", "--mask FILE")
+    np.save(tmp_path / "pat.npy", pattern)  # complex with zero imaginary part, as BART writes it
+    np.save(tmp_path / "k.npy", k)
+    cli("recon", tmp_path / "k.npy", "--mask", tmp_path / "pat.npy", "--maps", tmp_path / "maps.npy", "--out",
+        tmp_path / "x.npy", "--method", "zero-filled", check_rc=0)
+    params = json.loads((tmp_path / "x_params.json").read_text())
+    assert params["retrospective_mask"]["sampled"] == pytest.approx(float(np.mean(pattern.real)))
+
+
+def test_info_into_a_closed_pipe_is_quiet(sim):
+    """``mri-csc info f | head -1``: the reader leaves before the output is written; no error, exit 0."""
+    p = subprocess.Popen([sys.executable, "-m", "mri_csc.cli", "info", str(sim / "k.npz")], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    p.stdout.close()  # closed before the command writes: its first write meets a broken pipe
+    err = p.stderr.read()
+    p.stderr.close()
+    assert p.wait(120) == 0 and "error" not in err.lower() and "Traceback" not in err, err
+
+
 def test_recon_says_when_the_iteration_limit_stopped_it(sim, tmp_path):
     p = cli("recon", sim / "k.npz", "--out", tmp_path / "x.npy", "--param", "max_iter=3", check_rc=0)
     assert "csc: 1 slice(s) in" in p.stderr and ", 3 iterations" in p.stderr

@@ -16,7 +16,8 @@ Formats, chosen by file extension:
     ``<base>_maps.cfl``, the mask ``<base>_mask.cfl`` (a BART pattern ``(nx, ny, nz)``
     or ``(1, ny, nz)``).
 ``.h5`` / ``.hdf5``
-    fastMRI-style: ``kspace`` ``(slices, coils, ky, kx)``; optional ``maps``
+    fastMRI-style: ``kspace`` ``(slices, coils, ky, kx)`` (or single-coil ``(slices, ky, kx)``, read as
+    one coil); optional ``maps``
     (same shape), ``mask`` (``(slices, ny, nx)``, ``(ny, nx)`` or fastMRI's 1D
     column mask ``(nx,)``) and ``ismrmrd_header``. Reconstructions are written
     to ``reconstruction`` (magnitude, float32, ``(slices, ny, nx)`` as fastMRI
@@ -1150,7 +1151,8 @@ def _looks_like_image(a) -> bool:
 
 
 def check_centred_kspace(kspace, what: str) -> None:
-    """Refuse an array that is not centred k-space: an image, coil images, or k-space with DC in the corner.
+    """Refuse an array that is not centred k-space: a 0/1 sampling pattern, an image, coil images, or k-space
+    with DC in the corner.
 
     Every coil's energy summed, the centre half of the last two axes must hold more
     of it than the same window of the array's Fourier transform, by the margin of
@@ -1165,6 +1167,9 @@ def check_centred_kspace(kspace, what: str) -> None:
     k = np.asarray(kspace)
     if not k.size or not np.abs(k).any():
         return
+    if np.all((k == 0) | (k == 1)):
+        raise FileFormatError(f"{what}: holds only the values 0 and 1: a sampling pattern (e.g. bart poisson's), not "
+                              "k-space; pass it as the mask (mri-csc recon DATA --mask FILE)")
     if _looks_like_image(k):
         from ..backend import fftc  # noqa: PLC0415
 
