@@ -618,6 +618,35 @@ def test_fastmri_crop_attrs_and_retrospective_mask(tmp_path):
                  "--espirit", "sigpy", "--mask", str(tmp_path / "m.npy"), "--accel", "4", "--no-pbar"]) == 2
 
 
+def test_nifti_voxel_sizes_from_a_fastmri_header(tmp_path, caplog):
+    """fastMRI keeps the recon field of view (here 100 mm along the readout x, the image's rows, and 80 mm along
+    y, its columns, over 32 x 32, 5 mm slices) but no directions: the NIfTI, in (x = columns, y = rows, slices)
+    order, gets those voxel sizes with orientation unknown (code 0), and says so; batch writes the same."""
+    import h5py
+    import nibabel as nib
+
+    from mri_csc.batch import reconstruct_batch
+
+    _fastmri_file(tmp_path / "f.h5", np.random.default_rng(0))
+    with h5py.File(tmp_path / "f.h5", "a") as f:
+        hdr = f["ismrmrd_header"][()].replace(b"<fieldOfView_mm><x>100</x><y>100</y>",
+                                              b"<fieldOfView_mm><x>100</x><y>80</y>")
+        del f["ismrmrd_header"]
+        f.create_dataset("ismrmrd_header", data=hdr)
+    with caplog.at_level("WARNING", logger="mri_csc.io.formats"):
+        assert main(["recon", str(tmp_path / "f.h5"), "--out", str(tmp_path / "o.nii.gz"), "--method", "zero-filled",
+                     "--espirit", "sigpy", "--no-pbar"]) == 0
+    assert any("orientation unknown" in r.getMessage() for r in caplog.records)
+    im = nib.load(tmp_path / "o_mag.nii.gz")
+    assert im.shape == (32, 32, 2) and int(im.header["qform_code"]) == int(im.header["sform_code"]) == 0
+    np.testing.assert_allclose(im.header.get_zooms(), (80 / 32, 100 / 32, 5.0), rtol=1e-6)
+    report = reconstruct_batch(tmp_path / "f.h5", tmp_path / "b", method="zero-filled", output_format="nii",
+                               n_workers=1)
+    assert report.ok, report.summary()
+    b = nib.load(report.outputs[str(tmp_path / "f.h5")][0])
+    np.testing.assert_allclose(b.header.get_zooms()[:3], im.header.get_zooms(), rtol=1e-6)
+
+
 @needs_gen
 def test_nifti_geometry_from_ismrmrd(tmp_path):
     import nibabel as nib

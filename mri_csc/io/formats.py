@@ -217,7 +217,7 @@ def _fastmri_meta(path, f) -> dict:
     fastMRI crops the image ``(..., H, W)`` to ``(reconSpace.x, reconSpace.y)`` of the header
     (e.g. 640 x 368 to 320 x 320 for knees).
     """
-    meta = {"h5_attrs": {k: v for k, v in f.attrs.items()}, "ismrmrd_header": None, "crop": None}
+    meta = {"h5_attrs": {k: v for k, v in f.attrs.items()}, "ismrmrd_header": None, "crop": None, "geometry": None}
     if "ismrmrd_header" in f:
         raw = f["ismrmrd_header"][()]
         raw = raw[0] if getattr(raw, "shape", ()) else raw
@@ -228,6 +228,12 @@ def _fastmri_meta(path, f) -> dict:
             hdr = ismrmrd.xsd.CreateFromDocument(raw.decode() if isinstance(raw, bytes) else str(raw))
             rs = hdr.encoding[0].reconSpace.matrixSize
             meta["crop"] = (int(rs.x), int(rs.y))
+            fov = hdr.encoding[0].reconSpace.fieldOfView_mm
+            # the NIfTI's voxel sizes (nifti_affine): its axes are (columns, rows, slices) of the (rows = readout x,
+            # columns = phase y) image; fastMRI keeps no directions or positions, so the orientation is unknown
+            unknown = dict.fromkeys(("position", "read_dir", "phase_dir", "slice_dir"), (0.0, 0.0, 0.0))
+            meta["geometry"] = {"fov_mm": (float(fov.y), float(fov.x), float(fov.z)),
+                                "matrix": (int(rs.y), int(rs.x), 1), "slices": [unknown]}
         except Exception as e:  # a header we cannot parse: no crop, said once
             log.warning("%s: ismrmrd_header does not parse (%s); no crop to the recon size (use --crop)",
                         path, type(e).__name__)
@@ -1069,12 +1075,12 @@ def write_image(path, image, *, overwrite: bool = False, fmt: str | None = None,
         if affine is None and geometry is not None:
             affine = nifti_affine(geometry, vol.shape[:3])
             if not oriented:
-                log.warning("%s: the ISMRMRD acquisitions carry no read/phase/slice directions (all zero): the NIfTI "
-                            "keeps the voxel sizes of the header's field of view, orientation unknown (qform/sform "
-                            "code 0)", path)
+                log.warning("%s: the input carries no read/phase/slice directions (fastMRI files; ISMRMRD ones whose "
+                            "directions are all zero): the NIfTI has the voxel sizes of the header's field of view, "
+                            "orientation unknown (qform/sform code 0)", path)
         aff = np.eye(4) if affine is None else np.asarray(affine, float)
         if affine is None:
-            log.warning("%s: no image geometry came with the input (.npy, .cfl and fastMRI .h5 hold none): the "
+            log.warning("%s: no image geometry came with the input (.npy and .cfl hold none): the "
                         "NIfTI has 1 mm voxels at the origin, orientation unknown (qform/sform code 0); give the "
                         "voxel size where the command takes it (mri-csc recon --voxel-size X Y [Z])", path)
         with atomic_paths(outs, overwrite) as (tm, tp):
