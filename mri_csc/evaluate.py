@@ -125,12 +125,21 @@ def _file_names(labels) -> list[str]:
 
 
 def _prepare_out(out_dir: Path, force: bool) -> None:
+    """Refuse an output folder that holds anything, unless ``force`` and it is an earlier run's (it has the
+    ``metrics.json`` a run writes): the folder is replaced as a whole, so a folder of the user's is never."""
+    if not out_dir.resolve().name or out_dir.resolve() == Path.cwd().resolve():
+        raise OutputExistsError(f"{out_dir}: the output folder must be a folder of its own (it is replaced as a "
+                                "whole), not the current folder or /; use --out runs/NAME")
     if out_dir.exists():
         if not out_dir.is_dir():
             raise OutputExistsError(f"{out_dir}: exists and is not a folder")
-        if any(out_dir.iterdir()) and not force:
-            raise OutputExistsError(f"{out_dir}: output folder exists and is not empty; use --force to replace it "
-                                    "or --out to choose another")
+        if any(out_dir.iterdir()):
+            if not force:
+                raise OutputExistsError(f"{out_dir}: output folder exists and is not empty; use --force to replace "
+                                        "it or --out to choose another")
+            if not (out_dir / "metrics.json").is_file():
+                raise OutputExistsError(f"{out_dir}: is not an earlier eval run's folder (no metrics.json), and "
+                                        "--force replaces only those: choose another --out")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
 
 

@@ -43,6 +43,24 @@ def test_eval_label_reference_keeps_the_ground_truth(tmp_path):
     assert not np.allclose(ref, zf)  # the ground truth was not overwritten by the zero-filled image
 
 
+def test_force_replaces_only_an_earlier_run_folder(tmp_path, monkeypatch):
+    """--force replaces a previous eval run's folder, never a folder of the user's (no metrics.json) nor the
+    current folder; the user's files stay."""
+    cfg = _cfg(tmp_path)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("x")
+    with pytest.raises(OutputExistsError, match="is not an earlier eval run's folder"):
+        run_eval(cfg, mine, force=True)
+    assert (mine / "notes.txt").read_text() == "x"
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(OutputExistsError, match="not the current folder"):
+        run_eval(cfg, Path("."), force=True)
+    first = run_eval(cfg, tmp_path / "run")
+    again = run_eval(cfg, tmp_path / "run", force=True)  # an earlier run's folder: replaced
+    assert again.out_dir == first.out_dir and (again.out_dir / "metrics.json").is_file()
+
+
 def test_config_name_cannot_leave_runs(tmp_path):
     cfg = _cfg(tmp_path, name="../../x")
     assert Path(cfg["output"]["dir"]) == Path("runs") / "x"
