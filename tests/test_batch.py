@@ -392,6 +392,30 @@ def test_a_parameter_that_does_not_fit_the_image_fails_each_slice_by_name(data, 
     assert not report.outputs
 
 
+def test_resume_skips_only_outputs_a_finished_run_with_these_settings_wrote(data, cluster, tmp_path):
+    """resume=True counts an existing output as finished only when a batch with the same settings wrote it from
+    the same input: a user's file of that name, another method's output, or an edited output are refused."""
+    import shutil
+
+    src = data / "vol0.h5"
+    kw = dict(scheduler=cluster.scheduler_address, output_format="npy")
+    out = tmp_path / "out"
+    out.mkdir()
+    shutil.copy(src, out / "vol0.npy")  # a file of the user's, named as the output would be
+    with pytest.raises(ValueError, match="exists and no finished batch run .* wrote it"):
+        reconstruct_batch(src, out, method="zero-filled", resume=True, **kw)
+    assert (out / "vol0.npy").read_bytes() == src.read_bytes()
+    done = reconstruct_batch(src, tmp_path / "done", method="zero-filled", **kw)
+    assert done.ok and done.n_computed == 3
+    again = reconstruct_batch(src, tmp_path / "done", method="zero-filled", resume=True, **kw)
+    assert again.ok and again.n_computed == 0 and again.n_skipped == 3  # the same settings: finished
+    with pytest.raises(ValueError, match=r"made with other settings \(method, params\)"):
+        reconstruct_batch(src, tmp_path / "done", method="sense", params={"max_iter": 2}, resume=True, **kw)
+    np.save(tmp_path / "done" / "vol0.npy", np.zeros((3, 64, 64), np.complex64))  # edited after the run
+    with pytest.raises(ValueError, match="changed after the batch wrote it"):
+        reconstruct_batch(src, tmp_path / "done", method="zero-filled", resume=True, **kw)
+
+
 def test_resume_refuses_an_input_that_changed(test_client, cluster, tmp_path):
     d = tmp_path / "in"
     d.mkdir()

@@ -40,6 +40,9 @@ log = logging.getLogger(__name__)
 OUTPUT_FORMATS = {"h5": ".h5", "nii": ".nii.gz", "npy": ".npy", "cfl": ".cfl"}
 MAPS_MODES = (None, "espirit", "file")
 PARTIAL = ".partial"
+#: in ``out_dir``: what each finished volume was made with (its settings, its input, its output files' sizes and
+#: times), so that ``resume=True`` skips only outputs a batch with the same settings wrote from the same input
+FINISHED = ".mri_csc_batch.json"
 
 
 @dataclass
@@ -183,6 +186,55 @@ def code_fingerprint() -> str:
         n += 1
     # an install without sources (zipped, .pyc only) is told apart by its version alone, and says so
     return f"{mri_csc.__version__}+{h.hexdigest()[:16]}" if n else f"{mri_csc.__version__}+unhashed"
+
+
+def _file_stamp(path) -> dict:
+    st = Path(path).stat()
+    return {"size": int(st.st_size), "mtime_ns": int(st.st_mtime_ns)}
+
+
+def _read_finished(out_dir) -> dict:
+    """``out_dir``'s :data:`FINISHED` record (output name -> entry), empty when there is none or it is unreadable."""
+    try:
+        rec = json.loads((Path(out_dir) / FINISHED).read_text())
+        return rec if isinstance(rec, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _record_finished(out_dir, vol, manifest: dict, files) -> None:
+    """Add volume ``vol``'s outputs to the :data:`FINISHED` record (written atomically); ``files=None`` records
+    it as being assembled (its files' stamps not known yet)."""
+    from mri_csc.io import atomic_path  # noqa: PLC0415
+
+    rec = _read_finished(out_dir)
+    rec[vol.name] = {"settings": manifest, "input": {"path": vol.path, **input_fingerprint(vol.path)},
+                     "files": None if files is None else {Path(f).name: _file_stamp(f) for f in files}}
+    with atomic_path(Path(out_dir) / FINISHED, overwrite=True) as tmp:
+        tmp.write_text(json.dumps(rec, indent=2))
+
+
+def _check_finished(entry, manifest: dict, vol, outs, existing, out_dir) -> None:
+    """Refuse, on ``resume=True``, outputs of ``vol`` that a finished batch with these settings did not write.
+
+    Counted as finished only when the :data:`FINISHED` record names them with the same settings (method,
+    parameters, code, ...), the same input (path and fingerprint) and the files' sizes and times as written.
+    """
+    why = None
+    if entry is None or not isinstance(entry, dict):
+        why = f"no finished batch run in {out_dir} wrote it (a file of yours, or a run of an older mri_csc)"
+    elif entry.get("settings") != manifest:
+        diff = sorted(k for k in manifest if (entry.get("settings") or {}).get(k) != manifest[k])
+        why = "it was made with other settings (" + ", ".join(diff) + ")"
+    elif entry.get("input") != {"path": vol.path, **input_fingerprint(vol.path)}:
+        why = f"it was made from another input, or {vol.path} changed since"
+    elif entry.get("files") is not None and any(entry["files"].get(p.name) != _file_stamp(p) for p in existing):
+        why = "it changed after the batch wrote it"  # (None: killed while assembling; the files are its own)
+    elif len(existing) != len(outs):
+        return  # some of a finished volume's files are missing: it is made again
+    if why:
+        raise ValueError(f"resume=True but output {existing[0]} exists and {why}; refusing to count it as "
+                         "finished: remove it, or choose another out_dir")
 
 
 _HASH_BYTES = 1 << 20
@@ -455,12 +507,15 @@ def _batch_locked(inputs, out_dir, method, params, maps, device, scheduler, n_wo
         old = {}
     report = BatchReport(file_errors=list(file_errors))
     todo: list[VolumeSpec] = []
+    finished = _read_finished(out_dir)
     for vol in volumes:
         outs = _output_files(out_dir, vol, output_format)
         existing = [p for p in outs if p.exists()]
         if existing and not resume:
             raise ValueError(f"output {existing[0]} exists; refusing to overwrite it (remove it, choose another "
                              "out_dir, or pass resume=True to skip finished volumes)")
+        if existing:
+            _check_finished(finished.get(vol.name), manifest, vol, outs, existing, out_dir)
         if existing and len(existing) == len(outs):
             report.outputs[vol.path] = [str(p) for p in outs]
             report.n_skipped += vol.n_slices
@@ -495,7 +550,9 @@ def _batch_locked(inputs, out_dir, method, params, maps, device, scheduler, n_wo
 
     def finish(vol: VolumeSpec):
         try:
+            _record_finished(out_dir, vol, manifest, None)  # pending: a kill before the stamps leaves a known entry
             report.outputs[vol.path] = [str(p) for p in _assemble(vol, cfg, out_dir, output_format)]
+            _record_finished(out_dir, vol, manifest, report.outputs[vol.path])
         except Exception as exc:  # e.g. an output that appeared meanwhile
             report.file_errors.append(FileError(vol.path, f"assembling the output failed: "
                                                           f"{type(exc).__name__}: {exc}"))
