@@ -80,6 +80,10 @@ def test_fastmri_single_coil_reads_as_one_coil_and_reconstructs_as_its_fft(tmp_p
     k1 = np.stack([data[0][0], 2 * data[0][0]])  # (slices, ky, kx)
     with h5py.File(tmp_path / "s.h5", "w") as f:
         f.create_dataset("kspace", data=k1)
+    with pytest.raises(ValueError, match=r"\(slices, ky, kx\) in a fastMRI single-coil file"):
+        read_kspace(tmp_path / "s.h5")  # (coils, ky, kx) of one slice, or single-coil? without fastMRI's marks: refused
+    with h5py.File(tmp_path / "s.h5", "a") as f:
+        f.create_dataset("reconstruction_esc", data=np.abs(k1).astype(np.float32))  # fastMRI single-coil's mark
     d = read_kspace(tmp_path / "s.h5", slice=1)
     assert d["kspace"].shape == (1, 16, 20)
     np.testing.assert_array_equal(d["kspace"][0], k1[1])
@@ -93,6 +97,26 @@ def test_fastmri_single_coil_reads_as_one_coil_and_reconstructs_as_its_fft(tmp_p
     both = serial_reconstruct(tmp_path / "s.h5", method="sense")[str(tmp_path / "s.h5")]  # one task per slice
     assert both.shape == (2, 16, 20)
     np.testing.assert_allclose(np.abs(both[1]), 2 * np.abs(both[0]), rtol=1e-3, atol=1e-3 * np.abs(both).max())
+
+
+@pytest.mark.parametrize("sign", [1, -1])
+def test_nifti_affine_places_slices_stored_in_either_order(sign, caplog):
+    """ISMRMRD slices stored in descending position keep their places (the step between centres is signed); the
+    voxel size is the recon FOV over the recon matrix, whatever the crop; uneven spacing is said."""
+    from mri_csc.io.formats import nifti_affine
+
+    dirs = {"read_dir": (1, 0, 0), "phase_dir": (0, 1, 0), "slice_dir": (0, 0, 1)}
+    geo = {"fov_mm": (200.0, 180.0, 5.0), "matrix": (100, 90, 1),
+           "slices": [{"position": (0.0, 0.0, sign * (10.0 * k - 10.0)), **dirs} for k in range(3)]}
+    for shape in ((100, 90, 3), (50, 45, 3)):  # the recon matrix, and a centre crop of it
+        aff = nifti_affine(geo, shape)
+        z = [float((aff @ [shape[0] // 2, shape[1] // 2, k, 1])[2]) for k in range(3)]
+        np.testing.assert_allclose(z, [sign * -10.0, 0.0, sign * 10.0])
+        np.testing.assert_allclose(np.linalg.norm(aff[:3, :2], axis=0), (2.0, 2.0))
+    geo["slices"][2]["position"] = (0.0, 0.0, sign * 25.0)
+    with caplog.at_level("WARNING", logger="mri_csc.io.formats"):
+        nifti_affine(geo, (100, 90, 3))
+    assert any("not evenly spaced" in r.getMessage() for r in caplog.records)
 
 
 @pytest.mark.parametrize("name", ["i.npy", "i.npz", "i.cfl", "i.h5", "i.nii.gz"])

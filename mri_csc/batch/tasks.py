@@ -263,10 +263,11 @@ def slice_count(path, layout: str = "auto") -> tuple[int, str, str, tuple[int, .
                 if n_frames > 1:  # one task per (slice, frame)
                     return n * n_frames, kind, layout, ()
                 return n, kind, layout, ()
-            from mri_csc.io.formats import _h5_dataset  # noqa: PLC0415
+            from mri_csc.io.formats import _h5_dataset, fastmri_single_coil  # noqa: PLC0415
 
-            shape = tuple(_h5_dataset(f, "kspace", p).shape)
-            if len(shape) == 3:  # fastMRI single-coil (slices, ky, kx): as read, one coil per slice
+            ds = _h5_dataset(f, "kspace", p)
+            shape = tuple(ds.shape)
+            if fastmri_single_coil(p, f, ds):  # (slices, ky, kx): as read, one coil per slice
                 shape = (shape[0], 1, *shape[1:])
     elif suffix == ".npy":
         from mri_csc.io.formats import _npy_open  # noqa: PLC0415  (header, file size and budget checked)

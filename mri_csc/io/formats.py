@@ -211,6 +211,20 @@ def _write_cfl_atomic(base, array, overwrite: bool) -> None:
 
 # ----------------------------------------------------------------------------- readers
 
+def fastmri_single_coil(path, f, ds) -> bool:
+    """Whether a fastMRI-style file's ``kspace`` dataset ``ds`` is single-coil ``(slices, ky, kx)`` (else
+    multi-coil ``(slices, coils, ky, kx)``). A 3-D ``kspace`` counts as single-coil only with fastMRI's marks of
+    it (a ``reconstruction_esc`` dataset, or an ``ismrmrd_header`` and an ``acquisition`` attribute): a file of
+    one slice's coils, ``(coils, ky, kx)``, must not be read as slices."""
+    if ds.ndim == 4:
+        return False
+    if ds.ndim == 3 and ("reconstruction_esc" in f or ("ismrmrd_header" in f and "acquisition" in f.attrs)):
+        return True
+    raise FileFormatError(f"{path}: fastMRI 'kspace' must be (slices, coils, ky, kx), or (slices, ky, kx) in a "
+                          f"fastMRI single-coil file (with 'reconstruction_esc', or an 'ismrmrd_header' and an "
+                          f"'acquisition' attribute); got shape {ds.shape}")
+
+
 def _fastmri_meta(path, f) -> dict:
     """A fastMRI file's attributes, ``ismrmrd_header`` and the image crop fastMRI's ``center_crop`` uses.
 
@@ -711,10 +725,7 @@ def read_kspace(path: "str | os.PathLike", *, slice: int | None = None, fmt: str
                 if prewhiten or noise is not None:
                     raise ValueError(f"{path}: prewhiten/noise apply to ISMRMRD files (fastMRI files hold no "
                                      "noise scans)")
-                if ds.ndim not in (3, 4):
-                    raise FileFormatError(f"{path}: fastMRI 'kspace' must be (slices, coils, ky, kx), or "
-                                          f"(slices, ky, kx) single-coil; got shape {ds.shape}")
-                single_coil = ds.ndim == 3  # fastMRI's single-coil files: one (virtual) coil
+                single_coil = fastmri_single_coil(path, f, ds)  # fastMRI's single-coil files: one (virtual) coil
                 n_slices = ds.shape[0]
                 _select_slice(path, None, slice, n_slices)  # range check before reading
                 extra = _fastmri_meta(path, f)
@@ -966,18 +977,17 @@ def nifti_affine(geometry, shape) -> np.ndarray:
     recon matrix (``x``, ``y``; ``z``: the partition size of a 3-D encoding, else
     the distance between slice centres, else the slice thickness). The columns
     are ISMRMRD's ``read_dir``, ``phase_dir``, ``slice_dir`` (patient LPS) turned
-    to RAS; the centre voxel ``n // 2`` sits at the first slice's ``position``
-    (ISMRMRD positions are slice centres).
+    to RAS, the third replaced, for a stack of 2-D slices, by the signed step from one slice's centre to the
+    next (slices stored in descending position keep their places); the centre voxel ``n // 2`` sits at the
+    first slice's ``position`` (ISMRMRD positions are slice centres).
     """
     fov = np.asarray(geometry["fov_mm"], float)
     matrix = np.asarray(geometry["matrix"], float)
     nx, ny = shape[0], shape[1]
     nz = shape[2] if len(shape) > 2 else 1
-    vox = [fov[0] / nx, fov[1] / ny, fov[2] / matrix[2] if matrix[2] > 1 else fov[2]]
+    # a crop other than the recon matrix keeps the voxel size: field of view over the recon matrix
+    vox = [fov[0] / matrix[0], fov[1] / matrix[1], fov[2] / matrix[2] if matrix[2] > 1 else fov[2]]
     sl = geometry["slices"]
-    if matrix[2] == 1 and len(sl) > 1:
-        step = np.asarray(sl[1]["position"]) - np.asarray(sl[0]["position"])
-        vox[2] = float(np.linalg.norm(step)) or vox[2]
     g = sl[0]
     lps_to_ras = np.diag([-1.0, -1.0, 1.0])
     cols = [lps_to_ras @ np.asarray(g[d], float) for d in ("read_dir", "phase_dir", "slice_dir")]
@@ -987,6 +997,14 @@ def nifti_affine(geometry, shape) -> np.ndarray:
     aff = np.eye(4)
     for i in range(3):
         aff[:3, i] = cols[i] * vox[i]
+    if matrix[2] == 1 and len(sl) > 1:  # 2-D slices: the third column is the step between slice centres, signed
+        pos = np.array([lps_to_ras @ np.asarray(x["position"], float) for x in sl])
+        steps = np.diff(pos, axis=0)
+        if np.linalg.norm(steps[0]) > 1e-6:
+            aff[:3, 2] = steps[0]
+            if np.abs(steps - steps[0]).max() > 0.01 * np.linalg.norm(steps[0]):
+                log.warning("the slices' positions are not evenly spaced (steps %s mm): the NIfTI's slice axis takes "
+                            "the first step", np.round(np.linalg.norm(steps, axis=1), 3).tolist())
     centre = lps_to_ras @ np.asarray(g["position"], float)
     index = np.array([nx // 2, ny // 2, nz // 2 if matrix[2] > 1 else 0], float)
     aff[:3, 3] = centre - aff[:3, :3] @ index
