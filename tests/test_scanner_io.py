@@ -139,6 +139,45 @@ def test_separate_reference_lines_give_the_maps_not_the_image(tmp_path, capsys):
     assert min(_psnr(im, _phantom(f)) for im in np.load(tmp_path / "x.npy")) > 30
 
 
+def test_partial_echo_samples_not_acquired_are_not_in_the_mask(tmp_path, caplog):
+    """A partial echo without readout oversampling: the mask holds the samples acquired, so the missing ones are
+    not fitted as measured zeros (and no empty-samples warning); a full line keeps its whole readout."""
+    import ismrmrd
+    import ismrmrd.xsd as x
+
+    from mri_csc.sim import make_dataset
+
+    d = make_dataset("shepp-logan", shape=(32, 32), n_coils=2, mask="poisson", accel=1, seed=0)
+
+    def space(m):
+        return x.encodingSpaceType(matrixSize=x.matrixSizeType(x=m, y=m, z=1),
+                                   fieldOfView_mm=x.fieldOfViewMm(x=200.0, y=200.0, z=5.0))
+
+    enc = x.encodingType(encodedSpace=space(32), reconSpace=space(32), trajectory=x.trajectoryType.CARTESIAN,
+                         encodingLimits=x.encodingLimitsType(
+                             kspace_encoding_step_1=x.limitType(minimum=0, maximum=31, center=16)))
+    hdr = x.ismrmrdHeader(experimentalConditions=x.experimentalConditionsType(H1resonanceFrequency_Hz=63500000),
+                          encoding=[enc])
+    f = tmp_path / "pe.h5"
+    ds = ismrmrd.Dataset(str(f), "dataset", create_if_needed=True)
+    ds.write_xml_header(x.ToXML(hdr))
+    for ky in range(32):
+        first = 8 if ky % 2 else 0  # odd lines: a partial echo missing their first 8 samples
+        a = ismrmrd.Acquisition.from_array(np.ascontiguousarray(d.kspace[:, ky, first:]).astype(np.complex64))
+        a.idx.kspace_encode_step_1 = ky
+        a.center_sample = 16 - first
+        ds.append_acquisition(a)
+    ds.close()
+    r = read_kspace(f)
+    assert r["mask"][1, :8].sum() == 0 and r["mask"][1, 8:].all() and r["mask"][0].all()
+    np.testing.assert_allclose(r["kspace"][:, 1, 8:], d.kspace[:, 1, 8:], rtol=1e-5, atol=1e-6)
+    import mri_csc
+
+    with caplog.at_level("WARNING", logger="mri_csc.recon.problem"):
+        mri_csc.reconstruct(r["kspace"], d.maps, mask=r["mask"], method="zero-filled")
+    assert not any("exactly zero k-space" in rec.getMessage() for rec in caplog.records)
+
+
 @needs_gen
 def test_reversed_lines_are_refused(tmp_path):
     f = _flag_lines(_gen(tmp_path / "rev.h5", "-m", 32, "-c", 2), "ACQ_IS_REVERSE",

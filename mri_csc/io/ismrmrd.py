@@ -338,11 +338,18 @@ def read_ismrmrd(path, h5file, *, slice=None, prewhiten: "bool | None" = None, n
     lines = _read_lines(path, group, rows, hi[take], nc)
     s_index = {s: j for j, s in enumerate(wanted)}
     pos = [(s_index[int(slices_all[i])], int(frame_of[i])) for i in np.flatnonzero(take)]
-    k, count = _grid_lines(lines, hi[take], pos, (kz[take], ky[take], ns[take], x0[take]), shape, whitener, rx)
+    k, count, cover = _grid_lines(lines, hi[take], pos, (kz[take], ky[take], ns[take], x0[take]), shape, whitener,
+                                  rx)
     if ez == 1:
         k = k[:, :, :, 0]
     crop = (rec[1], rx) if rec[1] < ey else None
-    mask = np.broadcast_to((count > 0)[..., None], count.shape + (rx,)).astype(np.float32)
+    if rx == ex:  # the samples acquired: a partial echo's missing ones are not measured zeros
+        mask = cover.astype(np.float32)
+    else:  # after the readout oversampling is removed, a sample mixes the line's: the line is the unit
+        mask = np.broadcast_to((count > 0)[..., None], count.shape + (rx,)).astype(np.float32)
+        if np.any(ns[take] < ex):
+            log.warning("%s: partial-echo lines with readout oversampling: their missing samples enter the data "
+                        "term as zeros (the oversampling is removed line by line)", path)
     if ez == 1:
         mask = mask[:, :, 0]
     geometry = _geometry(hdr, e, rec, heads[img], slices_all, wanted)
@@ -380,18 +387,21 @@ def _placement(path, e, enc, heads):
 def _grid_lines(lines, heads, pos, placement, shape, whitener, rx):
     """Lines (``(channels, samples)`` each) averaged onto the grid ``shape = (slices, frames, coils, nz, ny, nx)``
     at ``pos`` (``(slice, frame)`` per line) and ``placement`` (:func:`_placement`), whitened, with the readout
-    oversampling removed to ``rx``; returns ``(k-space, lines per (slice, frame, kz, ky))``."""
+    oversampling removed to ``rx``; returns ``(k-space, lines per (slice, frame, kz, ky), samples acquired per
+    (slice, frame, kz, ky, x) on the encoded readout)``."""
     kz, ky, ns, x0 = placement
     acc = np.zeros(shape, np.complex64)
     count = np.zeros(shape[:2] + shape[3:5], np.int32)
+    cover = np.zeros(shape[:2] + shape[3:], bool)
     for i, (line, (j, f)) in enumerate(zip(lines, pos)):
         d = line[:, int(heads["discard_pre"][i]):int(heads["discard_pre"][i]) + int(ns[i])]
         if whitener is not None:
             d = (whitener @ d).astype(np.complex64)
         acc[j, f, :, int(kz[i]), int(ky[i]), x0[i]:x0[i] + ns[i]] += d
         count[j, f, int(kz[i]), int(ky[i])] += 1
+        cover[j, f, int(kz[i]), int(ky[i]), x0[i]:x0[i] + ns[i]] = True
     k = acc / np.maximum(count, 1)[:, :, None, :, :, None].astype(np.float32)
-    return remove_readout_oversampling(k, rx).astype(np.complex64, copy=False), count
+    return remove_readout_oversampling(k, rx).astype(np.complex64, copy=False), count, cover
 
 
 def _calibration_lines(path, group, e, enc, heads, rows, wanted, nc, whitener, rx):
@@ -413,7 +423,7 @@ def _calibration_lines(path, group, e, enc, heads, rows, wanted, nc, whitener, r
     lines = _read_lines(path, group, rows[take], h, nc)
     shape = (len(wanted), 1, nc, ez, ey, ex)
     check_shape(shape, np.complex64, f"{path}: ISMRMRD calibration k-space")
-    k, _ = _grid_lines(lines, h, pos, _placement(path, e, enc, h), shape, whitener, rx)
+    k, _, _ = _grid_lines(lines, h, pos, _placement(path, e, enc, h), shape, whitener, rx)
     return k[:, 0, :, 0] if ez == 1 else k[:, 0]
 
 
