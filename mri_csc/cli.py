@@ -68,6 +68,7 @@ EXTRA_SUBCOMMANDS: list[str] = [
 EXIT_USER = 2
 EXIT_INTERRUPT = 130
 EXIT_TERMINATED = 143
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, as a shell reports a command whose output reader left
 
 
 class UserError(Exception):
@@ -874,12 +875,25 @@ def deliberate_runtime_error(e: BaseException) -> bool:
             and raised_here(e))
 
 
+def _stdout_closed() -> bool:
+    """Whether standard output is a pipe whose reader has gone (``poll`` reports an error on its write end)."""
+    import select  # noqa: PLC0415
+
+    try:
+        p = select.poll()
+        p.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(ev & select.POLLERR for _, ev in p.poll(0))
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def report_error(e: BaseException, debug: bool = False) -> int:
     """The CLI's error contract for an exception that escaped a command; returns the exit code.
 
     A user error (:func:`mri_csc.validate.is_user_error`, or :class:`UserError`) prints one
     line ``mri-csc: error: ...`` and gives 2; ``MemoryError`` one line naming the size and 2;
-    ``KeyboardInterrupt`` 130; a ``RuntimeError`` mri_csc raised on purpose (an external
+    ``KeyboardInterrupt`` 130; a broken pipe on standard output (``info | head``) no message and 141; a
+    ``RuntimeError`` mri_csc raised on purpose (an external
     tool such as ``bart`` that failed: :func:`deliberate_runtime_error`) one line and 1;
     anything else (``RecursionError``, ``NotImplementedError``, an error raised inside SigPy
     or NumPy) is a bug: its traceback and 1. ``debug`` re-raises every error.
@@ -889,11 +903,11 @@ def report_error(e: BaseException, debug: bool = False) -> int:
     if isinstance(e, KeyboardInterrupt):
         _err(f"{'terminated' if isinstance(e, Terminated) else 'interrupted'}; no partial output was left behind")
         return EXIT_TERMINATED if isinstance(e, Terminated) else EXIT_INTERRUPT
-    if isinstance(e, BrokenPipeError):  # `mri-csc info f | head`: the reader left; nothing to say
+    if isinstance(e, BrokenPipeError) and _stdout_closed():  # `mri-csc info f | head`: the reader left
         import os  # noqa: PLC0415
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error as Python flushes stdout
-        return 0
+        return EXIT_BROKEN_PIPE
     if debug:
         raise e
     if isinstance(e, MemoryError):

@@ -134,6 +134,10 @@ def test_trajectory_beyond_the_band_is_said(case, caplog):
         with pytest.raises(ValueError, match=rf"reaches only \|k\| = .*implies an image matrix of about {implied} "
                                              rf"along axis 0, not {n}.*From radians"):
             mri_csc.reconstruct(y, maps, trajectory=coord * scale, method="sense")
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="mri_csc.recon.noncartesian"):  # a deliberate 3x interpolation: said
+        make_noncartesian_problem(y, maps, coord / 3)
+    assert any("interpolated (zero-filled) 3" in r.getMessage() for r in caplog.records)
 
 
 @needs_bart

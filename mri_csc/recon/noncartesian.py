@@ -130,11 +130,12 @@ def noncartesian_data_scale(kspace, maps, trajectory, dcf, *, percentile: float 
 
 
 def _check_band(trajectory, shape) -> None:
-    """Refuse a trajectory far inside the image grid's band ``±N_i/2``; warn when samples lie beyond it.
+    """Refuse a trajectory in other units; warn when it reaches far inside or beyond the image grid's band.
 
     Cycles per field of view reach about ``±N_i/2`` along image axis ``i``. Reaching less than a quarter of
-    ``N_i`` (a matrix under half the image's) is the mark of other units (radians, ±π; normalised, ±0.5): the
-    image would come out blurred or the solver diverge, so it is refused with the conversion. Beyond the
+    ``N_i`` (a matrix under half the image's) *at* ±0.5 (normalised) or ±π (radians) is the mark of other units:
+    the image would come out blurred or the solver diverge, so it is refused with the conversion; elsewhere
+    under a quarter (a deliberate zero-filled interpolation) it is a warning. Beyond the
     band: the operator is the DFT of an ``N``-pixel grid, ``N``-periodic in ``k``, so such samples are
     wrapped onto ``k ∓ N`` (exact for that model), which for measured data usually means wrong units or
     readout oversampling left in the trajectory: a warning.
@@ -142,12 +143,17 @@ def _check_band(trajectory, shape) -> None:
     xp = get_xp(trajectory)
     for i, n in enumerate(shape):
         k = float(xp.abs(trajectory[..., i]).max())
-        if n >= 8 and k < n / 4:
+        if n >= 8 and k < n / 4 and (k <= 0.5 * 1.001 or abs(k - np.pi) <= 0.02 * np.pi):
             raise ValueError(f"trajectory[..., {i}] reaches only |k| = {k:.4g}, which implies an image matrix of "
                              f"about {2 * int(np.ceil(k))} along axis {i}, not {n} (image_shape {shape}): "
                              "coordinates must be cycles per field of view, -N/2 ... N/2 (SigPy's coord). From "
                              "radians (±π) multiply by N/(2π); from normalised ±0.5 multiply by N; or give the "
                              "image_shape the trajectory was made for")
+        if n >= 8 and k < n / 4 and not (k <= 0.5 * 1.001 or abs(k - np.pi) <= 0.02 * np.pi):
+            log.warning("trajectory[..., %d] reaches only |k| = %.4g, a matrix of about %d along axis %d of "
+                        "image_shape %s: the image is interpolated (zero-filled) %.3gx; if the coordinates are in "
+                        "other units, convert them to cycles per field of view", i, k, 2 * int(np.ceil(k)), i, shape,
+                        n / (2 * k))
         if k > n / 2 + 0.5:
             log.warning("trajectory[..., %d] reaches |k| = %.4g, beyond the band ±%g cycles per field of view of "
                         "image_shape %s: those samples are wrapped onto k -/+ %d (the grid's DFT is periodic); "
