@@ -507,9 +507,14 @@ def cmd_recon(args) -> int:
         if cal is not None:
             _note(f"mri-csc: note: the coil maps come from the calibration-only lines of {args.input} (a reference "
                   "scan of their own); they are not in the image's k-space")
-        maps_list = [estimate_maps(s if c is None else c, method=args.espirit, **kw)
-                     for s, c in tqdm(list(zip(slices, calib, strict=True)), desc="espirit",
-                                      disable=args.no_pbar or len(slices) == 1)]
+        maps_list, last = [], (None, None)
+        for s, c in tqdm(list(zip(slices, calib, strict=True)), desc="espirit",
+                         disable=args.no_pbar or len(slices) == 1):
+            if c is not None and last[0] is not None and np.array_equal(c, last[0]):
+                maps_list.append(last[1])  # a slice's reference lines serve each of its frames: ESPIRiT once
+                continue
+            maps_list.append(estimate_maps(s if c is None else c, method=args.espirit, **kw))
+            last = (c, maps_list[-1])
     # one mask per slice (read_kspace checked the file's mask against the slices; a retrospective one is 2-D);
     # every branch above gives one map set per slice, and zip(strict=True) below holds them to it
     masks = per_slice(f"{args.input}: mask", mask, len(slices), k.ndim - 1 - stacked) if stacked \
