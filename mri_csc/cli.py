@@ -513,7 +513,7 @@ def cmd_recon(args) -> int:
             if c is not None and last[0] is not None and np.array_equal(c, last[0]):
                 maps_list.append(last[1])  # a slice's reference lines serve each of its frames: ESPIRiT once
                 continue
-            maps_list.append(estimate_maps(s if c is None else c, method=args.espirit, **kw))
+            maps_list.append(estimate_maps(s if c is None or not c.any() else c, method=args.espirit, **kw))
             last = (c, maps_list[-1])
     # one mask per slice (read_kspace checked the file's mask against the slices; a retrospective one is 2-D);
     # every branch above gives one map set per slice, and zip(strict=True) below holds them to it

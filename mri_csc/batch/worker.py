@@ -217,7 +217,8 @@ def compute_slice(task: SliceTask, cfg: SliceConfig) -> np.ndarray:
             kw["rng"] = np.random.default_rng(maps_seed)
         elif _accepts(estimate_maps, "seed"):
             kw["seed"] = int(maps_seed.generate_state(1)[0])
-        maps = estimate_maps(kspace if calibration is None else calibration, **kw)  # a reference scan: its lines
+        # a reference scan: its lines (a slice without any: its own k-space)
+        maps = estimate_maps(kspace if calibration is None or not calibration.any() else calibration, **kw)
     params = dict(cfg.params)
     spec = get_method(cfg.method)
     if "rng" in spec.params and "rng" not in params:

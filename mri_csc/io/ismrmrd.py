@@ -464,7 +464,8 @@ def _separate_calibration(e) -> bool:
     ``parallelImaging.calibrationMode`` is ``separate``, ``external`` or ``other``, or not given. ``embedded`` and
     ``interleaved`` (``ismrmrd_generate_cartesian_shepp_logan -w``) reference lines are lines of the scan itself."""
     pi = getattr(e, "parallelImaging", None)
-    mode = getattr(getattr(pi, "calibrationMode", None), "value", None)
+    mode = getattr(pi, "calibrationMode", None)
+    mode = getattr(mode, "value", mode)  # an enum of the ismrmrd package, or a plain string
     return mode not in _CALIBRATION_IN_SCAN
 
 
