@@ -1356,7 +1356,7 @@ def describe(path: "str | os.PathLike", traj: "str | os.PathLike | None" = None)
     if fmt not in ("fastmri", "ismrmrd"):
         lines.append({"npy": "format: NumPy .npy", "npz": "format: NumPy .npz archive",
                       "cfl": "format: BART .cfl/.hdr"}[fmt])
-    lead = "".join(f"{a}s, " for a in d["lead_axes"]) if d["stacked"] else ""
+    lead = (" x ".join(f"{a}s" for a in d["lead_axes"]) + ", ") if d["stacked"] else ""  # the leading axes, flattened
     lines.append(f"k-space: shape {k.shape} ({lead}coils, "
                  f"{'nz, ' if k.ndim - d['stacked'] == 4 else ''}ny, nx), dtype {k.dtype}")
     lines.append(f"slices: {d['n_slices']}")
