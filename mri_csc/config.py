@@ -329,8 +329,8 @@ def validate_config(raw: dict, src="config") -> dict:
     cfg["mask"] = m
 
     n = _section(raw, "noise", src)
-    if n["snr_db"] is not None and not _is_num(n["snr_db"]):
-        raise _err(src, "noise.snr_db", "a number (dB) or omitted", n["snr_db"])
+    if n["snr_db"] is not None and (not _is_num(n["snr_db"]) or not -20 <= n["snr_db"] <= 200):
+        raise _err(src, "noise.snr_db", "a number of dB from -20 to 200 (or omitted: no noise)", n["snr_db"])
     n["snr_db"] = None if n["snr_db"] is None else float(n["snr_db"])
     cfg["noise"] = n
 

@@ -48,6 +48,9 @@ def test_wrong_type(tmp_path):
     p = write(tmp_path, BASE + "[data]\nshape = [64]\n")
     with pytest.raises(ConfigError, match=r"data\.shape: expected a list of 2"):
         load_config(p)
+    p = write(tmp_path, BASE + "[noise]\nsnr_db = -300\n")
+    with pytest.raises(ConfigError, match=r"noise\.snr_db: expected a number of dB from -20 to 200"):
+        load_config(p)
     p = write(tmp_path, BASE + '[mask]\nkind = "spiral"\n')
     with pytest.raises(ConfigError, match=r"mask\.kind: expected one of \['poisson'"):
         load_config(p)
