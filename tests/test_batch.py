@@ -345,8 +345,15 @@ def test_cli(data, cluster, tmp_path, capsys):
                      "--param", "max_iter=5", "--scheduler", cluster.scheduler_address, "--format", "nii",
                      "--no-progress"])
     assert rc == 0
-    printed = capsys.readouterr().out
+    out = capsys.readouterr()
+    printed = out.out
     assert "dashboard" in printed and "1 volume(s) written" in printed
+    assert "ESPIRiT" not in out.err  # the file holds its maps
+    with h5py.File(data / "vol0.h5") as f, h5py.File(tmp_path / "nomaps.h5", "w") as g:
+        g["kspace"] = f["kspace"][()]
+    assert batch_main(["batch", str(tmp_path / "nomaps.h5"), "--out", str(tmp_path / "o3"), "--method",
+                       "zero-filled", "--scheduler", cluster.scheduler_address, "--no-progress"]) == 0
+    assert "nomaps.h5 holds no coil maps: estimating them with ESPIRiT (sigpy) per slice" in capsys.readouterr().err
     assert (tmp_path / "o" / "vol0_mag.nii.gz").exists() and (tmp_path / "o" / "vol0_phase.nii.gz").exists()
     assert batch_main(["batch", str(tmp_path / "none*.h5"), "--out", str(tmp_path / "o2"), "--method", "sense"]) == 2
     assert "matches no file" in capsys.readouterr().err

@@ -78,12 +78,33 @@ def _announce(info) -> None:
           flush=True)
 
 
+def _note_espirit(args) -> None:
+    """Say, as ``recon`` does, which inputs hold no coil maps and will have them estimated by ESPIRiT."""
+    from mri_csc.io.formats import holds_maps  # noqa: PLC0415
+
+    from .tasks import expand_inputs  # noqa: PLC0415
+
+    try:
+        paths = expand_inputs(args.inputs)
+        without = [p for p in paths if not holds_maps(p)]
+    except Exception:  # noqa: BLE001  (unreadable inputs are reported by the batch itself)
+        return
+    if without:
+        which = (f"{without[0].name} and {len(without) - 1} other input(s) hold" if len(without) > 1
+                 else f"{without[0].name} holds")
+        method = args.espirit or "sigpy"
+        print(f"mri-csc: note: {which} no coil maps: estimating them with ESPIRiT ({method}) per slice; "
+              "--espirit bart, --maps FILE or --no-espirit to choose", file=sys.stderr, flush=True)
+
+
 def run(args: argparse.Namespace) -> int:
     """Run ``mri-csc batch`` from parsed arguments; returns the exit status (1 when anything failed)."""
     from ..cli import resolve_maps_options  # noqa: PLC0415
     from .runner import reconstruct_batch  # noqa: PLC0415
 
     maps = resolve_maps_options(args)
+    if maps is None and not args.maps:  # the default: the inputs' own maps, else ESPIRiT, said in one line as recon
+        _note_espirit(args)
     try:
         report = reconstruct_batch(
             args.inputs, args.out, method=args.method, params=parse_params(args.param),

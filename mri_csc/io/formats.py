@@ -844,6 +844,23 @@ def center_crop(img, shape):
     return img[..., y0:y0 + cy, x0:x0 + cx]
 
 
+def holds_maps(path) -> bool:
+    """Whether a k-space file brings its own coil maps (headers and names only): an ``.npz``'s ``maps``, a
+    ``<stem>_maps.npy`` or ``<base>_maps.cfl`` beside it, a fastMRI ``.h5``'s ``maps``; an ISMRMRD file never."""
+    fmt = detect_format(path)
+    if fmt == "npy":
+        return Path(f"{_stem(path)}_maps.npy").exists()
+    if fmt == "cfl":
+        return Path(_cfl_base(path) + "_maps.cfl").exists()
+    if fmt == "npz":
+        with _open_npz(path) as z:
+            return "maps" in z.files
+    if fmt in ("fastmri", "ismrmrd"):
+        with _open_h5(path) as f:
+            return not _mrd.is_ismrmrd(f) and "maps" in f
+    return False
+
+
 def read_metadata(path) -> dict:
     """What an image output needs from its k-space file, from headers only.
 
