@@ -69,6 +69,16 @@ def test_radial_file_reads_back_in_our_convention(tmp_path, radial_case, units):
     np.testing.assert_array_equal(d["kspace"][0, 0], y)
 
 
+def test_batch_names_a_noncartesian_ismrmrd_file_it_does_not_take(tmp_path, radial_case):
+    from mri_csc.batch import discover
+
+    img, maps, coord, y = radial_case
+    write_radial(tmp_path / "r.h5", y, coord)
+    volumes, errors = discover([tmp_path / "r.h5"])
+    assert not volumes and "a non-Cartesian ISMRMRD file ('radial')" in errors[0].error
+    assert "mri-csc recon FILE" in errors[0].error
+
+
 def test_reconstruct_from_the_file_matches_the_arrays(tmp_path, radial_case):
     img, maps, coord, y = radial_case
     write_radial(tmp_path / "r.h5", y, coord)

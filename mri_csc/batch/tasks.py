@@ -206,10 +206,14 @@ def _ismrmrd_geometry(p, f) -> tuple[int, int, int, int]:
 
     ``nx`` is the recon width (readout oversampling is removed on reading).
     """
-    from mri_csc.io.ismrmrd import FRAME_COUNTERS, _encoding, _heads, read_header  # noqa: PLC0415
+    from mri_csc.io.ismrmrd import FRAME_COUNTERS, _encoding, _heads, _trajectory_type, read_header  # noqa: PLC0415
 
     group = f["dataset"]
-    _, enc, rec = _encoding(p, read_header(p, group))
+    hdr = read_header(p, group)
+    if hdr.encoding and _trajectory_type(hdr.encoding[0]) != "cartesian":
+        raise ValueError(f"{p}: a non-Cartesian ISMRMRD file ({_trajectory_type(hdr.encoding[0])!r}); batch takes "
+                         "non-Cartesian data as .npz stacks: reconstruct it with 'mri-csc recon FILE'")
+    _, enc, rec = _encoding(p, hdr)
     heads = _heads(p, group)
     if not len(heads):
         return 0, 1, 0, 0
