@@ -445,8 +445,12 @@ def cmd_recon(args) -> int:
     _voxel_sizes(args)  # checked now, used when the image is written
     outputs = [*image_outputs(args.out), _params_path(args.out)]
     _refuse_outputs_on_inputs(outputs, [args.input, args.maps, args.mask_file, args.noise, args.traj])
-    for o in outputs:
+    for o in outputs[:-1]:
         check_writable(o, args.force)
+    if _params_path(args.out).exists() and not args.force:  # the images are free: an earlier run of the same stem
+        raise UserError(f"{_params_path(args.out)} exists: the record of an earlier run writing {args.out}'s stem "
+                        "(perhaps in another format); choose another --out name, or --force to replace it too")
+    check_writable(_params_path(args.out), args.force)
     if args.slice is not None and args.slice < 0:
         raise UserError(f"--slice must be >= 0; got {args.slice}")
     if args.noise and args.no_prewhiten:
