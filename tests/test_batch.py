@@ -354,6 +354,15 @@ def test_cli(data, cluster, tmp_path, capsys):
     assert batch_main(["batch", str(tmp_path / "nomaps.h5"), "--out", str(tmp_path / "o3"), "--method",
                        "zero-filled", "--scheduler", cluster.scheduler_address, "--no-progress"]) == 0
     assert "nomaps.h5 holds no coil maps: estimating them with ESPIRiT (sigpy) per slice" in capsys.readouterr().err
+    # --voxel-size, as recon's: the NIfTI's voxel sizes (readout first); refused when not positive
+    assert batch_main(["batch", str(data / "vol0.h5"), "--out", str(tmp_path / "o4"), "--method", "zero-filled",
+                       "--scheduler", cluster.scheduler_address, "--format", "nii", "--voxel-size", "1.5", "2",
+                       "--no-progress"]) == 0
+    import nibabel as nib
+
+    assert nib.load(tmp_path / "o4" / "vol0_mag.nii.gz").header.get_zooms()[:3] == (1.5, 2.0, 1.0)
+    with pytest.raises(ValueError, match="voxel_size takes 1 to 3 finite positive sizes"):
+        reconstruct_batch(data / "vol0.h5", tmp_path / "o5", method="zero-filled", voxel_size=[0, 1])
     assert (tmp_path / "o" / "vol0_mag.nii.gz").exists() and (tmp_path / "o" / "vol0_phase.nii.gz").exists()
     assert batch_main(["batch", str(tmp_path / "none*.h5"), "--out", str(tmp_path / "o2"), "--method", "sense"]) == 2
     assert "matches no file" in capsys.readouterr().err

@@ -65,6 +65,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--layout", choices=["auto", "slices", "volume"], default="auto",
                    help="volume: inputs are 3-D k-space (coils, nz, ny, nx), sliced along the readout x")
     p.add_argument("--seed", type=int, default=0, help="root seed of the per-slice random streams")
+    p.add_argument("--voxel-size", type=float, nargs="+", metavar="MM",
+                   help="NIfTI voxel size in mm (x y [z], readout first), replacing the inputs' geometry (.npy, "
+                        ".cfl and .npz inputs hold none)")
     p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for --scheduler")
     p.add_argument("--no-progress", "--no-pbar", dest="no_progress", action="store_true",
                    help="hide the progress bar")
@@ -116,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
                      "kernel_width": args.espirit_kernel,
                      "maps": args.espirit_maps if args.espirit_maps != 1 else None},
             compress_coils=args.compress_coils, prewhiten=False if args.no_prewhiten else None,
-            noise_file=args.noise)
+            noise_file=args.noise, voxel_size=args.voxel_size)
     except (ConnectionError, ImportError) as exc:  # user errors the main CLI does not list
         print(f"mri-csc: error: {exc}", file=sys.stderr)
         return 2

@@ -323,8 +323,11 @@ def _assemble(vol: VolumeSpec, cfg: SliceConfig, out_dir: Path, output_format: s
         from mri_csc.io.formats import center_crop  # noqa: PLC0415
 
         image = center_crop(image, meta["crop"])
+    geometry, affine = meta["geometry"], meta["affine"]
+    if cfg.voxel_size is not None:  # as recon --voxel-size: replaces the input's geometry
+        geometry, affine = None, np.diag([*map(float, cfg.voxel_size), 1.0])
     written = write_image(_output_path(out_dir, vol, output_format), image, overwrite=False, frames=frames,
-                          geometry=meta["geometry"], affine=meta["affine"], h5_attrs=meta["h5_attrs"],
+                          geometry=geometry, affine=affine, h5_attrs=meta["h5_attrs"],
                           bart_frame_dims=meta["bart_frame_dims"],
                           ismrmrd_header=meta["ismrmrd_header"])
     shutil.rmtree(volume_dir(cfg, vol), ignore_errors=True)
@@ -367,7 +370,8 @@ def reconstruct_batch(inputs, out_dir, *, method: str = "csc", params: dict | No
                       output_format: str = "h5", show_pbar: bool = False, layout: str = "auto",
                       calib_width: int | None = None, timeout: float = 10.0, on_start=None,
                       espirit: dict | None = None, compress_coils: int | None = None,
-                      maps_file=None, prewhiten: bool | None = None, noise_file=None) -> BatchReport:
+                      maps_file=None, prewhiten: bool | None = None, noise_file=None,
+                      voxel_size=None) -> BatchReport:
     r"""Reconstruct many files slice by slice on a Dask cluster.
 
     Each input file becomes one output volume. Every 2-D slice is one Dask task
@@ -403,6 +407,9 @@ def reconstruct_batch(inputs, out_dir, *, method: str = "csc", params: dict | No
     noise_file : path, optional
         ISMRMRD inputs: whiten with this file's noise (an ISMRMRD file's noise scans
         or a complex ``(coils, samples)`` ``.npy``), as ``--noise``.
+    voxel_size : sequence of 1 to 3 floats, optional
+        NIfTI outputs' voxel size in mm (x, y[, z]; readout first), replacing the inputs' geometry, as
+        ``recon --voxel-size``.
     device : {"cpu", "gpu"}
         ``"gpu"`` starts one worker per GPU (dask-cuda) unless ``scheduler`` is given.
     scheduler : str, optional
@@ -458,6 +465,7 @@ def reconstruct_batch(inputs, out_dir, *, method: str = "csc", params: dict | No
     """
     t0 = time.perf_counter()
     params = _check_args(method, params, maps, output_format, retries, seed, device, maps_file)
+    voxel_size = _check_voxel_size(voxel_size)
     if noise_file is not None:
         if prewhiten is False:
             raise ValueError("noise_file given with prewhiten=False (--noise with --no-prewhiten); drop one")
@@ -473,17 +481,28 @@ def reconstruct_batch(inputs, out_dir, *, method: str = "csc", params: dict | No
     with run_lock(out_dir):  # one batch per output folder at a time
         return _batch_locked(inputs, out_dir, method, params, maps, device, scheduler, n_workers, retries, resume,
                              seed, output_format, show_pbar, layout, calib_width, timeout, on_start, t0,
-                             espirit, compress_coils, maps_file, prewhiten, noise_file)
+                             espirit, compress_coils, maps_file, prewhiten, noise_file, voxel_size)
+
+
+def _check_voxel_size(voxel_size):
+    """``voxel_size`` as three finite sizes > 0 in mm (a missing z is 1), or None."""
+    if voxel_size is None:
+        return None
+    vs = [float(v) for v in np.ravel(voxel_size)]
+    if not 1 <= len(vs) <= 3 or not all(np.isfinite(v) and v > 0 for v in vs):
+        raise ValueError(f"voxel_size takes 1 to 3 finite positive sizes in mm (x y [z]); got {voxel_size!r}")
+    return tuple(vs + [1.0] * (3 - len(vs)))
 
 
 def _batch_locked(inputs, out_dir, method, params, maps, device, scheduler, n_workers, retries, resume, seed,
                   output_format, show_pbar, layout, calib_width, timeout, on_start, t0, espirit,
-                  compress_coils, maps_file=None, prewhiten=None, noise_file=None) -> BatchReport:
+                  compress_coils, maps_file=None, prewhiten=None, noise_file=None, voxel_size=None) -> BatchReport:
     volumes, file_errors = discover(inputs, layout)
     partial = out_dir / PARTIAL
     espirit = {k: v for k, v in (espirit or {}).items() if v is not None}
-    manifest = _manifest(method, params, maps, seed, output_format, layout, calib_width, espirit, compress_coils,
-                         maps_file, prewhiten, noise_file)
+    manifest = {**_manifest(method, params, maps, seed, output_format, layout, calib_width, espirit, compress_coils,
+                            maps_file, prewhiten, noise_file),
+                "voxel_size": None if voxel_size is None else list(voxel_size)}
     mpath = partial / "manifest.json"
     if mpath.exists():
         if not resume:
@@ -526,7 +545,7 @@ def _batch_locked(inputs, out_dir, method, params, maps, device, scheduler, n_wo
     cfg = SliceConfig(str(partial), method, dict(params), maps, str(device), int(seed),
                       None if calib_width is None else int(calib_width), espirit, compress_coils,
                       None if maps_file is None else str(Path(maps_file).resolve()), prewhiten,
-                      None if noise_file is None else str(Path(noise_file).resolve()))
+                      None if noise_file is None else str(Path(noise_file).resolve()), voxel_size)
     if not todo:
         log.info("nothing to do: every volume is finished")
         report.elapsed = time.perf_counter() - t0

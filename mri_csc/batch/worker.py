@@ -42,6 +42,7 @@ class SliceConfig:
     maps_file: str | None = None  # coil maps for every input (--maps FILE), read by each task
     prewhiten: bool | None = None  # ISMRMRD noise prewhitening (None: when the file has noise scans)
     noise_file: str | None = None  # --noise FILE: whiten with its noise instead
+    voxel_size: tuple | None = None  # (x, y, z) mm of NIfTI outputs, replacing the input's geometry
 
 
 def _read(vol: VolumeSpec, cfg: SliceConfig, **kw) -> dict:
