@@ -274,7 +274,7 @@ def read_ismrmrd(path, h5file, *, slice=None, prewhiten: "bool | None" = None, n
         raise _err(f"{path}: ISMRMRD group {gname!r} has no acquisitions")
     is_noise, img, is_cal = _acquisition_kinds(path, heads, e)
     hi = heads[img]
-    reversed_ = (hi["flags"].astype(np.uint64) & _bit("ACQ_IS_REVERSE")) != 0
+    reversed_ = _reversed(hi)
     if reversed_.any():  # EPI-style: the lines need reversal *and* phase correction, which mri_csc does not do
         raise _err(f"{path}: {int(reversed_.sum())} of {hi.size} k-space lines are flagged ACQ_IS_REVERSE (readouts "
                    "acquired backwards, as in EPI); mri_csc grids Cartesian lines as stored and would ghost the "
@@ -415,7 +415,7 @@ def _calibration_lines(path, group, e, enc, heads, rows, wanted, nc, whitener, r
     if np.any(h["active_channels"] != nc):
         raise _err(f"{path}: calibration lines have {sorted(set(h['active_channels'].tolist()))} channels, the "
                    f"k-space lines {nc}")
-    if np.any((h["flags"].astype(np.uint64) & _bit("ACQ_IS_REVERSE")) != 0):
+    if _reversed(h).any():
         raise _err(f"{path}: calibration lines flagged ACQ_IS_REVERSE (EPI-style); flip and correct them first")
     ex, ey, ez = enc
     s_index = {s: j for j, s in enumerate(wanted)}
@@ -485,6 +485,11 @@ def _line_kinds(heads, separate_calibration: bool = True):
     is_cal = ((flags & _bit("ACQ_IS_PARALLEL_CALIBRATION")) != 0) \
         & ((flags & _bit("ACQ_IS_PARALLEL_CALIBRATION_AND_IMAGING")) == 0) & bool(separate_calibration)
     return is_noise, ~is_noise & ~skip & ~is_cal, is_cal & ~is_noise & ~skip
+
+
+def _reversed(heads) -> np.ndarray:
+    """Which acquisitions are flagged ``ACQ_IS_REVERSE`` (readouts acquired backwards, as in EPI)."""
+    return (heads["flags"].astype(np.uint64) & _bit("ACQ_IS_REVERSE")) != 0
 
 
 def _acquisition_kinds(path, heads, e=None):
@@ -675,7 +680,7 @@ def describe_ismrmrd(path, h5file) -> list[str]:
         if cal.any():
             lines.append(f"calibration-only lines: {int(cal.sum())}, a reference scan of their own (calibrationMode "
                          "not embedded/interleaved): used for the ESPIRiT coil maps, not in the image's k-space")
-        n_rev = int(((heads["flags"].astype(np.uint64) & _bit("ACQ_IS_REVERSE")) != 0).sum())
+        n_rev = int(_reversed(heads).sum())
         if n_rev:
             lines.append(f"reversed lines (ACQ_IS_REVERSE): {n_rev}; Cartesian reconstruction refuses them (EPI)")
     return lines

@@ -95,7 +95,12 @@ def _check_kspace(kspace):
         raise ValueError("kspace contains NaN or Inf values")
 
 
-def fully_sampled_centre(kspace) -> int:
+def _sampled(kspace) -> np.ndarray:
+    """Where any coil's k-space is non-zero (NumPy bool, the image axes)."""
+    return to_numpy(get_xp(kspace).any(kspace != 0, axis=0))
+
+
+def fully_sampled_centre(kspace, sampled=None) -> int:
     """The side of the largest centred calibration block that is fully sampled (every point non-zero).
 
     A point counts as sampled where any coil's k-space is non-zero; the block is
@@ -105,7 +110,7 @@ def fully_sampled_centre(kspace) -> int:
     """
     from .masks import calibration_region  # noqa: PLC0415
 
-    sampled = to_numpy(get_xp(kspace).any(kspace != 0, axis=0))
+    sampled = _sampled(kspace) if sampled is None else sampled
     w = 0
     for side in range(1, max(sampled.shape) + 1):
         block = sampled[calibration_region(sampled.shape, tuple(min(side, n) for n in sampled.shape))]
@@ -125,9 +130,9 @@ def calibration_shape(kspace, calib_width: int) -> tuple[int, ...]:
     """
     from .masks import calibration_region  # noqa: PLC0415
 
-    sampled = to_numpy(get_xp(kspace).any(kspace != 0, axis=0))
+    sampled = _sampled(kspace)
     cap = [min(int(calib_width), n) for n in sampled.shape]
-    sides = [min(fully_sampled_centre(kspace), c) for c in cap]
+    sides = [min(fully_sampled_centre(kspace, sampled), c) for c in cap]
     for ax in range(len(sides)):
         while sides[ax] < cap[ax]:
             trial = sides[:ax] + [sides[ax] + 1] + sides[ax + 1:]
