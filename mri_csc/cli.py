@@ -394,15 +394,14 @@ def _write_params(out, record: dict, params: dict, overwrite: bool):
 
 
 def _voxel_sizes(args) -> "list[float] | None":
-    """``--voxel-size`` as three sizes in mm (a missing z is 1), or None; refused unless 1 to 3 finite sizes > 0."""
-    import math  # noqa: PLC0415
+    """``--voxel-size`` as three sizes in mm (:func:`mri_csc.io.formats.check_voxel_size`), or None."""
+    from .io.formats import check_voxel_size  # noqa: PLC0415
 
-    if not args.voxel_size:
-        return None
-    vs = list(args.voxel_size) + [1.0] * (3 - len(args.voxel_size))
-    if len(args.voxel_size) > 3 or not all(math.isfinite(v) and v > 0 for v in vs):
-        raise UserError(f"--voxel-size takes 1 to 3 finite positive sizes in mm (x y [z]); got {args.voxel_size}")
-    return vs
+    try:
+        vs = check_voxel_size(args.voxel_size or None, "--voxel-size")
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    return None if vs is None else list(vs)
 
 
 def _refuse_outputs_on_inputs(outputs, inputs) -> None:
@@ -506,18 +505,18 @@ def cmd_recon(args) -> int:
             _note(f"mri-csc: note: {args.input} holds no coil maps: estimating them with ESPIRiT (sigpy); "
                   "--espirit bart, --maps FILE or --no-espirit to choose")
         kw = espirit_kwargs(args)
-        cal = d.get("calibration")  # an ISMRMRD reference scan of its own: the maps come from it
-        calib = list(cal) if cal is not None and stacked else [cal] * len(slices)
-        if cal is not None:
+        from .io.formats import calibration_data  # noqa: PLC0415
+
+        if d.get("calibration") is not None:  # an ISMRMRD reference scan of its own: the maps come from it
             _note(f"mri-csc: note: the coil maps come from the calibration-only lines of {args.input} (a reference "
                   "scan of their own); they are not in the image's k-space")
         maps_list, last = [], (None, None)
-        for s, c in tqdm(list(zip(slices, calib, strict=True)), desc="espirit",
-                         disable=args.no_pbar or len(slices) == 1):
-            if c is not None and last[0] is not None and np.array_equal(c, last[0]):
+        for i, s in enumerate(tqdm(slices, desc="espirit", disable=args.no_pbar or len(slices) == 1)):
+            c = calibration_data(d, i, s)
+            if c is not s and c is last[0]:
                 maps_list.append(last[1])  # a slice's reference lines serve each of its frames: ESPIRiT once
                 continue
-            maps_list.append(estimate_maps(s if c is None or not c.any() else c, method=args.espirit, **kw))
+            maps_list.append(estimate_maps(c, method=args.espirit, **kw))
             last = (c, maps_list[-1])
     # one mask per slice (read_kspace checked the file's mask against the slices; a retrospective one is 2-D);
     # every branch above gives one map set per slice, and zip(strict=True) below holds them to it

@@ -56,6 +56,13 @@ def test_espirit_on_a_rectangular_block_is_sigpys_algorithm():
     k = d.kspace.astype(np.complex64)
     ref = sp.mri.app.EspiritCalib(k, calib_width=20, thresh=0.02, kernel_width=6, crop=0.95, show_pbar=False).run()
     np.testing.assert_array_equal(_espirit_sigpy_rect(k, (20, 20), 0.02, 6, 0.95, 100, sp.cpu_device), ref)
+    # a rectangle, and the same problem with the image axes swapped: the maps swap with them (a block or kernel
+    # shape applied to the wrong axes would not)
+    rect = _espirit_sigpy_rect(k, (20, 10), 0.02, (6, 4), 0.8, 100, sp.cpu_device)
+    swapped = _espirit_sigpy_rect(np.ascontiguousarray(k.swapaxes(1, 2)), (10, 20), 0.02, (4, 6), 0.8, 100,
+                                  sp.cpu_device)
+    np.testing.assert_allclose(swapped.swapaxes(1, 2), rect, atol=1e-4)
+    assert not np.allclose(_espirit_sigpy_rect(k, (10, 20), 0.02, (4, 6), 0.8, 100, sp.cpu_device), rect, atol=1e-4)
 
 
 @has_bart

@@ -131,8 +131,12 @@ def test_separate_reference_lines_give_the_maps_not_the_image(tmp_path, capsys):
     _flag_lines(f, "ACQ_IS_PARALLEL_CALIBRATION", lambda head: np.uint64(head["flags"]) & cal_bit, 10.0, "separate")
     d = read_kspace(f)
     assert lines(d["mask"]) == pytest.approx([32 / 64] * 2)  # the R = 2 lines only
-    assert d["calibration"].shape == d["kspace"].shape  # one per frame, from the slice's reference lines
-    assert lines(np.abs(d["calibration"]).sum(axis=1)) == pytest.approx([24 / 64] * 2)  # both frames' extra lines
+    from mri_csc.io.formats import calibration_data
+
+    assert len(d["calibration"]) == 1 and d["calibration"][0].shape == d["kspace"].shape[1:]  # one per slice
+    assert lines(np.abs(d["calibration"][0]).sum(axis=0)) == pytest.approx(24 / 64)  # both frames' extra lines
+    first, second = (calibration_data(d, i, d["kspace"][i]) for i in range(2))
+    assert first is second and first is not d["kspace"][0]  # each frame of the slice: the same reference lines
     assert "calibration-only lines: 24" in describe(f)
     assert main(["recon", str(f), "--out", str(tmp_path / "x.npy"), "--method", "sense", "--no-pbar"]) == 0
     assert "the coil maps come from the calibration-only lines" in capsys.readouterr().err

@@ -465,7 +465,9 @@ def reconstruct_batch(inputs, out_dir, *, method: str = "csc", params: dict | No
     """
     t0 = time.perf_counter()
     params = _check_args(method, params, maps, output_format, retries, seed, device, maps_file)
-    voxel_size = _check_voxel_size(voxel_size)
+    from mri_csc.io.formats import check_voxel_size  # noqa: PLC0415
+
+    voxel_size = check_voxel_size(voxel_size)
     if noise_file is not None:
         if prewhiten is False:
             raise ValueError("noise_file given with prewhiten=False (--noise with --no-prewhiten); drop one")
@@ -482,16 +484,6 @@ def reconstruct_batch(inputs, out_dir, *, method: str = "csc", params: dict | No
         return _batch_locked(inputs, out_dir, method, params, maps, device, scheduler, n_workers, retries, resume,
                              seed, output_format, show_pbar, layout, calib_width, timeout, on_start, t0,
                              espirit, compress_coils, maps_file, prewhiten, noise_file, voxel_size)
-
-
-def _check_voxel_size(voxel_size):
-    """``voxel_size`` as three finite sizes > 0 in mm (a missing z is 1), or None."""
-    if voxel_size is None:
-        return None
-    vs = [float(v) for v in np.ravel(voxel_size)]
-    if not 1 <= len(vs) <= 3 or not all(np.isfinite(v) and v > 0 for v in vs):
-        raise ValueError(f"voxel_size takes 1 to 3 finite positive sizes in mm (x y [z]); got {voxel_size!r}")
-    return tuple(vs + [1.0] * (3 - len(vs)))
 
 
 def _batch_locked(inputs, out_dir, method, params, maps, device, scheduler, n_workers, retries, resume, seed,

@@ -138,9 +138,9 @@ def _file_maps(cfg: SliceConfig, vol: VolumeSpec, kshape, index: int, n: int, wh
 
 
 def load_slice(task: SliceTask, cfg: SliceConfig) -> tuple:
-    """Read slice ``task.index`` of its file: ``(kspace (coils, ny, nx), maps or None, mask or None, calibration
-    or None)``; ``calibration``: an ISMRMRD file's separate reference lines for ESPIRiT (see
-    :func:`mri_csc.io.read_kspace`)."""
+    """Read slice ``task.index`` of its file: ``(kspace (coils, ny, nx), maps or None, mask or None, calibration)``;
+    ``calibration`` is what ESPIRiT calibrates on (:func:`mri_csc.io.formats.calibration_data`: an ISMRMRD file's
+    separate reference lines, else the k-space)."""
     vol = task.volume
     if vol.layout == "volume":
         paths = _hybrid_paths(cfg, vol)
@@ -149,7 +149,7 @@ def load_slice(task: SliceTask, cfg: SliceConfig) -> tuple:
         mask = np.load(paths["mask"]) if paths["mask"].exists() else None
         if mask is not None and mask.ndim == 3:  # one (nz, ny) pattern per frame
             mask = mask[task.index // (vol.n_slices // vol.n_frames)]
-        return k, maps, mask, None
+        return k, maps, mask, k
 
     if vol.n_frames > 1 and vol.kind == "ismrmrd":  # task i is (slice, frame) = divmod(i, n_frames)
         s, fr = divmod(task.index, vol.n_frames)
@@ -165,10 +165,9 @@ def load_slice(task: SliceTask, cfg: SliceConfig) -> tuple:
         maps = maps[0]
     if cfg.maps_file:
         maps = _file_maps(cfg, vol, k.shape, s, max(1, vol.n_slices // vol.n_frames), data.get("whitener"))
-    cal = data.get("calibration")
-    if cal is not None and np.ndim(cal) == k.ndim + 1:  # a 1-slice stack
-        cal = cal[0]
-    return k, maps, data.get("mask"), cal
+    from mri_csc.io.formats import calibration_data  # noqa: PLC0415
+
+    return k, maps, data.get("mask"), calibration_data(data, 0, k)
 
 
 def _accepts(func, name: str) -> bool:
@@ -218,8 +217,7 @@ def compute_slice(task: SliceTask, cfg: SliceConfig) -> np.ndarray:
             kw["rng"] = np.random.default_rng(maps_seed)
         elif _accepts(estimate_maps, "seed"):
             kw["seed"] = int(maps_seed.generate_state(1)[0])
-        # a reference scan: its lines (a slice without any: its own k-space)
-        maps = estimate_maps(kspace if calibration is None or not calibration.any() else calibration, **kw)
+        maps = estimate_maps(calibration, **kw)  # a separate reference scan's lines, else the slice's k-space
     params = dict(cfg.params)
     spec = get_method(cfg.method)
     if "rng" in spec.params and "rng" not in params:

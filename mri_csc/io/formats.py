@@ -603,8 +603,9 @@ def read_kspace(path: "str | os.PathLike", *, slice: int | None = None, fmt: str
         axes, e.g. ``(4,)``/``("frame",)`` for an ISMRMRD file with 4 repetitions:
         the stack is their flattening), ``crop`` (image size to crop the
         reconstruction to, or None), ``geometry`` (ISMRMRD, for NIfTI, or None),
-        ``calibration`` (ISMRMRD: the separate reference scan's lines on the k-space's grid and stack,
-        for coil maps only, or None; absent for other formats).
+        ``calibration`` (ISMRMRD: the separate reference scan's lines on the k-space's grid, one array per
+        slice (a list of them when stacked), for coil maps only, or None; absent for other formats; see
+        :func:`calibration_data`).
 
     Raises
     ------
@@ -711,10 +712,8 @@ def read_kspace(path: "str | os.PathLike", *, slice: int | None = None, fmt: str
                 stacked = bool(lead_shape)
                 if not stacked:
                     k, mask = k[0], mask[0]
-                cal = r["calibration"]  # per slice: the same for each of its frames
-                if cal is not None:
-                    cal = np.repeat(cal, len(r["frames"]), axis=0)
-                    cal = cal if stacked else cal[0]
+                cal = r["calibration"]  # one per slice, for each of its frames (see calibration_data)
+                cal = None if cal is None else list(cal) if stacked else cal[0]
                 extra = {"lead_shape": lead_shape, "lead_axes": lead_axes, "frames": r["frames"],
                          "crop": r["crop"], "geometry": r["geometry"], "whitened": r["whitened"],
                          "whitener": r["whitener"], "noise_scans": r["noise_scans"], "calibration": cal}
@@ -842,6 +841,30 @@ def center_crop(img, shape):
         raise ValueError(f"crop {tuple(shape)} is larger than the image {(ny, nx)}")
     y0, x0 = (ny - cy) // 2, (nx - cx) // 2
     return img[..., y0:y0 + cy, x0:x0 + cx]
+
+
+def check_voxel_size(voxel_size, name: str = "voxel_size") -> "tuple[float, float, float] | None":
+    """A NIfTI voxel size given by the user (``voxel_size=``, ``--voxel-size``) as three finite sizes > 0 in mm
+    (x, y, z; a missing z is 1), or None; 1 to 3 values, else ``ValueError`` naming ``name``."""
+    if voxel_size is None:
+        return None
+    vs = [float(v) for v in np.ravel(voxel_size)]
+    if not 1 <= len(vs) <= 3 or not all(np.isfinite(v) and v > 0 for v in vs):
+        raise ValueError(f"{name} takes 1 to 3 finite positive sizes in mm (x y [z]); got {vs}")
+    return tuple(vs + [1.0] * (3 - len(vs)))
+
+
+def calibration_data(d: dict, index: int, kspace):
+    """What ESPIRiT calibrates on for entry ``index`` of :func:`read_kspace`'s result ``d`` (whose k-space, as the
+    caller holds it, is ``kspace``): its slice's separate reference lines when the file has any for it, else
+    ``kspace`` itself. The same array object for every frame of a slice, so callers can estimate once per slice."""
+    cal = d.get("calibration")
+    if cal is None:
+        return kspace
+    if isinstance(cal, list):  # one per slice; the stack is (slice, frame) flattened
+        n_frames = len(d.get("frames") or [None]) if "frame" in d.get("lead_axes", ()) else 1
+        cal = cal[index // n_frames]
+    return cal if cal.any() else kspace
 
 
 def holds_maps(path) -> bool:

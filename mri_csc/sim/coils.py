@@ -120,7 +120,7 @@ def fully_sampled_centre(kspace, sampled=None) -> int:
     return w
 
 
-def calibration_shape(kspace, calib_width: int) -> tuple[int, ...]:
+def calibration_shape(kspace, calib_width: int, sampled=None) -> tuple[int, ...]:
     """Per image axis, the side of the centred block ESPIRiT calibrates on: ``calib_width`` (at most the axis'
     size), or less along an axis whose fully sampled centre is narrower.
 
@@ -130,7 +130,7 @@ def calibration_shape(kspace, calib_width: int) -> tuple[int, ...]:
     """
     from .masks import calibration_region  # noqa: PLC0415
 
-    sampled = _sampled(kspace)
+    sampled = _sampled(kspace) if sampled is None else sampled
     cap = [min(int(calib_width), n) for n in sampled.shape]
     sides = [min(fully_sampled_centre(kspace, sampled), c) for c in cap]
     for ax in range(len(sides)):
@@ -285,7 +285,7 @@ def estimate_maps(
         Complex k-space (NumPy or CuPy) whose centre ``calib_width`` block is
         fully sampled.
     calib_width : int
-        Side of the calibration block (at most; see ``thresh`` below).
+        Side of the calibration block, at most (see below).
     method : {"sigpy", "bart"}
         ``"sigpy"`` uses :class:`sigpy.mri.app.EspiritCalib`; ``"bart"`` runs
         ``bart ecalib -m 1`` on ``.cfl`` files in a temporary directory (CPU only).
@@ -297,7 +297,10 @@ def estimate_maps(
         ``kernel_width=6`` and ``calib_width=24`` for both. ``calib_width`` is a limit per
         axis, as BART's ``-r``: SigPy's ESPIRiT calibrates on :func:`calibration_shape`, cut to the
         fully sampled centre along an axis where that is narrower (e.g. 16 × 24 for 16 centre
-        lines), and then, unless ``crop`` is given, crops at :data:`NARROW_CALIBRATION_CROP`.
+        lines). A block with a side under ``calib_width`` crops at :data:`NARROW_CALIBRATION_CROP`
+        unless ``crop`` is given; one cut by the centre to under :data:`NARROW_CALIBRATION_SIDE`
+        takes the kernel :data:`NARROW_CALIBRATION_KERNEL` unless ``kernel_width`` is given; and along
+        each axis the kernel is at most the block's side less 2 (at least 3 positions).
     maps : int
         Number of ESPIRiT map sets; only 1 is supported (soft-SENSE with two sets
         is not in the forward model), anything else is refused.
@@ -344,7 +347,8 @@ def estimate_maps(
         )
     if not 0 <= crop < 1:
         raise ValueError(f"crop must be in [0, 1); got {crop}")
-    full = fully_sampled_centre(kspace)
+    sampled = _sampled(kspace)
+    full = fully_sampled_centre(kspace, sampled)
     need = NARROW_CALIBRATION_KERNEL if method == "sigpy" and given["kernel_width"] is None else int(kernel_width)
     if full < need:  # no calibration data: ESPIRiT would fit aliasing (16 dB instead of 27 dB seen)
         raise ValueError(
@@ -366,7 +370,7 @@ def estimate_maps(
                                        (("calib_width", int(calib_width)), ("thresh", thresh),
                                         ("kernel_width", int(kernel_width)), ("crop", crop))), bart)
     else:
-        shape = calibration_shape(kspace, int(calib_width))
+        shape = calibration_shape(kspace, int(calib_width), sampled)
         cut = [s for s, n in zip(shape, img_shape) if s < min(int(calib_width), n)]  # cut by the sampled centre
         if any(s < int(calib_width) for s in shape):  # fewer calibration rows lower the eigenvalues inside
             crop = NARROW_CALIBRATION_CROP if given["crop"] is None else crop  # the object too
