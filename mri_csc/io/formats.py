@@ -624,8 +624,7 @@ def read_kspace(path: "str | os.PathLike", *, slice: int | None = None, fmt: str
         raise ValueError(f"{path}: prewhiten/noise apply to ISMRMRD files; prewhiten other k-space with "
                          "mri_csc.io.ismrmrd.noise_whitener")
     if fmt == "npy":
-        stem = _stem(path)
-        mp, mk = Path(f"{stem}_maps.npy"), Path(f"{stem}_mask.npy")
+        mp, mk = sibling_path(path, "maps"), sibling_path(path, "mask")
         kmap = _npy_open(path)
         hdrs = []
         for q in (mp, mk):
@@ -684,10 +683,11 @@ def read_kspace(path: "str | os.PathLike", *, slice: int | None = None, fmt: str
         k, extra_dims = bart_frames(raw, f"{base}.cfl")
         if k.shape[2] == 1:
             k = k[:, :, 0]
-        if Path(base + "_maps.cfl").exists():
-            maps = from_bart(_read_cfl(base + "_maps"), what=f"{base}_maps.cfl")
-        if Path(base + "_mask.cfl").exists():
-            mask = from_bart(_read_cfl(base + "_mask"), coils=False, what=f"{base}_mask.cfl").real.astype(np.float32)
+        mp, mk = sibling_path(path, "maps"), sibling_path(path, "mask")
+        if mp.exists():
+            maps = from_bart(_read_cfl(_cfl_base(mp)), what=str(mp))
+        if mk.exists():
+            mask = from_bart(_read_cfl(_cfl_base(mk)), coils=False, what=str(mk)).real.astype(np.float32)
         if k.shape[0] > 1:
             stacked = True
             extra = {"lead_shape": (k.shape[0],), "lead_axes": ("frame",), "bart_frame_dims": extra_dims}
@@ -867,14 +867,20 @@ def calibration_data(d: dict, index: int, kspace):
     return cal if cal.any() else kspace
 
 
+def sibling_path(path, what: str) -> Path:
+    """The file beside a ``.npy`` or ``.cfl`` k-space file that holds its ``what`` (``"maps"``, ``"mask"``):
+    ``<stem>_<what>.npy`` or ``<base>_<what>.cfl`` (the ``.cfl`` sibling's ``.hdr`` lies beside it)."""
+    if detect_format(path) == "cfl":
+        return Path(f"{_cfl_base(path)}_{what}.cfl")
+    return Path(f"{_stem(path)}_{what}.npy")
+
+
 def holds_maps(path) -> bool:
     """Whether a k-space file brings its own coil maps (headers and names only): an ``.npz``'s ``maps``, a
     ``<stem>_maps.npy`` or ``<base>_maps.cfl`` beside it, a fastMRI ``.h5``'s ``maps``; an ISMRMRD file never."""
     fmt = detect_format(path)
-    if fmt == "npy":
-        return Path(f"{_stem(path)}_maps.npy").exists()
-    if fmt == "cfl":
-        return Path(_cfl_base(path) + "_maps.cfl").exists()
+    if fmt in ("npy", "cfl"):
+        return sibling_path(path, "maps").exists()
     if fmt == "npz":
         with _open_npz(path) as z:
             return "maps" in z.files
@@ -916,8 +922,6 @@ def read_metadata(path) -> dict:
 
 # ----------------------------------------------------------------------------- writers
 
-def _sibling(path, suffix):
-    return Path(f"{_stem(path)}{suffix}")
 
 
 def write_kspace(path, kspace, maps=None, mask=None, *, overwrite: bool = False, fmt: str | None = None,
@@ -943,8 +947,8 @@ def write_kspace(path, kspace, maps=None, mask=None, *, overwrite: bool = False,
                     "it)", path, fmt)
     written = []
     if fmt == "npy":
-        outs = [Path(path)] + ([_sibling(path, "_maps.npy")] if maps is not None else []) \
-            + ([_sibling(path, "_mask.npy")] if mask is not None else [])
+        outs = [Path(path)] + ([sibling_path(path, "maps")] if maps is not None else []) \
+            + ([sibling_path(path, "mask")] if mask is not None else [])
         arrays = [k] + ([np.asarray(maps, np.complex64)] if maps is not None else []) \
             + ([mask] if mask is not None else [])
         with atomic_paths(outs, overwrite) as tmps:
@@ -966,10 +970,10 @@ def write_kspace(path, kspace, maps=None, mask=None, *, overwrite: bool = False,
         base = _cfl_base(path)
         items = [(base, to_bart(k))]
         if maps is not None:
-            items.append((base + "_maps", to_bart(np.asarray(maps))))
+            items.append((_cfl_base(sibling_path(path, "maps")), to_bart(np.asarray(maps))))
         if mask is not None:
             m = np.broadcast_to(mask, k.shape[1:]) if mask.ndim < k.ndim - 1 else mask
-            items.append((base + "_mask", to_bart(m, coils=False)))
+            items.append((_cfl_base(sibling_path(path, "mask")), to_bart(m, coils=False)))
         for b, _ in items:
             check_writable(b + ".cfl", overwrite), check_writable(b + ".hdr", overwrite)
         for b, a in items:
@@ -1002,7 +1006,7 @@ def image_outputs(path, fmt: str | None = None) -> list[Path]:
     """The files :func:`write_image` would create for ``path``."""
     fmt = detect_format(path, fmt)
     if fmt == "nifti":
-        return [_sibling(path, "_mag.nii.gz"), _sibling(path, "_phase.nii.gz")]
+        return [Path(f"{_stem(path)}_mag.nii.gz"), Path(f"{_stem(path)}_phase.nii.gz")]
     if fmt == "cfl":
         b = _cfl_base(path)
         return [Path(b + ".cfl"), Path(b + ".hdr")]
