@@ -109,3 +109,47 @@ def test_readout_noise_std_refuses_coarse_readouts():
         readout_noise_std(np.ones((2, 10, 32), np.complex64), coord)
     with pytest.raises(ValueError, match="kspace must have shape"):
         readout_noise_std(np.ones((2, 10, 31), np.complex64), coord)
+
+
+@pytest.mark.parametrize("coils", [2, 4])
+def test_few_coils_at_high_snr(coils):
+    # the signal fills over half of the calibration matrix's columns: the plain Marchenko-Pastur median
+    # was 3.6x (4 coils) and 9-90x (2 coils) too high here; the bulk's median is not
+    kw = dict(shape=(64, 64), n_coils=coils, mask="poisson", accel=4, seed=0)
+    clean = make_dataset("shepp-logan", snr_db=None, **kw)
+    ds = make_dataset("shepp-logan", snr_db=45, **kw)
+    ratio = estimate_noise_std(ds.kspace, ds.mask) / _true_sigma(clean, 45)
+    assert 0.95 < ratio < 1.9, ratio
+
+
+def test_single_coil_is_estimated_and_warned(caplog):
+    kw = dict(shape=(64, 64), n_coils=1, mask="poisson", accel=4, seed=0)
+    clean = make_dataset("shepp-logan", snr_db=None, **kw)
+    ds = make_dataset("shepp-logan", snr_db=35, **kw)
+    with caplog.at_level("WARNING", logger="mri_csc.recon.noise"):
+        ratio = estimate_noise_std(ds.kspace, ds.mask) / _true_sigma(clean, 35)
+    assert 0.95 < ratio < 5, ratio  # the calibration matrix alone: 29-90x
+    assert "single-coil" in caplog.text and "noise_std=" in caplog.text
+
+
+def test_small_calibration_region_takes_a_smaller_kernel():
+    # a 33 x 17 image leaves an 8 x 8 centre: 16 window positions for 100 columns with the 5 x 5 kernel
+    kw = dict(shape=(33, 17), n_coils=4, mask="poisson", accel=4, seed=0)
+    clean = make_dataset("shepp-logan", snr_db=None, **kw)
+    ds = make_dataset("shepp-logan", snr_db=30, **kw)
+    ratio = estimate_noise_std(ds.kspace, ds.mask) / _true_sigma(clean, 30)
+    assert 0.95 < ratio < 1.9, ratio  # 12.5x before
+
+
+def test_calibration_box_keeps_a_fully_sampled_readout(rng):
+    # 3-D: 2 x 2 undersampling over (kz, ky) with a 7 x 15 centre, readout (kx) full. The runs through the
+    # centre reach one sample past the centre block on ky and kz; the box must give those up, not the readout
+    m = np.zeros((16, 64, 64), bool)
+    m[::2, ::2, :] = True
+    m[5:12, 25:40, :] = True
+    box = calibration_box(m)
+    assert box == (slice(5, 12), slice(25, 40), slice(0, 64))
+    sigma = 0.01
+    k = np.zeros((8, 16, 64, 64), np.complex64)
+    k[:, m] = (sigma * (rng.standard_normal((8, m.sum())) + 1j * rng.standard_normal((8, m.sum()))) / np.sqrt(2))
+    assert estimate_noise_std(k, m) == pytest.approx(sigma, rel=0.1)
