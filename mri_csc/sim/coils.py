@@ -226,8 +226,9 @@ def _espirit_bart(ksp, calib_width, thresh, kernel_width, crop, bart):
         opts += ["-c", repr(float(crop))]
     if kernel_width is not None:
         opts += ["-k", f"{kernel_width}:{kernel_width}:{kernel_width if three_d else 1}"]
-    if calib_width is not None:
-        opts += ["-r", f"{calib_width}:{calib_width}:{calib_width if three_d else 1}"]
+    if calib_width is not None:  # per axis, at most the axis (BART order x, y, z = the last numpy axis first)
+        r = [min(int(calib_width), n) for n in k.shape[:0:-1]]
+        opts += ["-r", f"{r[0]}:{r[1]}:{r[2] if three_d else 1}"]
     with tempfile.TemporaryDirectory(prefix="mri_csc_ecalib_") as tmp:
         kin, kout = Path(tmp) / "ksp", Path(tmp) / "sens"
         write_cfl(kin, k.T)
@@ -340,11 +341,8 @@ def estimate_maps(
     calib_width, thresh, kernel_width, crop = (d[n] if v is None else v for n, v in given.items())
     if not 0 < float(thresh) < 1:
         raise ValueError(f"thresh must be in (0, 1); got {thresh}")
-    if int(calib_width) < kernel_width or any(int(calib_width) > n for n in img_shape[-2:]):
-        raise ValueError(
-            f"calib_width must be between kernel_width={kernel_width} and the k-space size "
-            f"{img_shape}; got {calib_width}"
-        )
+    if int(calib_width) < kernel_width:  # a limit per axis: an axis shorter than it is taken whole, as BART -r
+        raise ValueError(f"calib_width must be at least kernel_width={kernel_width}; got {calib_width}")
     if not 0 <= crop < 1:
         raise ValueError(f"crop must be in [0, 1); got {crop}")
     sampled = _sampled(kspace)
