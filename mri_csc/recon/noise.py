@@ -234,7 +234,7 @@ def _outer_sigma(k, m) -> "float | None":
     return float(np.median(np.abs(k[:, pick]))) / math.sqrt(math.log(2))
 
 
-def estimate_noise_std(kspace, mask=None, *, kernel: "int | None" = None) -> float:
+def estimate_noise_std(kspace, mask=None, *, kernel: "int | None" = None, warn: bool = True) -> float:
     r"""Complex noise standard deviation :math:`\hat\sigma` of ``kspace`` from its calibration region.
 
     Parameters
@@ -248,6 +248,8 @@ def estimate_noise_std(kspace, mask=None, *, kernel: "int | None" = None) -> flo
         a thin axis, e.g. the few centre columns of a line mask). Default:
         :data:`KERNEL`, grown for one to three coils to give :data:`MIN_COLUMNS`
         columns, shrunk (to 3) for a region with fewer window positions than columns.
+    warn : bool
+        Log the warning below (off for callers that only use the figure as a guide).
 
     Returns
     -------
@@ -291,6 +293,8 @@ def estimate_noise_std(kspace, mask=None, *, kernel: "int | None" = None) -> flo
     outer = _outer_sigma(k, m)
     if outer is not None:
         sigma = min(sigma, outer)
+    if not warn:
+        return sigma
     why = "one coil" if n_coils == 1 else f"the signal fills {rank} of the calibration matrix's {small} dimensions"
     log.warning("noise level estimated from %s k-space (%s): sigma = %.3g may be too high (1.05-10x on simulated "
                 "data), which makes the automatic regularisation too strong; pass noise_std= when it is known",
