@@ -397,3 +397,16 @@ def test_csc_reconstructs_a_volume_with_the_shipped_3d_dictionary():
     assert p_csc > p_sense + 1.0, (p_csc, p_sense)
     with pytest.raises(ValueError, match="2-D"):  # a 2-D dictionary on a volume is refused by name
         mri_csc.reconstruct(kspace, maps, mask=mask, method="csc", dictionary=load_default_dictionary())
+
+
+def test_a_lam_above_every_coefficient_is_no_divergence(caplog):
+    """With every code at zero the coder's dual residual is 0 and residual balancing raised rho by its
+    largest factor each step until the guard called it divergence (lam = 10 to 1e4 in the units of the
+    scaled data); rho is now held within RHO_RANGE of its start, and a warning says what lam did."""
+    import logging
+
+    ds = make_dataset("shepp-logan", (64, 64), 4, mask="poisson", accel=4, seed=0, snr_db=30)
+    with caplog.at_level(logging.WARNING, logger="mri_csc.recon.csc"):
+        r = mri_csc.reconstruct(ds.kspace, ds.maps, mask=ds.mask, method="csc", lam=100.0, max_iter=30)
+    assert np.isfinite(r.image).all() and r.history[-1]["code_l1"] == 0.0
+    assert "every code is zero at lam=100" in caplog.text

@@ -62,6 +62,9 @@ __all__ = ["CodeStep", "ConvSparseCoder", "check_lam"]
 log = logging.getLogger(__name__)
 
 
+#: the coder's rho stays within this factor of its initial value (the divergence guard allows 1e8)
+RHO_RANGE = 1e6
+
 def check_lam(lam, name: str = "lam") -> float:
     try:
         val = float(lam)
@@ -591,7 +594,10 @@ class ConvSparseCoder:
         return r, sd
 
     def _update_rho(self, st, r, s):
+        # within RHO_RANGE of the initial rho: with every code at zero (a lam above every coefficient) the dual
+        # residual is 0 and the rule multiplies rho by its largest factor each time, without end
         rsf = self.rho_rule.factor(r, s)
+        rsf = min(max(self.rho * rsf, self.rho0 / RHO_RANGE), self.rho0 * RHO_RANGE) / self.rho
         if rsf != 1.0:
             self.rho *= rsf
             st.U *= self.rdt.type(1.0 / rsf)

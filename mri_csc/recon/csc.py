@@ -329,6 +329,10 @@ def run_csc(problem: ReconProblem, p: dict, *, extra=(), rho=(), show_pbar: bool
                                 x_step=p["x_step"], priors=extra, rho=rho, tol_window=p["tol_window"], **common)
     with tqdm(total=p["max_iter"], desc=desc, disable=not show_pbar, leave=False) as pbar:
         image = solver.run(pbar)
+    if prior.codes is not None and prior.code_l1 == 0.0:
+        log.warning("%s: every code is zero at lam=%g: the CSC prior has reduced to the quadratic "
+                    "mu/2 ||H u||^2 (no sparse detail); lam is in the units of the scaled data (lam='auto' "
+                    "sets it from the noise level)", desc, p["lam"])
     extras = {"dictionary": to_numpy(prior.filters).astype(np.float32)} if p["adapt_dictionary"] else {}
     return image, solver.history, extras
 
