@@ -397,3 +397,56 @@ def test_csc_reconstructs_a_volume_with_the_shipped_3d_dictionary():
     assert p_csc > p_sense + 1.0, (p_csc, p_sense)
     with pytest.raises(ValueError, match="2-D"):  # a 2-D dictionary on a volume is refused by name
         mri_csc.reconstruct(kspace, maps, mask=mask, method="csc", dictionary=load_default_dictionary())
+
+
+def test_dictionary_filters_are_made_unit_norm_and_zero_filters_refused(poisson_case, caplog):
+    """The model assumes unit-norm filters: filters x10 are normalised with a warning (before: the same
+    lam meant a 10x weaker prior, and blind CSC never kept an update); filters within 1 % of unit
+    norm are used as given; an all-zero filter or dictionary is refused, naming the filter, before work."""
+    from mri_csc.prior.dictionary import load_default_dictionary
+
+    ds = poisson_case
+    d = load_default_dictionary()
+    kw = dict(mask=ds.mask, method="csc", max_iter=12, tol=0, adapt_dictionary=2)
+    unit = mri_csc.reconstruct(ds.kspace, ds.maps, **kw)
+    with caplog.at_level("WARNING", logger="mri_csc"):
+        caplog.clear()
+        big = mri_csc.reconstruct(ds.kspace, ds.maps, dictionary=d * 10, **kw)
+    assert "48 of 48 filters have an l2 norm off 1" in caplog.text and "divided by its norm" in caplog.text
+    assert np.linalg.norm(big.image - unit.image) / np.linalg.norm(unit.image) < 1e-3
+    assert big.history[-1]["dictionary_updates"] == unit.history[-1]["dictionary_updates"] > 0
+    with caplog.at_level("WARNING", logger="mri_csc"):
+        caplog.clear()
+        near = mri_csc.reconstruct(ds.kspace, ds.maps, dictionary=d * 0.995, **dict(kw, max_iter=1))
+    assert "norm" not in caplog.text and near.image.shape == SHAPE
+    zero_one = d.copy()
+    zero_one[[3, 7]] = 0
+    with pytest.raises(ValueError, match=r"dictionary filter 3 is all zero \(2 of 48 filters: index 3, 7\)"):
+        mri_csc.reconstruct(ds.kspace, ds.maps, dictionary=zero_one, **kw)
+    with pytest.raises(ValueError, match=r"dictionary is all zero \(48 filter"):
+        mri_csc.reconstruct(ds.kspace, ds.maps, dictionary=np.zeros_like(d), **kw)
+
+
+def test_image_dependent_inputs_are_refused_before_work_by_name(poisson_case, monkeypatch):
+    """A dictionary larger than the image says so and what to do; x0 with NaN is refused by name;
+    both before the problem is built (make_problem is never reached)."""
+    import mri_csc.recon.api as api
+
+    ds = poisson_case
+
+    def boom(*a, **k):
+        raise AssertionError("the problem was built before the inputs were checked")
+
+    monkeypatch.setattr(api, "make_problem", boom)
+    k8, m8 = ds.kspace[:, 44:52, 44:52].copy(), ds.maps[:, 44:52, 44:52].copy()
+    with pytest.raises(ValueError, match=r"the shipped 2-D dictionary's filters \(11x11\) are larger than the image "
+                                         r"\(8, 8\).*pass dictionary= with filters no larger than the image.*"
+                                         r"or use a method without a dictionary"):
+        mri_csc.reconstruct(k8, m8, method="csc", noise_std=0.01)
+    with pytest.raises(ValueError, match=r"the dictionary's filters \(5x5\) are larger than the image \(4, 4\)"):
+        mri_csc.reconstruct(k8[:, :4, :4], m8[:, :4, :4], method="csc", dictionary=np.ones((3, 5, 5), np.float32))
+    with pytest.raises(ValueError, match=r"x0 contains 9216 NaN or Inf value"):
+        mri_csc.reconstruct(ds.kspace, ds.maps, mask=ds.mask, method="csc",
+                            x0=np.full(SHAPE, np.nan, np.complex64))
+    with pytest.raises(ValueError, match="x0 must have the image shape"):
+        mri_csc.reconstruct(ds.kspace, ds.maps, mask=ds.mask, method="csc-tv", x0=np.zeros((4, 4), np.complex64))

@@ -109,6 +109,8 @@ def reconstruct(kspace, coil_maps, *, mask=None, method: str = "csc", device: "s
     spec = get_method(method)
     spec.check(params)
     spec.check_device(device)
+    if len(getattr(coil_maps, "shape", ())) >= 3:  # the image-dependent checks (a dictionary larger than the image)
+        spec.check_for_image(params, coil_maps.shape[1:], trajectory is not None)
     from ..preprocess import compress_coils as _compress  # noqa: PLC0415  (issue 13: raw-data steps)
     from ..preprocess import input_dtype
 
