@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+import mri_csc
 from mri_csc.recon.noise import calibration_box, estimate_noise_std, mp_median, noise_std_from_samples
 from mri_csc.sim import make_dataset, sample_mask
 
@@ -109,3 +110,14 @@ def test_readout_noise_std_refuses_coarse_readouts():
         readout_noise_std(np.ones((2, 10, 32), np.complex64), coord)
     with pytest.raises(ValueError, match="kspace must have shape"):
         readout_noise_std(np.ones((2, 10, 31), np.complex64), coord)
+
+
+def test_a_small_calibration_region_says_what_to_do():
+    """A 16x16 image's 5x5 centre leaves one calibration window: the message names the region, what
+    the estimate needs, and the ways round it (noise_std=, or lam= and mu= given)."""
+    d = make_dataset("shepp-logan", shape=(16, 16), n_coils=4, mask="poisson", accel=4, seed=0, snr_db=30)
+    with pytest.raises(ValueError, match=r"the fully sampled calibration region \(5, 5\) is too small for a noise "
+                                         r"estimate.*pass noise_std=.*or give lam= and mu="):
+        mri_csc.reconstruct(d.kspace, d.maps, mask=d.mask, method="csc")
+    r = mri_csc.reconstruct(d.kspace, d.maps, mask=d.mask, method="csc", noise_std=0.01, max_iter=2)
+    assert np.isfinite(r.image).all()

@@ -128,6 +128,11 @@ def mp_median(beta: float) -> float:
     return float(optimize.brentq(cdf_minus_half, a + 1e-12, b, xtol=1e-10))
 
 
+_NO_ESTIMATE = ("pass noise_std= (the complex noise standard deviation of the k-space, in its units: 1 for "
+                "prewhitened data; a noise scan gives it: mri_csc.recon.noise.noise_std_from_samples), or give lam= "
+                "and mu= (then no estimate is needed), or sample a larger fully sampled centre")
+
+
 def estimate_noise_std(kspace, mask=None, *, kernel: int = KERNEL) -> float:
     r"""Complex noise standard deviation :math:`\hat\sigma` of ``kspace`` from its calibration region.
 
@@ -163,7 +168,7 @@ def estimate_noise_std(kspace, mask=None, *, kernel: int = KERNEL) -> float:
     if min(region) < 2:
         raise ValueError(
             f"no fully sampled calibration region of at least 2 samples per axis was found (got {region}); "
-            "pass noise_std= (the complex noise standard deviation of the k-space) instead"
+            f"{_NO_ESTIMATE}"
         )
     block = k[(slice(None),) + box].astype(np.complex128)
     mat = hankel_matrix(block, kernel)
@@ -172,7 +177,10 @@ def estimate_noise_std(kspace, mask=None, *, kernel: int = KERNEL) -> float:
     s = np.linalg.svd(mat, compute_uv=False)
     big, small = max(mat.shape), min(mat.shape)
     if small < 2:
-        raise ValueError(f"the calibration region {region} is too small for a noise estimate; pass noise_std=")
+        need = tuple(min(kernel, n) for n in region)
+        raise ValueError(f"the fully sampled calibration region {region} is too small for a noise estimate (its "
+                         f"{'x'.join(map(str, need))} windows of {k.shape[0]} coil(s) need a region at least one "
+                         f"sample longer than the window on some axis); {_NO_ESTIMATE}")
     return float(np.median(s) / math.sqrt(big * mp_median(small / big)))
 
 
