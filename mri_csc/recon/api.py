@@ -32,7 +32,9 @@ class ReconResult:
     params : dict
         The parameters the method ran with: defaults filled in and data-dependent
         ``"auto"`` values resolved (e.g. CSC's ``lam``, ``mu``, ``gamma``,
-        ``imag_codes``), so passing them back reproduces the run.
+        ``imag_codes``), and :func:`reconstruct`'s own ``scale`` (the factor used,
+        a float), ``compress_coils`` and ``precision``, so that
+        ``reconstruct(kspace, coil_maps, mask=mask, method=method, **params)`` repeats the run.
     scale : float
         The data scale the k-space was divided by before solving.
     time : float
@@ -141,5 +143,7 @@ def reconstruct(kspace, coil_maps, *, mask=None, method: str = "csc", device: "s
         image = image * image.real.dtype.type(problem.scale)
     elapsed = time.perf_counter() - t0
     log.info("%s: %d iterations in %.2f s on %s", method, len(history), elapsed, problem.device)
-    return ReconResult(image=image, history=list(history), method=method, params=full,
+    # reconstruct's own options too, resolved (scale as the factor used), so that **params repeats the run
+    ran = {**full, "scale": float(problem.scale), "compress_coils": compress_coils, "precision": precision}
+    return ReconResult(image=image, history=list(history), method=method, params=ran,
                        scale=problem.scale, time=elapsed, device=str(problem.device), extras=extras)
