@@ -327,7 +327,7 @@ def add_recon(sub) -> None:
 CSC_PARAM_HELP = {
     "lam": "l1 weight of the codes z, relative to the coupling ('auto': from the noise estimate and mask kind)",
     "mu": "weight of the CSC term mu*(1/2|H u - sum d_k * z_k|^2 + lam|z|_1) ('auto': from the noise estimate)",
-    "gamma": "weight pushing the demodulated image's imaginary part to 0 ('auto': = mu)",
+    "gamma": "weight pushing the demodulated image's imaginary part to 0 ('auto': = mu; 0 with phase=False)",
     "lam_lp": "Tikhonov weight of the high-pass filter H = I - (I + lam_lp grad^T grad)^-1 (larger: lower cut)",
     "noise_std": "k-space noise std in the input's units ('auto': from the calibration region; 1 if whitened)",
     "solver": "'bcd' (block-coordinate descent, default) or 'admm' (the generic ReconSolver, one split per prior)",

@@ -195,7 +195,8 @@ def test_auto_lambda_follows_the_mask_kind(poisson_case, lines_case):
     assert r.params["imag_codes"] is False and r.params["phase"] is True  # demodulated: only Re u coded
     r2 = mri_csc.reconstruct(poisson_case.kspace, poisson_case.maps, method="csc", max_iter=1, phase=False)
     auto = auto_weights(r2.params["noise_std"] / r2.scale, lines=False)
-    assert (r2.params["lam"], r2.params["mu"], r2.params["gamma"]) == (auto["lam"], auto["mu"], auto["mu"])
+    # no phase term with phase=False: gamma recorded as the 0.0 that ran
+    assert (r2.params["lam"], r2.params["mu"], r2.params["gamma"]) == (auto["lam"], auto["mu"], 0.0)
     assert r2.params["imag_codes"] is True and r2.params["phase"] is False
     # blind CSC by default on 2-D Cartesian data (the period recorded), its dictionary returned
     assert r.params["adapt_dictionary"] == r2.params["adapt_dictionary"] == ADAPT_EVERY > 0
@@ -467,3 +468,26 @@ def test_image_dependent_inputs_are_refused_before_work_by_name(poisson_case, mo
                             x0=np.full(SHAPE, np.nan, np.complex64))
     with pytest.raises(ValueError, match="x0 must have the image shape"):
         mri_csc.reconstruct(ds.kspace, ds.maps, mask=ds.mask, method="csc-tv", x0=np.zeros((4, 4), np.complex64))
+
+
+def test_gamma_is_recorded_as_zero_without_the_phase_term(poisson_case, caplog):
+    """With phase=False there is no phase term: gamma did nothing yet params reported it. It is
+    recorded as 0.0, a nonzero gamma given is named in a warning, and **params repeats the run
+    without one; csc-tv's gamma (which follows a given mu) too."""
+    ds = poisson_case
+    kw = dict(mask=ds.mask, method="csc", phase=False, max_iter=3)
+    with caplog.at_level("WARNING", logger="mri_csc"):
+        caplog.clear()
+        given = mri_csc.reconstruct(ds.kspace, ds.maps, gamma=0.36, **kw)
+    assert "gamma = 0.36 has no effect with phase=False" in caplog.text
+    assert given.params["gamma"] == 0.0
+    with caplog.at_level("WARNING", logger="mri_csc"):
+        caplog.clear()
+        auto = mri_csc.reconstruct(ds.kspace, ds.maps, **kw)
+        again = mri_csc.reconstruct(ds.kspace, ds.maps, mask=ds.mask, method="csc", **given.params)
+    assert "gamma" not in caplog.text
+    assert auto.params["gamma"] == again.params["gamma"] == 0.0
+    assert np.array_equal(auto.image, given.image) and np.array_equal(again.image, given.image)
+    hybrid = mri_csc.reconstruct(ds.kspace, ds.maps, mask=ds.mask, method="csc-tv", phase=False, mu=0.2, max_iter=1)
+    assert hybrid.params["gamma"] == 0.0
+    assert mri_csc.reconstruct(ds.kspace, ds.maps, mask=ds.mask, method="csc", max_iter=1).params["gamma"] > 0

@@ -15,7 +15,9 @@ floor; μ = 37.5 λ for 2-D patterns, the softer μ = 2.34 λ for whole-line mas
 ``benchmarks/quality.py``; 3-D Cartesian problems with a 2-D pattern take
 :data:`~mri_csc.recon.csc_defaults.RULE_3D`, fitted for the 3-D dictionary on a tuning slab
 (``benchmarks/quality3d.py --source ch2 --fit``). ``gamma="auto"`` sets the phase-smoothness weight
-equal to μ. ``phase="auto"`` demodulates by the smooth phase of a Hann-windowed centre of k-space,
+equal to μ; with ``phase=False`` there is no phase term, so γ is recorded as 0.0 (a nonzero γ
+given is named in a warning, :func:`gamma_in_use`). ``phase="auto"`` demodulates by the smooth phase of a
+Hann-windowed centre of k-space,
 ``phase_width`` samples wide (``"auto"``: per axis 4/3 of the fully sampled centre's side within
 [16, 32] on 2-D Cartesian data, 24 otherwise; :func:`phase_window_width`).
 ``LAM_2D``/``MU_2D``/``LAM_LINES``/``MU_LINES`` are the earlier fixed defaults (chosen at 30 dB on ch2),
@@ -110,8 +112,8 @@ from .problem import ReconProblem
 from .registry import Param, register_method
 
 __all__ = ["csc", "run_csc", "is_line_mask", "phase_window_width", "check_phase_width", "check_image_params",
-           "check_x0", "resolve_params", "LAM_2D", "LAM_LINES", "MU_2D", "MU_LINES", "ADAPT_EVERY", "DEFAULTS",
-           "SCHEMA"]
+           "check_x0", "gamma_in_use", "resolve_params", "LAM_2D", "LAM_LINES", "MU_2D", "MU_LINES", "ADAPT_EVERY",
+           "DEFAULTS", "SCHEMA"]
 
 log = logging.getLogger(__name__)
 
@@ -285,12 +287,24 @@ def resolve_params(problem: ReconProblem, params: dict, rules: "dict | None" = N
         out["gamma"] = out["mu"]
     if out["phase"] == "auto":  # demodulate by the calibration region's smooth phase (recorded as True)
         out["phase"] = True
+    out["gamma"] = gamma_in_use(out["gamma"], out["phase"], given=params.get("gamma", "auto") != "auto")
     out["phase_width"] = phase_window_width(problem, out.get("phase_width", "auto"))
     if out["imag_codes"] == "auto":
         out["imag_codes"] = out["phase"] is False  # demodulated images keep their detail in Re u
     if out.get("adapt_dictionary", "auto") == "auto":  # blind CSC where it was measured to help
         out["adapt_dictionary"] = 0 if noncartesian else ADAPT_EVERY
     return out
+
+
+def gamma_in_use(gamma, phase, given: bool = True):
+    """The phase-smoothness weight γ that runs: ``gamma``, or 0.0 with ``phase=False`` (no phase is
+    demodulated, so there is no γ term); a nonzero ``gamma`` the user ``given`` is then named in a warning."""
+    if phase is not False:
+        return gamma
+    if given and gamma != 0:
+        log.warning("csc: gamma = %g has no effect with phase=False (there is no phase term); recorded as 0.0",
+                    gamma)
+    return 0.0
 
 
 def _load_dictionary(dictionary, image_shape: tuple):
