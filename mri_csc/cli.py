@@ -327,7 +327,7 @@ def add_recon(sub) -> None:
 CSC_PARAM_HELP = {
     "lam": "l1 weight of the codes z, relative to the coupling ('auto': from the noise estimate and mask kind)",
     "mu": "weight of the CSC term mu*(1/2|H u - sum d_k * z_k|^2 + lam|z|_1) ('auto': from the noise estimate)",
-    "gamma": "weight pushing the demodulated image's imaginary part to 0 ('auto': = mu)",
+    "gamma": "weight pushing the demodulated image's imaginary part to 0 ('auto': = mu; 0 with phase=False)",
     "lam_lp": "Tikhonov weight of the high-pass filter H = I - (I + lam_lp grad^T grad)^-1 (larger: lower cut)",
     "noise_std": "k-space noise std in the input's units ('auto': from the calibration region; 1 if whitened)",
     "solver": "'bcd' (block-coordinate descent, default) or 'admm' (the generic ReconSolver, one split per prior)",
@@ -347,7 +347,8 @@ CSC_PARAM_HELP = {
     "rho": "the coder's ADMM penalty (None: automatic, then residual-balanced)",
     "rho_period": "coder steps between residual-balancing updates of rho",
     "relax": "ADMM over-relaxation factor of the coder (1 = none; 1.8 is the usual choice)",
-    "dictionary": "filters: an .npz file (None: the shipped 48 real 11x11 filters, 16 7x7x7 ones for volumes)",
+    "dictionary": "filters: an .npz file (None: the shipped 48 real 11x11 filters, 16 7x7x7 ones for volumes); "
+                  "filters not of unit l2 norm are normalised with a warning, all-zero ones refused",
     "x0": "initial image (None: the solver's own start); Python API only",
     "callback": "function called after each iteration; Python API only",
 }

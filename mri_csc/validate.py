@@ -9,7 +9,7 @@ with one message, before any heavy work:
   types, dtypes, shapes, empty arrays, the memory budget of
   :mod:`mri_csc.io.limits` (from the shape alone, before anything is
   allocated), finite values (checked on the data a broadcast view really holds),
-  the mask's range and the coil maps' normalisation;
+  k-space that is not all zeros, the mask's range and the coil maps' normalisation;
 - :func:`check_mask_values`: a sampling mask is boolean or real in ``[0, 1]``;
 - :func:`normalise_maps`: coil maps with :math:`\sum_c |S_c|^2` far from 1 on
   their support are rescaled (with a warning) by one global factor;
@@ -33,7 +33,7 @@ import numpy as np
 from .io.limits import check_shape
 
 __all__ = ["InputError", "InputTypeError", "check_recon_inputs", "check_maps_match_kspace", "maps_explained_fraction",
-           "check_array", "check_finite",
+           "check_array", "check_finite", "check_not_all_zero",
            "check_mask_values", "normalise_maps", "maps_power", "per_slice", "check_output",
            "is_user_error", "raised_here", "MAPS_TOLERANCE"]
 
@@ -113,6 +113,23 @@ def check_finite(name: str, a) -> None:
             n_bad += int((~xp.isfinite(block)).sum())
     if n_bad:
         raise InputError(f"{name} contains {n_bad} NaN or Inf value(s) (of {c.size} stored); clean the data first")
+
+
+def check_not_all_zero(name: str, a) -> None:
+    """Refuse an array whose every value is zero (k-space of no object has no image to return).
+
+    Scans the data the array holds block by block and stops at the first block with a non-zero value
+    (the first, for measured data), so it costs next to nothing on real data.
+    """
+    c = _compact(a)
+    xp = _xp(c)
+    blocks = [c.reshape(-1)] if c.flags.c_contiguous else list(c if c.ndim > 1 else [c])
+    for block in blocks:
+        for i in range(0, block.size, _CHUNK):
+            if bool(xp.any(block[i:i + _CHUNK] != 0)):
+                return
+    raise InputError(f"{name} is all zeros (shape {tuple(a.shape)}): there is no image to reconstruct; check that "
+                     "the right data were read (file, slice, coil and repetition)")
 
 
 def check_mask_values(mask, name: str = "mask") -> None:
@@ -289,7 +306,8 @@ def check_recon_inputs(kspace, coil_maps, mask=None, *, normalise: bool = True):
     ------
     InputError, InputTypeError, mri_csc.io.limits.BudgetError
         Naming the argument, what was received and what was expected; the
-        budget is checked from the shapes before any allocation.
+        budget is checked from the shapes before any allocation. All-zero
+        k-space is refused (it has no image, for any method).
     """
     check_array("kspace", kspace)
     if kspace.ndim not in (3, 4):
@@ -310,6 +328,7 @@ def check_recon_inputs(kspace, coil_maps, mask=None, *, normalise: bool = True):
             raise InputError(f"mask of shape {tuple(mask.shape)} does not broadcast against kspace "
                              f"{tuple(kspace.shape)}; expected the image shape {tuple(kspace.shape[1:])}") from None
     check_finite("kspace", kspace)
+    check_not_all_zero("kspace", kspace)
     check_finite("coil_maps", coil_maps)
     return normalise_maps(coil_maps) if normalise else coil_maps
 

@@ -112,3 +112,23 @@ def test_admm_solver_takes_the_extra_term(shepp):
     r = _recon(shepp, "csc-tv", solver="admm", max_iter=30)
     assert "tv_value" in r.history[-1]
     assert _psnr(shepp, r.image) > _psnr(shepp, _recon(shepp, "sense").image) + 3
+
+
+def test_bcd_solver_keeps_two_extra_priors_of_one_class_apart(shepp):
+    """Two TV terms of different weights are recorded as ``tv`` and ``tv_2``, and both enter the
+    objective (one key each; before, the second overwrote the first in the objective's sum too)."""
+    from mri_csc.prior.functionals import TVPrior
+    from mri_csc.recon.csc import DEFAULTS, build_prior, resolve_params
+    from mri_csc.recon.problem import make_problem
+    from mri_csc.solvers.csc_recon import CSCReconSolver
+
+    prob = make_problem(shepp.kspace, shepp.maps, shepp.mask)
+    prior, gamma = build_prior(prob, resolve_params(prob, dict(DEFAULTS, max_iter=2, tol=0)))
+    solver = CSCReconSolver(prob.sense(), prob.kspace, prior, gamma=gamma, support=prob.support, max_iter=2,
+                            priors=[TVPrior(0.01), TVPrior(0.05)], rho=[0.1, 0.1])
+    solver.run()
+    h = solver.history[-1]
+    assert {"tv", "tv_2", "tv_residual", "tv_2_residual"} <= set(h)
+    assert h["tv_2"] == pytest.approx(5 * h["tv"])
+    terms = ("data_fidelity", "coupling", "l1", "phase", "tv", "tv_2")
+    assert h["objective"] == pytest.approx(sum(h[k] for k in terms))

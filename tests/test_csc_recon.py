@@ -195,7 +195,8 @@ def test_auto_lambda_follows_the_mask_kind(poisson_case, lines_case):
     assert r.params["imag_codes"] is False and r.params["phase"] is True  # demodulated: only Re u coded
     r2 = mri_csc.reconstruct(poisson_case.kspace, poisson_case.maps, method="csc", max_iter=1, phase=False)
     auto = auto_weights(r2.params["noise_std"] / r2.scale, lines=False)
-    assert (r2.params["lam"], r2.params["mu"], r2.params["gamma"]) == (auto["lam"], auto["mu"], auto["mu"])
+    # no phase term with phase=False: gamma recorded as the 0.0 that ran
+    assert (r2.params["lam"], r2.params["mu"], r2.params["gamma"]) == (auto["lam"], auto["mu"], 0.0)
     assert r2.params["imag_codes"] is True and r2.params["phase"] is False
     # blind CSC by default on 2-D Cartesian data (the period recorded), its dictionary returned
     assert r.params["adapt_dictionary"] == r2.params["adapt_dictionary"] == ADAPT_EVERY > 0
@@ -233,6 +234,23 @@ def test_recorded_params_reproduce_the_run(poisson_case):
     again = mri_csc.reconstruct(ds.kspace, ds.maps, mask=ds.mask, method="csc", **first.params)
     assert again.params == first.params
     assert np.array_equal(again.image, first.image)
+
+
+@pytest.mark.parametrize("opts", [dict(scale=5.0), dict(scale=False), dict(compress_coils=4), dict(precision="double"),
+                                  dict(scale=0.3, compress_coils=3, precision="double")])
+def test_recorded_params_repeat_reconstructs_own_options(poisson_case, opts):
+    """scale, compress_coils and precision are recorded (scale as the factor used), so that
+    reconstruct(..., **result.params) repeats a run that set them; before, the rerun fell back to
+    the defaults (rel. diff 0.037-0.10 on the trial's case)."""
+    ds = poisson_case
+    k, maps = ds.kspace.astype(np.complex128), ds.maps.astype(np.complex128)
+    first = mri_csc.reconstruct(k, maps, mask=ds.mask, method="csc", max_iter=4, **opts)
+    p = first.params
+    assert p["scale"] == first.scale == (1.0 if opts.get("scale") is False else opts.get("scale", first.scale))
+    assert (p["compress_coils"], p["precision"]) == (opts.get("compress_coils"), opts.get("precision", "single"))
+    again = mri_csc.reconstruct(k, maps, mask=ds.mask, method="csc", **p)
+    assert again.params == p and again.scale == first.scale
+    assert again.image.dtype == first.image.dtype and np.array_equal(again.image, first.image)
 
 
 @pytest.mark.parametrize(
@@ -410,3 +428,79 @@ def test_a_lam_above_every_coefficient_is_no_divergence(caplog):
         r = mri_csc.reconstruct(ds.kspace, ds.maps, mask=ds.mask, method="csc", lam=100.0, max_iter=30)
     assert np.isfinite(r.image).all() and r.history[-1]["code_l1"] == 0.0
     assert "every code is zero at lam=100" in caplog.text
+
+
+def test_dictionary_filters_are_made_unit_norm_and_zero_filters_refused(poisson_case, caplog):
+    """The model assumes unit-norm filters: filters x10 are normalised with a warning (before: the same
+    lam meant a 10x weaker prior, and blind CSC never kept an update); filters within 1 % of unit
+    norm are used as given; an all-zero filter or dictionary is refused, naming the filter, before work."""
+    from mri_csc.prior.dictionary import load_default_dictionary
+
+    ds = poisson_case
+    d = load_default_dictionary()
+    kw = dict(mask=ds.mask, method="csc", max_iter=12, tol=0, adapt_dictionary=2)
+    unit = mri_csc.reconstruct(ds.kspace, ds.maps, **kw)
+    with caplog.at_level("WARNING", logger="mri_csc"):
+        caplog.clear()
+        big = mri_csc.reconstruct(ds.kspace, ds.maps, dictionary=d * 10, **kw)
+    assert "48 of 48 filters have an l2 norm off 1" in caplog.text and "divided by its norm" in caplog.text
+    assert np.linalg.norm(big.image - unit.image) / np.linalg.norm(unit.image) < 1e-3
+    assert big.history[-1]["dictionary_updates"] == unit.history[-1]["dictionary_updates"] > 0
+    with caplog.at_level("WARNING", logger="mri_csc"):
+        caplog.clear()
+        near = mri_csc.reconstruct(ds.kspace, ds.maps, dictionary=d * 0.995, **dict(kw, max_iter=1))
+    assert "norm" not in caplog.text and near.image.shape == SHAPE
+    zero_one = d.copy()
+    zero_one[[3, 7]] = 0
+    with pytest.raises(ValueError, match=r"dictionary filter 3 is all zero \(2 of 48 filters: index 3, 7\)"):
+        mri_csc.reconstruct(ds.kspace, ds.maps, dictionary=zero_one, **kw)
+    with pytest.raises(ValueError, match=r"dictionary is all zero \(48 filter"):
+        mri_csc.reconstruct(ds.kspace, ds.maps, dictionary=np.zeros_like(d), **kw)
+
+
+def test_image_dependent_inputs_are_refused_before_work_by_name(poisson_case, monkeypatch):
+    """A dictionary larger than the image says so and what to do; x0 with NaN is refused by name;
+    both before the problem is built (make_problem is never reached)."""
+    import mri_csc.recon.api as api
+
+    ds = poisson_case
+
+    def boom(*a, **k):
+        raise AssertionError("the problem was built before the inputs were checked")
+
+    monkeypatch.setattr(api, "make_problem", boom)
+    k8, m8 = ds.kspace[:, 44:52, 44:52].copy(), ds.maps[:, 44:52, 44:52].copy()
+    with pytest.raises(ValueError, match=r"the shipped 2-D dictionary's filters \(11x11\) are larger than the image "
+                                         r"\(8, 8\).*pass dictionary= with filters no larger than the image.*"
+                                         r"or use a method without a dictionary"):
+        mri_csc.reconstruct(k8, m8, method="csc", noise_std=0.01)
+    with pytest.raises(ValueError, match=r"the dictionary's filters \(5x5\) are larger than the image \(4, 4\)"):
+        mri_csc.reconstruct(k8[:, :4, :4], m8[:, :4, :4], method="csc", dictionary=np.ones((3, 5, 5), np.float32))
+    with pytest.raises(ValueError, match=r"x0 contains 9216 NaN or Inf value"):
+        mri_csc.reconstruct(ds.kspace, ds.maps, mask=ds.mask, method="csc",
+                            x0=np.full(SHAPE, np.nan, np.complex64))
+    with pytest.raises(ValueError, match="x0 must have the image shape"):
+        mri_csc.reconstruct(ds.kspace, ds.maps, mask=ds.mask, method="csc-tv", x0=np.zeros((4, 4), np.complex64))
+
+
+def test_gamma_is_recorded_as_zero_without_the_phase_term(poisson_case, caplog):
+    """With phase=False there is no phase term: gamma did nothing yet params reported it. It is
+    recorded as 0.0, a nonzero gamma given is named in a warning, and **params repeats the run
+    without one; csc-tv's gamma (which follows a given mu) too."""
+    ds = poisson_case
+    kw = dict(mask=ds.mask, method="csc", phase=False, max_iter=3)
+    with caplog.at_level("WARNING", logger="mri_csc"):
+        caplog.clear()
+        given = mri_csc.reconstruct(ds.kspace, ds.maps, gamma=0.36, **kw)
+    assert "gamma = 0.36 has no effect with phase=False" in caplog.text
+    assert given.params["gamma"] == 0.0
+    with caplog.at_level("WARNING", logger="mri_csc"):
+        caplog.clear()
+        auto = mri_csc.reconstruct(ds.kspace, ds.maps, **kw)
+        again = mri_csc.reconstruct(ds.kspace, ds.maps, mask=ds.mask, method="csc", **given.params)
+    assert "gamma" not in caplog.text
+    assert auto.params["gamma"] == again.params["gamma"] == 0.0
+    assert np.array_equal(auto.image, given.image) and np.array_equal(again.image, given.image)
+    hybrid = mri_csc.reconstruct(ds.kspace, ds.maps, mask=ds.mask, method="csc-tv", phase=False, mu=0.2, max_iter=1)
+    assert hybrid.params["gamma"] == 0.0
+    assert mri_csc.reconstruct(ds.kspace, ds.maps, mask=ds.mask, method="csc", max_iter=1).params["gamma"] > 0

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+import mri_csc
 from mri_csc.recon.noise import calibration_box, estimate_noise_std, mp_median, noise_std_from_samples
 from mri_csc.sim import make_dataset, sample_mask
 
@@ -153,3 +154,14 @@ def test_calibration_box_keeps_a_fully_sampled_readout(rng):
     k = np.zeros((8, 16, 64, 64), np.complex64)
     k[:, m] = (sigma * (rng.standard_normal((8, m.sum())) + 1j * rng.standard_normal((8, m.sum()))) / np.sqrt(2))
     assert estimate_noise_std(k, m) == pytest.approx(sigma, rel=0.1)
+
+
+def test_a_small_calibration_region_says_what_to_do():
+    """A 16x16 image's 5x5 centre leaves 9 positions of the smallest (3x3) calibration window: the message
+    names the region, what the estimate needs, and the ways round it (noise_std=, or lam= and mu= given)."""
+    d = make_dataset("shepp-logan", shape=(16, 16), n_coils=4, mask="poisson", accel=4, seed=0, snr_db=30)
+    with pytest.raises(ValueError, match=r"the fully sampled calibration region \(5, 5\) is too small for a noise "
+                                         r"estimate.*pass noise_std=.*or give lam= and mu="):
+        mri_csc.reconstruct(d.kspace, d.maps, mask=d.mask, method="csc")
+    r = mri_csc.reconstruct(d.kspace, d.maps, mask=d.mask, method="csc", noise_std=0.01, max_iter=2)
+    assert np.isfinite(r.image).all()

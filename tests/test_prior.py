@@ -666,3 +666,15 @@ def test_learn_dictionary_in_3d():
         learn_dictionary(vols, 3, 5, ndim=3, multiscale=[(2, 3), (1, 5)])
     with pytest.raises(ValueError, match="ndim"):
         load_default_dictionary(ndim=1)
+
+
+def test_soft_threshold_refuses_a_negative_threshold():
+    """t < 0 is no prox (it would enlarge every value); the error names t and the value got."""
+    v = np.array([1.0, -2.0, 0.5 + 0.5j], np.complex64)
+    with pytest.raises(ValueError, match=r"t must be >= 0.*got -0\.1"):
+        soft_threshold(v, -0.1)
+    with pytest.raises(ValueError, match="t must be >= 0"):
+        soft_threshold(v, np.array([0.1, -0.2, 0.3], np.float32))
+    with pytest.raises(ValueError, match="t must be"):
+        soft_threshold(v, float("nan"))
+    assert np.array_equal(soft_threshold(v, np.float32(0.0)), v)

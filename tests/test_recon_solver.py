@@ -134,3 +134,37 @@ def test_callback_stops_and_bad_arguments_are_rejected():
                       ({"cg_iter": 1.5}, "cg_iter")):
         with pytest.raises(ValueError, match=match):
             ReconSolver(A, y, [Tikhonov(0.1)], **kw)
+
+
+def test_numpy_scalars_are_numbers_and_tol_none_is_named():
+    """rho / max_iter as NumPy scalars (what arithmetic on NumPy arrays gives) are accepted;
+    bool and non-integral floats are still refused, and tol=None is named."""
+    A, y = _sense_problem()
+    for kw in ({"rho": np.float32(0.1)}, {"rho": [np.float32(0.1)]}, {"max_iter": np.int64(5)},
+               {"cg_iter": np.int32(2), "init_iter": np.int64(0), "balance_period": np.uint8(2)}):
+        solver = ReconSolver(A, y, [Tikhonov(0.1)], tol=0, **kw)
+        solver.run()
+        assert len(solver.history) == kw.get("max_iter", 100)
+        assert solver.rho0 == [float(np.float32(0.1))] if "rho" in kw else [1.0]
+    for kw, match in (({"max_iter": True}, "max_iter"), ({"max_iter": 5.5}, "max_iter"),
+                      ({"max_iter": np.float64(5.0)}, "max_iter"), ({"rho": True}, "rho"),
+                      ({"rho": np.float32("nan")}, "rho")):
+        with pytest.raises(ValueError, match=match):
+            ReconSolver(A, y, [Tikhonov(0.1)], **kw)
+    with pytest.raises(TypeError, match="tol must be a real number >= 0; got None"):
+        ReconSolver(A, y, [Tikhonov(0.1)], tol=None)
+    with pytest.raises(ValueError, match="tol"):
+        ReconSolver(A, y, [Tikhonov(0.1)], tol=-1e-3)
+
+
+def test_two_priors_of_one_class_keep_their_own_history_keys():
+    """Two priors named alike get ``tik`` and ``tik_2`` keys: both values are recorded, and they
+    add up (with the data term) to the recorded objective."""
+    A, y = _sense_problem()
+    solver = ReconSolver(A, y, [Tikhonov(0.1), Tikhonov(0.5), Tikhonov(1.0)], max_iter=3, tol=0)
+    solver.run()
+    h = solver.history[-1]
+    assert {"tik_value", "tik_2_value", "tik_3_value", "tik_rho", "tik_2_rho", "tik_3_rho"} <= set(h)
+    assert h["tik_2_value"] == pytest.approx(5 * h["tik_value"])
+    total = h["data_fidelity"] + h["tik_value"] + h["tik_2_value"] + h["tik_3_value"]
+    assert h["objective"] == pytest.approx(total)

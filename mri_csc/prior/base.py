@@ -7,7 +7,8 @@ A prior is a function :math:`R` of the image with
   from its last state);
 - ``value(x)``: :math:`R(x)`, R's contribution to the objective the solver records;
 - ``stats()``: a dict of what the history should record for it (ℓ1 of the codes, an
-  inner penalty, ...), keys without a prefix (the solver adds the prior's ``name``).
+  inner penalty, ...), keys without a prefix (the solver adds the prior's ``name``; a second
+  prior of the same name is recorded as ``<name>_2``, a third ``<name>_3``: :func:`history_names`).
 
 A sum of priors (``p + q``) is a :class:`PriorSum`; the solver gives each term its own split
 ``x = v_i``, so a sum needs no prox of its own.
@@ -15,7 +16,7 @@ A sum of priors (``p + q``) is a :class:`PriorSum`; the solver gives each term i
 
 from __future__ import annotations
 
-__all__ = ["Prior", "PriorSum", "check_step"]
+__all__ = ["Prior", "PriorSum", "check_step", "history_names"]
 
 import math
 
@@ -31,13 +32,34 @@ def check_step(step) -> float:
     return s
 
 
+def history_names(priors, reserved=()) -> list[str]:
+    """One distinct history prefix per prior: its ``name``, with ``_2``, ``_3``, ... on repeats.
+
+    Two priors of one class (two :class:`~mri_csc.prior.functionals.TVPrior` of different
+    weights) would otherwise write the same keys, and the history would keep one of the two
+    values that the objective sums. ``reserved`` are names already used by the solver's own
+    terms; a prior named like one of them is numbered too.
+    """
+    taken = set(reserved)
+    names = []
+    for p in priors:
+        name, k = p.name, 1
+        while name in taken:
+            k += 1
+            name = f"{p.name}_{k}"
+        taken.add(name)
+        names.append(name)
+    return names
+
+
 class Prior:
     """Base class: subclasses implement :meth:`prox` and :meth:`value` (and may add :meth:`stats`).
 
     Attributes
     ----------
     name : str
-        Prefix of this prior's keys in the solver history (``"csc"`` gives ``csc_l1``, ...).
+        Prefix of this prior's keys in the solver history (``"csc"`` gives ``csc_l1``, ...); a
+        second prior of the same name in one solver gets ``<name>_2`` (:func:`history_names`).
     exact : bool
         Whether :meth:`prox` is exact (to rounding); an inexact prox (a few inner steps) keeps
         ADMM's fixed point only when its inner state is warm-started.

@@ -42,14 +42,76 @@ from .lowpass import highpass
 from .penalty import ResidualBalance
 from .sparse_coding import ConvSparseCoder, check_lam
 
-__all__ = ["DEFAULT_DICTIONARY", "DEFAULT_DICTIONARY_3D", "learn_dictionary", "load_default_dictionary",
-           "prepare_training_images"]
+__all__ = ["DEFAULT_DICTIONARY", "DEFAULT_DICTIONARY_3D", "FILTER_NORM_TOLERANCE", "check_dictionary",
+           "filter_norms", "learn_dictionary", "load_default_dictionary", "prepare_training_images"]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_DICTIONARY = "default_dictionary.npz"
 #: the shipped 3-D dictionary (volumes), ``benchmarks/learn_dictionary_3d.py``
 DEFAULT_DICTIONARY_3D = "default_dictionary_3d.npz"
+#: a given filter whose l2 norm is off 1 by more than this (relative) is divided by its norm (:func:`check_dictionary`)
+FILTER_NORM_TOLERANCE = 0.01
+
+
+def filter_norms(filters, name: str = "dictionary") -> np.ndarray:
+    """The l2 norm of each filter of ``(K, *filter_shape)`` (NumPy float64); an all-zero filter is refused.
+
+    Raises
+    ------
+    ValueError
+        Naming the first all-zero filter's index (and how many there are): a zero filter synthesises
+        nothing, so its codes are undetermined and it cannot be normalised.
+    """
+    xp = get_xp(filters)
+    norms = to_numpy(xp.sqrt((filters.reshape(len(filters), -1).astype(xp.float64) ** 2).sum(axis=1)))
+    zero = np.flatnonzero(norms == 0)
+    if zero.size == len(norms):
+        raise ValueError(f"{name} is all zero ({len(norms)} filter(s) of shape {tuple(filters.shape[1:])}); "
+                         "pass filters of unit l2 norm, or None for the shipped dictionary")
+    if zero.size:
+        which = ", ".join(map(str, zero[:8])) + (", ..." if zero.size > 8 else "")
+        raise ValueError(f"{name} filter {zero[0]} is all zero ({zero.size} of {len(norms)} filters: index "
+                         f"{which}); remove it, or replace it by a filter of unit l2 norm")
+    return norms
+
+
+def check_dictionary(filters, name: str = "dictionary"):
+    """A CSC dictionary ``(K, fy, fx)`` or ``(K, fz, fy, fx)`` made ready for the prior: checked, unit-norm filters.
+
+    The CSC model assumes filters of unit l2 norm: the shipped dictionaries and :func:`learn_dictionary`'s
+    have it, blind CSC's update keeps them in the unit ball, and the default weights (λ, μ) were
+    fitted with them. A filter ``c`` times longer makes its codes ``1/c`` times smaller, so the same λ
+    penalises it ``c`` times less, and blind CSC's first update, projecting it back into the unit ball,
+    changes the model so much that no update is ever kept. So each filter whose norm is off 1 by more
+    than :data:`FILTER_NORM_TOLERANCE` is divided by its norm, with a warning (the scale of a learned
+    filter carries no information: only its shape does); the others are returned unchanged, so a
+    dictionary from ``result.extras["dictionary"]`` is reused as it is.
+
+    Returns
+    -------
+    array, the same type, dtype and device as ``filters`` (a new array when any filter was rescaled).
+
+    Raises
+    ------
+    ValueError
+        A wrong number of dimensions, complex or non-finite values (:func:`~mri_csc.prior.conv.check_filters`),
+        or an all-zero filter, named by its index (:func:`filter_norms`).
+    """
+    from .conv import check_filters  # noqa: PLC0415
+
+    check_filters(filters, name)
+    norms = filter_norms(filters, name)
+    off = np.abs(norms - 1) > FILTER_NORM_TOLERANCE
+    if not off.any():
+        return filters
+    log.warning("%s: %d of %d filters have an l2 norm off 1 by more than %g%% (from %.3g to %.3g); each is divided "
+                "by its norm (the CSC model and its default weights assume unit-norm filters, as the shipped and "
+                "learned dictionaries have)", name, int(off.sum()), len(norms), 100 * FILTER_NORM_TOLERANCE,
+                float(norms[off].min()), float(norms[off].max()))
+    xp = get_xp(filters)
+    scale = np.where(off, norms, 1.0).reshape((-1,) + (1,) * (filters.ndim - 1))
+    return filters / xp.asarray(scale, dtype=filters.dtype if filters.dtype.kind == "f" else np.float64)
 
 
 def prepare_training_images(images, lam_lp: float = 5.0, ndim: int = 2):

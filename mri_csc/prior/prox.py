@@ -29,6 +29,11 @@ def soft_threshold(v, t, out=None):
     Returns
     -------
     array with ``v``'s dtype and device.
+
+    Raises
+    ------
+    ValueError
+        A negative or NaN threshold (``t < 0`` would enlarge the values: it is no prox).
     """
     xp = get_xp(v)
     rdt = v.real.dtype if xp.iscomplexobj(v) else v.dtype
@@ -36,7 +41,11 @@ def soft_threshold(v, t, out=None):
         v = v.astype(np.float64)
         rdt = v.dtype
     if not hasattr(t, "shape") or getattr(t, "ndim", 0) == 0:
+        if not float(t) >= 0:
+            raise ValueError(f"t must be >= 0 (the threshold of a prox); got {t!r}")
         t = rdt.type(float(t))
+    elif not bool((t >= 0).all()):
+        raise ValueError(f"t must be >= 0 (the threshold of a prox); got values down to {float(t.min()):.4g}")
     a = xp.abs(v)
     scale = xp.maximum(a - t, 0)
     xp.maximum(a, np.finfo(rdt).tiny, out=a)

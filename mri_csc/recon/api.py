@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass, field
 
 from ..backend import Device, resolve_device
-from .problem import make_problem
+from .problem import check_scale, make_problem
 from .registry import get_method
 
 __all__ = ["ReconResult", "reconstruct"]
@@ -32,7 +32,9 @@ class ReconResult:
     params : dict
         The parameters the method ran with: defaults filled in and data-dependent
         ``"auto"`` values resolved (e.g. CSC's ``lam``, ``mu``, ``gamma``,
-        ``imag_codes``), so passing them back reproduces the run.
+        ``imag_codes``), and :func:`reconstruct`'s own ``scale`` (the factor used,
+        a float), ``compress_coils`` and ``precision``, so that
+        ``reconstruct(kspace, coil_maps, mask=mask, method=method, **params)`` repeats the run.
     scale : float
         The data scale the k-space was divided by before solving.
     time : float
@@ -79,8 +81,9 @@ def reconstruct(kspace, coil_maps, *, mask=None, method: str = "csc", device: "s
     show_pbar : bool
         Show a tqdm progress bar over iterations.
     scale : bool or float
-        Scale the data first (BART-style, see :func:`mri_csc.recon.problem.data_scale`)
-        so that default regularisation weights carry across data sets.
+        ``True``: scale the data first (BART-style, see :func:`mri_csc.recon.problem.data_scale`)
+        so that default regularisation weights carry across data sets; ``False`` (or ``None``): do
+        not; a finite number > 0: divide the k-space by it. Anything else is refused before any work.
     compress_coils : int, optional
         SVD-compress to this many virtual coils first (as ``bart cc -S -p N``;
         the maps are compressed the same way), see :mod:`mri_csc.preprocess.coil_compression`.
@@ -109,6 +112,9 @@ def reconstruct(kspace, coil_maps, *, mask=None, method: str = "csc", device: "s
     spec = get_method(method)
     spec.check(params)
     spec.check_device(device)
+    scale = check_scale(scale)
+    if len(getattr(coil_maps, "shape", ())) >= 3:  # the image-dependent checks (a dictionary larger than the image)
+        spec.check_for_image(params, coil_maps.shape[1:], trajectory is not None)
     from ..preprocess import compress_coils as _compress  # noqa: PLC0415  (issue 13: raw-data steps)
     from ..preprocess import input_dtype
 
@@ -137,5 +143,7 @@ def reconstruct(kspace, coil_maps, *, mask=None, method: str = "csc", device: "s
         image = image * image.real.dtype.type(problem.scale)
     elapsed = time.perf_counter() - t0
     log.info("%s: %d iterations in %.2f s on %s", method, len(history), elapsed, problem.device)
-    return ReconResult(image=image, history=list(history), method=method, params=full,
+    # reconstruct's own options too, resolved (scale as the factor used), so that **params repeats the run
+    ran = {**full, "scale": float(problem.scale), "compress_coils": compress_coils, "precision": precision}
+    return ReconResult(image=image, history=list(history), method=method, params=ran,
                        scale=problem.scale, time=elapsed, device=str(problem.device), extras=extras)

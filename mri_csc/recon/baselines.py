@@ -9,17 +9,30 @@ All take a scaled :class:`~mri_csc.recon.problem.ReconProblem`, so one default
   :math:`\min_x \tfrac12\|Ax-y\|^2 + \lambda\|\Psi x\|_1` (Daubechies-4).
 - ``tv``: ``sigpy.mri.app.TotalVariationRecon``,
   :math:`\min_x \tfrac12\|Ax-y\|^2 + \lambda\|\nabla x\|_1`.
+
+SigPy picks its step sizes by a power iteration (``sigpy.app.MaxEig``) from a random start vector
+drawn from the global ``np.random`` (``cupy.random`` on a GPU), and its apps take no start vector
+or generator. So the two SigPy methods run with that global generator seeded with
+:data:`SIGPY_SEED` and put back afterwards (:func:`_seeded_global_rng`): the same input gives the
+same image bit for bit, and the caller's random stream is left as it was (not thread-safe: another
+thread drawing from ``np.random`` meanwhile would see the fixed seed).
 """
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
+import numpy as np
 from tqdm.auto import tqdm
 
 from ..solvers import History, conjugate_gradient
 from .problem import ReconProblem
 from .registry import Param, register_method
 
-__all__ = ["zero_filled", "sense", "sigpy_l1wavelet", "sigpy_tv"]
+__all__ = ["zero_filled", "sense", "sigpy_l1wavelet", "sigpy_tv", "SIGPY_SEED"]
+
+#: the seed of the global generator while a SigPy method runs (its power iteration's start vector)
+SIGPY_SEED = 0
 
 
 def zero_filled(problem: ReconProblem, *, show_pbar: bool = False):
@@ -59,6 +72,26 @@ def _sigpy_device(problem: ReconProblem):
     return sp.Device(-1 if problem.device.kind == "cpu" else problem.device.index)
 
 
+@contextmanager
+def _seeded_global_rng(problem: ReconProblem):
+    """Seed the global generator SigPy draws from (``np.random``; ``cupy.random`` too on a GPU) with
+    :data:`SIGPY_SEED`, and restore the caller's state on exit, error or not."""
+    state = np.random.get_state()
+    cp_state = None
+    if problem.device.kind != "cpu":
+        import cupy  # noqa: PLC0415
+
+        cp_state = cupy.random.get_random_state()
+        cupy.random.set_random_state(cupy.random.RandomState(SIGPY_SEED))
+    np.random.seed(SIGPY_SEED)
+    try:
+        yield
+    finally:
+        np.random.set_state(state)
+        if cp_state is not None:
+            cupy.random.set_random_state(cp_state)
+
+
 def _run_sigpy_app(app, name: str, max_iter: int, show_pbar: bool):
     """Drive a SigPy App step by step so that each iteration is timed."""
     history = History()
@@ -78,20 +111,22 @@ def sigpy_l1wavelet(problem: ReconProblem, *, lam: float, max_iter: int, show_pb
     """SigPy ``L1WaveletRecon`` on the scaled problem."""
     from sigpy.mri.app import L1WaveletRecon  # noqa: PLC0415
 
-    app = L1WaveletRecon(problem.kspace, problem.maps, lam, weights=problem.mask,
-                         coord=getattr(problem, "trajectory", None),  # non-Cartesian: SigPy's NUFFT
-                         device=_sigpy_device(problem), max_iter=max_iter, show_pbar=False)
-    return _run_sigpy_app(app, "l1wavelet", max_iter, show_pbar)
+    with _seeded_global_rng(problem):  # SigPy's power iteration: deterministic, the caller's RNG untouched
+        app = L1WaveletRecon(problem.kspace, problem.maps, lam, weights=problem.mask,
+                             coord=getattr(problem, "trajectory", None),  # non-Cartesian: SigPy's NUFFT
+                             device=_sigpy_device(problem), max_iter=max_iter, show_pbar=False)
+        return _run_sigpy_app(app, "l1wavelet", max_iter, show_pbar)
 
 
 def sigpy_tv(problem: ReconProblem, *, lam: float, max_iter: int, show_pbar: bool = False):
     """SigPy ``TotalVariationRecon`` on the scaled problem."""
     from sigpy.mri.app import TotalVariationRecon  # noqa: PLC0415
 
-    app = TotalVariationRecon(problem.kspace, problem.maps, lam, weights=problem.mask,
-                              coord=getattr(problem, "trajectory", None),  # non-Cartesian: SigPy's NUFFT
-                              device=_sigpy_device(problem), max_iter=max_iter, show_pbar=False)
-    return _run_sigpy_app(app, "tv", max_iter, show_pbar)
+    with _seeded_global_rng(problem):  # SigPy's power iteration: deterministic, the caller's RNG untouched
+        app = TotalVariationRecon(problem.kspace, problem.maps, lam, weights=problem.mask,
+                                  coord=getattr(problem, "trajectory", None),  # non-Cartesian: SigPy's NUFFT
+                                  device=_sigpy_device(problem), max_iter=max_iter, show_pbar=False)
+        return _run_sigpy_app(app, "tv", max_iter, show_pbar)
 
 
 LAM = Param(0.005, "float", lo=0)

@@ -48,7 +48,7 @@ import math
 
 from ..prior.functionals import TVPrior
 from .csc import SCHEMA as CSC_SCHEMA
-from .csc import check_image_params, is_line_mask, resolve_params, run_csc
+from .csc import check_image_params, gamma_in_use, is_line_mask, resolve_params, run_csc
 from .csc_defaults import RULE_V4
 from .problem import ReconProblem
 from .registry import Param, register_method
@@ -110,7 +110,7 @@ def resolve_hybrid(problem: ReconProblem, params: dict) -> dict:
     for k in auto:
         out[k] = CSC_FACTOR["lines" if lines else "2d"] * out[k]
     if "gamma" in auto and "mu" not in auto:  # γ follows the user's μ, as in csc
-        out["gamma"] = out["mu"]
+        out["gamma"] = gamma_in_use(out["mu"], out["phase"], given=False)  # 0.0 with phase=False, as in csc
     if out["lam2"] == "auto" or out["rho2"] == "auto":
         if out["noise_std"] == "auto":  # non-Cartesian without a noise figure: the rule's ratio to λ
             sigma = lam_rule / RULE_V4["lines" if lines else "2d"][0]

@@ -82,6 +82,8 @@ __all__ = ["calibration_box", "hankel_matrix", "mp_median", "mp_quantile", "esti
 KERNEL = 5
 #: columns (kernel samples x coils) the calibration matrix gets at least: the kernel grows for few coils
 MIN_COLUMNS = 100
+#: window positions (rows) the calibration matrix needs at least (an 8 x 8 centre with 3 x 3 windows has 36)
+MIN_POSITIONS = 16
 #: quantile of the singular values that gives the first estimate (inside the noise bulk while r < 0.9 n)
 LOW_QUANTILE = 0.1
 #: share of the columns the noise bulk must keep for the calibration matrix alone to be trusted
@@ -229,9 +231,14 @@ def _outer_sigma(k, m) -> "float | None":
         f = np.abs(np.fft.fftshift(np.fft.fftfreq(n))) * 2  # fraction of Nyquist, centred like the k-space
         outer |= (f > OUTER_K).reshape([-1 if i == ax else 1 for i in range(m.ndim)])
     pick = outer & m
-    if n == 1 or not pick.any():
+    if not pick.any():
         return None
     return float(np.median(np.abs(k[:, pick]))) / math.sqrt(math.log(2))
+
+
+_NO_ESTIMATE = ("pass noise_std= (the complex noise standard deviation of the k-space, in its units: 1 for "
+                "prewhitened data; a noise scan gives it: mri_csc.recon.noise.noise_std_from_samples), or give lam= "
+                "and mu= (then no estimate is needed), or sample a larger fully sampled centre")
 
 
 def estimate_noise_std(kspace, mask=None, *, kernel: "int | None" = None, warn: bool = True) -> float:
@@ -261,8 +268,9 @@ def estimate_noise_std(kspace, mask=None, *, kernel: "int | None" = None, warn: 
     Raises
     ------
     ValueError
-        When no fully sampled centre of at least 2 samples per axis exists (pass
-        the noise level explicitly then), or on a bad ``kernel``.
+        When no fully sampled centre of at least 2 samples per axis exists, or one
+        too small for :data:`MIN_POSITIONS` window positions (pass the noise level
+        explicitly then), or on a bad ``kernel``.
     """
     if kernel is not None and (isinstance(kernel, bool) or not isinstance(kernel, (int, np.integer)) or kernel < 1):
         raise ValueError(f"kernel must be an integer >= 1; got {kernel!r}")
@@ -275,7 +283,7 @@ def estimate_noise_std(kspace, mask=None, *, kernel: "int | None" = None, warn: 
     if min(region) < 2:
         raise ValueError(
             f"no fully sampled calibration region of at least 2 samples per axis was found (got {region}); "
-            "pass noise_std= (the complex noise standard deviation of the k-space) instead"
+            f"{_NO_ESTIMATE}"
         )
     block = k[(slice(None),) + box].astype(np.complex128)
     n_coils = k.shape[0]
@@ -285,8 +293,11 @@ def estimate_noise_std(kspace, mask=None, *, kernel: "int | None" = None, warn: 
     if mat.shape[0] > MAX_ROWS:
         mat = mat[np.linspace(0, mat.shape[0] - 1, MAX_ROWS).astype(int)]
     big, small = max(mat.shape), min(mat.shape)
-    if small < 2:
-        raise ValueError(f"the calibration region {region} is too small for a noise estimate; pass noise_std=")
+    if mat.shape[0] < MIN_POSITIONS or small < 2:
+        need = tuple(min(kernel, n) for n in region)
+        raise ValueError(f"the fully sampled calibration region {region} is too small for a noise estimate (its "
+                         f"{'x'.join(map(str, need))} windows fit at {mat.shape[0]} positions, fewer than the "
+                         f"{MIN_POSITIONS} the estimate needs); {_NO_ESTIMATE}")
     sigma, rank = _hankel_sigma(np.linalg.svd(mat, compute_uv=False), big)
     if n_coils > 1 and small - rank >= MIN_BULK * small:
         return sigma

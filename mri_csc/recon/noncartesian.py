@@ -39,7 +39,7 @@ import numpy as np
 
 from ..backend import get_xp, to_device
 from ..operators.nufft import NUFFTSense, check_trajectory, gridded_lowres, pipe_menon_dcf
-from ..validate import check_array, check_finite, normalise_maps
+from ..validate import check_array, check_finite, check_not_all_zero, normalise_maps
 from .problem import ReconProblem, scale_factor
 
 __all__ = ["NonCartesianProblem", "make_noncartesian_problem", "noncartesian_data_scale", "density_gain"]
@@ -214,6 +214,7 @@ def make_noncartesian_problem(kspace, coil_maps, trajectory, image_shape=None, *
             raise ValueError(f"dcf must have the trajectory's sample shape {samples}; got {tuple(dcf.shape)}")
     get_xp(kspace, coil_maps, trajectory, dcf)  # raises when NumPy and CuPy are mixed
     check_finite("kspace", kspace)
+    check_not_all_zero("kspace", kspace)
     check_finite("coil_maps", coil_maps)
     coil_maps = normalise_maps(coil_maps)  # as for Cartesian data: sum_c |S_c|^2 about 1 on the object
     if dcf is not None:

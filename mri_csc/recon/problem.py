@@ -24,7 +24,7 @@ from ..validate import check_maps_match_kspace, check_recon_inputs
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ReconProblem", "make_problem", "data_scale"]
+__all__ = ["ReconProblem", "make_problem", "data_scale", "check_scale"]
 
 _COMPLEX = (np.complex64, np.complex128)
 
@@ -124,17 +124,34 @@ def data_scale(kspace, maps=None, mask=None, *, op=None, percentile: float = 99.
     return s if s > 0 else 1.0
 
 
+def check_scale(scale) -> "bool | float":
+    """``scale`` checked: ``True`` (data scale, :func:`data_scale`), ``False`` (``None``: the same) or the
+    factor to divide the k-space by, a finite number > 0; returned as a bool or a float.
+
+    Raises
+    ------
+    ValueError
+        Anything else (a string such as ``"yes"``, a list, 0, NaN), naming ``scale`` and the accepted values.
+    """
+    if scale is None or isinstance(scale, (bool, np.bool_)):
+        return bool(scale)
+    try:
+        factor = float(scale) if np.ndim(scale) == 0 and not isinstance(scale, (str, bytes)) else float("nan")
+    except (TypeError, ValueError):
+        factor = float("nan")
+    if not np.isfinite(factor) or factor <= 0:
+        raise ValueError("scale must be True (scale the data as BART does), False or None (do not scale) or a "
+                         f"finite number > 0 (divide by it); got {scale!r}")
+    return factor
+
+
 def scale_factor(scale, auto) -> float:
     """The factor the k-space is divided by: ``auto()`` for ``scale=True``, 1 for ``False``/``None``,
-    else ``scale`` itself (a positive finite number)."""
+    else ``scale`` itself (a positive finite number, :func:`check_scale`)."""
+    scale = check_scale(scale)
     if scale is True:
         return float(auto())
-    if scale is False or scale is None:
-        return 1.0
-    factor = float(scale)
-    if not np.isfinite(factor) or factor <= 0:
-        raise ValueError(f"scale must be True, False or a positive number; got {scale!r}")
-    return factor
+    return 1.0 if scale is False else scale
 
 
 def _warn_empty_samples(k, m) -> None:
@@ -167,12 +184,13 @@ def make_problem(kspace, coil_maps, mask=None, device: "str | Device" = "cpu", s
     device : str or Device
     scale : bool or float
         ``True`` scales as :func:`data_scale`; a float divides by that value;
-        ``False`` does not scale.
+        ``False`` (or ``None``) does not scale (:func:`check_scale`).
 
     Raises
     ------
     TypeError, ValueError
-        Naming the argument, what was received and what was expected.
+        Naming the argument, what was received and what was expected; k-space
+        that is all zeros, or zero wherever the mask samples, has no image and is refused.
     """
     dev = resolve_device(device)
     coil_maps = check_recon_inputs(kspace, coil_maps, mask)  # mri_csc.validate: the one input layer
@@ -197,6 +215,10 @@ def make_problem(kspace, coil_maps, mask=None, device: "str | Device" = "cpu", s
         raise ValueError("mask samples no k-space point (all zero); expected at least the calibration region")
     check_maps_match_kspace(k * (m != 0), s)  # on the samples, not on data weights (which blur the coil images)
     k = k * m
+    if not bool(k.any()):
+        raise ValueError(f"kspace is zero at every point the mask samples ({int((m != 0).sum())} points): there is "
+                         "no image to reconstruct; check that the mask belongs to this k-space (same orientation "
+                         "and shift), or pass mask=None to take the sampled points from the data")
     op = Sense(s, m)
 
     factor = scale_factor(scale, lambda: data_scale(k, op=op))

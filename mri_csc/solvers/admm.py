@@ -29,10 +29,14 @@ The recorded ``objective`` is :math:`\tfrac12\|Ax-y\|^2 + \sum_i R_i(x)` at the 
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable, Sequence
 
+import numpy as np
+
 from ..backend import get_xp, to_numpy
-from ..prior.base import Prior, PriorSum
+from ..prior.base import Prior, PriorSum, history_names
+from ..prior.sparse_coding import check_lam
 from .base import IterativeSolver
 from .cg import conjugate_gradient
 from .guard import check_divergence
@@ -55,10 +59,12 @@ class ReconSolver(IterativeSolver):
     y : array, ``A.oshape``
     priors : Prior, PriorSum or sequence of Prior
     rho : float or sequence of float
-        Initial penalty per split (> 0).
+        Initial penalty per split (> 0); Python or NumPy numbers.
     max_iter : int
+        Python or NumPy integer >= 1 (not a bool, not a float); so are ``cg_iter``,
+        ``init_iter`` (>= 0) and ``balance_period``.
     tol : float
-        Relative ADMM residual tolerance (0: run ``max_iter``).
+        Relative ADMM residual tolerance, a finite number >= 0 (0: run ``max_iter``).
     cg_iter : int
         CG iterations per x-step.
     x0 : array, optional
@@ -72,6 +78,14 @@ class ReconSolver(IterativeSolver):
         ``callback(record, x)`` after each iteration; returning ``True`` stops.
     hint : str
         What the divergence error should suggest changing.
+
+    Notes
+    -----
+    Each history record holds ``objective``, ``data_fidelity``, ``primal_residual``,
+    ``dual_residual`` and, per prior, ``<name>_value``, ``<name>_rho`` and its
+    :meth:`~mri_csc.prior.base.Prior.stats` as ``<name>_<key>``. Priors that share a ``name``
+    (two :class:`~mri_csc.prior.functionals.TVPrior`) are told apart by a suffix in the order
+    given: ``tv``, ``tv_2``, ``tv_3`` (:func:`~mri_csc.prior.base.history_names`).
     """
 
     progress = ("r", "primal_residual")
@@ -84,24 +98,26 @@ class ReconSolver(IterativeSolver):
             priors = [priors]
         self.priors = list(PriorSum(list(priors)).terms)
         n = len(self.priors)
-        rhos = [rho] * n if isinstance(rho, (int, float)) else list(rho)
+        rhos = [rho] * n if np.ndim(rho) == 0 else list(rho)
         if len(rhos) != n:
             raise ValueError(f"rho must be one number or one per prior ({n}); got {len(rhos)} values")
         for r in rhos:
-            if not (isinstance(r, (int, float)) and 0 < float(r) < float("inf")):
+            if isinstance(r, bool) or not (isinstance(r, numbers.Real) and 0 < float(r) < float("inf")):
                 raise ValueError(f"rho must be finite numbers > 0; got {rhos!r}")
         for name, val in (("max_iter", max_iter), ("cg_iter", cg_iter), ("init_iter", init_iter),
                           ("balance_period", balance_period)):
-            if isinstance(val, bool) or not isinstance(val, int) or val < (1 if name != "init_iter" else 0):
+            if isinstance(val, bool) or not isinstance(val, numbers.Integral) or val < (name != "init_iter"):
                 raise ValueError(f"{name} must be an integer >= {1 if name != 'init_iter' else 0}; got {val!r}")
-        if not (tol >= 0):
-            raise ValueError(f"tol must be a number >= 0; got {tol!r}")
+        tol = check_lam(tol, "tol")
         self.A, self.y = A, y
         self.xp = xp = get_xp(y)
         self.rho = [float(r) for r in rhos]
         self.rho0 = list(self.rho)
-        self.max_iter, self.tol, self.cg_iter = max_iter, float(tol), cg_iter
-        self.balance, self.mu_balance, self.tau, self.balance_period = bool(balance), mu_balance, tau, balance_period
+        self.max_iter, self.tol, self.cg_iter = int(max_iter), tol, int(cg_iter)
+        self.balance, self.mu_balance, self.tau = bool(balance), mu_balance, tau
+        self.balance_period = int(balance_period)
+        self._names = history_names(self.priors, reserved=("objective", "data_fidelity", "primal_residual",
+                                                            "dual_residual"))
         self.callback, self.hint = callback, hint
         self.support = support
         self.rhs_data = A.adjoint(y)
@@ -112,7 +128,7 @@ class ReconSolver(IterativeSolver):
         self._stop = False
         self._sum_rho = sum(self.rho)
         if x0 is None:
-            x0 = conjugate_gradient(self._data_normal, self.rhs_data, max_iter=init_iter)
+            x0 = conjugate_gradient(self._data_normal, self.rhs_data, max_iter=int(init_iter))
         x0 = x0.astype(self.rhs_data.dtype, copy=True)
         if support is not None:
             x0 *= support
@@ -169,16 +185,16 @@ class ReconSolver(IterativeSolver):
         dual_scale = max(sum(self.rho[i] ** 2 * un2[i] for i in range(n)) ** 0.5, 1e-30)
         rec = {"data_fidelity": data}
         objective = data
-        for i, prior in enumerate(self.priors):
+        for i, (prior, name) in enumerate(zip(self.priors, self._names)):
             val = prior.value(self.x)
             objective += val
-            rec[f"{prior.name}_value"] = val
-            rec.update({f"{prior.name}_{k}": v for k, v in prior.stats().items()})
-            rec[f"{prior.name}_rho"] = self.rho[i]
+            rec[f"{name}_value"] = val
+            rec.update({f"{name}_{k}": v for k, v in prior.stats().items()})
+            rec[f"{name}_rho"] = self.rho[i]
         rec = self.history.append(objective=objective, primal_residual=primal / prim_scale,
                                   dual_residual=dual_res / dual_scale, **rec)
         check_divergence(self.iter, xn2 ** 0.5, self._ref,
-                         rho={f"rho ({p.name})": (self.rho[i], self.rho0[i]) for i, p in enumerate(self.priors)},
+                         rho={f"rho ({name})": (self.rho[i], self.rho0[i]) for i, name in enumerate(self._names)},
                          hint=self.hint)
         self.iter += 1
         if self.tol > 0 and primal <= self.tol * prim_scale and dual_res <= self.tol * dual_scale:

@@ -89,7 +89,7 @@ from collections import deque
 from collections.abc import Callable
 
 from ..backend import dctn_ortho, get_xp, idctn_ortho, to_numpy
-from ..prior.base import PriorSum
+from ..prior.base import PriorSum, history_names
 from ..prior.csc_prior import CSCPrior
 from .base import IterativeSolver
 from .cg import conjugate_gradient
@@ -130,7 +130,9 @@ class CSCReconSolver(IterativeSolver):
     hint : str
         Added to a divergence error: which parameter to change.
     priors : sequence of Prior, optional
-        Extra terms :math:`R_j`, each split off with its own ADMM penalty (see the module docstring).
+        Extra terms :math:`R_j`, each split off with its own ADMM penalty (see the module docstring);
+        recorded as ``<name>`` and ``<name>_residual``, a repeated name as ``<name>_2``, ...
+        (:func:`~mri_csc.prior.base.history_names`).
     rho : sequence of float, optional
         Their penalties :math:`\rho_j` (> 0), one per extra prior.
     """
@@ -144,6 +146,9 @@ class CSCReconSolver(IterativeSolver):
             raise ValueError(f"x_step must be 'mm' or 'exact'; got {x_step!r}")
         self.extra = list(PriorSum(list(priors)).terms) if len(priors) else []
         self.extra_rho = [float(r) for r in rho]
+        # history keys of the extra priors: distinct from each other and from the model's own terms
+        self._extra_names = history_names(self.extra, reserved=("objective", "data_fidelity", "coupling", "l1",
+                                                                 "phase"))
         if len(self.extra_rho) != len(self.extra) or not all(0 < r < float("inf") for r in self.extra_rho):
             raise ValueError(f"rho must give one finite penalty > 0 per extra prior ({len(self.extra)}); got {rho!r}")
         self._rho_sum = 0.0  # the extra splits' part of the x-step operator; off for the initial CG
@@ -288,11 +293,11 @@ class CSCReconSolver(IterativeSolver):
         l1sum = pr.code_l1
         terms = {"data_fidelity": 0.5 * r2, "coupling": 0.5 * self.mu * c2, "l1": self.mu * pr.lam * l1sum,
                  "phase": 0.5 * self.gamma * im2}
-        for prior in self.extra:
-            terms[prior.name] = prior.value(self.x)
+        for prior, name in zip(self.extra, self._extra_names):
+            terms[name] = prior.value(self.x)
         xnorm = xn2 ** 0.5 or 1.0
         change = dx2 ** 0.5 / xnorm
-        splits = {f"{prior.name}_residual": s2 ** 0.5 / xnorm for prior, s2 in zip(self.extra, split2)}
+        splits = {f"{name}_residual": s2 ** 0.5 / xnorm for name, s2 in zip(self._extra_names, split2)}
         rec = self.history.append(objective=sum(terms.values()), **terms, **splits,
                                   coupling_misfit=c2 ** 0.5 / max(hn2 ** 0.5, dn2 ** 0.5, 1e-30),
                                   image_change=change, code_l1=l1sum, coder_rho=pr.coder.rho,
