@@ -290,7 +290,8 @@ def read_ismrmrd(path, h5file, *, slice=None, prewhiten: "bool | None" = None, n
                    "expected one channel count >= 1")
     ex, ey, ez = enc
     idx = hi["idx"]
-    kz, ky, ns, x0 = _placement(path, e, enc, hi)
+    place = _placement(path, e, enc, hi)
+    kz, ky, ns = place[0], place[1], place[3]
     slices_all = idx["slice"].astype(np.int64)
     n_slices = int(slices_all.max()) + 1
     present = np.unique(slices_all)
@@ -338,7 +339,7 @@ def read_ismrmrd(path, h5file, *, slice=None, prewhiten: "bool | None" = None, n
     lines = _read_lines(path, group, rows, hi[take], nc)
     s_index = {s: j for j, s in enumerate(wanted)}
     pos = [(s_index[int(slices_all[i])], int(frame_of[i])) for i in np.flatnonzero(take)]
-    k, count, cover = _grid_lines(lines, hi[take], pos, (kz[take], ky[take], ns[take], x0[take]), shape, whitener,
+    k, count, cover = _grid_lines(lines, hi[take], pos, tuple(a[take] for a in place), shape, whitener,
                                   rx)
     if ez == 1:
         k = k[:, :, :, 0]
@@ -376,12 +377,22 @@ def _placement(path, e, enc, heads):
             raise _err(f"{path}: {name} places lines at {int(k.min())}..{int(k.max())}, outside the encoded "
                        f"matrix of {n} (encodedSpace/encodingLimits disagree with the acquisitions)")
     ns = heads["number_of_samples"].astype(np.int64) - heads["discard_pre"] - heads["discard_post"]
-    centre = heads["center_sample"].astype(np.int64) - heads["discard_pre"]
-    x0 = np.where(ns == ex, 0, ex // 2 - centre)
-    if np.any(ns < 1) or np.any(x0 < 0) or np.any(x0 + ns > ex):
-        raise _err(f"{path}: readouts of {sorted(set(ns.tolist()))[:5]} samples (centre "
-                   f"{sorted(set(centre.tolist()))[:5]}) do not fit the encoded width {ex}")
-    return kz, ky, ns, x0
+    unset = (heads["center_sample"] == 0) & (ns == ex)
+    centre = np.where(unset, ns // 2, heads["center_sample"].astype(np.int64) - heads["discard_pre"])
+    if np.any(ns < 1) or np.any(ns > ex) or np.any(centre < 0) or np.any(centre >= ns):
+        raise _err(f"{path}: readouts of {sorted(set(ns.tolist()))[:5]} samples (after discard_pre/post; centre "
+                   f"sample {sorted(set(centre.tolist()))[:5]}) do not fit the encoded width {ex}: a readout must "
+                   "be at most that wide and hold its centre sample")
+    start = ex // 2 - centre  # where sample 0 lands
+    first = np.maximum(0, -start)
+    kept = np.minimum(ns, ex - start) - first
+    dropped = ns - kept
+    if dropped.any():
+        log.warning("%s: readouts centred at sample(s) %s of %s: placed with their centre on the matrix centre, "
+                    "%d sample(s) of some lines fall outside the encoded width %d and are dropped", path,
+                    sorted(set(centre[dropped > 0].tolist()))[:5], sorted(set(ns[dropped > 0].tolist()))[:5],
+                    int(dropped.max()), ex)
+    return kz, ky, first, kept, np.maximum(start, 0)
 
 
 def _grid_lines(lines, heads, pos, placement, shape, whitener, rx):
@@ -389,12 +400,13 @@ def _grid_lines(lines, heads, pos, placement, shape, whitener, rx):
     at ``pos`` (``(slice, frame)`` per line) and ``placement`` (:func:`_placement`), whitened, with the readout
     oversampling removed to ``rx``; returns ``(k-space, lines per (slice, frame, kz, ky), samples acquired per
     (slice, frame, kz, ky, x) on the encoded readout)``."""
-    kz, ky, ns, x0 = placement
+    kz, ky, first, ns, x0 = placement
     acc = np.zeros(shape, np.complex64)
     count = np.zeros(shape[:2] + shape[3:5], np.int32)
     cover = np.zeros(shape[:2] + shape[3:], bool)
     for i, (line, (j, f)) in enumerate(zip(lines, pos)):
-        d = line[:, int(heads["discard_pre"][i]):int(heads["discard_pre"][i]) + int(ns[i])]
+        a = int(heads["discard_pre"][i]) + int(first[i])
+        d = line[:, a:a + int(ns[i])]
         if whitener is not None:
             d = (whitener @ d).astype(np.complex64)
         acc[j, f, :, int(kz[i]), int(ky[i]), x0[i]:x0[i] + ns[i]] += d

@@ -1,0 +1,83 @@
+"""Cartesian ISMRMRD files with unusual but legal headers, written by the PyPI ``ismrmrd`` package."""
+
+import numpy as np
+import pytest
+
+from mri_csc.cli import main
+from mri_csc.io import read_kspace
+from mri_csc.metrics import psnr
+from mri_csc.sim import make_dataset
+
+ismrmrd = pytest.importorskip("ismrmrd")
+
+
+def write_cartesian(path, lines, *, enc, rec=None, fov=(240.0, 240.0, 5.0), rec_fov=None, centre_e1=None):
+    """One acquisition per line through ``ismrmrd.Dataset``.
+
+    ``lines``: dicts with ``data`` ``(coils, samples)`` and any of the acquisition header's counters
+    (``kspace_encode_step_1``, ``slice``, ``contrast``, ``repetition``) or fields (``center_sample``,
+    ``position``, ``read_dir``, ``phase_dir``, ``slice_dir``; ``center_sample`` defaults to the middle sample).
+    ``enc``/``rec``: ``(x, y)`` matrices (``rec`` defaults to ``enc``) over ``fov``/``rec_fov`` mm;
+    ``centre_e1``: the encoding limits' ``kspace_encoding_step_1`` centre (default ``enc[1] // 2``).
+    """
+    import ismrmrd.xsd as x
+
+    def space(m, f):
+        return x.encodingSpaceType(matrixSize=x.matrixSizeType(x=m[0], y=m[1], z=1),
+                                   fieldOfView_mm=x.fieldOfViewMm(x=f[0], y=f[1], z=f[2]))
+
+    rec = enc if rec is None else rec
+    c1 = enc[1] // 2 if centre_e1 is None else centre_e1
+    e = x.encodingType(encodedSpace=space(enc, fov), reconSpace=space(rec, rec_fov or fov),
+                       trajectory=x.trajectoryType.CARTESIAN,
+                       encodingLimits=x.encodingLimitsType(
+                           kspace_encoding_step_1=x.limitType(minimum=0, maximum=enc[1] - 1, center=c1)))
+    hdr = x.ismrmrdHeader(experimentalConditions=x.experimentalConditionsType(H1resonanceFrequency_Hz=63500000),
+                          encoding=[e])
+    ds = ismrmrd.Dataset(str(path), "dataset", create_if_needed=True)
+    ds.write_xml_header(x.ToXML(hdr))
+    for line in lines:
+        data = np.ascontiguousarray(line["data"], np.complex64)
+        a = ismrmrd.Acquisition.from_array(data)
+        a.center_sample = line.get("center_sample", data.shape[1] // 2)
+        for name in ("kspace_encode_step_1", "slice", "contrast", "repetition"):
+            setattr(a.idx, name, line.get(name, 0))
+        for name in ("position", "read_dir", "phase_dir", "slice_dir"):
+            if name in line:
+                setattr(a, name, tuple(map(float, line[name])))
+        ds.append_acquisition(a)
+    ds.close()
+    return path
+
+
+def _case(n=64, coils=4):
+    """A fully sampled noiseless Shepp-Logan: ``(image, maps, k-space (coils, n, n))``."""
+    d = make_dataset("shepp-logan", shape=(n, n), n_coils=coils, mask="poisson", accel=1, snr_db=None, seed=0)
+    return d.image, d.maps, d.kspace
+
+
+def test_readout_placed_by_its_centre_sample(tmp_path):
+    """A full-width readout whose echo centre is sample 24 of 64 (the k-space centre stored off the middle): placed
+    so that sample 24 lands on nx/2; the 8 samples past the matrix are dropped, the first 8 columns unsampled in
+    the mask; ESPIRiT then calibrates on the true centre."""
+    n, c = 64, 24
+    img, maps, k = _case(n)
+    shift = n // 2 - c
+    stored = np.roll(k, -shift, axis=2)  # the k-space centre at sample c; the last `shift` samples wrapped
+    f = write_cartesian(tmp_path / "k.h5", [dict(data=stored[:, y], kspace_encode_step_1=y, center_sample=c)
+                                            for y in range(n)], enc=(n, n))
+    r = read_kspace(f)
+    np.testing.assert_allclose(r["kspace"][:, :, shift:], k[:, :, shift:], rtol=1e-5, atol=1e-6)
+    assert not r["kspace"][:, :, :shift].any()
+    assert r["mask"][:, :shift].sum() == 0 and r["mask"][:, shift:].all()
+    assert main(["recon", str(f), "--out", str(tmp_path / "k.npy"), "--method", "sense", "--no-pbar"]) == 0
+    assert psnr(np.abs(img), np.abs(np.load(tmp_path / "k.npy"))) > 30
+
+
+def test_pypi_default_centre_sample_zero_on_full_readouts_is_the_middle(tmp_path):
+    """``ismrmrd.Acquisition`` leaves center_sample 0: on a full-width readout that means "not set", the middle."""
+    n = 16
+    _, _, k = _case(n, coils=2)
+    f = write_cartesian(tmp_path / "z.h5", [dict(data=k[:, y], kspace_encode_step_1=y, center_sample=0)
+                                            for y in range(n)], enc=(n, n))
+    np.testing.assert_allclose(read_kspace(f)["kspace"], k, rtol=1e-5, atol=1e-6)
