@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from mri_csc.cli import main
-from mri_csc.io import read_kspace
+from mri_csc.io import FileFormatError, describe, read_kspace
 from mri_csc.metrics import psnr
 from mri_csc.sim import make_dataset
 
@@ -81,3 +81,30 @@ def test_pypi_default_centre_sample_zero_on_full_readouts_is_the_middle(tmp_path
     f = write_cartesian(tmp_path / "z.h5", [dict(data=k[:, y], kspace_encode_step_1=y, center_sample=0)
                                             for y in range(n)], enc=(n, n))
     np.testing.assert_allclose(read_kspace(f)["kspace"], k, rtol=1e-5, atol=1e-6)
+
+
+def test_slice_missing_a_frame_is_named_before_reading(tmp_path, monkeypatch, capsys):
+    """2 slices x 2 contrasts, slice 1 without contrast 1: refused before any line is read, naming the slice and
+    the contrast; info says it; the complete slice is reconstructed alone."""
+    import mri_csc.io.ismrmrd as mrd
+
+    n = 16
+    _, maps, k = _case(n, coils=2)
+    lines = [dict(data=k[:, y] * (1 + c), kspace_encode_step_1=y, slice=s, contrast=c, position=(0, 0, 6.0 * s))
+             for s in range(2) for c in range(2) if (s, c) != (1, 1) for y in range(n)]
+    f = write_cartesian(tmp_path / "m.h5", lines, enc=(n, n))
+    info = describe(f)
+    assert "slice 1 has no k-space lines for contrast=1" in info and "sampled 75.0%" not in info
+    np.save(tmp_path / "maps.npy", maps)
+    assert main(["recon", str(f), "--out", str(tmp_path / "s0.npy"), "--slice", "0", "--method", "zero-filled",
+                 "--maps", str(tmp_path / "maps.npy"), "--no-pbar"]) == 0
+    assert np.load(tmp_path / "s0.npy").shape == (2, n, n)
+
+    def no_reading(*a, **kw):
+        raise AssertionError("k-space lines read before the check")
+
+    monkeypatch.setattr(mrd, "_read_lines", no_reading)
+    with pytest.raises(FileFormatError, match=r"slice 1 has no k-space lines for contrast=1 .*--slice 0"):
+        read_kspace(f)
+    assert main(["recon", str(f), "--out", str(tmp_path / "m.npy"), "--method", "sense", "--no-pbar"]) != 0
+    assert "slice 1 has no k-space lines for contrast=1" in capsys.readouterr().err

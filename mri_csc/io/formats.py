@@ -1387,6 +1387,8 @@ def describe(path: "str | os.PathLike", traj: "str | os.PathLike | None" = None)
                 lines += _mrd.describe_ismrmrd(path, f)
                 if _mrd.has_trajectories(path, f):  # non-Cartesian: its lines say it all (read_kspace is Cartesian)
                     return "\n".join(lines)
+                if any(x.startswith("missing frames:") for x in lines):  # read_kspace refuses it: said above
+                    return "\n".join(lines)
             else:
                 lines.append("format: HDF5 (fastMRI-style)")
                 for name, ds in f.items():

@@ -166,6 +166,41 @@ def _encoding(path, hdr, *, noncartesian: bool = False):
     return e, enc, rec
 
 
+def _frames(idx):
+    """``(frames, frame_of)``: the distinct :data:`FRAME_COUNTERS` combinations of acquisitions ``idx`` (dicts, in
+    sorted order) and each acquisition's index into them."""
+    keys = np.stack([idx[c].astype(np.int64) for c in FRAME_COUNTERS], axis=1)
+    uniq, frame_of = np.unique(keys, axis=0, return_inverse=True)
+    return [dict(zip(FRAME_COUNTERS, map(int, u))) for u in uniq], frame_of.ravel()
+
+
+def _frame_name(frame: dict, frames: list) -> str:
+    """A frame by the counters that tell the file's frames apart (``contrast=1``), or all of them."""
+    varying = [c for c in FRAME_COUNTERS if len({f[c] for f in frames}) > 1] or list(FRAME_COUNTERS)
+    return ", ".join(f"{c}={frame[c]}" for c in varying)
+
+
+def _empty_frames(slices_all, frame_of, frames, wanted) -> list[str]:
+    """``"slice S has no k-space lines for contrast=C"`` for each (slice of ``wanted``, frame) without lines: the
+    k-space is one block ``(slices, frames, ...)``, so every slice needs every frame."""
+    have = set(zip(slices_all.tolist(), np.asarray(frame_of).tolist()))
+    return [f"slice {int(s)} has no k-space lines for {_frame_name(fr, frames)}"
+            for s in wanted for f, fr in enumerate(frames) if (int(s), f) not in have]
+
+
+def _refuse_empty_frames(path, slices_all, frame_of, frames, wanted) -> None:
+    """Refuse (before any line is read) slices that lack a frame (:func:`_empty_frames`), naming them and the
+    slices that are complete (``--slice`` reconstructs one alone)."""
+    empty = _empty_frames(slices_all, frame_of, frames, wanted)
+    if empty:
+        incomplete = {int(m.split()[1]) for m in empty}
+        whole = [int(s) for s in wanted if int(s) not in incomplete]
+        hint = (f"; slice(s) {whole[:8]} hold every frame: reconstruct one alone with --slice {whole[0]} "
+                "(read_kspace(slice=...))" if whole else "")
+        raise _err(f"{path}: {'; '.join(empty[:4])}{' ...' if len(empty) > 4 else ''} (of {len(frames)} frames: "
+                   f"contrast x phase x repetition x set); every slice needs every frame{hint}")
+
+
 def _limit_center(lim, n):
     if lim is None or lim.center is None:
         return 0
@@ -302,15 +337,20 @@ def read_ismrmrd(path, h5file, *, slice=None, prewhiten: "bool | None" = None, n
         if isinstance(slice, bool) or not isinstance(slice, (int, np.integer)) or not 0 <= slice < n_slices:
             raise ValueError(f"{path}: slice {slice} out of range; the file has {n_slices} slice(s) "
                              f"(0..{n_slices - 1})")
-    frame_keys = np.stack([idx[c].astype(np.int64) for c in FRAME_COUNTERS], axis=1)
-    uniq, frame_of = np.unique(frame_keys, axis=0, return_inverse=True)
-    frame_of = frame_of.ravel()
-    frames = [dict(zip(FRAME_COUNTERS, map(int, u))) for u in uniq]
+    frames, frame_of = _frames(idx)
+    wanted = list(range(n_slices)) if slice is None else [int(slice)]
+    if frame is not None:
+        if isinstance(frame, bool) or not isinstance(frame, (int, np.integer)) or not 0 <= frame < len(frames):
+            raise ValueError(f"{path}: frame {frame} out of range; the file has {len(frames)} frame(s)")
+        keep = frame_of == int(frame)
+        frames = [frames[int(frame)]]
+        frame_of = np.where(keep, 0, -1)
+    _refuse_empty_frames(path, slices_all, frame_of, frames, wanted)  # before any line is read
     # averages must share a pattern, per (slice, frame)
     avg = idx["average"].astype(np.int64)
     n_avg = int(np.unique(avg).size)
     if n_avg > 1:
-        for s in present:
+        for s in wanted:
             for f in range(len(frames)):
                 sel = (slices_all == s) & (frame_of == f)
                 pats = {a: set(zip(kz[sel & (avg == a)].tolist(), ky[sel & (avg == a)].tolist()))
@@ -319,13 +359,6 @@ def read_ismrmrd(path, h5file, *, slice=None, prewhiten: "bool | None" = None, n
                 if any(p != first for p in pats.values()):
                     raise _err(f"{path}: the {len(pats)} averages of slice {int(s)}, frame {frames[f]} sample "
                                "different lines; averaging them would weight lines unequally")
-    wanted = list(range(n_slices)) if slice is None else [int(slice)]
-    if frame is not None:
-        if isinstance(frame, bool) or not isinstance(frame, (int, np.integer)) or not 0 <= frame < len(frames):
-            raise ValueError(f"{path}: frame {frame} out of range; the file has {len(frames)} frame(s)")
-        keep = frame_of == int(frame)
-        frames = [frames[int(frame)]]
-        frame_of = np.where(keep, 0, -1)
     rx = rec[0]
     if rx > ex:
         raise _err(f"{path}: reconSpace x = {rx} is wider than encodedSpace x = {ex}; mri_csc does not interpolate")
@@ -363,9 +396,16 @@ def read_ismrmrd(path, h5file, *, slice=None, prewhiten: "bool | None" = None, n
 
 
 def _placement(path, e, enc, heads):
-    """``(kz, ky, samples, x0)`` of each Cartesian line in the encoded matrix ``enc = (ex, ey, ez)``: its
-    phase-encode indices (counters plus the encoding limits' centre), the samples kept (less ``discard_pre`` /
-    ``discard_post``) and where along the readout they start (partial echo: by ``center_sample``)."""
+    """``(kz, ky, first, samples, x0)`` of each Cartesian line in the encoded matrix ``enc = (ex, ey, ez)``: its
+    phase-encode indices (counters plus the encoding limits' centre), and the ``samples`` kept from sample
+    ``first`` on (after ``discard_pre``) placed from readout index ``x0`` on.
+
+    A readout is placed so that its ``center_sample`` lands on ``ex // 2`` (partial echoes, and full readouts
+    whose echo is off their middle); samples that then fall outside the encoded width are dropped, and the
+    matrix's samples no readout reached are unsampled (the mask says so). ``center_sample`` 0 on a readout as
+    wide as the matrix is taken as not set (``ismrmrd.Acquisition``'s default): the middle sample. Readouts
+    longer than the matrix, or whose centre lies outside them, are refused.
+    """
     ex, ey, ez = enc
     idx = heads["idx"]
     lim = e.encodingLimits
@@ -684,8 +724,15 @@ def describe_ismrmrd(path, h5file) -> list[str]:
                      f"{int(idx['slice'].max()) + 1 if idx.size else 0}, "
                      + ", ".join(f"{c}s: {np.unique(idx[c]).size if idx.size else 0}"
                                  for c in ("average", *FRAME_COUNTERS)))
-        n_frames = np.unique(np.stack([idx[c] for c in FRAME_COUNTERS], 1), axis=0).shape[0] if idx.size else 0
-        lines.append(f"frames (contrast x phase x repetition x set): {n_frames}, reconstructed one by one")
+        frames, frame_of = _frames(idx) if idx.size else ([], None)
+        lines.append(f"frames (contrast x phase x repetition x set): {len(frames)}, reconstructed one by one")
+        if idx.size:
+            slices = idx["slice"].astype(np.int64)
+            empty = _empty_frames(slices, frame_of, frames, np.unique(slices))
+            if empty:
+                lines.append(f"missing frames: {'; '.join(empty[:4])}{' ...' if len(empty) > 4 else ''}; "
+                             "reconstruction refuses the file (every slice needs every frame); --slice takes a "
+                             "complete slice alone")
         lines.append(f"noise scans: {int(noise.sum())}"
                      + ("; k-space is prewhitened with their covariance (default)" if noise.any()
                         else "; no prewhitening"))
@@ -759,8 +806,9 @@ def ismrmrd_metadata(path, h5file) -> dict:
     present = np.unique(slices)
     if present.size != n_slices:
         raise _err(f"{path}: slice counter goes up to {n_slices - 1} but some slices have no acquisitions")
-    n_frames = np.unique(np.stack([idx[c] for c in FRAME_COUNTERS], 1), axis=0).shape[0]
-    return {"n_slices": n_slices, "n_frames": int(n_frames), "crop": (rec[1], rec[0]) if rec[1] < enc[1] else None,
+    frames, frame_of = _frames(idx)
+    _refuse_empty_frames(path, slices, frame_of, frames, range(n_slices))
+    return {"n_slices": n_slices, "n_frames": len(frames), "crop": (rec[1], rec[0]) if rec[1] < enc[1] else None,
             "geometry": _geometry(hdr, e, rec, hi, slices, list(range(n_slices))), "encoded": enc, "recon": rec}
 
 
@@ -888,10 +936,7 @@ def read_ismrmrd_noncartesian(path, h5file, *, slice=None, prewhiten: "bool | No
     if slice is not None and (isinstance(slice, bool) or not isinstance(slice, (int, np.integer))
                               or not 0 <= slice < n_slices):
         raise ValueError(f"{path}: slice {slice} out of range; the file has {n_slices} slice(s) (0..{n_slices - 1})")
-    uniq, frame_of = np.unique(np.stack([idx[c].astype(np.int64) for c in FRAME_COUNTERS], 1), axis=0,
-                               return_inverse=True)
-    frame_of = frame_of.ravel()
-    frames = [dict(zip(FRAME_COUNTERS, map(int, u))) for u in uniq]
+    frames, frame_of = _frames(idx)
     if frame is not None:
         if isinstance(frame, bool) or not isinstance(frame, (int, np.integer)) or not 0 <= frame < len(frames):
             raise ValueError(f"{path}: frame {frame} out of range; the file has {len(frames)} frame(s)")
