@@ -9,6 +9,7 @@ from mri_csc.metrics import psnr
 from mri_csc.sim import make_dataset
 
 ismrmrd = pytest.importorskip("ismrmrd")
+nib = pytest.importorskip("nibabel")
 
 
 def write_cartesian(path, lines, *, enc, rec=None, fov=(240.0, 240.0, 5.0), rec_fov=None, centre_e1=None):
@@ -81,6 +82,29 @@ def test_pypi_default_centre_sample_zero_on_full_readouts_is_the_middle(tmp_path
     f = write_cartesian(tmp_path / "z.h5", [dict(data=k[:, y], kspace_encode_step_1=y, center_sample=0)
                                             for y in range(n)], enc=(n, n))
     np.testing.assert_allclose(read_kspace(f)["kspace"], k, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("enc", [(64, 48), (48, 48)])
+def test_recon_matrix_larger_than_encoded_keeps_the_encoded_voxels(tmp_path, caplog, enc):
+    """Encoded 48 lines (and/or 48 samples) over 240 mm, recon 64 x 64 over 240 mm: no interpolation along x or
+    y, so the image is the encoded matrix and the NIfTI voxels are 240/48 = 5 mm where the encoded matrix is 48
+    (the FOV is kept), said once."""
+    n = 64
+    img, maps, k = _case(n)
+    ex, ey = enc
+    kc = k[:, (n - ey) // 2:(n + ey) // 2, (n - ex) // 2:(n + ex) // 2]  # the central encoded lines/samples
+    f = write_cartesian(tmp_path / "l.h5", [dict(data=kc[:, y], kspace_encode_step_1=y) for y in range(ey)],
+                        enc=enc, rec=(n, n))
+    with caplog.at_level("WARNING"):
+        assert main(["recon", str(f), "--out", str(tmp_path / "l.nii.gz"), "--method", "sense", "--no-pbar"]) == 0
+    assert any("does not interpolate" in r.getMessage() for r in caplog.records)
+    im = nib.load(tmp_path / "l_mag.nii.gz")
+    assert im.shape == (ex, ey)
+    np.testing.assert_allclose(im.header.get_zooms(), (240 / ex, 240 / ey), rtol=1e-6)
+    from mri_csc.backend import ifftc
+
+    low = np.sqrt((np.abs(ifftc(kc, axes=(-2, -1))) ** 2).sum(0))  # the encoded k-space's coil-combined image
+    assert psnr(low, np.asarray(im.dataobj).T) > 30
 
 
 def test_slice_missing_a_frame_is_named_before_reading(tmp_path, monkeypatch, capsys):

@@ -1017,8 +1017,10 @@ def nifti_affine(geometry, shape) -> np.ndarray:
     """The NIfTI (RAS, mm) affine of an image from an ISMRMRD ``geometry`` (:func:`mri_csc.io.ismrmrd.read_ismrmrd`).
 
     ``shape`` is the NIfTI array's spatial shape ``(nx, ny[, nz])`` (readout,
-    phase, slice/partition). Voxel sizes are the recon field of view over the
-    recon matrix (``x``, ``y``; ``z``: the partition size of a 3-D encoding, else
+    phase, slice/partition). Voxel sizes are the geometry's ``voxel_mm`` (the
+    encoded field of view over the encoded matrix: mri_csc crops but never
+    interpolates, see :func:`mri_csc.io.ismrmrd.read_ismrmrd`), else the recon
+    field of view over the recon matrix (``x``, ``y``; ``z``: the partition size of a 3-D encoding, else
     the distance between slice centres, else the slice thickness). The columns
     are ISMRMRD's ``read_dir``, ``phase_dir``, ``slice_dir`` (patient LPS) turned
     to RAS, the third replaced, for a stack of 2-D slices, by the signed step from one slice's centre to the
@@ -1030,7 +1032,8 @@ def nifti_affine(geometry, shape) -> np.ndarray:
     nx, ny = shape[0], shape[1]
     nz = shape[2] if len(shape) > 2 else 1
     # a crop other than the recon matrix keeps the voxel size: field of view over the recon matrix
-    vox = [fov[0] / matrix[0], fov[1] / matrix[1], fov[2] / matrix[2] if matrix[2] > 1 else fov[2]]
+    vox = geometry.get("voxel_mm") or [fov[0] / matrix[0], fov[1] / matrix[1],
+                                       fov[2] / matrix[2] if matrix[2] > 1 else fov[2]]
     sl = geometry["slices"]
     g = sl[0]
     lps_to_ras = np.diag([-1.0, -1.0, 1.0])

@@ -24,7 +24,10 @@ Reading (:func:`read_ismrmrd`), in this order:
    ``encodedSpace`` in x: inverse FFT along the readout, crop to the recon
    width, forward FFT. A recon matrix narrower in y is returned as ``crop``
    (the image is cropped after reconstruction; undersampled phase encodes
-   cannot be cropped before).
+   cannot be cropped before). A recon matrix *larger* than the encoded one, in
+   x or y alike, is not interpolated to: the image keeps the encoded matrix
+   and the encoded voxel size (encoded field of view over encoded matrix, the
+   NIfTI's voxel size too), with a warning.
 4. Lines are kept apart by ``(contrast, phase, repetition, set)`` — one
    **frame** each — and by ``slice``. ``average`` is averaged, after checking
    that every average samples the same lines; a line acquired twice within a
@@ -359,9 +362,7 @@ def read_ismrmrd(path, h5file, *, slice=None, prewhiten: "bool | None" = None, n
                 if any(p != first for p in pats.values()):
                     raise _err(f"{path}: the {len(pats)} averages of slice {int(s)}, frame {frames[f]} sample "
                                "different lines; averaging them would weight lines unequally")
-    rx = rec[0]
-    if rx > ex:
-        raise _err(f"{path}: reconSpace x = {rx} is wider than encodedSpace x = {ex}; mri_csc does not interpolate")
+    rx, crop = _image_size(path, enc, rec, warn=True)
     shape = (len(wanted), len(frames), nc, ez, ey, ex)
     check_shape(shape, np.complex64, f"{path}: ISMRMRD k-space")
     whitener, n_noise = _file_whitener(path, group, heads, is_noise, nc, prewhiten, noise)
@@ -376,7 +377,6 @@ def read_ismrmrd(path, h5file, *, slice=None, prewhiten: "bool | None" = None, n
                                   rx)
     if ez == 1:
         k = k[:, :, :, 0]
-    crop = (rec[1], rx) if rec[1] < ey else None
     if rx == ex:  # the samples acquired: a partial echo's missing ones are not measured zeros
         mask = cover.astype(np.float32)
     else:  # after the readout oversampling is removed, a sample mixes the line's: the line is the unit
@@ -386,13 +386,30 @@ def read_ismrmrd(path, h5file, *, slice=None, prewhiten: "bool | None" = None, n
                         "term as zeros (the oversampling is removed line by line)", path)
     if ez == 1:
         mask = mask[:, :, 0]
-    geometry = _geometry(hdr, e, rec, heads[img], slices_all, wanted)
+    geometry = _geometry(hdr, e, enc, rec, heads[img], slices_all, wanted)
     calibration = _calibration_lines(path, group, e, enc, heads[is_cal], np.flatnonzero(is_cal), wanted, nc,
                                      whitener, rx)
     return {"kspace": k, "mask": mask, "n_slices": n_slices, "frames": frames, "noise_scans": n_noise,
             "whitened": whitener is not None, "whitener": whitener, "crop": crop, "geometry": geometry,
             "averages": n_avg, "calibration": calibration,
             "header": hdr, "encoded": enc, "recon": rec}
+
+
+def _image_size(path, enc, rec, warn: bool = False):
+    """``(nx, crop)``: the image width after the readout oversampling is removed and the ``(ny, nx)`` to crop the
+    image to (or None), from the encoded and recon matrices.
+
+    A recon matrix smaller than the encoded one crops (readout oversampling along x, phase oversampling along
+    y); a larger one, along x or y alike, would need interpolation, which mri_csc does not do: the image keeps
+    the encoded matrix, and its voxel size is the encoded one (:func:`_voxel_mm`); said with ``warn``.
+    """
+    (ex, ey, _), (rx, ry, _) = enc, rec
+    if warn and (rx > ex or ry > ey):
+        log.warning("%s: reconSpace %dx%d (x, y) is larger than encodedSpace %dx%d and mri_csc does not interpolate "
+                    "(zero-fill) to it: the image is %dx%d with the encoded voxel size", path, rx, ry, ex, ey,
+                    min(rx, ex), min(ry, ey))
+    nx = min(rx, ex)
+    return nx, ((ry, nx) if ry < ey else None)
 
 
 def _placement(path, e, enc, heads):
@@ -598,9 +615,24 @@ def _read_lines(path, group, rows, heads, nc):
     return out
 
 
-def _geometry(hdr, e, rec, heads, slices, wanted) -> dict:
+def _voxel_mm(e, enc, rec) -> "tuple[float, float, float] | None":
+    """The image's voxel size in mm: the encoded field of view over the encoded matrix along x and y (and z of a
+    3-D encoding), as mri_csc crops (oversampling) but never interpolates to the recon matrix; ``z`` of 2-D
+    slices is the recon slice thickness. None when the encoded field of view is not given (zero)."""
+    efov = [float(getattr(e.encodedSpace.fieldOfView_mm, a) or 0) for a in "xyz"]
+    rfov = float(e.reconSpace.fieldOfView_mm.z or 0)
+    if min(efov[:2]) <= 0 or (enc[2] > 1 and efov[2] <= 0):
+        return None
+    return efov[0] / enc[0], efov[1] / enc[1], efov[2] / enc[2] if enc[2] > 1 else rfov
+
+
+def _geometry(hdr, e, enc, rec, heads, slices, wanted) -> dict:
+    """For NIfTI (:func:`mri_csc.io.formats.nifti_affine`): ``fov_mm`` and ``matrix`` (reconSpace), ``voxel_mm``
+    (:func:`_voxel_mm`), and per slice of ``wanted`` the first line's ``position``,
+    ``read_dir``, ``phase_dir``, ``slice_dir``."""
     fov = e.reconSpace.fieldOfView_mm
-    geo = {"fov_mm": tuple(float(getattr(fov, a)) for a in "xyz"), "matrix": rec, "slices": []}
+    geo = {"fov_mm": tuple(float(getattr(fov, a)) for a in "xyz"), "matrix": rec, "slices": [],
+           "voxel_mm": _voxel_mm(e, enc, rec)}
     for s in wanted:
         h = heads[slices == s][0]
         geo["slices"].append({k: tuple(float(v) for v in h[k]) for k in ("position", "read_dir", "phase_dir",
@@ -808,8 +840,8 @@ def ismrmrd_metadata(path, h5file) -> dict:
         raise _err(f"{path}: slice counter goes up to {n_slices - 1} but some slices have no acquisitions")
     frames, frame_of = _frames(idx)
     _refuse_empty_frames(path, slices, frame_of, frames, range(n_slices))
-    return {"n_slices": n_slices, "n_frames": len(frames), "crop": (rec[1], rec[0]) if rec[1] < enc[1] else None,
-            "geometry": _geometry(hdr, e, rec, hi, slices, list(range(n_slices))), "encoded": enc, "recon": rec}
+    return {"n_slices": n_slices, "n_frames": len(frames), "crop": _image_size(path, enc, rec)[1],
+            "geometry": _geometry(hdr, e, enc, rec, hi, slices, list(range(n_slices))), "encoded": enc, "recon": rec}
 
 
 # -- non-Cartesian acquisitions ---------------------------------------------------------------------------
