@@ -1,4 +1,6 @@
-"""Cartesian ISMRMRD files with unusual but legal headers, written by the PyPI ``ismrmrd`` package."""
+"""Cartesian ISMRMRD files with unusual but legal headers, written by the PyPI ``ismrmrd`` package: slices stored
+out of position order, a readout centred off its middle, a recon matrix larger than the encoded one, a slice
+missing a frame."""
 
 import numpy as np
 import pytest
@@ -10,6 +12,7 @@ from mri_csc.sim import make_dataset
 
 ismrmrd = pytest.importorskip("ismrmrd")
 nib = pytest.importorskip("nibabel")
+LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
 
 
 def write_cartesian(path, lines, *, enc, rec=None, fov=(240.0, 240.0, 5.0), rec_fov=None, centre_e1=None):
@@ -55,6 +58,78 @@ def _case(n=64, coils=4):
     """A fully sampled noiseless Shepp-Logan: ``(image, maps, k-space (coils, n, n))``."""
     d = make_dataset("shepp-logan", shape=(n, n), n_coils=coils, mask="poisson", accel=1, snr_db=None, seed=0)
     return d.image, d.maps, d.kspace
+
+
+def _oblique(theta=0.3):
+    c, s = np.cos(theta), np.sin(theta)
+    return (c, s, 0.0), (-s, c, 0.0), (0.0, 0.0, 1.0)
+
+
+def _slices_file(path, k, offsets, centre=(10.0, -20.0, 30.0)):
+    """Slice counter ``i`` holds ``(i + 1) * k`` centred at ``centre + offsets[i] * slice_dir`` (oblique), two
+    repetitions (the second scaled by 1.5)."""
+    rd, pd, sd = _oblique()
+    lines = []
+    for sl, off in enumerate(offsets):
+        pos = np.asarray(centre) + off * np.asarray(sd)
+        for rep in range(2):
+            lines += [dict(data=k[:, y] * (sl + 1) * (1 + 0.5 * rep), kspace_encode_step_1=y, slice=sl,
+                           repetition=rep, position=pos, read_dir=rd, phase_dir=pd, slice_dir=sd)
+                      for y in range(k.shape[1])]
+    return write_cartesian(path, lines, enc=(k.shape[2], k.shape[1]))
+
+
+def _check_slices_by_position(nii, offsets, n, centre=(10.0, -20.0, 30.0)):
+    """Each NIfTI slice's centre voxel lands on its counter's header position; the slices ascend along the
+    normal. The counter of a NIfTI slice is read off its intensity (counter i is (i + 1) x the first's)."""
+    im = nib.load(nii)
+    d = np.asarray(im.dataobj)  # (x, y, slices, repetitions)
+    ref = np.abs(d[:, :, :, 0]).sum((0, 1))
+    counters = np.rint(ref / ref.min()).astype(int) - 1
+    assert sorted(counters.tolist()) == list(range(len(offsets)))
+    sd = np.array(_oblique()[2])
+    for k, c in enumerate(counters):
+        want = LPS_TO_RAS @ (np.asarray(centre) + offsets[c] * sd)
+        np.testing.assert_allclose((im.affine @ [n // 2, n // 2, k, 1])[:3], want, atol=1e-3)
+    assert np.all(np.diff([offsets[c] for c in counters]) > 0)
+    np.testing.assert_allclose(d[:, :, :, 1], 1.5 * d[:, :, :, 0], rtol=1e-3, atol=1e-3 * np.abs(d).max())
+    return counters
+
+
+def test_nifti_stacks_slices_by_position_not_counter(tmp_path, caplog):
+    """Slice counters 0/1/2 at 0/+10/-10 mm (oblique): recon and batch NIfTIs put every slice where its header
+    says (ordered by position along the slice normal); the .npy keeps the counter order, as info says."""
+    n = 32
+    img, maps, k = _case(n)
+    offsets = (0.0, 10.0, -10.0)
+    f = _slices_file(tmp_path / "g.h5", k, offsets)
+    np.save(tmp_path / "maps.npy", maps)
+    common = ["--method", "zero-filled", "--maps", str(tmp_path / "maps.npy"), "--no-pbar"]
+    with caplog.at_level("WARNING"):
+        assert main(["recon", str(f), "--out", str(tmp_path / "r.nii.gz"), *common]) == 0
+    assert not any("not evenly spaced" in r.getMessage() for r in caplog.records)
+    assert _check_slices_by_position(tmp_path / "r_mag.nii.gz", offsets, n).tolist() == [2, 0, 1]
+    assert main(["batch", str(f), "--out", str(tmp_path / "b"), "--format", "nii", "--workers", "1",
+                 *common]) == 0
+    _check_slices_by_position(tmp_path / "b" / "g_mag.nii.gz", offsets, n)
+    assert main(["recon", str(f), "--out", str(tmp_path / "n.npy"), *common]) == 0
+    out = np.abs(np.load(tmp_path / "n.npy"))  # (repetitions, slices, ny, nx) in counter order
+    np.testing.assert_allclose(out[0].sum((1, 2)) / out[0, 0].sum(), [1, 2, 3], rtol=1e-3)
+    assert psnr(np.abs(img), out[0, 0] / np.abs(out[0, 0]).max() * np.abs(img).max()) > 40
+    assert "NIfTI outputs stack the slices by position: counters [2, 0, 1]" in describe(f)
+
+
+def test_uneven_slices_say_which_are_misplaced(tmp_path, caplog):
+    """Positions 0/10/30 mm cannot be one NIfTI slice step: the warning names the misplaced slices and by how much."""
+    n = 16
+    _, maps, k = _case(n, coils=2)
+    f = _slices_file(tmp_path / "u.h5", k, (0.0, 10.0, 30.0))
+    np.save(tmp_path / "maps.npy", maps)
+    with caplog.at_level("WARNING", logger="mri_csc.io.formats"):
+        assert main(["recon", str(f), "--out", str(tmp_path / "u.nii.gz"), "--method", "zero-filled",
+                     "--maps", str(tmp_path / "maps.npy"), "--no-pbar"]) == 0
+    msg = " ".join(r.getMessage() for r in caplog.records if "not evenly spaced" in r.getMessage())
+    assert "misplaced" in msg and "slice counter(s) [1]" in msg and "5 mm" in msg, msg
 
 
 def test_readout_placed_by_its_centre_sample(tmp_path):

@@ -628,15 +628,15 @@ def _voxel_mm(e, enc, rec) -> "tuple[float, float, float] | None":
 
 def _geometry(hdr, e, enc, rec, heads, slices, wanted) -> dict:
     """For NIfTI (:func:`mri_csc.io.formats.nifti_affine`): ``fov_mm`` and ``matrix`` (reconSpace), ``voxel_mm``
-    (:func:`_voxel_mm`), and per slice of ``wanted`` the first line's ``position``,
+    (:func:`_voxel_mm`), and per slice of ``wanted`` its ``counter`` and the first line's ``position``,
     ``read_dir``, ``phase_dir``, ``slice_dir``."""
     fov = e.reconSpace.fieldOfView_mm
     geo = {"fov_mm": tuple(float(getattr(fov, a)) for a in "xyz"), "matrix": rec, "slices": [],
            "voxel_mm": _voxel_mm(e, enc, rec)}
     for s in wanted:
         h = heads[slices == s][0]
-        geo["slices"].append({k: tuple(float(v) for v in h[k]) for k in ("position", "read_dir", "phase_dir",
-                                                                         "slice_dir")})
+        geo["slices"].append({"counter": int(s), **{k: tuple(float(v) for v in h[k])
+                                                    for k in ("position", "read_dir", "phase_dir", "slice_dir")}})
     return geo
 
 
@@ -765,6 +765,8 @@ def describe_ismrmrd(path, h5file) -> list[str]:
                 lines.append(f"missing frames: {'; '.join(empty[:4])}{' ...' if len(empty) > 4 else ''}; "
                              "reconstruction refuses the file (every slice needs every frame); --slice takes a "
                              "complete slice alone")
+            if dims == [0]:
+                lines += _describe_slice_order(hdr, e, enc, rec, heads[img], slices)
         lines.append(f"noise scans: {int(noise.sum())}"
                      + ("; k-space is prewhitened with their covariance (default)" if noise.any()
                         else "; no prewhitening"))
@@ -775,6 +777,25 @@ def describe_ismrmrd(path, h5file) -> list[str]:
         if n_rev:
             lines.append(f"reversed lines (ACQ_IS_REVERSE): {n_rev}; Cartesian reconstruction refuses them (EPI)")
     return lines
+
+
+def _describe_slice_order(hdr, e, enc, rec, heads, slices) -> list[str]:
+    """``info``'s line on where 2-D slices lie along their normal, and the order the outputs stack them in."""
+    from .formats import slice_position_order  # noqa: PLC0415  (formats imports this module)
+
+    n = int(slices.max()) + 1
+    if n < 2 or enc[2] > 1 or np.unique(slices).size != n:
+        return []
+    geo = _geometry(hdr, e, enc, rec, heads, slices, list(range(n)))
+    normal = np.asarray(geo["slices"][0]["slice_dir"], float)
+    if np.linalg.norm(normal) < 1e-6:
+        return []
+    along = [float(np.dot(g["position"], normal)) for g in geo["slices"]]
+    order = slice_position_order(geo)
+    how = ("NIfTI outputs stack the slices by position: counters "
+           f"{order.tolist()}; .npy/.npz/.h5/.cfl outputs keep the counter order" if order is not None else
+           "counter order is position order")
+    return [f"slice positions along the normal (mm, by counter): {np.round(along, 3).tolist()}; {how}"]
 
 
 def _describe_trajectories(path, group, heads, e, enc, rec, dims) -> list[str]:
