@@ -317,7 +317,8 @@ def add_recon(sub) -> None:
                    "a BART .cfl from bart traj); INPUT is then (coils, *samples) k-space (.npy/.npz, or BART's "
                    "(1, readout, spokes, coils) .cfl)")
     p.add_argument("--image-shape", type=int, nargs="+", metavar="N",
-                   help="with --traj and --espirit: the image shape (default: from --maps)")
+                   help="non-Cartesian k-space: the image shape (default: an ISMRMRD file's recon matrix, else "
+                        "the --maps'); ESPIRiT (the default without maps) needs it")
     p.set_defaults(func=cmd_recon)
     p.epilog = _csc_help()
     p.formatter_class = argparse.RawDescriptionHelpFormatter
@@ -457,7 +458,7 @@ def cmd_recon(args) -> int:
         raise UserError("--noise and --no-prewhiten contradict each other; drop one")
     maps_mode = resolve_maps_options(args)
     if args.traj or _has_trajectories(args.input):
-        return _recon_noncartesian(args, params)
+        return _recon_noncartesian(args, params, maps_mode)
 
     noise = read_noise_file(args.noise) if args.noise else None
     d = read_kspace(args.input, slice=args.slice, prewhiten=False if args.no_prewhiten else None, noise=noise)
@@ -654,8 +655,13 @@ def _check_for_image(spec, params, image_shape, noncartesian) -> None:
         raise UserError(f"method {spec.name!r}: {e}") from None
 
 
-def _recon_noncartesian(args, params) -> int:
-    """``mri-csc recon INPUT --traj FILE`` (or an ISMRMRD file with trajectories): non-Cartesian k-space."""
+def _recon_noncartesian(args, params, maps_mode=None) -> int:
+    """``mri-csc recon INPUT --traj FILE`` (or an ISMRMRD file with trajectories): non-Cartesian k-space.
+
+    Coil maps as for Cartesian input (``maps_mode``, :func:`resolve_maps_options`): ``--maps``, the input's own,
+    else ESPIRiT (SigPy by default) on the regridded k-space centre, which needs the image shape (the ISMRMRD
+    recon matrix, or ``--image-shape``).
+    """
     import numpy as np  # noqa: PLC0415
 
     from .backend import to_numpy  # noqa: PLC0415
@@ -683,16 +689,21 @@ def _recon_noncartesian(args, params) -> int:
 
             maps_list = [whiten_maps(m, whitener) for m in maps_list]
             _note(f"mri-csc: note: the coil maps of {args.maps} are whitened with the k-space's noise whitener")
-    elif args.espirit:
+    elif maps_mode != "file":  # --espirit, or the default as for Cartesian input: ESPIRiT (SigPy)
         from .sim.trajectories import estimate_maps_noncartesian  # noqa: PLC0415
 
         if shape is None:
-            raise UserError("--traj with --espirit needs --image-shape N N (the image shape to calibrate on)")
+            raise UserError(f"{args.input} holds no coil maps: ESPIRiT on non-Cartesian k-space needs the image "
+                            "shape to calibrate on (--image-shape N N), or give the maps (--maps FILE)")
+        if not args.espirit:
+            args.espirit = "sigpy"
+            _note(f"mri-csc: note: {args.input} holds no coil maps: estimating them with ESPIRiT (sigpy) on the "
+                  "regridded k-space centre; --espirit bart, --maps FILE or --no-espirit to choose")
         kw = {k: v for k, v in espirit_kwargs(args).items() if v is not None}  # None: the implementation's default
         maps_list = [estimate_maps_noncartesian(k, c, shape, method=args.espirit, **kw) for k, c in zip(ks, coords)]
     else:
-        raise UserError(f"{args.input} holds no coil maps; non-Cartesian k-space needs --maps FILE or "
-                        "--espirit sigpy|bart (with --image-shape N N unless the file gives the matrix)")
+        raise UserError(f"{args.input} holds no coil maps and --no-espirit was given; pass --maps FILE, or drop "
+                        "--no-espirit to estimate them with ESPIRiT")
     if shape is not None and tuple(shape) != tuple(maps_list[0].shape[1:]):
         raise UserError(f"the image shape {tuple(shape)} differs from the coil maps' {maps_list[0].shape[1:]}")
     images, total, ran, runs = [], 0.0, None, []

@@ -157,3 +157,18 @@ def test_cli_whitens_given_maps_with_the_readouts(tmp_path, radial_case, rng):
     assert "whitened with the k-space's noise whitener" in _cli(
         "recon", tmp_path / "r.h5", "--maps", tmp_path / "maps.npy", "--method", "zero-filled", "--out",
         tmp_path / "z.npy", "--no-pbar").stderr
+
+
+def test_cli_default_maps_are_espirit_as_the_help_says(tmp_path, radial_case):
+    """No --maps/--espirit: a radial ISMRMRD file gets ESPIRiT (SigPy) maps with a notice, as Cartesian input and
+    `recon --help` have it; --no-espirit without maps is refused naming the option."""
+    img, maps, coord, y = radial_case
+    write_radial(tmp_path / "r.h5", y, coord)
+    p = _cli("recon", tmp_path / "r.h5", "--method", "sense", "--out", tmp_path / "x.npy", "--no-pbar")
+    assert p.returncode == 0, p.stderr
+    assert "estimating them with ESPIRiT (sigpy)" in p.stderr
+    assert psnr(np.abs(img), np.abs(np.load(tmp_path / "x.npy"))) > 20
+    p = _cli("recon", tmp_path / "r.h5", "--no-espirit", "--method", "sense", "--out", tmp_path / "n.npy",
+             "--no-pbar")
+    assert p.returncode != 0 and "--no-espirit was given" in p.stderr
+    assert "ESPIRiT with SigPy" in _cli("recon", "--help").stdout

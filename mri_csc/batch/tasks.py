@@ -202,24 +202,22 @@ def _h5_kind(f) -> str:
 
 
 def _ismrmrd_geometry(p, f) -> tuple[int, int, int, int]:
-    """``(n_slices, nz, nx, n_frames)`` of an ISMRMRD file from its XML and acquisition headers only.
+    """``(n_slices, nz, nx, n_frames)`` of an ISMRMRD file from its XML and acquisition headers only
+    (:func:`mri_csc.io.ismrmrd.ismrmrd_metadata`, which refuses a slice missing a frame before any task runs).
 
-    ``nx`` is the recon width (readout oversampling is removed on reading).
+    ``nx`` is the image width (readout oversampling is removed on reading).
     """
-    from mri_csc.io.ismrmrd import FRAME_COUNTERS, _encoding, _heads, _trajectory_type, read_header  # noqa: PLC0415
+    from mri_csc.io.ismrmrd import _heads, _image_size, _trajectory_type, ismrmrd_metadata, read_header  # noqa: PLC0415
 
     group = f["dataset"]
     hdr = read_header(p, group)
     if hdr.encoding and _trajectory_type(hdr.encoding[0]) != "cartesian":
         raise ValueError(f"{p}: a non-Cartesian ISMRMRD file ({_trajectory_type(hdr.encoding[0])!r}); batch takes "
                          "non-Cartesian data as .npz stacks: reconstruct it with 'mri-csc recon FILE'")
-    _, enc, rec = _encoding(p, hdr)
-    heads = _heads(p, group)
-    if not len(heads):
+    if not len(_heads(p, group)):
         return 0, 1, 0, 0
-    idx = heads["idx"]
-    frames = np.unique(np.stack([idx[c] for c in FRAME_COUNTERS], 1), axis=0).shape[0]
-    return int(idx["slice"].max()) + 1, enc[2], rec[0], frames
+    m = ismrmrd_metadata(p, f)
+    return m["n_slices"], m["encoded"][2], _image_size(p, m["encoded"], m["recon"])[0], m["n_frames"]
 
 
 def slice_count(path, layout: str = "auto") -> tuple[int, str, str, tuple[int, ...]]:

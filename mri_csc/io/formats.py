@@ -51,7 +51,7 @@ from .atomic import atomic_path, atomic_paths, check_writable, commit_files, swe
 from .limits import BudgetError, check_nbytes, check_shape
 
 __all__ = ["FileFormatError", "detect_format", "read_kspace", "read_metadata", "center_crop", "write_kspace",
-           "check_centred_kspace",
+           "slice_position_order", "check_centred_kspace",
            "write_image", "read_array", "load_nifti", "describe", "image_outputs", "KSPACE_FORMATS", "IMAGE_FORMATS"]
 
 log = logging.getLogger(__name__)
@@ -1017,20 +1017,25 @@ def nifti_affine(geometry, shape) -> np.ndarray:
     """The NIfTI (RAS, mm) affine of an image from an ISMRMRD ``geometry`` (:func:`mri_csc.io.ismrmrd.read_ismrmrd`).
 
     ``shape`` is the NIfTI array's spatial shape ``(nx, ny[, nz])`` (readout,
-    phase, slice/partition). Voxel sizes are the recon field of view over the
-    recon matrix (``x``, ``y``; ``z``: the partition size of a 3-D encoding, else
+    phase, slice/partition). Voxel sizes are the geometry's ``voxel_mm`` (the
+    encoded field of view over the encoded matrix: mri_csc crops but never
+    interpolates, see :func:`mri_csc.io.ismrmrd.read_ismrmrd`), else the recon
+    field of view over the recon matrix (``x``, ``y``; ``z``: the partition size of a 3-D encoding, else
     the distance between slice centres, else the slice thickness). The columns
     are ISMRMRD's ``read_dir``, ``phase_dir``, ``slice_dir`` (patient LPS) turned
-    to RAS, the third replaced, for a stack of 2-D slices, by the signed step from one slice's centre to the
-    next (slices stored in descending position keep their places); the centre voxel ``n // 2`` sits at the
-    first slice's ``position`` (ISMRMRD positions are slice centres).
+    to RAS, the third replaced, for a stack of 2-D slices, by the signed step from the first slice's centre to
+    the last's over ``n - 1`` (slices stored in descending position keep their places); the centre voxel
+    ``n // 2`` sits at the first slice's ``position`` (ISMRMRD positions are slice centres). Slices whose
+    positions are not evenly spaced along that step (a gap, or slices out of position order:
+    :func:`slice_position_order` sorts them first) are misplaced in the NIfTI: said in a warning naming them.
     """
     fov = np.asarray(geometry["fov_mm"], float)
     matrix = np.asarray(geometry["matrix"], float)
     nx, ny = shape[0], shape[1]
     nz = shape[2] if len(shape) > 2 else 1
     # a crop other than the recon matrix keeps the voxel size: field of view over the recon matrix
-    vox = [fov[0] / matrix[0], fov[1] / matrix[1], fov[2] / matrix[2] if matrix[2] > 1 else fov[2]]
+    vox = geometry.get("voxel_mm") or [fov[0] / matrix[0], fov[1] / matrix[1],
+                                       fov[2] / matrix[2] if matrix[2] > 1 else fov[2]]
     sl = geometry["slices"]
     g = sl[0]
     lps_to_ras = np.diag([-1.0, -1.0, 1.0])
@@ -1043,16 +1048,42 @@ def nifti_affine(geometry, shape) -> np.ndarray:
         aff[:3, i] = cols[i] * vox[i]
     if matrix[2] == 1 and len(sl) > 1:  # 2-D slices: the third column is the step between slice centres, signed
         pos = np.array([lps_to_ras @ np.asarray(x["position"], float) for x in sl])
-        steps = np.diff(pos, axis=0)
-        if np.linalg.norm(steps[0]) > 1e-6:
-            aff[:3, 2] = steps[0]
-            if np.abs(steps - steps[0]).max() > 0.01 * np.linalg.norm(steps[0]):
-                log.warning("the slices' positions are not evenly spaced (steps %s mm): the NIfTI's slice axis takes "
-                            "the first step", np.round(np.linalg.norm(steps, axis=1), 3).tolist())
+        step = (pos[-1] - pos[0]) / (len(sl) - 1)
+        if np.linalg.norm(step) > 1e-6:
+            aff[:3, 2] = step
+            off = np.linalg.norm(pos - (pos[0] + np.arange(len(sl))[:, None] * step), axis=1)
+            bad = np.flatnonzero(off > 0.01 * np.linalg.norm(step))
+            if bad.size:
+                names = [sl[i].get("counter", int(i)) for i in bad]
+                log.warning("the slices' positions are not evenly spaced (steps %s mm), and a NIfTI holds one slice "
+                            "step (%.4g mm): slice counter(s) %s are misplaced in the NIfTI by up to %.3g mm; the "
+                            ".npy/.h5 outputs hold the slices without positions",
+                            np.round(np.linalg.norm(np.diff(pos, axis=0), axis=1), 3).tolist(),
+                            float(np.linalg.norm(step)), names, float(off.max()))
     centre = lps_to_ras @ np.asarray(g["position"], float)
     index = np.array([nx // 2, ny // 2, nz // 2 if matrix[2] > 1 else 0], float)
     aff[:3, 3] = centre - aff[:3, :3] @ index
     return aff
+
+
+def slice_position_order(geometry) -> "np.ndarray | None":
+    """The order of a stack of 2-D ISMRMRD slices by position along the slice normal, or None when it is the
+    stored one (or there is nothing to order: one slice, a 3-D encoding, no directions).
+
+    Slice counters need not follow the slices' positions (interleaved or descending acquisition orders); a NIfTI
+    holds one slice step, so :func:`write_image` stacks its slices in this order (ascending along the first
+    slice's ``slice_dir``, ties kept in counter order), as scanners' and other converters' NIfTIs do. Other
+    outputs keep the counter order.
+    """
+    sl = (geometry or {}).get("slices") or []
+    if len(sl) < 2 or np.asarray(geometry["matrix"])[2] > 1:
+        return None
+    normal = np.asarray(sl[0]["slice_dir"], float)
+    if np.linalg.norm(normal) < 1e-6:
+        return None
+    along = np.array([np.dot(np.asarray(g["position"], float), normal) for g in sl])
+    order = np.argsort(along, kind="stable")
+    return None if np.array_equal(order, np.arange(len(sl))) else order
 
 
 def _directions_set(geometry) -> bool:
@@ -1081,7 +1112,9 @@ def write_image(path, image, *, overwrite: bool = False, fmt: str | None = None,
         Axis 0 of ``image`` is a frame axis (repetitions, echoes, …):
         ``image`` is ``(frames, ny, nx)`` or ``(frames, nz|slices, ny, nx)``.
     geometry : dict, optional
-        ISMRMRD geometry (NIfTI affine by :func:`nifti_affine`, units mm, s).
+        ISMRMRD geometry (NIfTI affine by :func:`nifti_affine`, units mm, s). A NIfTI stacks 2-D slices by
+        position along the slice normal (:func:`slice_position_order`); the other formats keep the order given
+        (ISMRMRD: the slice counter's).
     affine : array, optional
         A 4x4 NIfTI affine to use instead (e.g. an input NIfTI's).
     h5_attrs, ismrmrd_header : optional
@@ -1134,6 +1167,12 @@ def write_image(path, image, *, overwrite: bool = False, fmt: str | None = None,
             vol = vol[:, None]
         vol = vol.T  # (ny, nx) -> (x, y); (n, ny, nx) -> (x, y, n); (f, n, ny, nx) -> (x, y, n, f)
         oriented = affine is not None or (geometry is not None and _directions_set(geometry))
+        order = slice_position_order(geometry) if affine is None and vol.ndim > 2 else None
+        if order is not None and len(order) == vol.shape[2]:  # the NIfTI's slices ascend along the normal
+            vol = vol[:, :, order]
+            geometry = {**geometry, "slices": [geometry["slices"][i] for i in order]}
+            log.info("%s: the NIfTI stacks the slices by position along the slice normal (counters %s)", path,
+                     [geometry["slices"][i].get("counter", int(order[i])) for i in range(len(order))])
         if affine is None and geometry is not None:
             affine = nifti_affine(geometry, vol.shape[:3])
             if not oriented:
@@ -1386,6 +1425,8 @@ def describe(path: "str | os.PathLike", traj: "str | os.PathLike | None" = None)
             if _mrd.is_ismrmrd(f):
                 lines += _mrd.describe_ismrmrd(path, f)
                 if _mrd.has_trajectories(path, f):  # non-Cartesian: its lines say it all (read_kspace is Cartesian)
+                    return "\n".join(lines)
+                if any(x.startswith("missing frames:") for x in lines):  # read_kspace refuses it: said above
                     return "\n".join(lines)
             else:
                 lines.append("format: HDF5 (fastMRI-style)")

@@ -24,7 +24,10 @@ Reading (:func:`read_ismrmrd`), in this order:
    ``encodedSpace`` in x: inverse FFT along the readout, crop to the recon
    width, forward FFT. A recon matrix narrower in y is returned as ``crop``
    (the image is cropped after reconstruction; undersampled phase encodes
-   cannot be cropped before).
+   cannot be cropped before). A recon matrix *larger* than the encoded one, in
+   x or y alike, is not interpolated to: the image keeps the encoded matrix
+   and the encoded voxel size (encoded field of view over encoded matrix, the
+   NIfTI's voxel size too), with a warning.
 4. Lines are kept apart by ``(contrast, phase, repetition, set)`` — one
    **frame** each — and by ``slice``. ``average`` is averaged, after checking
    that every average samples the same lines; a line acquired twice within a
@@ -166,6 +169,41 @@ def _encoding(path, hdr, *, noncartesian: bool = False):
     return e, enc, rec
 
 
+def _frames(idx):
+    """``(frames, frame_of)``: the distinct :data:`FRAME_COUNTERS` combinations of acquisitions ``idx`` (dicts, in
+    sorted order) and each acquisition's index into them."""
+    keys = np.stack([idx[c].astype(np.int64) for c in FRAME_COUNTERS], axis=1)
+    uniq, frame_of = np.unique(keys, axis=0, return_inverse=True)
+    return [dict(zip(FRAME_COUNTERS, map(int, u))) for u in uniq], frame_of.ravel()
+
+
+def _frame_name(frame: dict, frames: list) -> str:
+    """A frame by the counters that tell the file's frames apart (``contrast=1``), or all of them."""
+    varying = [c for c in FRAME_COUNTERS if len({f[c] for f in frames}) > 1] or list(FRAME_COUNTERS)
+    return ", ".join(f"{c}={frame[c]}" for c in varying)
+
+
+def _empty_frames(slices_all, frame_of, frames, wanted) -> list[str]:
+    """``"slice S has no k-space lines for contrast=C"`` for each (slice of ``wanted``, frame) without lines: the
+    k-space is one block ``(slices, frames, ...)``, so every slice needs every frame."""
+    have = set(zip(slices_all.tolist(), np.asarray(frame_of).tolist()))
+    return [f"slice {int(s)} has no k-space lines for {_frame_name(fr, frames)}"
+            for s in wanted for f, fr in enumerate(frames) if (int(s), f) not in have]
+
+
+def _refuse_empty_frames(path, slices_all, frame_of, frames, wanted) -> None:
+    """Refuse (before any line is read) slices that lack a frame (:func:`_empty_frames`), naming them and the
+    slices that are complete (``--slice`` reconstructs one alone)."""
+    empty = _empty_frames(slices_all, frame_of, frames, wanted)
+    if empty:
+        incomplete = {int(m.split()[1]) for m in empty}
+        whole = [int(s) for s in wanted if int(s) not in incomplete]
+        hint = (f"; slice(s) {whole[:8]} hold every frame: reconstruct one alone with --slice {whole[0]} "
+                "(read_kspace(slice=...))" if whole else "")
+        raise _err(f"{path}: {'; '.join(empty[:4])}{' ...' if len(empty) > 4 else ''} (of {len(frames)} frames: "
+                   f"contrast x phase x repetition x set); every slice needs every frame{hint}")
+
+
 def _limit_center(lim, n):
     if lim is None or lim.center is None:
         return 0
@@ -290,7 +328,8 @@ def read_ismrmrd(path, h5file, *, slice=None, prewhiten: "bool | None" = None, n
                    "expected one channel count >= 1")
     ex, ey, ez = enc
     idx = hi["idx"]
-    kz, ky, ns, x0 = _placement(path, e, enc, hi)
+    place = _placement(path, e, enc, hi)
+    kz, ky, ns = place[0], place[1], place[3]
     slices_all = idx["slice"].astype(np.int64)
     n_slices = int(slices_all.max()) + 1
     present = np.unique(slices_all)
@@ -301,15 +340,20 @@ def read_ismrmrd(path, h5file, *, slice=None, prewhiten: "bool | None" = None, n
         if isinstance(slice, bool) or not isinstance(slice, (int, np.integer)) or not 0 <= slice < n_slices:
             raise ValueError(f"{path}: slice {slice} out of range; the file has {n_slices} slice(s) "
                              f"(0..{n_slices - 1})")
-    frame_keys = np.stack([idx[c].astype(np.int64) for c in FRAME_COUNTERS], axis=1)
-    uniq, frame_of = np.unique(frame_keys, axis=0, return_inverse=True)
-    frame_of = frame_of.ravel()
-    frames = [dict(zip(FRAME_COUNTERS, map(int, u))) for u in uniq]
+    frames, frame_of = _frames(idx)
+    wanted = list(range(n_slices)) if slice is None else [int(slice)]
+    if frame is not None:
+        if isinstance(frame, bool) or not isinstance(frame, (int, np.integer)) or not 0 <= frame < len(frames):
+            raise ValueError(f"{path}: frame {frame} out of range; the file has {len(frames)} frame(s)")
+        keep = frame_of == int(frame)
+        frames = [frames[int(frame)]]
+        frame_of = np.where(keep, 0, -1)
+    _refuse_empty_frames(path, slices_all, frame_of, frames, wanted)  # before any line is read
     # averages must share a pattern, per (slice, frame)
     avg = idx["average"].astype(np.int64)
     n_avg = int(np.unique(avg).size)
     if n_avg > 1:
-        for s in present:
+        for s in wanted:
             for f in range(len(frames)):
                 sel = (slices_all == s) & (frame_of == f)
                 pats = {a: set(zip(kz[sel & (avg == a)].tolist(), ky[sel & (avg == a)].tolist()))
@@ -318,16 +362,7 @@ def read_ismrmrd(path, h5file, *, slice=None, prewhiten: "bool | None" = None, n
                 if any(p != first for p in pats.values()):
                     raise _err(f"{path}: the {len(pats)} averages of slice {int(s)}, frame {frames[f]} sample "
                                "different lines; averaging them would weight lines unequally")
-    wanted = list(range(n_slices)) if slice is None else [int(slice)]
-    if frame is not None:
-        if isinstance(frame, bool) or not isinstance(frame, (int, np.integer)) or not 0 <= frame < len(frames):
-            raise ValueError(f"{path}: frame {frame} out of range; the file has {len(frames)} frame(s)")
-        keep = frame_of == int(frame)
-        frames = [frames[int(frame)]]
-        frame_of = np.where(keep, 0, -1)
-    rx = rec[0]
-    if rx > ex:
-        raise _err(f"{path}: reconSpace x = {rx} is wider than encodedSpace x = {ex}; mri_csc does not interpolate")
+    rx, crop = _image_size(path, enc, rec, warn=True)
     shape = (len(wanted), len(frames), nc, ez, ey, ex)
     check_shape(shape, np.complex64, f"{path}: ISMRMRD k-space")
     whitener, n_noise = _file_whitener(path, group, heads, is_noise, nc, prewhiten, noise)
@@ -338,11 +373,10 @@ def read_ismrmrd(path, h5file, *, slice=None, prewhiten: "bool | None" = None, n
     lines = _read_lines(path, group, rows, hi[take], nc)
     s_index = {s: j for j, s in enumerate(wanted)}
     pos = [(s_index[int(slices_all[i])], int(frame_of[i])) for i in np.flatnonzero(take)]
-    k, count, cover = _grid_lines(lines, hi[take], pos, (kz[take], ky[take], ns[take], x0[take]), shape, whitener,
+    k, count, cover = _grid_lines(lines, hi[take], pos, tuple(a[take] for a in place), shape, whitener,
                                   rx)
     if ez == 1:
         k = k[:, :, :, 0]
-    crop = (rec[1], rx) if rec[1] < ey else None
     if rx == ex:  # the samples acquired: a partial echo's missing ones are not measured zeros
         mask = cover.astype(np.float32)
     else:  # after the readout oversampling is removed, a sample mixes the line's: the line is the unit
@@ -352,7 +386,7 @@ def read_ismrmrd(path, h5file, *, slice=None, prewhiten: "bool | None" = None, n
                         "term as zeros (the oversampling is removed line by line)", path)
     if ez == 1:
         mask = mask[:, :, 0]
-    geometry = _geometry(hdr, e, rec, heads[img], slices_all, wanted)
+    geometry = _geometry(hdr, e, enc, rec, heads[img], slices_all, wanted)
     calibration = _calibration_lines(path, group, e, enc, heads[is_cal], np.flatnonzero(is_cal), wanted, nc,
                                      whitener, rx)
     return {"kspace": k, "mask": mask, "n_slices": n_slices, "frames": frames, "noise_scans": n_noise,
@@ -361,10 +395,34 @@ def read_ismrmrd(path, h5file, *, slice=None, prewhiten: "bool | None" = None, n
             "header": hdr, "encoded": enc, "recon": rec}
 
 
+def _image_size(path, enc, rec, warn: bool = False):
+    """``(nx, crop)``: the image width after the readout oversampling is removed and the ``(ny, nx)`` to crop the
+    image to (or None), from the encoded and recon matrices.
+
+    A recon matrix smaller than the encoded one crops (readout oversampling along x, phase oversampling along
+    y); a larger one, along x or y alike, would need interpolation, which mri_csc does not do: the image keeps
+    the encoded matrix, and its voxel size is the encoded one (:func:`_voxel_mm`); said with ``warn``.
+    """
+    (ex, ey, _), (rx, ry, _) = enc, rec
+    if warn and (rx > ex or ry > ey):
+        log.warning("%s: reconSpace %dx%d (x, y) is larger than encodedSpace %dx%d and mri_csc does not interpolate "
+                    "(zero-fill) to it: the image is %dx%d with the encoded voxel size", path, rx, ry, ex, ey,
+                    min(rx, ex), min(ry, ey))
+    nx = min(rx, ex)
+    return nx, ((ry, nx) if ry < ey else None)
+
+
 def _placement(path, e, enc, heads):
-    """``(kz, ky, samples, x0)`` of each Cartesian line in the encoded matrix ``enc = (ex, ey, ez)``: its
-    phase-encode indices (counters plus the encoding limits' centre), the samples kept (less ``discard_pre`` /
-    ``discard_post``) and where along the readout they start (partial echo: by ``center_sample``)."""
+    """``(kz, ky, first, samples, x0)`` of each Cartesian line in the encoded matrix ``enc = (ex, ey, ez)``: its
+    phase-encode indices (counters plus the encoding limits' centre), and the ``samples`` kept from sample
+    ``first`` on (after ``discard_pre``) placed from readout index ``x0`` on.
+
+    A readout is placed so that its ``center_sample`` lands on ``ex // 2`` (partial echoes, and full readouts
+    whose echo is off their middle); samples that then fall outside the encoded width are dropped, and the
+    matrix's samples no readout reached are unsampled (the mask says so). ``center_sample`` 0 on a readout as
+    wide as the matrix is taken as not set (``ismrmrd.Acquisition``'s default): the middle sample. Readouts
+    longer than the matrix, or whose centre lies outside them, are refused.
+    """
     ex, ey, ez = enc
     idx = heads["idx"]
     lim = e.encodingLimits
@@ -376,12 +434,22 @@ def _placement(path, e, enc, heads):
             raise _err(f"{path}: {name} places lines at {int(k.min())}..{int(k.max())}, outside the encoded "
                        f"matrix of {n} (encodedSpace/encodingLimits disagree with the acquisitions)")
     ns = heads["number_of_samples"].astype(np.int64) - heads["discard_pre"] - heads["discard_post"]
-    centre = heads["center_sample"].astype(np.int64) - heads["discard_pre"]
-    x0 = np.where(ns == ex, 0, ex // 2 - centre)
-    if np.any(ns < 1) or np.any(x0 < 0) or np.any(x0 + ns > ex):
-        raise _err(f"{path}: readouts of {sorted(set(ns.tolist()))[:5]} samples (centre "
-                   f"{sorted(set(centre.tolist()))[:5]}) do not fit the encoded width {ex}")
-    return kz, ky, ns, x0
+    unset = (heads["center_sample"] == 0) & (ns == ex)
+    centre = np.where(unset, ns // 2, heads["center_sample"].astype(np.int64) - heads["discard_pre"])
+    if np.any(ns < 1) or np.any(ns > ex) or np.any(centre < 0) or np.any(centre >= ns):
+        raise _err(f"{path}: readouts of {sorted(set(ns.tolist()))[:5]} samples (after discard_pre/post; centre "
+                   f"sample {sorted(set(centre.tolist()))[:5]}) do not fit the encoded width {ex}: a readout must "
+                   "be at most that wide and hold its centre sample")
+    start = ex // 2 - centre  # where sample 0 lands
+    first = np.maximum(0, -start)
+    kept = np.minimum(ns, ex - start) - first
+    dropped = ns - kept
+    if dropped.any():
+        log.warning("%s: readouts centred at sample(s) %s of %s: placed with their centre on the matrix centre, "
+                    "%d sample(s) of some lines fall outside the encoded width %d and are dropped", path,
+                    sorted(set(centre[dropped > 0].tolist()))[:5], sorted(set(ns[dropped > 0].tolist()))[:5],
+                    int(dropped.max()), ex)
+    return kz, ky, first, kept, np.maximum(start, 0)
 
 
 def _grid_lines(lines, heads, pos, placement, shape, whitener, rx):
@@ -389,12 +457,13 @@ def _grid_lines(lines, heads, pos, placement, shape, whitener, rx):
     at ``pos`` (``(slice, frame)`` per line) and ``placement`` (:func:`_placement`), whitened, with the readout
     oversampling removed to ``rx``; returns ``(k-space, lines per (slice, frame, kz, ky), samples acquired per
     (slice, frame, kz, ky, x) on the encoded readout)``."""
-    kz, ky, ns, x0 = placement
+    kz, ky, first, ns, x0 = placement
     acc = np.zeros(shape, np.complex64)
     count = np.zeros(shape[:2] + shape[3:5], np.int32)
     cover = np.zeros(shape[:2] + shape[3:], bool)
     for i, (line, (j, f)) in enumerate(zip(lines, pos)):
-        d = line[:, int(heads["discard_pre"][i]):int(heads["discard_pre"][i]) + int(ns[i])]
+        a = int(heads["discard_pre"][i]) + int(first[i])
+        d = line[:, a:a + int(ns[i])]
         if whitener is not None:
             d = (whitener @ d).astype(np.complex64)
         acc[j, f, :, int(kz[i]), int(ky[i]), x0[i]:x0[i] + ns[i]] += d
@@ -546,13 +615,28 @@ def _read_lines(path, group, rows, heads, nc):
     return out
 
 
-def _geometry(hdr, e, rec, heads, slices, wanted) -> dict:
+def _voxel_mm(e, enc, rec) -> "tuple[float, float, float] | None":
+    """The image's voxel size in mm: the encoded field of view over the encoded matrix along x and y (and z of a
+    3-D encoding), as mri_csc crops (oversampling) but never interpolates to the recon matrix; ``z`` of 2-D
+    slices is the recon slice thickness. None when the encoded field of view is not given (zero)."""
+    efov = [float(getattr(e.encodedSpace.fieldOfView_mm, a) or 0) for a in "xyz"]
+    rfov = float(e.reconSpace.fieldOfView_mm.z or 0)
+    if min(efov[:2]) <= 0 or (enc[2] > 1 and efov[2] <= 0):
+        return None
+    return efov[0] / enc[0], efov[1] / enc[1], efov[2] / enc[2] if enc[2] > 1 else rfov
+
+
+def _geometry(hdr, e, enc, rec, heads, slices, wanted) -> dict:
+    """For NIfTI (:func:`mri_csc.io.formats.nifti_affine`): ``fov_mm`` and ``matrix`` (reconSpace), ``voxel_mm``
+    (:func:`_voxel_mm`), and per slice of ``wanted`` its ``counter`` and the first line's ``position``,
+    ``read_dir``, ``phase_dir``, ``slice_dir``."""
     fov = e.reconSpace.fieldOfView_mm
-    geo = {"fov_mm": tuple(float(getattr(fov, a)) for a in "xyz"), "matrix": rec, "slices": []}
+    geo = {"fov_mm": tuple(float(getattr(fov, a)) for a in "xyz"), "matrix": rec, "slices": [],
+           "voxel_mm": _voxel_mm(e, enc, rec)}
     for s in wanted:
         h = heads[slices == s][0]
-        geo["slices"].append({k: tuple(float(v) for v in h[k]) for k in ("position", "read_dir", "phase_dir",
-                                                                         "slice_dir")})
+        geo["slices"].append({"counter": int(s), **{k: tuple(float(v) for v in h[k])
+                                                    for k in ("position", "read_dir", "phase_dir", "slice_dir")}})
     return geo
 
 
@@ -672,8 +756,17 @@ def describe_ismrmrd(path, h5file) -> list[str]:
                      f"{int(idx['slice'].max()) + 1 if idx.size else 0}, "
                      + ", ".join(f"{c}s: {np.unique(idx[c]).size if idx.size else 0}"
                                  for c in ("average", *FRAME_COUNTERS)))
-        n_frames = np.unique(np.stack([idx[c] for c in FRAME_COUNTERS], 1), axis=0).shape[0] if idx.size else 0
-        lines.append(f"frames (contrast x phase x repetition x set): {n_frames}, reconstructed one by one")
+        frames, frame_of = _frames(idx) if idx.size else ([], None)
+        lines.append(f"frames (contrast x phase x repetition x set): {len(frames)}, reconstructed one by one")
+        if idx.size:
+            slices = idx["slice"].astype(np.int64)
+            empty = _empty_frames(slices, frame_of, frames, np.unique(slices))
+            if empty:
+                lines.append(f"missing frames: {'; '.join(empty[:4])}{' ...' if len(empty) > 4 else ''}; "
+                             "reconstruction refuses the file (every slice needs every frame); --slice takes a "
+                             "complete slice alone")
+            if dims == [0]:
+                lines += _describe_slice_order(hdr, e, enc, rec, heads[img], slices)
         lines.append(f"noise scans: {int(noise.sum())}"
                      + ("; k-space is prewhitened with their covariance (default)" if noise.any()
                         else "; no prewhitening"))
@@ -684,6 +777,25 @@ def describe_ismrmrd(path, h5file) -> list[str]:
         if n_rev:
             lines.append(f"reversed lines (ACQ_IS_REVERSE): {n_rev}; Cartesian reconstruction refuses them (EPI)")
     return lines
+
+
+def _describe_slice_order(hdr, e, enc, rec, heads, slices) -> list[str]:
+    """``info``'s line on where 2-D slices lie along their normal, and the order the outputs stack them in."""
+    from .formats import slice_position_order  # noqa: PLC0415  (formats imports this module)
+
+    n = int(slices.max()) + 1
+    if n < 2 or enc[2] > 1 or np.unique(slices).size != n:
+        return []
+    geo = _geometry(hdr, e, enc, rec, heads, slices, list(range(n)))
+    normal = np.asarray(geo["slices"][0]["slice_dir"], float)
+    if np.linalg.norm(normal) < 1e-6:
+        return []
+    along = [float(np.dot(g["position"], normal)) for g in geo["slices"]]
+    order = slice_position_order(geo)
+    how = ("NIfTI outputs stack the slices by position: counters "
+           f"{order.tolist()}; .npy/.npz/.h5/.cfl outputs keep the counter order" if order is not None else
+           "counter order is position order")
+    return [f"slice positions along the normal (mm, by counter): {np.round(along, 3).tolist()}; {how}"]
 
 
 def _describe_trajectories(path, group, heads, e, enc, rec, dims) -> list[str]:
@@ -747,9 +859,10 @@ def ismrmrd_metadata(path, h5file) -> dict:
     present = np.unique(slices)
     if present.size != n_slices:
         raise _err(f"{path}: slice counter goes up to {n_slices - 1} but some slices have no acquisitions")
-    n_frames = np.unique(np.stack([idx[c] for c in FRAME_COUNTERS], 1), axis=0).shape[0]
-    return {"n_slices": n_slices, "n_frames": int(n_frames), "crop": (rec[1], rec[0]) if rec[1] < enc[1] else None,
-            "geometry": _geometry(hdr, e, rec, hi, slices, list(range(n_slices))), "encoded": enc, "recon": rec}
+    frames, frame_of = _frames(idx)
+    _refuse_empty_frames(path, slices, frame_of, frames, range(n_slices))
+    return {"n_slices": n_slices, "n_frames": len(frames), "crop": _image_size(path, enc, rec)[1],
+            "geometry": _geometry(hdr, e, enc, rec, hi, slices, list(range(n_slices))), "encoded": enc, "recon": rec}
 
 
 # -- non-Cartesian acquisitions ---------------------------------------------------------------------------
@@ -876,10 +989,7 @@ def read_ismrmrd_noncartesian(path, h5file, *, slice=None, prewhiten: "bool | No
     if slice is not None and (isinstance(slice, bool) or not isinstance(slice, (int, np.integer))
                               or not 0 <= slice < n_slices):
         raise ValueError(f"{path}: slice {slice} out of range; the file has {n_slices} slice(s) (0..{n_slices - 1})")
-    uniq, frame_of = np.unique(np.stack([idx[c].astype(np.int64) for c in FRAME_COUNTERS], 1), axis=0,
-                               return_inverse=True)
-    frame_of = frame_of.ravel()
-    frames = [dict(zip(FRAME_COUNTERS, map(int, u))) for u in uniq]
+    frames, frame_of = _frames(idx)
     if frame is not None:
         if isinstance(frame, bool) or not isinstance(frame, (int, np.integer)) or not 0 <= frame < len(frames):
             raise ValueError(f"{path}: frame {frame} out of range; the file has {len(frames)} frame(s)")
