@@ -1,5 +1,7 @@
 """reconstruct(): validation, mask inference, scaling, SENSE vs SigPy, baselines vs zero-filled."""
 
+import shutil
+
 import numpy as np
 import pytest
 import sigpy as sp
@@ -220,3 +222,19 @@ def test_sigpy_baselines_are_deterministic_and_leave_the_callers_rng_alone(phant
     b = mri_csc.reconstruct(k, maps, mask=mask, method=method, max_iter=10).image
     c = mri_csc.reconstruct(k, maps, mask=mask, method=method, max_iter=10).image
     assert np.array_equal(a, b) and np.array_equal(b, c)
+
+
+@pytest.mark.parametrize("method", ["zero-filled", "sense", "l1wavelet",
+                                    pytest.param("bart-l1wavelet", marks=pytest.mark.skipif(
+                                        shutil.which("bart") is None, reason="the 'bart' binary is not on PATH"))])
+def test_mask_weights_mean_the_same_for_every_method(method):
+    """Fractional mask values weight the data term once, (1/2)||w(FSx - y)||^2, in every method: a uniform
+    weight on every sample leaves the least-squares image as it was. SigPy (which takes sqrt(weights) on model
+    and data) and BART (which multiplies the data by its pattern) gave half the image, zero-filled a quarter."""
+    from mri_csc.sim import make_dataset
+
+    d = make_dataset("shepp-logan", shape=(64, 64), n_coils=4, mask="poisson", accel=4, seed=0, snr_db=30)
+    kw = {} if method == "zero-filled" else {"lam": 1e-6}
+    a = mri_csc.reconstruct(d.kspace, d.maps, mask=d.mask, method=method, **kw).image
+    b = mri_csc.reconstruct(d.kspace, d.maps, mask=0.5 * d.mask, method=method, **kw).image
+    assert np.vdot(a, b).real / np.vdot(a, a).real == pytest.approx(1.0, abs=0.01)

@@ -80,7 +80,7 @@ def bart_pics(problem: ReconProblem, regularizer: str, *, max_iter: int, randshi
     if problem.device.kind != "cpu":
         raise ValueError("BART methods run on the CPU only")
     history = History()
-    k = to_numpy(problem.kspace)
+    k = to_numpy(problem.measured())  # BART weights the data by the pattern itself
     maps = to_numpy(problem.maps)
     coord = getattr(problem, "trajectory", None)
     with tempfile.TemporaryDirectory(prefix="mri_csc_bart_") as tmp:

@@ -90,6 +90,19 @@ class ReconProblem:
         r""":math:`A^H y`."""
         return self.operator.adjoint(self.kspace)
 
+    def measured(self):
+        r"""The samples as acquired: :attr:`kspace` is :math:`w\,y` (``mask`` :math:`w` applied once,
+        :math:`A = w F S`, so the data term is :math:`\tfrac12\|w(FSx - y)\|^2`); this is :math:`y` on the
+        sampled points, zero elsewhere. The same array for a 0/1 mask or none. Tools that weight the data
+        themselves (SigPy's ``weights``, BART's pattern) take this."""
+        m = self.mask
+        if m is None:
+            return self.kspace
+        xp = self.xp
+        if bool(xp.all((m == 0) | (m == 1))):
+            return self.kspace
+        return xp.where(m > 0, self.kspace / xp.where(m > 0, m, 1), 0).astype(self.kspace.dtype, copy=False)
+
     def lowres_image(self, width: int = 24):
         r"""Low-resolution image :math:`A^H(h\,y)` of the calibration region (Hann window ``h``, ``width`` wide).
 
