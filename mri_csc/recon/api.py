@@ -23,7 +23,8 @@ class ReconResult:
     ----------
     image : array
         Complex image ``(ny, nx)`` or ``(nz, ny, nx)`` on the device asked for, in
-        the units of the input k-space (the internal data scaling is undone).
+        the units of the input k-space and coil maps (the internal data scaling, and the maps' scaling to
+        unit power within :data:`~mri_csc.validate.MAPS_TOLERANCE`, are undone).
     history : list of dict
         Per-iteration records (``iter``, ``time`` in seconds, and the method's
         own keys: for ``csc`` the objective and its terms, ``coupling_misfit``, ``image_change``,
@@ -140,7 +141,7 @@ def reconstruct(kspace, coil_maps, *, mask=None, method: str = "csc", device: "s
         out = spec.func(problem, show_pbar=show_pbar, **full)
         image, history = out[0], out[1]
         extras = dict(out[2]) if len(out) > 2 else {}
-        image = image * image.real.dtype.type(problem.scale)
+        image = image * image.real.dtype.type(problem.scale / problem.maps_gain)  # the units of the data and maps
     elapsed = time.perf_counter() - t0
     log.info("%s: %d iterations in %.2f s on %s", method, len(history), elapsed, problem.device)
     # reconstruct's own options too, resolved (scale as the factor used), so that **params repeats the run

@@ -39,7 +39,7 @@ import numpy as np
 
 from ..backend import get_xp, to_device
 from ..operators.nufft import NUFFTSense, check_trajectory, gridded_lowres, pipe_menon_dcf
-from ..validate import check_array, check_finite, check_not_all_zero, normalise_maps
+from ..validate import check_array, check_finite, check_not_all_zero, normalise_maps, unit_power_gain
 from .problem import ReconProblem, scale_factor
 
 __all__ = ["NonCartesianProblem", "make_noncartesian_problem", "noncartesian_data_scale", "density_gain"]
@@ -217,6 +217,7 @@ def make_noncartesian_problem(kspace, coil_maps, trajectory, image_shape=None, *
     check_not_all_zero("kspace", kspace)
     check_finite("coil_maps", coil_maps)
     coil_maps = normalise_maps(coil_maps)  # as for Cartesian data: sum_c |S_c|^2 about 1 on the object
+    gain = unit_power_gain(coil_maps)
     if dcf is not None:
         check_finite("dcf", dcf)
         if bool((get_xp(dcf).asarray(dcf) < 0).any()):
@@ -228,6 +229,8 @@ def make_noncartesian_problem(kspace, coil_maps, trajectory, image_shape=None, *
     cdtype = np.complex128 if np.dtype(kspace.dtype) == np.complex128 else np.complex64
     k = to_device(kspace, dev).astype(cdtype, copy=False)
     s = to_device(coil_maps, dev).astype(cdtype, copy=False)
+    if gain != 1.0:
+        s = s / s.real.dtype.type(gain)
     t = to_device(trajectory, dev).astype(np.float32, copy=False)
     w = pipe_menon_dcf(t, shape) if dcf is None else to_device(dcf, dev).astype(np.float32, copy=False)
     factor = scale_factor(scale, lambda: noncartesian_data_scale(k, s, t, w, backend=nufft_backend))
@@ -239,7 +242,7 @@ def make_noncartesian_problem(kspace, coil_maps, trajectory, image_shape=None, *
         k, s = k / root, s / root
     return NonCartesianProblem(kspace=k, maps=s, mask=None, scale=factor, device=dev, trajectory=t, dcf=w,
                                image_shape_=shape, nufft_backend=nufft_backend, precondition=precondition,
-                               density_gain=g)
+                               density_gain=g, maps_gain=gain)
 
 
 def density_gain(trajectory, image_shape, *, backend: str = "auto", floor: float = 0.1) -> float:

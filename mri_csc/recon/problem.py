@@ -20,7 +20,7 @@ import numpy as np
 from ..backend import Device, get_xp, resolve_device, to_device
 from ..operators import Sense
 from ..prior.phase import box_window, hann_window, lowres_image
-from ..validate import check_maps_match_kspace, check_recon_inputs
+from ..validate import check_maps_match_kspace, check_recon_inputs, unit_power_gain
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,10 @@ class ReconProblem:
         Sampling mask (float, 0/1 or weights), shape ``image_shape``.
     scale : float
         The factor the k-space was divided by.
+    maps_gain : float
+        The factor the coil maps were divided by to unit power
+        (:func:`~mri_csc.validate.unit_power_gain`); the image of the maps as given is the
+        solution divided by it.
     device : Device
     operator : LinearOperator
         The forward operator (built once by :func:`make_problem`, or on first use; SENSE here).
@@ -57,6 +61,7 @@ class ReconProblem:
     device: Device
     operator: object = None
     metadata: dict = field(default_factory=dict)
+    maps_gain: float = 1.0
 
     def __post_init__(self):
         if self.operator is None:
@@ -207,6 +212,7 @@ def make_problem(kspace, coil_maps, mask=None, device: "str | Device" = "cpu", s
     """
     dev = resolve_device(device)
     coil_maps = check_recon_inputs(kspace, coil_maps, mask)  # mri_csc.validate: the one input layer
+    gain = unit_power_gain(coil_maps)
     get_xp(kspace, coil_maps, mask)  # raises when NumPy and CuPy are mixed
     xp = get_xp(coil_maps)
     if not bool(xp.any(coil_maps != 0)):
@@ -215,6 +221,8 @@ def make_problem(kspace, coil_maps, mask=None, device: "str | Device" = "cpu", s
     cdtype = np.complex128 if np.dtype(kspace.dtype) == np.complex128 else np.complex64
     k = to_device(kspace, dev).astype(cdtype, copy=False)
     s = to_device(coil_maps, dev).astype(cdtype, copy=False)
+    if gain != 1.0:
+        s = s / s.real.dtype.type(gain)
     if mask is None:
         m = infer_mask(k)
     else:
@@ -237,4 +245,4 @@ def make_problem(kspace, coil_maps, mask=None, device: "str | Device" = "cpu", s
     factor = scale_factor(scale, lambda: data_scale(k, op=op))
     if factor != 1.0:
         k = k / k.real.dtype.type(factor)
-    return ReconProblem(kspace=k, maps=s, mask=m, scale=factor, device=dev, operator=op)
+    return ReconProblem(kspace=k, maps=s, mask=m, scale=factor, device=dev, operator=op, maps_gain=gain)
