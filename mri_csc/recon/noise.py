@@ -92,6 +92,9 @@ MIN_BULK = 0.1
 OUTER_K = 0.4
 #: rows of the calibration matrix kept at most (a fixed, evenly spread subset beyond it)
 MAX_ROWS = 4096
+#: columns at most: beyond it an evenly spread subset of the coils (16 coils at 5 x 5: 10 of them; 3-D, 8 coils at
+#: 5 x 5 x 5: 2), so the SVD stays under a second (3-D, 32 coils: 4000 columns had taken 197 s)
+MAX_COLUMNS = 256
 
 
 def calibration_box(mask) -> tuple[slice, ...]:
@@ -233,7 +236,7 @@ def _outer_sigma(k, m) -> "float | None":
     pick = outer & m
     if not pick.any():
         return None
-    return float(np.median(np.abs(k[:, pick]))) / math.sqrt(math.log(2))
+    return float(np.median(np.abs(to_numpy(k[:, get_xp(k).asarray(pick)])))) / math.sqrt(math.log(2))
 
 
 _NO_ESTIMATE = ("pass noise_std= (the complex noise standard deviation of the k-space, in its units: 1 for "
@@ -254,7 +257,7 @@ def estimate_noise_std(kspace, mask=None, *, kernel: "int | None" = None, warn: 
         Window side of the calibration matrix (reduced to the region's size on
         a thin axis, e.g. the few centre columns of a line mask). Default:
         :data:`KERNEL`, grown for one to three coils to give :data:`MIN_COLUMNS`
-        columns, shrunk (to 3) for a region with fewer window positions than columns.
+        columns, shrunk (to 3) for a region with fewer window positions than half the columns.
     warn : bool
         Log the warning below (off for callers that only use the figure as a guide).
 
@@ -274,10 +277,11 @@ def estimate_noise_std(kspace, mask=None, *, kernel: "int | None" = None, warn: 
     """
     if kernel is not None and (isinstance(kernel, bool) or not isinstance(kernel, (int, np.integer)) or kernel < 1):
         raise ValueError(f"kernel must be an integer >= 1; got {kernel!r}")
-    k = to_numpy(kspace)
-    if k.ndim < 2:
-        raise ValueError(f"kspace must have shape (coils, *image_shape); got shape {k.shape}")
-    m = np.any(k != 0, axis=0) if mask is None else np.broadcast_to(to_numpy(mask) != 0, k.shape[1:])
+    xp = get_xp(kspace)
+    if kspace.ndim < 2:
+        raise ValueError(f"kspace must have shape (coils, *image_shape); got shape {tuple(kspace.shape)}")
+    m = to_numpy(xp.any(kspace != 0, axis=0)) if mask is None else \
+        np.broadcast_to(to_numpy(mask) != 0, kspace.shape[1:])
     box = calibration_box(m)
     region = tuple(s.stop - s.start for s in box)
     if min(region) < 2:
@@ -285,10 +289,14 @@ def estimate_noise_std(kspace, mask=None, *, kernel: "int | None" = None, warn: 
             f"no fully sampled calibration region of at least 2 samples per axis was found (got {region}); "
             f"{_NO_ESTIMATE}"
         )
-    block = k[(slice(None),) + box].astype(np.complex128)
-    n_coils = k.shape[0]
+    n_coils = kspace.shape[0]
     if kernel is None:
         kernel = _auto_kernel(region, n_coils)
+    window = math.prod(min(kernel, n) for n in region)
+    # at most MAX_COLUMNS columns: an evenly spread subset of the coils (sigma is pooled over coils), only the
+    # calibration block copied to the host
+    coils = np.unique(np.linspace(0, n_coils - 1, max(1, min(n_coils, MAX_COLUMNS // window))).round().astype(int))
+    block = to_numpy(kspace[(xp.asarray(coils),) + box]).astype(np.complex128)
     mat = hankel_matrix(block, kernel)
     if mat.shape[0] > MAX_ROWS:
         mat = mat[np.linspace(0, mat.shape[0] - 1, MAX_ROWS).astype(int)]
@@ -301,7 +309,7 @@ def estimate_noise_std(kspace, mask=None, *, kernel: "int | None" = None, warn: 
     sigma, rank = _hankel_sigma(np.linalg.svd(mat, compute_uv=False), big)
     if n_coils > 1 and small - rank >= MIN_BULK * small:
         return sigma
-    outer = _outer_sigma(k, m)
+    outer = _outer_sigma(kspace, m)
     if outer is not None:
         sigma = min(sigma, outer)
     if not warn:
