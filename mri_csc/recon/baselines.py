@@ -46,7 +46,8 @@ def zero_filled(problem: ReconProblem, *, show_pbar: bool = False):
     xp = problem.xp
     m = problem.mask
     y = problem.measured()
-    img = problem.operator.adjoint(y if y is problem.kspace else xp.where(m > 0, y / xp.where(m > 0, m, 1), 0))
+    img = problem.adjoint_image() if y is problem.kspace else \
+        problem.operator.adjoint(xp.where(m > 0, y / xp.where(m > 0, m, 1), 0))
     sos = problem.sense().coils.sum_of_squares()
     out = xp.where(sos > 0, img / xp.where(sos > 0, sos, 1), 0).astype(img.dtype)
     return out, History()

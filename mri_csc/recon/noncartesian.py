@@ -39,7 +39,16 @@ import numpy as np
 
 from ..backend import get_xp, to_device
 from ..operators.nufft import NUFFTSense, check_trajectory, gridded_lowres, pipe_menon_dcf
-from ..validate import check_array, check_finite, check_not_all_zero, normalise_maps, unit_power_gain
+from ..validate import (
+    MAPS_EXPLAINED_MIN_NONCARTESIAN,
+    check_array,
+    check_finite,
+    check_not_all_zero,
+    explained_share,
+    normalise_maps,
+    unit_power_gain,
+    warn_maps_mismatch,
+)
 from .problem import ReconProblem, scale_factor
 
 __all__ = ["NonCartesianProblem", "make_noncartesian_problem", "noncartesian_data_scale", "density_gain"]
@@ -236,6 +245,12 @@ def make_noncartesian_problem(kspace, coil_maps, trajectory, image_shape=None, *
     factor = scale_factor(scale, lambda: noncartesian_data_scale(k, s, t, w, backend=nufft_backend))
     if factor != 1.0:
         k = k / k.real.dtype.type(factor)
+    # the maps against the data's own calibration coil images (gridded, Hann window): a trajectory with its
+    # axes swapped, or maps transposed, gave wrong images without a word (Cartesian data had this check)
+    low = gridded_lowres(k, t, shape, w, width=24, window="hann", backend=nufft_backend)
+    warn_maps_mismatch(explained_share(low, s), MAPS_EXPLAINED_MIN_NONCARTESIAN,
+                       what="axes transposed or flipped against the trajectory (its components ordered as the "
+                            "image axes, readout last)")
     g = density_gain(t, shape, backend=nufft_backend)
     if g != 1.0:
         root = k.real.dtype.type(g ** 0.5)
