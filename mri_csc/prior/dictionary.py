@@ -42,7 +42,8 @@ from .lowpass import highpass
 from .penalty import ResidualBalance
 from .sparse_coding import ConvSparseCoder, check_lam
 
-__all__ = ["DEFAULT_DICTIONARY", "DEFAULT_DICTIONARY_3D", "FILTER_NORM_TOLERANCE", "check_dictionary",
+__all__ = ["DEFAULT_DICTIONARY", "DEFAULT_DICTIONARY_3D", "FILTER_NORM_TOLERANCE", "FILTER_NORM_MIN",
+           "check_dictionary",
            "filter_norms", "learn_dictionary", "load_default_dictionary", "prepare_training_images"]
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,8 @@ DEFAULT_DICTIONARY = "default_dictionary.npz"
 DEFAULT_DICTIONARY_3D = "default_dictionary_3d.npz"
 #: a given filter whose l2 norm is off 1 by more than this (relative) is divided by its norm (:func:`check_dictionary`)
 FILTER_NORM_TOLERANCE = 0.01
+#: filters inside the unit ball down to this norm are kept as they are (blind CSC's update leaves them there)
+FILTER_NORM_MIN = 0.5
 
 
 def filter_norms(filters, name: str = "dictionary") -> np.ndarray:
@@ -83,10 +86,11 @@ def check_dictionary(filters, name: str = "dictionary"):
     have it, blind CSC's update keeps them in the unit ball, and the default weights (λ, μ) were
     fitted with them. A filter ``c`` times longer makes its codes ``1/c`` times smaller, so the same λ
     penalises it ``c`` times less, and blind CSC's first update, projecting it back into the unit ball,
-    changes the model so much that no update is ever kept. So each filter whose norm is off 1 by more
-    than :data:`FILTER_NORM_TOLERANCE` is divided by its norm, with a warning (the scale of a learned
-    filter carries no information: only its shape does); the others are returned unchanged, so a
-    dictionary from ``result.extras["dictionary"]`` is reused as it is.
+    changes the model so much that no update is ever kept. So each filter whose norm is above
+    1 + :data:`FILTER_NORM_TOLERANCE`, or below :data:`FILTER_NORM_MIN`, is divided by its norm, with a
+    warning (the scale of a learned filter carries no information: only its shape does); the others
+    are returned unchanged, so a dictionary from ``result.extras["dictionary"]`` (blind CSC's filters,
+    inside the unit ball: norms 0.98-1 seen) is reused as it is.
 
     Returns
     -------
@@ -102,12 +106,12 @@ def check_dictionary(filters, name: str = "dictionary"):
 
     check_filters(filters, name)
     norms = filter_norms(filters, name)
-    off = np.abs(norms - 1) > FILTER_NORM_TOLERANCE
+    off = (norms > 1 + FILTER_NORM_TOLERANCE) | (norms < FILTER_NORM_MIN)
     if not off.any():
         return filters
-    log.warning("%s: %d of %d filters have an l2 norm off 1 by more than %g%% (from %.3g to %.3g); each is divided "
-                "by its norm (the CSC model and its default weights assume unit-norm filters, as the shipped and "
-                "learned dictionaries have)", name, int(off.sum()), len(norms), 100 * FILTER_NORM_TOLERANCE,
+    log.warning("%s: %d of %d filters have an l2 norm outside [%g, %g] (from %.3g to %.3g); each is divided by its "
+                "norm (the CSC model and its default weights assume unit-norm filters, as the shipped and learned "
+                "dictionaries have)", name, int(off.sum()), len(norms), FILTER_NORM_MIN, 1 + FILTER_NORM_TOLERANCE,
                 float(norms[off].min()), float(norms[off].max()))
     xp = get_xp(filters)
     scale = np.where(off, norms, 1.0).reshape((-1,) + (1,) * (filters.ndim - 1))
