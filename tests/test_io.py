@@ -226,3 +226,15 @@ def test_bart_phantom_read_by_us(tmp_path):
     d = read_kspace(tmp_path / "ph")
     assert d["kspace"].shape == (4, 32, 32)
     assert np.abs(d["kspace"]).max() > 0
+
+
+def test_a_format_given_by_name_finds_the_maps_and_mask_beside_the_file(tmp_path):
+    """fmt= for a name without the format's extension (BART's own naming: 'ks' for ks.cfl/ks.hdr): the maps
+    and mask siblings are named and found by the same rule (it had ignored fmt= and refused the name)."""
+    k = np.ones((2, 8, 8), np.complex64)
+    maps, mask = np.ones_like(k) / np.sqrt(2), np.ones((8, 8), np.float32)
+    for name, fmt in (("ks", "cfl"), ("ks.dat", "npy")):
+        written = write_kspace(tmp_path / name, k, maps, mask, fmt=fmt)
+        assert len(written) == (6 if fmt == "cfl" else 3)
+        d = read_kspace(tmp_path / name, fmt=fmt)
+        assert np.allclose(d["maps"], maps) and np.allclose(d["mask"], mask)

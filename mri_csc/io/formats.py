@@ -624,7 +624,7 @@ def read_kspace(path: "str | os.PathLike", *, slice: int | None = None, fmt: str
         raise ValueError(f"{path}: prewhiten/noise apply to ISMRMRD files; prewhiten other k-space with "
                          "mri_csc.io.ismrmrd.noise_whitener")
     if fmt == "npy":
-        mp, mk = sibling_path(path, "maps"), sibling_path(path, "mask")
+        mp, mk = sibling_path(path, "maps", fmt), sibling_path(path, "mask", fmt)
         kmap = _npy_open(path)
         hdrs = []
         for q in (mp, mk):
@@ -683,7 +683,7 @@ def read_kspace(path: "str | os.PathLike", *, slice: int | None = None, fmt: str
         k, extra_dims = bart_frames(raw, f"{base}.cfl")
         if k.shape[2] == 1:
             k = k[:, :, 0]
-        mp, mk = sibling_path(path, "maps"), sibling_path(path, "mask")
+        mp, mk = sibling_path(path, "maps", fmt), sibling_path(path, "mask", fmt)
         if mp.exists():
             maps = from_bart(_read_cfl(_cfl_base(mp)), what=str(mp))
         if mk.exists():
@@ -867,10 +867,11 @@ def calibration_data(d: dict, index: int, kspace):
     return cal if cal.any() else kspace
 
 
-def sibling_path(path, what: str) -> Path:
+def sibling_path(path, what: str, fmt: "str | None" = None) -> Path:
     """The file beside a ``.npy`` or ``.cfl`` k-space file that holds its ``what`` (``"maps"``, ``"mask"``):
-    ``<stem>_<what>.npy`` or ``<base>_<what>.cfl`` (the ``.cfl`` sibling's ``.hdr`` lies beside it)."""
-    if detect_format(path) == "cfl":
+    ``<stem>_<what>.npy`` or ``<base>_<what>.cfl`` (the ``.cfl`` sibling's ``.hdr`` lies beside it); ``fmt``
+    as for :func:`detect_format`, for a name without the format's extension."""
+    if detect_format(path, fmt) == "cfl":
         return Path(f"{_cfl_base(path)}_{what}.cfl")
     return Path(f"{_stem(path)}_{what}.npy")
 
@@ -880,7 +881,7 @@ def holds_maps(path) -> bool:
     ``<stem>_maps.npy`` or ``<base>_maps.cfl`` beside it, a fastMRI ``.h5``'s ``maps``; an ISMRMRD file never."""
     fmt = detect_format(path)
     if fmt in ("npy", "cfl"):
-        return sibling_path(path, "maps").exists()
+        return sibling_path(path, "maps", fmt).exists()
     if fmt == "npz":
         with _open_npz(path) as z:
             return "maps" in z.files
@@ -947,13 +948,14 @@ def write_kspace(path, kspace, maps=None, mask=None, *, overwrite: bool = False,
                     "it)", path, fmt)
     written = []
     if fmt == "npy":
-        outs = [Path(path)] + ([sibling_path(path, "maps")] if maps is not None else []) \
-            + ([sibling_path(path, "mask")] if mask is not None else [])
+        outs = [Path(path)] + ([sibling_path(path, "maps", fmt)] if maps is not None else []) \
+            + ([sibling_path(path, "mask", fmt)] if mask is not None else [])
         arrays = [k] + ([np.asarray(maps, np.complex64)] if maps is not None else []) \
             + ([mask] if mask is not None else [])
         with atomic_paths(outs, overwrite) as tmps:
             for t, a in zip(tmps, arrays):
-                np.save(t, a)
+                with open(t, "wb") as f:  # a file object: np.save appends '.npy' to a name without it
+                    np.save(f, a)
         written = outs
     elif fmt == "npz":
         arrays = {"kspace": k}
@@ -970,10 +972,10 @@ def write_kspace(path, kspace, maps=None, mask=None, *, overwrite: bool = False,
         base = _cfl_base(path)
         items = [(base, to_bart(k))]
         if maps is not None:
-            items.append((_cfl_base(sibling_path(path, "maps")), to_bart(np.asarray(maps))))
+            items.append((_cfl_base(sibling_path(path, "maps", fmt)), to_bart(np.asarray(maps))))
         if mask is not None:
             m = np.broadcast_to(mask, k.shape[1:]) if mask.ndim < k.ndim - 1 else mask
-            items.append((_cfl_base(sibling_path(path, "mask")), to_bart(m, coils=False)))
+            items.append((_cfl_base(sibling_path(path, "mask", fmt)), to_bart(m, coils=False)))
         for b, _ in items:
             check_writable(b + ".cfl", overwrite), check_writable(b + ".hdr", overwrite)
         for b, a in items:
@@ -1129,8 +1131,8 @@ def write_image(path, image, *, overwrite: bool = False, fmt: str | None = None,
     img = img.astype(np.complex64) if img.dtype.kind == "c" else img.astype(np.float32)
     outs = image_outputs(path, fmt)
     if fmt == "npy":
-        with atomic_path(path, overwrite) as t:
-            np.save(t, img)
+        with atomic_path(path, overwrite) as t, open(t, "wb") as f:  # np.save appends '.npy' to a name without
+            np.save(f, img)
     elif fmt == "npz":
         with atomic_path(path, overwrite) as t:
             np.savez_compressed(t, image=img)
