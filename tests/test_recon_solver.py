@@ -145,7 +145,7 @@ def test_numpy_scalars_are_numbers_and_tol_none_is_named():
         solver = ReconSolver(A, y, [Tikhonov(0.1)], tol=0, **kw)
         solver.run()
         assert len(solver.history) == kw.get("max_iter", 100)
-        assert solver.rho0 == [float(np.float32(0.1))] if "rho" in kw else [1.0]
+        assert solver.rho0 == ([float(np.float32(0.1))] if "rho" in kw else [1.0])
     for kw, match in (({"max_iter": True}, "max_iter"), ({"max_iter": 5.5}, "max_iter"),
                       ({"max_iter": np.float64(5.0)}, "max_iter"), ({"rho": True}, "rho"),
                       ({"rho": np.float32("nan")}, "rho")):

@@ -198,7 +198,7 @@ def _refuse_empty_frames(path, slices_all, frame_of, frames, wanted) -> None:
     if empty:
         incomplete = {int(m.split()[1]) for m in empty}
         whole = [int(s) for s in wanted if int(s) not in incomplete]
-        hint = (f"; slice(s) {whole[:8]} hold every frame: reconstruct one alone with --slice {whole[0]} "
+        hint = (f"; slice(s) {whole[:8]} hold every frame: reconstruct one alone with mri-csc recon --slice {whole[0]} "
                 "(read_kspace(slice=...))" if whole else "")
         raise _err(f"{path}: {'; '.join(empty[:4])}{' ...' if len(empty) > 4 else ''} (of {len(frames)} frames: "
                    f"contrast x phase x repetition x set); every slice needs every frame{hint}")
