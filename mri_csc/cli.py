@@ -415,7 +415,8 @@ def _refuse_outputs_on_inputs(outputs, inputs) -> None:
     files = []
     for f in filter(None, inputs):
         p = Path(f)
-        files += [p.with_suffix(".cfl"), p.with_suffix(".hdr")] if p.suffix in (".cfl", ".hdr", "") else [p]
+        base = str(p)[:-4] if p.suffix in (".cfl", ".hdr") else str(p)  # a BART name may hold dots: "k_r0.5"
+        files += [p] + [Path(base + ".cfl"), Path(base + ".hdr")]
     for out in outputs:
         for f in files:
             if Path(out).exists() and f.exists() and os.path.samefile(out, f):

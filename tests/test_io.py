@@ -238,3 +238,17 @@ def test_a_format_given_by_name_finds_the_maps_and_mask_beside_the_file(tmp_path
         assert len(written) == (6 if fmt == "cfl" else 3)
         d = read_kspace(tmp_path / name, fmt=fmt)
         assert np.allclose(d["maps"], maps) and np.allclose(d["mask"], mask)
+
+
+def test_a_cfl_name_with_a_dot_is_read_from_its_own_files(tmp_path):
+    """'ksp_r0.5.cfl' is ksp_r0.5.cfl/.hdr, not ksp_r0.cfl/.hdr (Path.with_suffix took '.5' for the suffix
+    and read the fully sampled file beside it without a word: a user trial)."""
+    from mri_csc.io.cfl import read_cfl, write_cfl
+
+    full, under = np.ones((4, 4), np.complex64), np.zeros((4, 4), np.complex64)
+    under[0, 0] = 1
+    write_cfl(tmp_path / "ksp_r0", full)
+    write_cfl(tmp_path / "ksp_r0.5", under)
+    assert {p.name for p in tmp_path.iterdir()} == {"ksp_r0.cfl", "ksp_r0.hdr", "ksp_r0.5.cfl", "ksp_r0.5.hdr"}
+    for name in ("ksp_r0.5", "ksp_r0.5.cfl", "ksp_r0.5.hdr"):
+        assert np.array_equal(read_cfl(tmp_path / name), under)

@@ -47,7 +47,7 @@ def read_cfl(name: str | os.PathLike) -> np.ndarray:
         If the header is malformed or the data size does not match it.
     """
     base = _base(name)
-    hdr, cfl = base.with_suffix(".hdr"), base.with_suffix(".cfl")
+    hdr, cfl = Path(f"{base}.hdr"), Path(f"{base}.cfl")  # not with_suffix: "k_r0.5" is a name, not ".5"
     for f in (hdr, cfl):
         if not f.is_file():
             raise FileNotFoundError(f"BART file {str(f)!r} does not exist")
@@ -84,7 +84,7 @@ def write_cfl(name: str | os.PathLike, array, *, overwrite: bool = True) -> None
     if not np.issubdtype(a.dtype, np.number):
         raise TypeError(f"array must be numeric; got dtype {a.dtype}")
     base = _base(name)
-    hdr, cfl = base.with_suffix(".hdr"), base.with_suffix(".cfl")
+    hdr, cfl = Path(f"{base}.hdr"), Path(f"{base}.cfl")  # not with_suffix: "k_r0.5" is a name, not ".5"
     if not overwrite and (hdr.exists() or cfl.exists()):
         raise FileExistsError(f"{str(base)!r}.cfl/.hdr exist; pass overwrite=True to replace them")
     dims = list(a.shape) or [1]
