@@ -477,6 +477,7 @@ def cmd_recon(args) -> int:
                             f"{float(np.mean(mask != 0)):.1%}); --mask/--accel need fully sampled data")
         slices = [s * retro for s in slices]  # before ESPIRiT: maps from the undersampled data
         mask = retro
+    estimated = False  # ESPIRiT maps of these very data: the maps check (for a user's maps) is skipped
     if args.maps:
         maps = np.asarray(read_array(args.maps)).astype(np.complex64)
         if stacked and maps.shape == k.shape[1:]:
@@ -502,6 +503,8 @@ def cmd_recon(args) -> int:
                         "--no-espirit to estimate them with ESPIRiT")
     else:
         from .sim import estimate_maps  # noqa: PLC0415
+
+        estimated = True
 
         if not args.espirit:
             args.espirit = "sigpy"
@@ -531,7 +534,7 @@ def cmd_recon(args) -> int:
                unit="frame" if "frame" in d["lead_axes"] else "slice", disable=args.no_pbar or len(slices) == 1)
     for s, m, mk in bar:
         res = _reconstruct_file(args.input, s, m, mask=mk, method=args.method, device=args.device, maps_path=args.maps,
-                                show_pbar=not args.no_pbar and len(slices) == 1,
+                                show_pbar=not args.no_pbar and len(slices) == 1, check_maps=not estimated,
                                 compress_coils=args.compress_coils, precision=args.precision, **params)
         images.append(to_numpy(res.image))
         total += res.time
@@ -681,6 +684,7 @@ def _recon_noncartesian(args, params, maps_mode=None) -> int:
 
         with _open_npz(args.input) as z:
             own = z["maps"] if "maps" in z else None
+    estimated = False  # ESPIRiT maps of these very data: the maps check (for a user's maps) is skipped
     if args.maps or own is not None:
         maps = np.asarray(read_array(args.maps) if args.maps else own).astype(np.complex64)
         stack = len(ks) > 1 and maps.ndim == coords[0].shape[-1] + 2 and maps.shape[0] == len(ks)
@@ -702,6 +706,7 @@ def _recon_noncartesian(args, params, maps_mode=None) -> int:
                   "regridded k-space centre; --espirit bart, --maps FILE or --no-espirit to choose")
         kw = {k: v for k, v in espirit_kwargs(args).items() if v is not None}  # None: the implementation's default
         maps_list = [estimate_maps_noncartesian(k, c, shape, method=args.espirit, **kw) for k, c in zip(ks, coords)]
+        estimated = True
     else:
         raise UserError(f"{args.input} holds no coil maps and --no-espirit was given; pass --maps FILE, or drop "
                         "--no-espirit to estimate them with ESPIRiT")
@@ -710,7 +715,7 @@ def _recon_noncartesian(args, params, maps_mode=None) -> int:
     images, total, ran, runs = [], 0.0, None, []
     for k, c, m in zip(ks, coords, maps_list, strict=True):
         res = _reconstruct_file(args.input, k, m, trajectory=c, method=args.method, device=args.device,
-                                maps_path=args.maps,
+                                maps_path=args.maps, check_maps=not estimated,
                                 show_pbar=not args.no_pbar and len(ks) == 1, **params)
         images.append(to_numpy(res.image))
         total += res.time

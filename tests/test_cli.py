@@ -309,3 +309,24 @@ def test_only_deliberate_runtime_errors_are_one_line(monkeypatch, capsys):
         assert report_error(e) == 1
     err = capsys.readouterr().err
     assert "Traceback" not in err and err.startswith("mri-csc: error: ") and len(err.splitlines()) == 1
+
+
+def test_the_maps_check_is_for_a_users_maps_not_for_espirit_maps_of_the_same_data(monkeypatch, tmp_path):
+    """The CLI's own ESPIRiT maps are not judged against the data they came from (false alarms on narrow
+    centres and 3-D planes); maps given with --maps are."""
+    import mri_csc.recon.problem as problem_mod
+    from mri_csc.cli import main
+    from mri_csc.sim import make_dataset
+
+    calls = []
+    real = problem_mod.check_maps_match_kspace
+    monkeypatch.setattr(problem_mod, "check_maps_match_kspace", lambda k, s: calls.append(1) or real(k, s))
+    ds = make_dataset("shepp-logan", (48, 48), 4, mask="poisson", accel=3, seed=0)
+    np.save(tmp_path / "k.npy", (ds.kspace * ds.mask).astype(np.complex64))
+    np.save(tmp_path / "m.npy", ds.maps.astype(np.complex64))
+    assert main(["recon", str(tmp_path / "k.npy"), "--method", "zero-filled", "--out", str(tmp_path / "a.npy"),
+                 "--no-pbar"]) == 0
+    assert calls == []
+    assert main(["recon", str(tmp_path / "k.npy"), "--maps", str(tmp_path / "m.npy"), "--method", "zero-filled",
+                 "--out", str(tmp_path / "b.npy"), "--no-pbar"]) == 0
+    assert calls == [1]

@@ -201,7 +201,8 @@ def compute_slice(task: SliceTask, cfg: SliceConfig) -> np.ndarray:
     if cfg.maps == "file" and maps is None:
         raise ValueError(f"{task.volume.path}: holds no coil maps and maps='file' (--no-espirit) was given; pass "
                          "--maps FILE, or drop --no-espirit to estimate them with ESPIRiT")
-    if coord is not None and (maps is None or cfg.maps == "espirit"):
+    estimated = maps is None or cfg.maps == "espirit"  # ESPIRiT maps of these data: no maps check
+    if coord is not None and estimated:
         from mri_csc.sim.trajectories import estimate_maps_noncartesian  # noqa: PLC0415
 
         if image_shape is None:
@@ -228,10 +229,11 @@ def compute_slice(task: SliceTask, cfg: SliceConfig) -> np.ndarray:
     if coord is not None:
         if cfg.compress_coils:
             raise ValueError(f"{task.volume.path}: coil compression is not available for non-Cartesian k-space")
-        result = mri_csc.reconstruct(kspace, maps, trajectory=coord, method=cfg.method, device=device, **params)
+        result = mri_csc.reconstruct(kspace, maps, trajectory=coord, method=cfg.method, device=device,
+                                     check_maps=not estimated, **params)
     else:
         result = mri_csc.reconstruct(kspace, maps, mask=mask, method=cfg.method, device=device,
-                                     compress_coils=cfg.compress_coils, **params)
+                                     compress_coils=cfg.compress_coils, check_maps=not estimated, **params)
     from mri_csc.backend import to_numpy  # noqa: PLC0415
 
     return to_numpy(result.image).astype(np.complex64, copy=False)

@@ -59,7 +59,8 @@ class ReconResult:
 
 def reconstruct(kspace, coil_maps, *, mask=None, method: str = "csc", device: "str | Device" = "cpu",
                 show_pbar: bool = False, scale: "bool | float" = True, compress_coils: "int | None" = None,
-                precision: str = "single", trajectory=None, image_shape=None, dcf=None, **params) -> ReconResult:
+                precision: str = "single", trajectory=None, image_shape=None, dcf=None, check_maps: bool = True,
+                **params) -> ReconResult:
     """Reconstruct an image from undersampled multi-coil Cartesian or non-Cartesian k-space.
 
     Parameters
@@ -101,6 +102,10 @@ def reconstruct(kspace, coil_maps, *, mask=None, method: str = "csc", device: "s
     dcf : None, ``"pipe-menon"`` or array ``samples``
         With ``trajectory``: density compensation weights for calibration (Pipe–Menon when
         ``None``); given explicitly, they also precondition ``sense``'s CG. Never in the objective.
+    check_maps : bool
+        Warn when the coil maps do not explain the data's own calibration coil images (maps of another
+        scan, transposed or flipped; :func:`mri_csc.validate.maps_explained_fraction`). Off for maps just
+        estimated from these very data (the CLI and batch turn it off for their ESPIRiT maps).
     **params
         The method's parameters (e.g. ``lam``, ``max_iter``); unknown names raise.
 
@@ -128,11 +133,11 @@ def reconstruct(kspace, coil_maps, *, mask=None, method: str = "csc", device: "s
         if mask is not None:
             raise ValueError("mask must be None with a trajectory: non-Cartesian k-space holds only measured samples")
         problem = make_noncartesian_problem(kspace, coil_maps, trajectory, image_shape, dcf=dcf, device=device,
-                                            scale=scale)
+                                            scale=scale, check_maps=check_maps)
     elif image_shape is not None or dcf is not None:
         raise ValueError("image_shape and dcf are for non-Cartesian data; pass trajectory= as well")
     else:
-        problem = make_problem(kspace, coil_maps, mask, device=device, scale=scale)
+        problem = make_problem(kspace, coil_maps, mask, device=device, scale=scale, check_maps=check_maps)
     full = {**spec.params, **params}
     with problem.device.use():
         if spec.resolve is not None:

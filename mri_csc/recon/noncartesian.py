@@ -170,7 +170,8 @@ def _check_band(trajectory, shape) -> None:
                         "image_shape", i, k, n / 2, shape, n)
 
 def make_noncartesian_problem(kspace, coil_maps, trajectory, image_shape=None, *, dcf=None, device="cpu",
-                              scale: "bool | float" = True, nufft_backend: str = "auto") -> NonCartesianProblem:
+                              scale: "bool | float" = True, nufft_backend: str = "auto",
+                              check_maps: bool = True) -> NonCartesianProblem:
     """Validate non-Cartesian inputs, compute the DCF when none is given, scale, move to ``device``.
 
     Parameters
@@ -184,8 +185,8 @@ def make_noncartesian_problem(kspace, coil_maps, trajectory, image_shape=None, *
         Density compensation weights (non-negative) for calibration; ``None`` computes them by
         Pipe–Menon iterations. An explicit ``"pipe-menon"`` or array also switches on the
         ``sense`` method's density preconditioner (:meth:`NonCartesianProblem.preconditioner`).
-    device, scale :
-        As :func:`~mri_csc.recon.problem.make_problem`.
+    device, scale, check_maps :
+        As :func:`~mri_csc.recon.problem.make_problem` (the maps check on the gridded calibration coil images).
     nufft_backend : str
         ``"auto"``, ``"finufft"``, ``"cufinufft"`` or ``"sigpy"``.
 
@@ -247,10 +248,11 @@ def make_noncartesian_problem(kspace, coil_maps, trajectory, image_shape=None, *
         k = k / k.real.dtype.type(factor)
     # the maps against the data's own calibration coil images (gridded, Hann window): a trajectory with its
     # axes swapped, or maps transposed, gave wrong images without a word (Cartesian data had this check)
-    low = gridded_lowres(k, t, shape, w, width=24, window="hann", backend=nufft_backend)
-    warn_maps_mismatch(explained_share(low, s), MAPS_EXPLAINED_MIN_NONCARTESIAN,
-                       what="axes transposed or flipped against the trajectory (its components ordered as the "
-                            "image axes, readout last)")
+    if check_maps:
+        low = gridded_lowres(k, t, shape, w, width=24, window="hann", backend=nufft_backend)
+        warn_maps_mismatch(explained_share(low, s), MAPS_EXPLAINED_MIN_NONCARTESIAN,
+                           what="axes transposed or flipped against the trajectory (its components ordered as the "
+                                "image axes, readout last)")
     g = density_gain(t, shape, backend=nufft_backend)
     if g != 1.0:
         root = k.real.dtype.type(g ** 0.5)

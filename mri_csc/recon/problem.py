@@ -188,8 +188,8 @@ def _warn_empty_samples(k, m) -> None:
                     empty, n, 100 * empty / n)
 
 
-def make_problem(kspace, coil_maps, mask=None, device: "str | Device" = "cpu", scale: bool | float = True
-                 ) -> ReconProblem:
+def make_problem(kspace, coil_maps, mask=None, device: "str | Device" = "cpu", scale: bool | float = True, *,
+                 check_maps: bool = True) -> ReconProblem:
     """Validate inputs, infer the mask, scale and move everything to ``device``.
 
     Parameters
@@ -203,6 +203,9 @@ def make_problem(kspace, coil_maps, mask=None, device: "str | Device" = "cpu", s
     scale : bool or float
         ``True`` scales as :func:`data_scale`; a float divides by that value;
         ``False`` (or ``None``) does not scale (:func:`check_scale`).
+    check_maps : bool
+        Warn when the maps do not explain the k-space's calibration coil images
+        (:func:`~mri_csc.validate.check_maps_match_kspace`).
 
     Raises
     ------
@@ -234,7 +237,8 @@ def make_problem(kspace, coil_maps, mask=None, device: "str | Device" = "cpu", s
         _warn_empty_samples(k, m)
     if not bool(m.any()):
         raise ValueError("mask samples no k-space point (all zero); expected at least the calibration region")
-    check_maps_match_kspace(k * (m != 0), s)  # on the samples, not on data weights (which blur the coil images)
+    if check_maps:
+        check_maps_match_kspace(k * (m != 0), s)  # on the samples, not on data weights (which blur the coil images)
     k = k * m
     if not bool(k.any()):
         raise ValueError(f"kspace is zero at every point the mask samples ({int((m != 0).sum())} points): there is "
