@@ -314,10 +314,15 @@ def estimate_noise_std(kspace, mask=None, *, kernel: "int | None" = None, warn: 
         sigma = min(sigma, outer)
     if not warn:
         return sigma
-    why = "one coil" if n_coils == 1 else f"the signal fills {rank} of the calibration matrix's {small} dimensions"
-    log.warning("noise level estimated from %s k-space (%s): sigma = %.3g may be too high (1.05-10x on simulated "
-                "data), which makes the automatic regularisation too strong; pass noise_std= when it is known",
-                "single-coil" if n_coils == 1 else "signal-dominated", why, sigma)
+    if n_coils == 1:
+        log.warning("noise level estimated from single-coil k-space (no coil redundancy to separate it from the "
+                    "signal): it errs high (1.05-10x on simulated data) and the automatic weights, fitted on 8-coil "
+                    "data, are a guess for one coil; compare a few lam values (the true noise_std is no better "
+                    "here: with one coil the floor of the rule regularises too little)")
+    else:
+        log.warning("noise level estimated from signal-dominated k-space (the signal fills %d of the calibration "
+                    "matrix's %d dimensions): it may be too high, which makes the automatic regularisation too "
+                    "strong; pass noise_std= when it is known", rank, small)
     return sigma
 
 
