@@ -252,3 +252,20 @@ def test_a_cfl_name_with_a_dot_is_read_from_its_own_files(tmp_path):
     assert {p.name for p in tmp_path.iterdir()} == {"ksp_r0.cfl", "ksp_r0.hdr", "ksp_r0.5.cfl", "ksp_r0.5.hdr"}
     for name in ("ksp_r0.5", "ksp_r0.5.cfl", "ksp_r0.5.hdr"):
         assert np.array_equal(read_cfl(tmp_path / name), under)
+
+
+def test_an_output_in_a_folder_that_cannot_be_written_is_refused_before_work():
+    """A read-only folder failed only after the reconstruction, naming a hidden temporary file (a user
+    trial); check_writable now creates and removes a probe file first (permission bits alone do not tell
+    for root). /sys is read-only in containers and for root alike."""
+    import tempfile
+
+    from mri_csc.io.atomic import check_writable
+
+    try:
+        with tempfile.NamedTemporaryFile(dir="/sys"):
+            pytest.skip("/sys is writable here")
+    except OSError:
+        pass
+    with pytest.raises(PermissionError, match=r"/sys/x.npy: cannot write to folder /sys"):
+        check_writable("/sys/x.npy")

@@ -166,6 +166,8 @@ def check_writable(path: "str | os.PathLike", overwrite: bool = False) -> Path:
         When ``path`` exists, or is a symbolic link (dangling or not), and ``overwrite`` is false.
     FileNotFoundError
         When the destination folder does not exist.
+    PermissionError
+        When no file can be created in it (read-only folder or file system).
     """
     p = Path(path)
     if (p.exists() or p.is_symlink()) and not overwrite:
@@ -176,7 +178,20 @@ def check_writable(path: "str | os.PathLike", overwrite: bool = False) -> Path:
         raise IsADirectoryError(f"{p}: output is a folder")
     if not p.parent.exists():
         raise FileNotFoundError(f"{p}: folder {p.parent} does not exist")
+    _check_folder_writable(p)
     return p
+
+
+def _check_folder_writable(p: Path) -> None:
+    """Create and remove a temporary file beside ``p``: a read-only folder or file system is refused now,
+    not after the reconstruction (permission bits alone do not tell: root ignores them)."""
+    import tempfile  # noqa: PLC0415
+
+    try:
+        with tempfile.NamedTemporaryFile(dir=p.parent, prefix=".mri_csc_probe_"):
+            pass
+    except OSError as e:
+        raise PermissionError(f"{p}: cannot write to folder {p.parent} ({e.strerror or e})") from None
 
 
 def commit_files(pairs, overwrite: bool = False) -> None:
