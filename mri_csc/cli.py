@@ -478,6 +478,7 @@ def cmd_recon(args) -> int:
         slices = [s * retro for s in slices]  # before ESPIRiT: maps from the undersampled data
         mask = retro
     estimated = False  # ESPIRiT maps of these very data: the maps check (for a user's maps) is skipped
+    maps_source = None  # what params.json records when not a file or ESPIRiT
     if args.maps:
         maps = np.asarray(read_array(args.maps)).astype(np.complex64)
         if stacked and maps.shape == k.shape[1:]:
@@ -506,24 +507,31 @@ def cmd_recon(args) -> int:
 
         estimated = True
 
-        if not args.espirit:
-            args.espirit = "sigpy"
-            _note(f"mri-csc: note: {args.input} holds no coil maps: estimating them with ESPIRiT (sigpy); "
-                  "--espirit bart, --maps FILE or --no-espirit to choose")
-        kw = espirit_kwargs(args)
-        from .io.formats import calibration_data  # noqa: PLC0415
+        if k.shape[stacked] == 1:  # one coil: nothing to estimate, the map is ones (as estimate_maps gives)
+            args.espirit = None
+            maps_source = "ones (one coil)"
+            _note(f"mri-csc: note: {args.input} has one coil: its coil map is ones (the image carries the coil's "
+                  "sensitivity)")
+            maps_list = [np.ones(sl.shape, np.complex64) for sl in slices]
+        else:
+            if not args.espirit:
+                args.espirit = "sigpy"
+                _note(f"mri-csc: note: {args.input} holds no coil maps: estimating them with ESPIRiT (sigpy); "
+                      "--espirit bart, --maps FILE or --no-espirit to choose")
+            kw = espirit_kwargs(args)
+            from .io.formats import calibration_data  # noqa: PLC0415
 
-        if d.get("calibration") is not None:  # an ISMRMRD reference scan of its own: the maps come from it
-            _note(f"mri-csc: note: the coil maps come from the calibration-only lines of {args.input} (a reference "
-                  "scan of their own); they are not in the image's k-space")
-        maps_list, last = [], (None, None)
-        for i, s in enumerate(tqdm(slices, desc="espirit", disable=args.no_pbar or len(slices) == 1)):
-            c = calibration_data(d, i, s)
-            if c is not s and c is last[0]:
-                maps_list.append(last[1])  # a slice's reference lines serve each of its frames: ESPIRiT once
-                continue
-            maps_list.append(estimate_maps(c, method=args.espirit, **kw))
-            last = (c, maps_list[-1])
+            if d.get("calibration") is not None:  # an ISMRMRD reference scan of its own: the maps come from it
+                _note(f"mri-csc: note: the coil maps come from the calibration-only lines of {args.input} (a "
+                      "reference scan of their own); they are not in the image's k-space")
+            maps_list, last = [], (None, None)
+            for i, s in enumerate(tqdm(slices, desc="espirit", disable=args.no_pbar or len(slices) == 1)):
+                c = calibration_data(d, i, s)
+                if c is not s and c is last[0]:
+                    maps_list.append(last[1])  # a slice's reference lines serve each of its frames: ESPIRiT once
+                    continue
+                maps_list.append(estimate_maps(c, method=args.espirit, **kw))
+                last = (c, maps_list[-1])
     # one mask per slice (read_kspace checked the file's mask against the slices; a retrospective one is 2-D);
     # every branch above gives one map set per slice, and zip(strict=True) below holds them to it
     masks = per_slice(f"{args.input}: mask", mask, len(slices), k.ndim - 1 - stacked) if stacked \
@@ -562,7 +570,7 @@ def cmd_recon(args) -> int:
                           bart_frame_dims=d.get("bart_frame_dims"), h5_attrs=d.get("h5_attrs"),
                           ismrmrd_header=d.get("ismrmrd_header"))
     record = {"input": str(args.input), "method": args.method,
-              "maps": args.maps or (f"espirit-{args.espirit}" if args.espirit else "input"),
+              "maps": args.maps or maps_source or (f"espirit-{args.espirit}" if args.espirit else "input"),
               "espirit": espirit_kwargs(args) if args.espirit else None,
               "prewhitened": bool(d.get("whitened", False)), "crop": list(crop) if crop else None,
               "compress_coils": args.compress_coils, "precision": args.precision,
@@ -603,8 +611,9 @@ def _iterations_note(runs, unit: str) -> str:
     capped = [p["max_iter"] for n, p in runs
               if isinstance(p.get("max_iter"), int) and p.get("tol") and n >= p["max_iter"]]
     if capped:
-        out += (f"; {len(capped)} of {len(runs)} {unit}(s) ran to max_iter={capped[0]} without meeting tol "
-                "(for CG-based methods such as sense, stopping early is the regularisation)")
+        out += (f"; {len(capped)} of {len(runs)} {unit}(s) ran to max_iter={capped[0]} without meeting tol"
+                + (" (for CG-based methods such as sense, stopping early is the regularisation)"
+                   if runs[0][1].get("lam", 0) == 0 and "mu" not in runs[0][1] else ""))
     return out
 
 

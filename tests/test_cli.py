@@ -330,3 +330,15 @@ def test_the_maps_check_is_for_a_users_maps_not_for_espirit_maps_of_the_same_dat
     assert main(["recon", str(tmp_path / "k.npy"), "--maps", str(tmp_path / "m.npy"), "--method", "zero-filled",
                  "--out", str(tmp_path / "b.npy"), "--no-pbar"]) == 0
     assert calls == [1]
+
+
+def test_one_coil_is_named_as_a_map_of_ones_not_espirit(tmp_path):
+    """With one coil the CLI said 'estimating them with ESPIRiT (sigpy)' and recorded maps 'espirit-sigpy',
+    though the map is ones (a user trial)."""
+    from mri_csc.sim import make_dataset
+
+    d = make_dataset("shepp-logan", shape=(32, 32), n_coils=1, mask="poisson", accel=2, seed=0, snr_db=30)
+    np.save(tmp_path / "k.npy", (d.kspace * d.mask).astype(np.complex64))
+    p = cli("recon", tmp_path / "k.npy", "--method", "sense", "--out", tmp_path / "o.npy", "--no-pbar", check_rc=0)
+    assert "has one coil: its coil map is ones" in p.stderr + p.stdout and "ESPIRiT" not in p.stderr + p.stdout
+    assert json.loads((tmp_path / "o_params.json").read_text())["maps"] == "ones (one coil)"
