@@ -207,3 +207,24 @@ def test_slice_missing_a_frame_is_named_before_reading(tmp_path, monkeypatch, ca
         read_kspace(f)
     assert main(["recon", str(f), "--out", str(tmp_path / "m.npy"), "--method", "sense", "--no-pbar"]) != 0
     assert "slice 1 has no k-space lines for contrast=1" in capsys.readouterr().err
+
+
+def test_partial_echo_with_readout_oversampling_marks_the_missing_samples(tmp_path):
+    """A 2x oversampled readout whose first quarter is not acquired (partial echo): after the oversampling
+    is removed the first quarter of the columns (and one more) are unsampled in the mask, not measured zeros;
+    CSC then fills them in (a user trial's file: 28.5 dB before, 36.9 dB after, as without oversampling)."""
+    from mri_csc.backend import fftc
+
+    n = 64
+    img, maps, _ = _case(n)
+    coil_images = np.pad(maps * img, ((0, 0), (0, 0), (n // 2, n // 2)))  # the object in the middle half of x
+    k2 = fftc(coil_images).astype(np.complex64)  # (coils, n, 2n): readout 2x oversampled
+    first = n // 2  # the first quarter of the 2n samples is not acquired
+    f = write_cartesian(tmp_path / "k.h5", [dict(data=k2[:, y, first:], kspace_encode_step_1=y, center_sample=n - first)
+                                            for y in range(n)], enc=(2 * n, n), rec=(n, n),
+                        fov=(480.0, 240.0, 5.0), rec_fov=(240.0, 240.0, 5.0))
+    r = read_kspace(f)
+    assert r["kspace"].shape == (4, n, n)
+    assert r["mask"][:, : n // 4].sum() == 0 and r["mask"][:, n // 4 + 2:].all()
+    assert main(["recon", str(f), "--out", str(tmp_path / "k.npy"), "--no-pbar"]) == 0
+    assert psnr(np.abs(img), np.abs(np.load(tmp_path / "k.npy"))) > 30

@@ -22,7 +22,9 @@ Reading (:func:`read_ismrmrd`), in this order:
    echoes), after dropping ``discard_pre``/``discard_post`` samples.
 3. **Readout oversampling** is removed when ``reconSpace`` is narrower than
    ``encodedSpace`` in x: inverse FFT along the readout, crop to the recon
-   width, forward FFT. A recon matrix narrower in y is returned as ``crop``
+   width, forward FFT; a partial echo's missing samples then mark the samples
+   they reach unsampled in the mask (:func:`_cover_after_crop`), not measured
+   zeros. A recon matrix narrower in y is returned as ``crop``
    (the image is cropped after reconstruction; undersampled phase encodes
    cannot be cropped before). A recon matrix *larger* than the encoded one, in
    x or y alike, is not interpolated to: the image keeps the encoded matrix
@@ -377,13 +379,11 @@ def read_ismrmrd(path, h5file, *, slice=None, prewhiten: "bool | None" = None, n
                                   rx)
     if ez == 1:
         k = k[:, :, :, 0]
-    if rx == ex:  # the samples acquired: a partial echo's missing ones are not measured zeros
-        mask = cover.astype(np.float32)
-    else:  # after the readout oversampling is removed, a sample mixes the line's: the line is the unit
-        mask = np.broadcast_to((count > 0)[..., None], count.shape + (rx,)).astype(np.float32)
-        if np.any(ns[take] < ex):
-            log.warning("%s: partial-echo lines with readout oversampling: their missing samples enter the data "
-                        "term as zeros (the oversampling is removed line by line)", path)
+    # the samples acquired: a partial echo's missing ones are not measured zeros
+    mask = (cover if rx == ex else _cover_after_crop(cover, rx)).astype(np.float32)
+    if rx < ex and np.any(ns[take] < ex):
+        log.info("%s: partial-echo lines with readout oversampling: the samples within %d of a missing part, "
+                 "after the oversampling is removed, are marked unsampled", path, CROP_MARGIN)
     if ez == 1:
         mask = mask[:, :, 0]
     geometry = _geometry(hdr, e, enc, rec, heads[img], slices_all, wanted)
@@ -393,6 +393,28 @@ def read_ismrmrd(path, h5file, *, slice=None, prewhiten: "bool | None" = None, n
             "whitened": whitener is not None, "whitener": whitener, "crop": crop, "geometry": geometry,
             "averages": n_avg, "calibration": calibration,
             "header": hdr, "encoded": enc, "recon": rec}
+
+
+#: samples (after the readout oversampling is removed) on each side of a missing part also marked unsampled
+CROP_MARGIN = 1
+
+
+def _cover_after_crop(cover, rx: int, margin: int = CROP_MARGIN):
+    r"""Which of the ``rx`` readout samples left after :func:`remove_readout_oversampling` hold measured data.
+
+    ``cover`` ``(..., ex)`` marks the samples acquired on the oversampled readout. Sample ``j`` of the cropped
+    readout is the oversampled k-space interpolated (a Dirichlet kernel, main lobe ``os = ex / rx`` samples wide)
+    at :math:`k_j = e_x/2 + o_s\,(j - r_x/2)`: it counts as measured when every oversampled sample within
+    ``margin`` cropped samples of :math:`k_j` was (a partial echo's missing part, which enters as zeros, then
+    only reaches it through the kernel's tails). Full lines are measured at every sample."""
+    ex = cover.shape[-1]
+    os_ = ex / rx
+    pos = ex / 2 + os_ * (np.arange(rx) - rx / 2)
+    lo = np.clip(np.floor(pos - os_ * margin).astype(int), 0, ex)
+    hi = np.clip(np.ceil(pos + os_ * margin).astype(int) + 1, 0, ex)
+    missing = np.concatenate([np.zeros(cover.shape[:-1] + (1,), np.int32),
+                              np.cumsum(~cover, axis=-1, dtype=np.int32)], axis=-1)
+    return (missing[..., hi] - missing[..., lo] == 0) & cover.any(axis=-1, keepdims=True)
 
 
 def _image_size(path, enc, rec, warn: bool = False):
