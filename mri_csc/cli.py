@@ -261,8 +261,12 @@ def _retro_mask(args, shape):
         try:
             return np.broadcast_to(m != 0, shape).astype(np.float32)
         except ValueError:
-            raise UserError(f"{name}: shape {m.shape} does not broadcast to the k-space "
-                            f"(ny, nx) = {tuple(shape)}") from None
+            bart = str(args.mask_file).lower().endswith((".cfl", ".hdr"))
+            hint = (f" (BART dimensions {tuple(reversed(m.shape))}: a 'bart poisson -Y -Z' pattern lies on BART's "
+                    "y, z axes; 'bart transpose 0 2' puts it on x, y)") if bart and m.ndim == 3 and m.shape[-1] == 1 \
+                else ""
+            raise UserError(f"{name}: shape {m.shape} (numpy order) does not broadcast to the k-space "
+                            f"(ny, nx) = {tuple(shape)}{hint}") from None
     if args.accel is not None:
         if not np.isfinite(args.accel) or args.accel < 1:
             raise UserError(f"--accel must be a number >= 1; got {args.accel:g}")

@@ -342,3 +342,17 @@ def test_one_coil_is_named_as_a_map_of_ones_not_espirit(tmp_path):
     p = cli("recon", tmp_path / "k.npy", "--method", "sense", "--out", tmp_path / "o.npy", "--no-pbar", check_rc=0)
     assert "has one coil: its coil map is ones" in p.stderr + p.stdout and "ESPIRiT" not in p.stderr + p.stdout
     assert json.loads((tmp_path / "o_params.json").read_text())["maps"] == "ones (one coil)"
+
+
+def test_a_bart_pattern_on_y_z_is_named_with_its_bart_dimensions(tmp_path):
+    """A 'bart poisson -Y -Z' pattern (BART dims 1 x ny x nz) given as --mask: the refusal says BART's
+    dimensions and the transpose that fixes it (it showed the numpy shape reversed, a user trial)."""
+    from mri_csc.io.cfl import write_cfl
+    from mri_csc.sim import make_dataset
+
+    d = make_dataset("shepp-logan", shape=(16, 16), n_coils=2, mask="poisson", accel=1, seed=0)
+    np.save(tmp_path / "k.npy", d.kspace.astype(np.complex64))
+    pat = np.ones((1, 16, 12), np.complex64)  # BART (x, y, z) = (1, 16, 12)
+    write_cfl(tmp_path / "p", pat)
+    p = cli("recon", tmp_path / "k.npy", "--mask", tmp_path / "p.cfl", "--out", tmp_path / "o.npy", check_rc=2)
+    assert "BART dimensions (1, 16, 12)" in p.stderr and "bart transpose 0 2" in p.stderr
