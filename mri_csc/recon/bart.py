@@ -80,7 +80,7 @@ def bart_pics(problem: ReconProblem, regularizer: str, *, max_iter: int, randshi
     if problem.device.kind != "cpu":
         raise ValueError("BART methods run on the CPU only")
     history = History()
-    k = to_numpy(problem.measured())  # BART weights the data by the pattern itself
+    k = to_numpy(problem.measured())  # BART weights model and data by the pattern's square root
     maps = to_numpy(problem.maps)
     coord = getattr(problem, "trajectory", None)
     with tempfile.TemporaryDirectory(prefix="mri_csc_bart_") as tmp:
@@ -88,7 +88,7 @@ def bart_pics(problem: ReconProblem, regularizer: str, *, max_iter: int, randshi
         write_cfl(sb, _bart_dims(maps))
         if coord is None:
             write_cfl(kb, _bart_dims(k))
-            write_cfl(pb, _bart_dims(np.broadcast_to(to_numpy(problem.mask), k.shape[1:])[None]))
+            write_cfl(pb, _bart_dims(np.broadcast_to(to_numpy(problem.data_weights()), k.shape[1:])[None]))
             sampling = ["-p", pb]
         else:  # non-Cartesian: samples flattened, trajectory (3, M, 1), k-space (1, M, 1, coils)
             c = to_numpy(coord).reshape(-1, coord.shape[-1])

@@ -6,14 +6,15 @@ All take a scaled :class:`~mri_csc.recon.problem.ReconProblem`, so one default
 - ``zero-filled``: :math:`x = S^H F^H y / \sum_c |S_c|^2` on the coil support (:math:`y` the samples as
   acquired, :meth:`~mri_csc.recon.problem.ReconProblem.measured`).
 - ``sense``: CG on :math:`(A^H A + \lambda I) x = A^H y`.
-
-Fractional mask values :math:`w` are data weights applied once, :math:`A = wFS`: every method fits
-:math:`\tfrac12\|w(FSx - y)\|^2`; SigPy gets ``weights`` :math:`w^2` and BART the pattern :math:`w`,
-each with the samples as acquired (both weight the data themselves).
 - ``l1wavelet``: ``sigpy.mri.app.L1WaveletRecon``,
   :math:`\min_x \tfrac12\|Ax-y\|^2 + \lambda\|\Psi x\|_1` (Daubechies-4).
 - ``tv``: ``sigpy.mri.app.TotalVariationRecon``,
   :math:`\min_x \tfrac12\|Ax-y\|^2 + \lambda\|\nabla x\|_1`.
+
+Fractional mask values :math:`w` are data weights applied once, :math:`A = wFS`: every method fits
+:math:`\tfrac12\|w(FSx - y)\|^2`. SigPy's ``weights`` and BART's pattern :math:`W` enter as :math:`\sqrt W`
+on model and data, so both get :math:`W = w^2`
+(:meth:`~mri_csc.recon.problem.ReconProblem.data_weights`) with the samples as acquired.
 
 SigPy picks its step sizes by a power iteration (``sigpy.app.MaxEig``) from a random start vector
 drawn from the global ``np.random`` (``cupy.random`` on a GPU), and its apps take no start vector
@@ -45,9 +46,8 @@ def zero_filled(problem: ReconProblem, *, show_pbar: bool = False):
     left out: :math:`A^H(y\,/\,w)` on the sampled points), normalised by :math:`\sum_c |S_c|^2`."""
     xp = problem.xp
     m = problem.mask
-    y = problem.measured()
-    img = problem.adjoint_image() if y is problem.kspace else \
-        problem.operator.adjoint(xp.where(m > 0, y / xp.where(m > 0, m, 1), 0))
+    img = problem.operator.adjoint(xp.where(m > 0, problem.measured() / xp.where(m > 0, m, 1), 0)) \
+        if problem.weighted else problem.adjoint_image()
     sos = problem.sense().coils.sum_of_squares()
     out = xp.where(sos > 0, img / xp.where(sos > 0, sos, 1), 0).astype(img.dtype)
     return out, History()
@@ -101,13 +101,6 @@ def _seeded_global_rng(problem: ReconProblem):
             cupy.random.set_random_state(cp_state)
 
 
-def _sigpy_weights(problem: ReconProblem):
-    r"""SigPy's ``weights`` :math:`W` enter as :math:`\sqrt W` on both model and data; our mask :math:`w` enters
-    once, :math:`\tfrac12\|w(FSx - y)\|^2`, so :math:`W = w^2` (the same array for a 0/1 mask)."""
-    m = problem.mask
-    return m if m is None or problem.measured() is problem.kspace else m * m
-
-
 def _run_sigpy_app(app, name: str, max_iter: int, show_pbar: bool):
     """Drive a SigPy App step by step so that each iteration is timed."""
     history = History()
@@ -128,7 +121,7 @@ def sigpy_l1wavelet(problem: ReconProblem, *, lam: float, max_iter: int, show_pb
     from sigpy.mri.app import L1WaveletRecon  # noqa: PLC0415
 
     with _seeded_global_rng(problem):  # SigPy's power iteration: deterministic, the caller's RNG untouched
-        app = L1WaveletRecon(problem.measured(), problem.maps, lam, weights=_sigpy_weights(problem),
+        app = L1WaveletRecon(problem.measured(), problem.maps, lam, weights=problem.data_weights(),
                              coord=getattr(problem, "trajectory", None),  # non-Cartesian: SigPy's NUFFT
                              device=_sigpy_device(problem), max_iter=max_iter, show_pbar=False)
         return _run_sigpy_app(app, "l1wavelet", max_iter, show_pbar)
@@ -139,7 +132,7 @@ def sigpy_tv(problem: ReconProblem, *, lam: float, max_iter: int, show_pbar: boo
     from sigpy.mri.app import TotalVariationRecon  # noqa: PLC0415
 
     with _seeded_global_rng(problem):  # SigPy's power iteration: deterministic, the caller's RNG untouched
-        app = TotalVariationRecon(problem.measured(), problem.maps, lam, weights=_sigpy_weights(problem),
+        app = TotalVariationRecon(problem.measured(), problem.maps, lam, weights=problem.data_weights(),
                                   coord=getattr(problem, "trajectory", None),  # non-Cartesian: SigPy's NUFFT
                                   device=_sigpy_device(problem), max_iter=max_iter, show_pbar=False)
         return _run_sigpy_app(app, "tv", max_iter, show_pbar)

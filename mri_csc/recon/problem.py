@@ -67,6 +67,7 @@ class ReconProblem:
         if self.operator is None:
             self.operator = Sense(self.maps, self.mask)
         self._support = None
+        self._weighted = None
 
     @property
     def xp(self):
@@ -95,18 +96,28 @@ class ReconProblem:
         r""":math:`A^H y`."""
         return self.operator.adjoint(self.kspace)
 
+    @property
+    def weighted(self) -> bool:
+        """Whether the mask holds data weights (values strictly between 0 and 1), not a 0/1 pattern."""
+        if self._weighted is None:
+            m = self.mask
+            self._weighted = m is not None and not bool(self.xp.all((m == 0) | (m == 1)))
+        return self._weighted
+
     def measured(self):
         r"""The samples as acquired: :attr:`kspace` is :math:`w\,y` (``mask`` :math:`w` applied once,
         :math:`A = w F S`, so the data term is :math:`\tfrac12\|w(FSx - y)\|^2`); this is :math:`y` on the
-        sampled points, zero elsewhere. The same array for a 0/1 mask or none. Tools that weight the data
-        themselves (SigPy's ``weights``, BART's pattern) take this."""
-        m = self.mask
-        if m is None:
+        sampled points, zero elsewhere. The same array for a 0/1 mask or none."""
+        if not self.weighted:
             return self.kspace
-        xp = self.xp
-        if bool(xp.all((m == 0) | (m == 1))):
-            return self.kspace
+        xp, m = self.xp, self.mask
         return xp.where(m > 0, self.kspace / xp.where(m > 0, m, 1), 0).astype(self.kspace.dtype, copy=False)
+
+    def data_weights(self):
+        r"""The weights :math:`W = w^2` of :math:`\tfrac12\|W^{1/2}(FSx - y)\|^2`, the form of SigPy's ``weights``
+        and BART's pattern (both apply :math:`\sqrt W` to model and data; with :meth:`measured` they fit the
+        same objective as ours). The mask itself for a 0/1 mask or none."""
+        return self.mask * self.mask if self.weighted else self.mask
 
     def lowres_image(self, width: int = 24):
         r"""Low-resolution image :math:`A^H(h\,y)` of the calibration region (Hann window ``h``, ``width`` wide).
