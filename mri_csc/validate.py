@@ -11,8 +11,9 @@ with one message, before any heavy work:
   allocated), finite values (checked on the data a broadcast view really holds),
   k-space that is not all zeros, the mask's range and the coil maps' normalisation;
 - :func:`check_mask_values`: a sampling mask is boolean or real in ``[0, 1]``;
-- :func:`normalise_maps`: coil maps with :math:`\sum_c |S_c|^2` far from 1 on
-  their support are rescaled (with a warning) by one global factor;
+- :func:`unit_power_gain`: the factor that brings coil maps to :math:`\sum_c |S_c|^2 = 1` on their
+  support (the solve runs at unit power, the image is returned in the maps' units; maps far from it
+  are warned about), :func:`normalise_maps` the maps divided by it;
 - :func:`per_slice`: one mask (or map set) per slice, or one for all slices,
   never a shorter list zipped against the slices;
 - :func:`check_output`: no NaN/Inf image is ever written.
@@ -41,7 +42,7 @@ __all__ = ["InputError", "InputTypeError", "check_recon_inputs", "check_maps_mat
 log = logging.getLogger(__name__)
 
 #: Coil maps whose median :math:`\sum_c |S_c|^2` where it is high (see :func:`maps_power`) lies outside
-#: ``[1 / MAPS_TOLERANCE, MAPS_TOLERANCE]`` are rescaled to a median of 1.
+#: ``[1 / MAPS_TOLERANCE, MAPS_TOLERANCE]`` are warned about (all maps are solved at unit power).
 MAPS_TOLERANCE = 4.0
 _CHUNK = 1 << 22  # elements per block when scanning for NaN/Inf
 
@@ -183,37 +184,19 @@ def maps_power(maps):
 
 
 def normalise_maps(maps, name: str = "coil_maps"):
-    r"""Return ``maps``, rescaled by one factor when :math:`\sum_c |S_c|^2` is far from 1 on the support.
-
-    SENSE-type reconstructions assume :math:`\sum_c |S_c|^2 = 1` where the object
-    is (as ESPIRiT and the simulated maps give); maps off by a large factor make
-    the image scale by its inverse and the regularisation weights meaningless
-    (all-zero or NaN images for maps ×1e-10 or ×1e20). Maps whose median power
-    on their high-power region (:func:`maps_power`) is outside
-    ``[1/MAPS_TOLERANCE, MAPS_TOLERANCE]`` are divided by the square root of that median, with a warning,
-    and the image is that of the rescaled maps. Maps inside are solved at unit power too
-    (:func:`unit_power_gain`), but the image is returned in their own units.
+    r"""``maps`` divided by :func:`unit_power_gain` (the same object when that is 1).
 
     Raises
     ------
     InputError
-        All-zero maps, or maps whose power overflows.
+        All-zero maps, or maps whose power overflows or cannot be scaled.
     """
-    p = maps_power(maps)
-    if not math.isfinite(p):
-        raise InputError(f"{name}: sum of |S|^2 overflows (values too large to square); rescale the maps "
-                         "so that sum_c |S_c|^2 = 1 on the object")
-    if p <= 0 or not math.isfinite(1.0 / math.sqrt(p)):
-        raise InputError(f"{name} are all zero (or too small to use); expected sensitivities that are "
-                         "non-zero on the object")
-    if 1 / MAPS_TOLERANCE <= p <= MAPS_TOLERANCE:
+    g = unit_power_gain(maps, name)
+    if g == 1.0:
         return maps
-    factor = math.sqrt(p)
-    log.warning("%s: sum_c |S_c|^2 on the support is %.3g, expected about 1; dividing the maps by %.3g "
-                "(the image scales by the same factor)", name, p, factor)
-    scaled = maps / np.asarray(factor, dtype=np.dtype(maps.dtype).type(0).real.dtype)
+    scaled = maps / np.asarray(g, dtype=np.dtype(maps.dtype).type(0).real.dtype)
     if not bool(_xp(scaled).isfinite(_compact(scaled)).all()):
-        raise InputError(f"{name}: cannot normalise the maps (sum |S|^2 = {p:.3g}); rescale them first")
+        raise InputError(f"{name}: cannot normalise the maps (sum |S|^2 = {g * g:.3g}); rescale them first")
     return scaled
 
 
@@ -317,15 +300,33 @@ def warn_maps_mismatch(fraction: "float | None", threshold: float = MAPS_EXPLAIN
 UNIT_POWER_TOLERANCE = 0.01
 
 
-def unit_power_gain(maps) -> float:
-    r"""The factor :math:`g` that brings ``maps`` (already within :data:`MAPS_TOLERANCE`, see
-    :func:`normalise_maps`) to unit power, :math:`g = \sqrt{\text{maps_power}}`; 1.0 within
-    :data:`UNIT_POWER_TOLERANCE`.
+def unit_power_gain(maps, name: str = "coil_maps") -> float:
+    r"""The factor :math:`g = \sqrt{p}` that brings ``maps`` to unit power, :math:`p` their median
+    :math:`\sum_c |S_c|^2` where it is high (:func:`maps_power`); 1.0 within :data:`UNIT_POWER_TOLERANCE`.
 
-    The reconstruction solves with :math:`S/g` and returns the image divided by :math:`g`, which is the
-    image of the maps as given (:math:`S x = (S/g)(g x)`): the automatic weights are set for unit-power
-    maps, so a result is the same for maps ×0.55 or ×1.9 (their NRMSE had ranged 0.09-0.22)."""
+    SENSE-type reconstructions assume :math:`\sum_c |S_c|^2 = 1` where the object is (as ESPIRiT and the
+    simulated maps give), and the automatic weights are set for it. The reconstruction solves with
+    :math:`S/g` and returns the image divided by :math:`g`, the image of the maps as given
+    (:math:`S x = (S/g)(g x)`): a result is the same for maps ×0.55 or ×1.9 (their NRMSE had ranged
+    0.09-0.22), and maps ×1e-10 or ×1e20 no longer give all-zero or NaN images. Maps whose power is
+    outside ``[1/MAPS_TOLERANCE, MAPS_TOLERANCE]`` are likely not meant so, and a warning says what is done.
+
+    Raises
+    ------
+    InputError
+        All-zero maps, or maps whose power overflows.
+    """
     p = maps_power(maps)
+    if not math.isfinite(p):
+        raise InputError(f"{name}: sum of |S|^2 overflows (values too large to square); rescale the maps "
+                         "so that sum_c |S_c|^2 = 1 on the object")
+    if p <= 0 or not math.isfinite(1.0 / math.sqrt(p)):
+        raise InputError(f"{name} are all zero (or too small to use); expected sensitivities that are "
+                         "non-zero on the object")
+    if not 1 / MAPS_TOLERANCE <= p <= MAPS_TOLERANCE:
+        log.warning("%s: sum_c |S_c|^2 on the support is %.3g, expected about 1; the maps are used divided by "
+                    "%.3g and the image is returned in their units (multiply it by %.3g for unit-power maps)",
+                    name, p, math.sqrt(p), math.sqrt(p))
     return 1.0 if abs(p - 1.0) <= UNIT_POWER_TOLERANCE else math.sqrt(p)
 
 
@@ -339,7 +340,7 @@ def check_recon_inputs(kspace, coil_maps, mask=None, *, normalise: bool = True):
     mask : array or None
         Boolean or real in ``[0, 1]``, broadcastable to ``kspace``.
     normalise : bool
-        Rescale maps whose :math:`\\sum_c |S_c|^2` is far from 1 (see :func:`normalise_maps`).
+        Return the maps divided to unit power (:func:`normalise_maps`).
 
     Raises
     ------

@@ -62,8 +62,8 @@ def test_unnormalised_maps_are_rescaled_with_a_warning(ds, factor, caplog):
     ref = _err(ds, "sense")
     with caplog.at_level(logging.WARNING, logger="mri_csc.validate"):
         img = mri_csc.reconstruct(ds.kspace, ds.maps * factor, mask=ds.mask, method="sense", max_iter=10).image
-    assert "sum_c |S_c|^2" in caplog.text
-    img = np.asarray(img)
+    assert "sum_c |S_c|^2" in caplog.text and "returned in their units" in caplog.text
+    img = np.asarray(img) * factor  # the image of the maps as given (S x = (S/g)(g x)), as inside the tolerance
     assert np.isfinite(img).all()
     err = float(np.linalg.norm(np.abs(img) - np.abs(ds.image)) / np.linalg.norm(ds.image))
     assert err == pytest.approx(ref, rel=1e-2, abs=1e-3)
@@ -75,10 +75,14 @@ def test_maps_within_the_tolerance_give_the_same_image_in_their_own_units(ds, me
     at unit power and the image returned in their units, c x = x_1: the automatic weights had followed the
     maps' scale (csc's NRMSE 0.09-0.22 over c = 0.55-1.9 on a user trial)."""
     ref = mri_csc.reconstruct(ds.kspace, ds.maps, mask=ds.mask, method=method, **kw)
-    for c in (0.6, 1.8):
+    for c in (0.6, 1.8, 2.1):  # 2.1: outside the tolerance (warned), the same units (they had jumped 2x there)
         r = mri_csc.reconstruct(ds.kspace, ds.maps * c, mask=ds.mask, method=method, **kw)
         assert np.linalg.norm(c * r.image - ref.image) <= 1e-4 * np.linalg.norm(ref.image)
         assert r.params.get("lam") == ref.params.get("lam")
+        if method == "csc":  # a warm start in the units the image is returned in
+            w = mri_csc.reconstruct(ds.kspace, ds.maps * c, mask=ds.mask, method=method, x0=r.image, max_iter=1)
+            w1 = mri_csc.reconstruct(ds.kspace, ds.maps, mask=ds.mask, method=method, x0=ref.image, max_iter=1)
+            assert w.history[0]["data_fidelity"] == pytest.approx(w1.history[0]["data_fidelity"], rel=1e-3)
 
 
 def test_normalised_maps_are_left_alone(ds):

@@ -364,7 +364,7 @@ def _x0(problem: ReconProblem, x0):
     if x0 is None:
         return None
     check_x0(x0, problem.image_shape)
-    return to_device(x0, problem.device) / problem.scale
+    return to_device(x0, problem.device) * (problem.maps_gain / problem.scale)  # as the image is returned
 
 
 _HINT = ("lower lam (the sparse code's weight) or raise mu; a fixed rho for the coder (rho=...) can also "

@@ -278,6 +278,7 @@ def estimate_noise_std(kspace, mask=None, *, kernel: "int | None" = None, warn: 
     if kernel is not None and (isinstance(kernel, bool) or not isinstance(kernel, (int, np.integer)) or kernel < 1):
         raise ValueError(f"kernel must be an integer >= 1; got {kernel!r}")
     xp = get_xp(kspace)
+    kspace = xp.asarray(kspace)
     if kspace.ndim < 2:
         raise ValueError(f"kspace must have shape (coils, *image_shape); got shape {tuple(kspace.shape)}")
     m = to_numpy(xp.any(kspace != 0, axis=0)) if mask is None else \

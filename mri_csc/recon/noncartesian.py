@@ -45,7 +45,6 @@ from ..validate import (
     check_finite,
     check_not_all_zero,
     explained_share,
-    normalise_maps,
     unit_power_gain,
     warn_maps_mismatch,
 )
@@ -226,8 +225,7 @@ def make_noncartesian_problem(kspace, coil_maps, trajectory, image_shape=None, *
     check_finite("kspace", kspace)
     check_not_all_zero("kspace", kspace)
     check_finite("coil_maps", coil_maps)
-    coil_maps = normalise_maps(coil_maps)  # as for Cartesian data: sum_c |S_c|^2 about 1 on the object
-    gain = unit_power_gain(coil_maps)
+    gain = unit_power_gain(coil_maps)  # as for Cartesian data: solved at unit power, the image in the maps' units
     if dcf is not None:
         check_finite("dcf", dcf)
         if bool((get_xp(dcf).asarray(dcf) < 0).any()):

@@ -225,8 +225,8 @@ def make_problem(kspace, coil_maps, mask=None, device: "str | Device" = "cpu", s
         that is all zeros, or zero wherever the mask samples, has no image and is refused.
     """
     dev = resolve_device(device)
-    coil_maps = check_recon_inputs(kspace, coil_maps, mask)  # mri_csc.validate: the one input layer
-    gain = unit_power_gain(coil_maps)
+    coil_maps = check_recon_inputs(kspace, coil_maps, mask, normalise=False)  # mri_csc.validate: the input layer
+    gain = unit_power_gain(coil_maps)  # solved at unit power, the image returned in the maps' units
     get_xp(kspace, coil_maps, mask)  # raises when NumPy and CuPy are mixed
     xp = get_xp(coil_maps)
     if not bool(xp.any(coil_maps != 0)):
