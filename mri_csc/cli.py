@@ -587,7 +587,8 @@ def cmd_recon(args) -> int:
     unit = "frame" if frames else "slice"
     whitened = ("; prewhitened with the noise scans (intensities are then relative to the noise std; "
                 "--no-prewhiten keeps the file's scale)") if d.get("whitened") else ""
-    _note(f"{args.method}: {len(slices)} {unit}(s) in {total:.2f} s of solving{_iterations_note(runs, unit)}"
+    iterations = _iterations_note(runs, unit, args.method)
+    _note(f"{args.method}: {len(slices)} {unit}(s) in {total:.2f} s of solving{iterations}"
           f"{whitened}; wrote {', '.join(map(str, written))}")
     return 0
 
@@ -605,7 +606,7 @@ def _reconstruct_file(path, *args, maps_path=None, **kwargs):
         raise type(e)(f"{name}: {e}") from e
 
 
-def _iterations_note(runs, unit: str) -> str:
+def _iterations_note(runs, unit: str, method: str = "") -> str:
     """``", N iterations"`` for ``runs`` of ``(iterations, resolved params)``, and how many stopped at
     ``max_iter`` with a stopping test (``tol`` > 0) that was not met ("" for direct methods)."""
     iters = [n for n, _ in runs]
@@ -617,7 +618,7 @@ def _iterations_note(runs, unit: str) -> str:
     if capped:
         out += (f"; {len(capped)} of {len(runs)} {unit}(s) ran to max_iter={capped[0]} without meeting tol"
                 + (" (for CG-based methods such as sense, stopping early is the regularisation)"
-                   if runs[0][1].get("lam", 0) == 0 and "mu" not in runs[0][1] else ""))
+                   if method == "sense" else ""))
     return out
 
 
@@ -744,7 +745,7 @@ def _recon_noncartesian(args, params, maps_mode=None) -> int:
     written.append(_write_params(args.out, record, ran, args.force))
     _note(f"{args.method}: non-Cartesian, {len(ks)} slice(s)/frame(s) of {ks[0].shape[0]} coils x "
           f"{int(np.prod(ks[0].shape[1:]))} samples in {total:.2f} s of solving"
-          f"{_iterations_note(runs, 'slice/frame')}; wrote {', '.join(map(str, written))}")
+          f"{_iterations_note(runs, 'slice/frame', args.method)}; wrote {', '.join(map(str, written))}")
     return 0
 
 

@@ -287,13 +287,14 @@ def check_maps_match_kspace(kspace, maps) -> "float | None":
 
 
 def warn_maps_mismatch(fraction: "float | None", threshold: float = MAPS_EXPLAINED_MIN,
-                       what: str = "axes transposed or flipped against the k-space (readout last)") -> None:
+                       what: str = "axes transposed or flipped against the k-space (readout last)",
+                       noise: str = "noise discounted") -> None:
     """The warning of :func:`check_maps_match_kspace` for an explained ``fraction`` under ``threshold``."""
     if fraction is not None and fraction < threshold:
         log.warning("coil_maps explain only %.1f%% of the energy of the k-space's calibration coil images (maps "
-                    "of this scan: over %.0f%%, noise discounted): they may belong to another scan, or have %s; "
+                    "of this scan: over %.0f%%, %s): they may belong to another scan, or have %s; "
                     "the image will be wrong unless the maps (or the data) are fixed", 100 * fraction,
-                    100 * threshold, what)
+                    100 * threshold, noise, what)
 
 
 #: maps whose power (:func:`maps_power`) is within this relative distance of 1 are used as given

@@ -165,3 +165,18 @@ def test_a_small_calibration_region_says_what_to_do():
         mri_csc.reconstruct(d.kspace, d.maps, mask=d.mask, method="csc")
     r = mri_csc.reconstruct(d.kspace, d.maps, mask=d.mask, method="csc", noise_std=0.01, max_iter=2)
     assert np.isfinite(r.image).all()
+
+
+def test_many_coils_use_a_subset_of_them(monkeypatch):
+    """16 coils at 5 x 5 would give 400 columns: the estimate takes an evenly spread subset of the coils
+    (at most MAX_COLUMNS columns, the SVD under a second) and stays within 1.35x of the true sigma."""
+    import mri_csc.recon.noise as noise
+
+    seen = []
+    real = noise.hankel_matrix
+    monkeypatch.setattr(noise, "hankel_matrix", lambda block, k: seen.append(block.shape[0]) or real(block, k))
+    kw = dict(shape=(64, 64), n_coils=16, mask="poisson", accel=4, seed=0)
+    clean = make_dataset("shepp-logan", snr_db=None, **kw)
+    ds = make_dataset("shepp-logan", snr_db=35, **kw)
+    ratio = estimate_noise_std(ds.kspace, ds.mask) / _true_sigma(clean, 35)
+    assert seen == [noise.MAX_COLUMNS // 25] and 0.95 < ratio < 1.35, (seen, ratio)

@@ -183,15 +183,20 @@ def check_writable(path: "str | os.PathLike", overwrite: bool = False) -> Path:
 
 
 def _check_folder_writable(p: Path) -> None:
-    """Create and remove a temporary file beside ``p``: a read-only folder or file system is refused now,
-    not after the reconstruction (permission bits alone do not tell: root ignores them)."""
-    import tempfile  # noqa: PLC0415
+    """Create and remove a temporary beside ``p`` (this process's, swept like the others if a kill leaves it):
+    a read-only folder or file system is refused now, not after the reconstruction (root ignores permission
+    bits, so they cannot tell). Other errors (a full disk) keep their type, the message naming ``p``."""
+    import errno  # noqa: PLC0415
 
+    made: list = []
     try:
-        with tempfile.NamedTemporaryFile(dir=p.parent, prefix=".mri_csc_probe_"):
-            pass
+        _create_temp(p, ".probe", made, _make_file)
     except OSError as e:
-        raise PermissionError(f"{p}: cannot write to folder {p.parent} ({e.strerror or e})") from None
+        kind = PermissionError if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS) else type(e)
+        raise kind(f"{p}: cannot write to folder {p.parent} ({e.strerror or e})") from None
+    finally:
+        for path in made:
+            path.unlink(missing_ok=True)
 
 
 def commit_files(pairs, overwrite: bool = False) -> None:

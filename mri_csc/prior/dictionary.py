@@ -53,8 +53,9 @@ DEFAULT_DICTIONARY = "default_dictionary.npz"
 DEFAULT_DICTIONARY_3D = "default_dictionary_3d.npz"
 #: a given filter whose l2 norm is off 1 by more than this (relative) is divided by its norm (:func:`check_dictionary`)
 FILTER_NORM_TOLERANCE = 0.01
-#: filters inside the unit ball down to this norm are kept as they are (blind CSC's update leaves them there)
-FILTER_NORM_MIN = 0.5
+#: filters inside the unit ball down to this norm are kept as they are (blind CSC's update leaves them there:
+#: 0.98-1 seen); a shorter filter is lengthened with the rest (a filter c times shorter has its lam c times heavier)
+FILTER_NORM_MIN = 0.9
 
 
 def filter_norms(filters, name: str = "dictionary") -> np.ndarray:

@@ -250,7 +250,7 @@ def make_noncartesian_problem(kspace, coil_maps, trajectory, image_shape=None, *
         low = gridded_lowres(k, t, shape, w, width=24, window="hann", backend=nufft_backend)
         warn_maps_mismatch(explained_share(low, s), MAPS_EXPLAINED_MIN_NONCARTESIAN,
                            what="axes transposed or flipped against the trajectory (its components ordered as the "
-                                "image axes, readout last)")
+                                "image axes, readout last)", noise="noise included")
     g = density_gain(t, shape, backend=nufft_backend)
     if g != 1.0:
         root = k.real.dtype.type(g ** 0.5)
