@@ -699,6 +699,7 @@ def _recon_noncartesian(args, params, maps_mode=None) -> int:
         with _open_npz(args.input) as z:
             own = z["maps"] if "maps" in z else None
     estimated = False  # ESPIRiT maps of these very data: the maps check (for a user's maps) is skipped
+    maps_source = None  # what params.json records when not a file or ESPIRiT
     if args.maps or own is not None:
         maps = np.asarray(read_array(args.maps) if args.maps else own).astype(np.complex64)
         stack = len(ks) > 1 and maps.ndim == coords[0].shape[-1] + 2 and maps.shape[0] == len(ks)
@@ -714,12 +715,19 @@ def _recon_noncartesian(args, params, maps_mode=None) -> int:
         if shape is None:
             raise UserError(f"{args.input} holds no coil maps: ESPIRiT on non-Cartesian k-space needs the image "
                             "shape to calibrate on (--image-shape N N), or give the maps (--maps FILE)")
-        if not args.espirit:
-            args.espirit = "sigpy"
-            _note(f"mri-csc: note: {args.input} holds no coil maps: estimating them with ESPIRiT (sigpy) on the "
-                  "regridded k-space centre; --espirit bart, --maps FILE or --no-espirit to choose")
-        kw = {k: v for k, v in espirit_kwargs(args).items() if v is not None}  # None: the implementation's default
-        maps_list = [estimate_maps_noncartesian(k, c, shape, method=args.espirit, **kw) for k, c in zip(ks, coords)]
+        if ks[0].shape[0] == 1:  # one coil: nothing to estimate, the map is ones (as estimate_maps gives)
+            args.espirit, maps_source = None, "ones (one coil)"
+            _note(f"mri-csc: note: {args.input} has one coil: its coil map is ones (the image carries the coil's "
+                  "sensitivity)")
+            maps_list = [np.ones((1, *shape), np.complex64)] * len(ks)
+        else:
+            if not args.espirit:
+                args.espirit = "sigpy"
+                _note(f"mri-csc: note: {args.input} holds no coil maps: estimating them with ESPIRiT (sigpy) on "
+                      "the regridded k-space centre; --espirit bart, --maps FILE or --no-espirit to choose")
+            kw = {k: v for k, v in espirit_kwargs(args).items() if v is not None}  # None: the implementation's
+            maps_list = [estimate_maps_noncartesian(k, c, shape, method=args.espirit, **kw)
+                         for k, c in zip(ks, coords)]
         estimated = True
     else:
         raise UserError(f"{args.input} holds no coil maps and --no-espirit was given; pass --maps FILE, or drop "
@@ -739,7 +747,7 @@ def _recon_noncartesian(args, params, maps_mode=None) -> int:
     check_output(img, args.out, args.method)
     written = write_image(args.out, img, overwrite=args.force)
     record = {"input": str(args.input), "method": args.method, **record,
-              "maps": args.maps or (f"espirit-{args.espirit}" if args.espirit else "input"),
+              "maps": args.maps or maps_source or (f"espirit-{args.espirit}" if args.espirit else "input"),
               "espirit": espirit_kwargs(args) if args.espirit else None,
               "output_shape": list(img.shape), "time_s": total}
     written.append(_write_params(args.out, record, ran, args.force))

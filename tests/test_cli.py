@@ -356,3 +356,17 @@ def test_a_bart_pattern_on_y_z_is_named_with_its_bart_dimensions(tmp_path):
     write_cfl(tmp_path / "p", pat)
     p = cli("recon", tmp_path / "k.npy", "--mask", tmp_path / "p.cfl", "--out", tmp_path / "o.npy", check_rc=2)
     assert "BART dimensions (1, 16, 12)" in p.stderr and "bart transpose 0 2" in p.stderr
+
+
+def test_one_coil_non_cartesian_is_a_map_of_ones_too(tmp_path):
+    from mri_csc.sim import make_dataset
+    from mri_csc.sim.trajectories import make_trajectory, simulate_noncartesian
+
+    d = make_dataset("shepp-logan", shape=(32, 32), n_coils=1, mask="poisson", accel=2, seed=0, snr_db=None)
+    c = make_trajectory("golden-radial", (32, 32), 2)
+    np.savez(tmp_path / "r.npz", kspace=simulate_noncartesian(d.image, d.maps, c, seed=1).astype(np.complex64),
+             trajectory=c)
+    p = cli("recon", tmp_path / "r.npz", "--traj", tmp_path / "r.npz", "--image-shape", 32, 32, "--method", "sense",
+            "--out", tmp_path / "o.npy", "--no-pbar", check_rc=0)
+    assert "has one coil: its coil map is ones" in p.stderr + p.stdout and "ESPIRiT" not in p.stderr + p.stdout
+    assert json.loads((tmp_path / "o_params.json").read_text())["maps"] == "ones (one coil)"
