@@ -416,10 +416,12 @@ def _refuse_outputs_on_inputs(outputs, inputs) -> None:
     import os  # noqa: PLC0415
     from pathlib import Path  # noqa: PLC0415
 
+    from .io.cfl import cfl_base  # noqa: PLC0415
+
     files = []
     for f in filter(None, inputs):
         p = Path(f)
-        base = str(p)[:-4] if p.suffix in (".cfl", ".hdr") else str(p)  # a BART name may hold dots: "k_r0.5"
+        base = cfl_base(p)  # a BART name may hold dots: "k_r0.5"
         files += [p] + [Path(base + ".cfl"), Path(base + ".hdr")]
     for out in outputs:
         for f in files:

@@ -20,14 +20,18 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["read_cfl", "write_cfl"]
+__all__ = ["read_cfl", "write_cfl", "cfl_base"]
+
+
+def cfl_base(name: "str | os.PathLike") -> str:
+    """The BART base name of ``name``: without a ``.cfl`` or ``.hdr`` extension (any case); a name may hold
+    other dots (``k_r0.5`` is a name, not ``k_r0`` with suffix ``.5``)."""
+    s = str(name)
+    return s[:-4] if s.lower().endswith((".cfl", ".hdr")) else s
 
 
 def _base(name: str | os.PathLike) -> Path:
-    p = Path(name)
-    if p.suffix in (".cfl", ".hdr"):
-        p = p.with_suffix("")
-    return p
+    return Path(cfl_base(name))
 
 
 def read_cfl(name: str | os.PathLike) -> np.ndarray:

@@ -48,6 +48,7 @@ import numpy as np
 
 from . import ismrmrd as _mrd
 from .atomic import atomic_path, atomic_paths, check_writable, commit_files, sweep_stale, temp_dir
+from .cfl import cfl_base
 from .limits import BudgetError, check_nbytes, check_shape
 
 __all__ = ["FileFormatError", "detect_format", "read_kspace", "read_metadata", "center_crop", "write_kspace",
@@ -79,11 +80,6 @@ def detect_format(path: "str | os.PathLike", fmt: str | None = None) -> str:
     if Path(str(path) + ".cfl").exists():
         return "cfl"
     raise ValueError(f"{path}: unknown file extension; expected one of .npy .npz .cfl/.hdr .h5 .mrd .nii .nii.gz")
-
-
-def _cfl_base(path) -> str:
-    s = str(path)
-    return s[:-4] if s.lower().endswith((".cfl", ".hdr")) else s
 
 
 def _stem(path) -> Path:
@@ -165,7 +161,7 @@ def from_bart(a: np.ndarray, coils: bool = True, what: str = "array") -> np.ndar
 
 
 def _read_cfl(path):
-    base = _cfl_base(path)
+    base = cfl_base(path)
     for ext in (".cfl", ".hdr"):
         if not Path(base + ext).exists():
             raise FileNotFoundError(f"{base}{ext}: no such file (a BART array needs both .cfl and .hdr)")
@@ -186,7 +182,7 @@ def _read_cfl(path):
 
 def _cfl_header_dims(path) -> tuple[int, ...]:
     """A BART array's dimensions from its ``.hdr`` alone (trailing ones kept as written)."""
-    hdr = Path(_cfl_base(path) + ".hdr")
+    hdr = Path(cfl_base(path) + ".hdr")
     try:
         lines = [ln.strip() for ln in hdr.read_text().splitlines()]
         return tuple(int(d) for d in lines[lines.index("# Dimensions") + 1].split())
@@ -197,7 +193,7 @@ def _cfl_header_dims(path) -> tuple[int, ...]:
 def _write_cfl_atomic(base, array, overwrite: bool) -> None:
     from .cfl import write_cfl  # noqa: PLC0415
 
-    base = _cfl_base(base)
+    base = cfl_base(base)
     dests = [Path(base + ".cfl"), Path(base + ".hdr")]
     for d in dests:
         check_writable(d, overwrite)
@@ -269,7 +265,7 @@ def read_array(path, key: str | None = None) -> np.ndarray:
                     return z[k]
             raise FileFormatError(f"{path}: no array {key!r} in the .npz; it holds {z.files}")
     if fmt == "cfl":
-        return from_bart(_read_cfl(path), what=f"{_cfl_base(path)}.cfl")
+        return from_bart(_read_cfl(path), what=f"{cfl_base(path)}.cfl")
     if fmt == "fastmri":
         with _open_h5(path) as f, _h5_guard(path):
             k = key or "maps"
@@ -674,7 +670,7 @@ def read_kspace(path: "str | os.PathLike", *, slice: int | None = None, fmt: str
                 maps = z["maps"] if "maps" in z.files else None
                 mask = z["mask"] if "mask" in z.files else None
     elif fmt == "cfl":
-        base = _cfl_base(path)
+        base = cfl_base(path)
         raw = _read_cfl(base)
         if raw.ndim >= 2 and raw.shape[0] == 1 and raw.shape[1] > 1:  # BART x (the readout) of one sample
             raise FileFormatError(f"{base}.cfl: BART dimensions {raw.shape} are non-Cartesian k-space (1, readout, "
@@ -685,9 +681,9 @@ def read_kspace(path: "str | os.PathLike", *, slice: int | None = None, fmt: str
             k = k[:, :, 0]
         mp, mk = sibling_path(path, "maps", fmt), sibling_path(path, "mask", fmt)
         if mp.exists():
-            maps = from_bart(_read_cfl(_cfl_base(mp)), what=str(mp))
+            maps = from_bart(_read_cfl(cfl_base(mp)), what=str(mp))
         if mk.exists():
-            mask = from_bart(_read_cfl(_cfl_base(mk)), coils=False, what=str(mk)).real.astype(np.float32)
+            mask = from_bart(_read_cfl(cfl_base(mk)), coils=False, what=str(mk)).real.astype(np.float32)
         if k.shape[0] > 1:
             stacked = True
             extra = {"lead_shape": (k.shape[0],), "lead_axes": ("frame",), "bart_frame_dims": extra_dims}
@@ -872,7 +868,7 @@ def sibling_path(path, what: str, fmt: "str | None" = None) -> Path:
     ``<stem>_<what>.npy`` or ``<base>_<what>.cfl`` (the ``.cfl`` sibling's ``.hdr`` lies beside it); ``fmt``
     as for :func:`detect_format`, for a name without the format's extension."""
     if detect_format(path, fmt) == "cfl":
-        return Path(f"{_cfl_base(path)}_{what}.cfl")
+        return Path(f"{cfl_base(path)}_{what}.cfl")
     return Path(f"{_stem(path)}_{what}.npy")
 
 
@@ -969,13 +965,13 @@ def write_kspace(path, kspace, maps=None, mask=None, *, overwrite: bool = False,
             np.savez_compressed(t, **arrays)
         written = [Path(path)]
     elif fmt == "cfl":
-        base = _cfl_base(path)
+        base = cfl_base(path)
         items = [(base, to_bart(k))]
         if maps is not None:
-            items.append((_cfl_base(sibling_path(path, "maps", fmt)), to_bart(np.asarray(maps))))
+            items.append((cfl_base(sibling_path(path, "maps", fmt)), to_bart(np.asarray(maps))))
         if mask is not None:
             m = np.broadcast_to(mask, k.shape[1:]) if mask.ndim < k.ndim - 1 else mask
-            items.append((_cfl_base(sibling_path(path, "mask", fmt)), to_bart(m, coils=False)))
+            items.append((cfl_base(sibling_path(path, "mask", fmt)), to_bart(m, coils=False)))
         for b, _ in items:
             check_writable(b + ".cfl", overwrite), check_writable(b + ".hdr", overwrite)
         for b, a in items:
@@ -1010,7 +1006,7 @@ def image_outputs(path, fmt: str | None = None) -> list[Path]:
     if fmt == "nifti":
         return [Path(f"{_stem(path)}_mag.nii.gz"), Path(f"{_stem(path)}_phase.nii.gz")]
     if fmt == "cfl":
-        b = _cfl_base(path)
+        b = cfl_base(path)
         return [Path(b + ".cfl"), Path(b + ".hdr")]
     return [Path(path)]
 
@@ -1327,7 +1323,7 @@ def _describe_arrays(path, fmt: str, traj=None) -> "list[str] | None":
 
     coord = None if traj is None else read_trajectory(traj)
     if fmt == "cfl":
-        base = _cfl_base(path)
+        base = cfl_base(path)
         a = _read_cfl(base)
         dims = tuple(a.shape) + (1,) * max(0, 5 - a.ndim)
         head = [f"format: BART .cfl/.hdr, dimensions {tuple(a.shape)} (x, y, z, coils, maps, ...)"]
@@ -1410,7 +1406,7 @@ def describe(path: "str | os.PathLike", traj: "str | os.PathLike | None" = None)
         try:
             special = _describe_arrays(path, fmt, traj)
         except ValueError as e:  # name the file in every message
-            if str(path) in str(e) or str(_cfl_base(path)) in str(e):
+            if str(path) in str(e) or str(cfl_base(path)) in str(e):
                 raise
             raise FileFormatError(f"{path}: {e}") from None
         if special is not None:

@@ -52,9 +52,9 @@ def read_trajectory(path: "str | os.PathLike", ndim: int | None = None) -> np.nd
     p = Path(path)
     name = p.name.lower()
     if name.endswith((".cfl", ".hdr")) or (not p.exists() and Path(f"{p}.hdr").exists()):  # "t_r0.5": a name
-        from .cfl import read_cfl  # noqa: PLC0415
+        from .cfl import cfl_base, read_cfl  # noqa: PLC0415
 
-        base = str(p)[:-4] if name.endswith((".cfl", ".hdr")) else str(p)
+        base = cfl_base(p)
         t = np.asarray(read_cfl(base))
         if t.ndim < 2 or t.shape[0] != 3:
             raise ValueError(f"{path}: a BART trajectory has shape (3, readout, spokes, ...); got {t.shape}")
