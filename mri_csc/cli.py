@@ -513,12 +513,8 @@ def cmd_recon(args) -> int:
 
         estimated = True
 
-        if k.shape[stacked] == 1:  # one coil: nothing to estimate, the map is ones (as estimate_maps gives)
-            args.espirit = None
-            maps_source = "ones (one coil)"
-            _note(f"mri-csc: note: {args.input} has one coil: its coil map is ones (the image carries the coil's "
-                  "sensitivity)")
-            maps_list = [np.ones(sl.shape, np.complex64) for sl in slices]
+        if k.shape[stacked] == 1:  # one coil: nothing to estimate
+            maps_source, maps_list = _one_coil_maps(args, [sl.shape[1:] for sl in slices])
         else:
             if not args.espirit:
                 args.espirit = "sigpy"
@@ -593,6 +589,17 @@ def cmd_recon(args) -> int:
     _note(f"{args.method}: {len(slices)} {unit}(s) in {total:.2f} s of solving{iterations}"
           f"{whitened}; wrote {', '.join(map(str, written))}")
     return 0
+
+
+def _one_coil_maps(args, shapes) -> tuple[str, list]:
+    """One coil's map is ones, as :func:`mri_csc.sim.estimate_maps` gives (the image carries the coil's
+    sensitivity): said as such, not as ESPIRiT; returns the record for params.json and one map per image shape."""
+    import numpy as np  # noqa: PLC0415
+
+    args.espirit = None
+    _note(f"mri-csc: note: {args.input} has one coil: its coil map is ones (the image carries the coil's "
+          "sensitivity)")
+    return "ones (one coil)", [np.ones((1, *sh), np.complex64) for sh in shapes]
 
 
 def _reconstruct_file(path, *args, maps_path=None, **kwargs):
@@ -717,11 +724,8 @@ def _recon_noncartesian(args, params, maps_mode=None) -> int:
         if shape is None:
             raise UserError(f"{args.input} holds no coil maps: ESPIRiT on non-Cartesian k-space needs the image "
                             "shape to calibrate on (--image-shape N N), or give the maps (--maps FILE)")
-        if ks[0].shape[0] == 1:  # one coil: nothing to estimate, the map is ones (as estimate_maps gives)
-            args.espirit, maps_source = None, "ones (one coil)"
-            _note(f"mri-csc: note: {args.input} has one coil: its coil map is ones (the image carries the coil's "
-                  "sensitivity)")
-            maps_list = [np.ones((1, *shape), np.complex64)] * len(ks)
+        if ks[0].shape[0] == 1:  # one coil: nothing to estimate
+            maps_source, maps_list = _one_coil_maps(args, [tuple(shape)] * len(ks))
         else:
             if not args.espirit:
                 args.espirit = "sigpy"

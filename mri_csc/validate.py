@@ -203,16 +203,17 @@ def normalise_maps(maps, name: str = "coil_maps"):
 #: fraction of the calibration coil images' energy the maps must explain (:func:`check_maps_match_kspace`)
 MAPS_EXPLAINED_MIN = 0.97
 #: the same for a fully sampled centre narrower than :data:`NARROW_CENTRE` samples, whose coil images are
-#: blurred over a scale on which the maps vary (ESPIRiT maps of the same scan: 0.970-0.984 with a 10-line centre)
+#: blurred over a scale on which the maps vary (BART's phantom, readout 2x oversampled, 8-12 centre lines: ESPIRiT
+#: maps of the same scan 0.947-0.980, flipped 0.58-0.60)
 MAPS_EXPLAINED_MIN_NARROW = 0.9
 NARROW_CENTRE = 16
 #: the same for non-Cartesian data, whose gridded calibration coil images alias where the centre is undersampled:
-#: measured (brain and Shepp-Logan, golden-angle radial and spiral R = 2-8, 15-45 dB) 0.86-0.995 with the true or
-#: ESPIRiT maps (spiral R = 8 lowest), 0.64-0.77 with the maps transposed or flipped (or the trajectory's axes swapped)
+#: measured (brain and Shepp-Logan, golden-angle radial and spiral R = 2-8, 15-45 dB) 0.86-0.99 with the true or
+#: ESPIRiT maps (spiral R = 8 lowest), 0.58-0.77 with the maps transposed or flipped (or the trajectory's axes swapped)
 MAPS_EXPLAINED_MIN_NONCARTESIAN = 0.82
 
 
-def maps_explained_fraction(kspace, maps, width: int = 24) -> "float | None":
+def maps_explained_fraction(kspace, maps, width: int = 24, *, centre: "int | None" = None) -> "float | None":
     r"""How much of the calibration region's coil images the coil maps explain, in [0, 1].
 
     The low-resolution coil images :math:`g_c = F^{-1}(h\,y_c)` (``h`` a Hann window over the
@@ -230,10 +231,11 @@ def maps_explained_fraction(kspace, maps, width: int = 24) -> "float | None":
     Measured (``benchmarks/quality.py``'s 30 cases, 25-45 dB, ESPIRiT maps): the maps of the same scan
     0.9917-0.9998; the same maps transposed 0.32-0.82, flipped along y 0.47-0.88; BART's phantom with
     ``bart ecalib`` maps of ``bart phantom -G`` / ``-B`` (the same coils, another object) 0.905 / 0.546,
-    its own 0.997. Without the noise term, the (kz, ky) planes of a 3-D scan
-    at readout positions outside the object gave 0.57-0.66 with the maps of that scan (noise alone).
+    its own 0.997. An earlier form (the support only, no noise term) gave 0.57-0.66 on the (kz, ky) planes
+    of a 3-D scan at readout positions outside the object, with the maps of that scan (noise alone).
     ``None`` when it cannot tell: one coil, no fully sampled centre of at least 6 samples, or coil
-    images of which noise is over half the energy.
+    images of which noise is over half the energy. ``centre``: the fully sampled centre's width
+    (:func:`~mri_csc.sim.coils.fully_sampled_centre`) when the caller has it.
     """
     from .backend import ifftc  # noqa: PLC0415
     from .prior.phase import hann_window  # noqa: PLC0415
@@ -243,7 +245,7 @@ def maps_explained_fraction(kspace, maps, width: int = 24) -> "float | None":
     n_coils = kspace.shape[0]
     if n_coils < 2:
         return None
-    w = min(int(width), fully_sampled_centre(kspace))
+    w = min(int(width), fully_sampled_centre(kspace) if centre is None else centre)
     if w < 6:  # as ESPIRiT needs: a smaller centre blurs smooth maps' coil images too much to judge by
         return None
     xp = _xp(kspace)
@@ -280,9 +282,9 @@ def check_maps_match_kspace(kspace, maps) -> "float | None":
     :data:`NARROW_CENTRE`): maps of another scan, or axes transposed or flipped. Returns the fraction."""
     from .sim.coils import fully_sampled_centre  # noqa: PLC0415
 
-    f = maps_explained_fraction(kspace, maps)
-    narrow = fully_sampled_centre(kspace) < NARROW_CENTRE
-    warn_maps_mismatch(f, MAPS_EXPLAINED_MIN_NARROW if narrow else MAPS_EXPLAINED_MIN)
+    centre = fully_sampled_centre(kspace)
+    f = maps_explained_fraction(kspace, maps, centre=centre)
+    warn_maps_mismatch(f, MAPS_EXPLAINED_MIN_NARROW if centre < NARROW_CENTRE else MAPS_EXPLAINED_MIN)
     return f
 
 

@@ -269,3 +269,15 @@ def test_an_output_in_a_folder_that_cannot_be_written_is_refused_before_work():
         pass
     with pytest.raises(PermissionError, match=r"/sys/x.npy: cannot write to folder /sys"):
         check_writable("/sys/x.npy")
+
+
+@needs_bart
+def test_bart_written_files_with_a_dot_in_their_name_are_read_by_name(tmp_path):
+    """The same against the tool that defines the format: 'bart ones' and 'bart zeros' write k_r0 and k_r0.5;
+    read_kspace and info take k_r0.5 (all zeros, refused as such), never the ones beside it."""
+    import subprocess
+
+    subprocess.run([BART, "ones", "3", "2", "4", "4", str(tmp_path / "k_r0")], check=True, capture_output=True)
+    subprocess.run([BART, "zeros", "3", "2", "4", "4", str(tmp_path / "k_r0.5")], check=True, capture_output=True)
+    assert not read_kspace(tmp_path / "k_r0.5.cfl")["kspace"].any()
+    assert read_kspace(tmp_path / "k_r0.cfl")["kspace"].all()
