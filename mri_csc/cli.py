@@ -321,8 +321,9 @@ def add_recon(sub) -> None:
                    "a BART .cfl from bart traj); INPUT is then (coils, *samples) k-space (.npy/.npz, or BART's "
                    "(1, readout, spokes, coils) .cfl)")
     p.add_argument("--image-shape", type=int, nargs="+", metavar="N",
-                   help="non-Cartesian k-space: the image shape (default: an ISMRMRD file's recon matrix, else "
-                        "the --maps'); ESPIRiT (the default without maps) needs it")
+                   help="non-Cartesian k-space: the image shape (default: an ISMRMRD file's recon matrix or an .npz "
+                        "input's 'image_shape' array, else the --maps'); ESPIRiT (the default without maps) "
+                        "needs it")
     p.set_defaults(func=cmd_recon)
     p.epilog = _csc_help()
     p.formatter_class = argparse.RawDescriptionHelpFormatter
@@ -641,12 +642,13 @@ def _has_trajectories(path) -> bool:
 
 
 def _read_noncartesian(args):
-    """``(kspace list, trajectory list, image shape or None, lead shape, record)`` of a non-Cartesian input."""
+    """``(kspace list, trajectory list, image shape or None, lead shape, record)`` of a non-Cartesian input; the
+    image shape is the ISMRMRD recon matrix, or an ``.npz`` input's ``image_shape`` member."""
     import numpy as np  # noqa: PLC0415
 
     from .io import read_array  # noqa: PLC0415
     from .io.cfl import read_cfl  # noqa: PLC0415
-    from .io.trajectory import bart_noncartesian_kspace, read_trajectory  # noqa: PLC0415
+    from .io.trajectory import bart_noncartesian_kspace, read_image_shape, read_trajectory  # noqa: PLC0415
 
     if not args.traj:  # ISMRMRD acquisitions with their trajectories
         import h5py  # noqa: PLC0415
@@ -663,15 +665,21 @@ def _read_noncartesian(args):
                 {"trajectory": f"ISMRMRD ({d['trajectory_type']}, units {d['units']})",
                  "prewhitened": d["whitened"], "_whitener": d["whitener"]})
     coord = read_trajectory(args.traj)
+    shape = None  # the image matrix an .npz declares ('image_shape', as the batch reads it)
     if str(args.input).lower().endswith((".cfl", ".hdr")):
         k = bart_noncartesian_kspace(read_cfl(str(args.input)[:-4]))
     else:
         k = np.asarray(read_array(args.input, key="kspace"))
+        if str(args.input).lower().endswith(".npz"):
+            from .io.formats import _open_npz  # noqa: PLC0415
+
+            with _open_npz(args.input) as z:
+                shape = read_image_shape(args.input, z, coord.shape[-1])
     samples = coord.shape[:-1]
     if k.ndim < 2 or int(np.prod(k.shape[1:])) != int(np.prod(samples)):
         raise UserError(f"{args.input}: k-space of shape {k.shape} does not hold (coils, *{samples}) samples of "
                         f"the trajectory {args.traj} (shape {coord.shape})")
-    return [k.reshape(k.shape[0], *samples).astype(np.complex64)], [coord], None, (), {"trajectory": str(args.traj)}
+    return [k.reshape(k.shape[0], *samples).astype(np.complex64)], [coord], shape, (), {"trajectory": str(args.traj)}
 
 
 def _check_for_image(spec, params, image_shape, noncartesian) -> None:
@@ -687,7 +695,7 @@ def _recon_noncartesian(args, params, maps_mode=None) -> int:
 
     Coil maps as for Cartesian input (``maps_mode``, :func:`resolve_maps_options`): ``--maps``, the input's own,
     else ESPIRiT (SigPy by default) on the regridded k-space centre, which needs the image shape (the ISMRMRD
-    recon matrix, or ``--image-shape``).
+    recon matrix, an ``.npz`` input's ``image_shape``, or ``--image-shape``).
     """
     import numpy as np  # noqa: PLC0415
 
@@ -723,7 +731,8 @@ def _recon_noncartesian(args, params, maps_mode=None) -> int:
 
         if shape is None:
             raise UserError(f"{args.input} holds no coil maps: ESPIRiT on non-Cartesian k-space needs the image "
-                            "shape to calibrate on (--image-shape N N), or give the maps (--maps FILE)")
+                            "shape to calibrate on (--image-shape N N, or an 'image_shape' array in the .npz), or give the "
+                            "maps (--maps FILE)")
         if ks[0].shape[0] == 1:  # one coil: nothing to estimate
             maps_source, maps_list = _one_coil_maps(args, [tuple(shape)] * len(ks))
         else:

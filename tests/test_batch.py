@@ -529,6 +529,9 @@ def test_noncartesian_stacks_one_task_per_slice(cluster, tmp_path):
     np.savez(tmp_path / "shape.npz", kspace=k, trajectory=coord, image_shape=np.array([24, 24]))
     out = serial_reconstruct(tmp_path / "shape.npz", method="zero-filled")[str(tmp_path / "shape.npz")]
     assert out.shape == img.shape
+    np.savez(tmp_path / "badshape.npz", kspace=k, trajectory=coord, image_shape=np.array([24, -24]))
+    with pytest.raises(ValueError, match="'image_shape' must be 2 positive whole numbers"):
+        serial_reconstruct(tmp_path / "badshape.npz", method="zero-filled")
 
 
 def test_noncartesian_file_is_read_once_per_worker_but_again_when_rewritten(tmp_path):

@@ -18,7 +18,7 @@ import numpy as np
 
 from .limits import check_shape
 
-__all__ = ["read_trajectory", "bart_noncartesian_kspace", "describe_trajectory", "TRAJECTORY_KEYS"]
+__all__ = ["read_trajectory", "read_image_shape", "bart_noncartesian_kspace", "describe_trajectory", "TRAJECTORY_KEYS"]
 
 TRAJECTORY_KEYS = ("trajectory", "traj", "coord")
 
@@ -88,6 +88,37 @@ def read_trajectory(path: "str | os.PathLike", ndim: int | None = None) -> np.nd
     if not np.isfinite(coord).all():
         raise ValueError(f"{path}: trajectory contains NaN or Inf")
     return np.ascontiguousarray(coord, dtype=np.float32)
+
+
+def read_image_shape(path, z, ndim: int) -> "tuple[int, ...] | None":
+    """The image matrix an open non-Cartesian ``.npz`` declares (member ``image_shape``), or ``None``.
+
+    Parameters
+    ----------
+    path : path
+        The file, for the messages.
+    z : numpy.lib.npyio.NpzFile
+        The open file.
+    ndim : int
+        The trajectory's dimensionality (its last axis, 2 or 3): the shape must have as many entries.
+
+    Raises
+    ------
+    ValueError
+        When ``image_shape`` is not ``ndim`` positive whole numbers, or allocating a complex64 image of that
+        shape would exceed the memory budget (:func:`mri_csc.io.limits.check_shape`).
+    """
+    if "image_shape" not in z:
+        return None
+    raw = np.asarray(z["image_shape"])
+    flat = raw.ravel()
+    if raw.dtype.kind not in "iuf" or flat.size != ndim or not np.isfinite(flat).all() \
+            or (flat != np.round(flat)).any() or (flat < 1).any():
+        raise ValueError(f"{path}: 'image_shape' must be {ndim} positive whole numbers for a {ndim}-D trajectory; "
+                         f"got {raw.tolist() if raw.size <= 8 else raw.shape}")
+    shape = tuple(int(n) for n in flat)
+    check_shape(shape, np.complex64, f"{path}: image_shape")
+    return shape
 
 
 def bart_noncartesian_kspace(k: np.ndarray) -> np.ndarray:
