@@ -731,8 +731,8 @@ def _recon_noncartesian(args, params, maps_mode=None) -> int:
 
         if shape is None:
             raise UserError(f"{args.input} holds no coil maps: ESPIRiT on non-Cartesian k-space needs the image "
-                            "shape to calibrate on (--image-shape N N, or an 'image_shape' array in the .npz), or give the "
-                            "maps (--maps FILE)")
+                            "shape to calibrate on (--image-shape N N, or an 'image_shape' array in the .npz), or "
+                            "give the maps (--maps FILE)")
         if ks[0].shape[0] == 1:  # one coil: nothing to estimate
             maps_source, maps_list = _one_coil_maps(args, [tuple(shape)] * len(ks))
         else:

@@ -182,6 +182,23 @@ def test_recon_matrix_larger_than_encoded_keeps_the_encoded_voxels(tmp_path, cap
     assert psnr(low, np.asarray(im.dataobj).T) > 30
 
 
+def test_recon_matrix_of_coarser_voxels_keeps_the_recon_field_of_view(tmp_path, caplog):
+    """Encoded 64 x 64 over 240 mm, recon 32 x 32 over the same 240 mm (7.5 mm voxels, a scanner would
+    interpolate): the image covers the whole 240 mm at the encoded 3.75 mm voxels, said in a warning. Cropping to
+    the recon *matrix* had kept the central 120 mm without a word (a user trial)."""
+    n = 64
+    img, _, k = _case(n)
+    f = write_cartesian(tmp_path / "c.h5", [dict(data=k[:, y], kspace_encode_step_1=y) for y in range(n)],
+                        enc=(n, n), rec=(32, 32))
+    with caplog.at_level("WARNING"):
+        assert main(["recon", str(f), "--out", str(tmp_path / "c.nii.gz"), "--method", "sense", "--no-pbar"]) == 0
+    assert any("covering the recon field of view" in r.getMessage() for r in caplog.records)
+    im = nib.load(tmp_path / "c_mag.nii.gz")
+    assert im.shape == (n, n)
+    np.testing.assert_allclose(im.header.get_zooms(), (240 / n, 240 / n), rtol=1e-6)
+    assert psnr(np.abs(img), np.asarray(im.dataobj).T) > 30
+
+
 def test_slice_missing_a_frame_is_named_before_reading(tmp_path, monkeypatch, capsys):
     """2 slices x 2 contrasts, slice 1 without contrast 1: refused before any line is read, naming the slice and
     the contrast; info says it; the complete slice is reconstructed alone."""

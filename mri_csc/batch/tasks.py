@@ -207,7 +207,7 @@ def _ismrmrd_geometry(p, f) -> tuple[int, int, int, int]:
 
     ``nx`` is the image width (readout oversampling is removed on reading).
     """
-    from mri_csc.io.ismrmrd import _heads, _image_size, _trajectory_type, ismrmrd_metadata, read_header  # noqa: PLC0415
+    from mri_csc.io.ismrmrd import _heads, _trajectory_type, ismrmrd_metadata, read_header  # noqa: PLC0415
 
     group = f["dataset"]
     hdr = read_header(p, group)
@@ -217,7 +217,7 @@ def _ismrmrd_geometry(p, f) -> tuple[int, int, int, int]:
     if not len(_heads(p, group)):
         return 0, 1, 0, 0
     m = ismrmrd_metadata(p, f)
-    return m["n_slices"], m["encoded"][2], _image_size(p, m["encoded"], m["recon"])[0], m["n_frames"]
+    return m["n_slices"], m["encoded"][2], m["width"], m["n_frames"]
 
 
 def slice_count(path, layout: str = "auto") -> tuple[int, str, str, tuple[int, ...]]:

@@ -26,10 +26,11 @@ Reading (:func:`read_ismrmrd`), in this order:
    they reach unsampled in the mask (:func:`_cover_after_crop`), not measured
    zeros. A recon matrix narrower in y is returned as ``crop``
    (the image is cropped after reconstruction; undersampled phase encodes
-   cannot be cropped before). A recon matrix *larger* than the encoded one, in
-   x or y alike, is not interpolated to: the image keeps the encoded matrix
-   and the encoded voxel size (encoded field of view over encoded matrix, the
-   NIfTI's voxel size too), with a warning.
+   cannot be cropped before). Nothing is interpolated: the image keeps the
+   encoded voxel size (encoded field of view over encoded matrix, the NIfTI's
+   voxel size too) and covers the recon field of view, at most the encoded
+   matrix; where that is not the recon matrix (a larger recon matrix, or
+   coarser recon voxels) a warning says so.
 4. Lines are kept apart by ``(contrast, phase, repetition, set)`` — one
    **frame** each — and by ``slice``. ``average`` is averaged, after checking
    that every average samples the same lines; a line acquired twice within a
@@ -364,7 +365,7 @@ def read_ismrmrd(path, h5file, *, slice=None, prewhiten: "bool | None" = None, n
                 if any(p != first for p in pats.values()):
                     raise _err(f"{path}: the {len(pats)} averages of slice {int(s)}, frame {frames[f]} sample "
                                "different lines; averaging them would weight lines unequally")
-    rx, crop = _image_size(path, enc, rec, warn=True)
+    rx, crop = _image_size(path, e, enc, rec, warn=True)
     shape = (len(wanted), len(frames), nc, ez, ey, ex)
     check_shape(shape, np.complex64, f"{path}: ISMRMRD k-space")
     whitener, n_noise = _file_whitener(path, group, heads, is_noise, nc, prewhiten, noise)
@@ -417,21 +418,39 @@ def _cover_after_crop(cover, rx: int, margin: int = CROP_MARGIN):
     return (missing[..., hi] - missing[..., lo] == 0) & cover.any(axis=-1, keepdims=True)
 
 
-def _image_size(path, enc, rec, warn: bool = False):
+def _image_size(path, e, enc, rec, warn: bool = False):
     """``(nx, crop)``: the image width after the readout oversampling is removed and the ``(ny, nx)`` to crop the
-    image to (or None), from the encoded and recon matrices.
+    image to (or None), from the encoding ``e`` and its encoded and recon matrices.
 
-    A recon matrix smaller than the encoded one crops (readout oversampling along x, phase oversampling along
-    y); a larger one, along x or y alike, would need interpolation, which mri_csc does not do: the image keeps
-    the encoded matrix, and its voxel size is the encoded one (:func:`_voxel_mm`); said with ``warn``.
+    mri_csc crops but never interpolates: the image keeps the encoded voxel size (:func:`_voxel_mm`). Along x
+    and y it covers the recon field of view, :math:`n = \\operatorname{round}(\\mathrm{FOV}_{recon} /
+    v_{enc})` voxels of the encoded size :math:`v_{enc} = \\mathrm{FOV}_{enc} / N_{enc}`, at most the encoded
+    matrix — the recon matrix itself when the two voxel sizes agree (readout or phase oversampling), or when a
+    field of view is not given (zero). Said with ``warn`` where the image differs from the recon matrix: a
+    recon matrix larger than the encoded one (zero-filled interpolation on a scanner), or a recon voxel size
+    other than the encoded one (a crop to the recon *matrix* would have cut the field of view).
     """
-    (ex, ey, _), (rx, ry, _) = enc, rec
-    if warn and (rx > ex or ry > ey):
-        log.warning("%s: reconSpace %dx%d (x, y) is larger than encodedSpace %dx%d and mri_csc does not interpolate "
-                    "(zero-fill) to it: the image is %dx%d with the encoded voxel size", path, rx, ry, ex, ey,
-                    min(rx, ex), min(ry, ey))
-    nx = min(rx, ex)
-    return nx, ((ry, nx) if ry < ey else None)
+    vox = _voxel_mm(e, enc, rec)
+    rfov = [float(getattr(e.reconSpace.fieldOfView_mm, a) or 0) for a in "xy"]
+    size = []
+    for i in range(2):
+        n = rec[i]
+        if vox is not None and rfov[i] > 0:
+            n = max(1, int(round(rfov[i] / vox[i])))
+        size.append(min(n, enc[i]))
+    nx, ny = size
+    if warn and (nx, ny) != (rec[0], rec[1]):
+        (ex, ey, _), (rx, ry, _) = enc, rec
+        if vox is not None and min(rfov) > 0:
+            log.warning("%s: reconSpace %dx%d (x, y) over %gx%g mm and encodedSpace %dx%d at %.4gx%.4g mm voxels: "
+                        "mri_csc does not interpolate, the image is %dx%d voxels of the encoded size covering the "
+                        "recon field of view%s", path, rx, ry, rfov[0], rfov[1], ex, ey, vox[0], vox[1], nx, ny,
+                        "" if rx <= ex and ry <= ey else " (at most the encoded matrix)")
+        else:
+            log.warning("%s: reconSpace %dx%d (x, y) is larger than encodedSpace %dx%d and mri_csc does not "
+                        "interpolate (zero-fill) to it: the image is %dx%d with the encoded voxel size", path, rx, ry,
+                        ex, ey, nx, ny)
+    return nx, ((ny, nx) if ny < enc[1] else None)
 
 
 def _placement(path, e, enc, heads):
@@ -866,7 +885,8 @@ def read_noise(path) -> np.ndarray:
 def ismrmrd_metadata(path, h5file) -> dict:
     """What an output needs from an ISMRMRD file, from its headers only (no k-space is read).
 
-    ``n_slices``, ``n_frames``, ``crop`` and ``geometry`` as :func:`read_ismrmrd` gives them.
+    ``n_slices``, ``n_frames``, ``crop`` and ``geometry`` as :func:`read_ismrmrd` gives them, and ``width``,
+    the image's readout length (after the readout oversampling is removed).
     """
     group = h5file[_find_group(h5file)]
     hdr = read_header(path, group)
@@ -883,7 +903,8 @@ def ismrmrd_metadata(path, h5file) -> dict:
         raise _err(f"{path}: slice counter goes up to {n_slices - 1} but some slices have no acquisitions")
     frames, frame_of = _frames(idx)
     _refuse_empty_frames(path, slices, frame_of, frames, range(n_slices))
-    return {"n_slices": n_slices, "n_frames": len(frames), "crop": _image_size(path, enc, rec)[1],
+    width, crop = _image_size(path, e, enc, rec)
+    return {"n_slices": n_slices, "n_frames": len(frames), "crop": crop, "width": width,
             "geometry": _geometry(hdr, e, enc, rec, hi, slices, list(range(n_slices))), "encoded": enc, "recon": rec}
 
 
