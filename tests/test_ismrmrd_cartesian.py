@@ -159,17 +159,19 @@ def test_pypi_default_centre_sample_zero_on_full_readouts_is_the_middle(tmp_path
     np.testing.assert_allclose(read_kspace(f)["kspace"], k, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("enc", [(64, 48), (48, 48)])
-def test_recon_matrix_larger_than_encoded_keeps_the_encoded_voxels(tmp_path, caplog, enc):
+@pytest.mark.parametrize("enc, rec", [((64, 48), (64, 64)), ((48, 48), (64, 64)), ((64, 64), (32, 32))])
+def test_recon_matrix_of_other_voxels_keeps_the_encoded_voxels_and_the_recon_fov(tmp_path, caplog, enc, rec):
     """Encoded 48 lines (and/or 48 samples) over 240 mm, recon 64 x 64 over 240 mm: no interpolation along x or
     y, so the image is the encoded matrix and the NIfTI voxels are 240/48 = 5 mm where the encoded matrix is 48
-    (the FOV is kept), said once."""
+    (the FOV is kept), said once. Encoded 64 x 64, recon 32 x 32 over the same 240 mm (7.5 mm voxels): the image
+    covers the whole 240 mm at the encoded 3.75 mm voxels, said too; cropping to the recon *matrix* had kept the
+    central 120 mm without a word (a user trial)."""
     n = 64
     img, maps, k = _case(n)
     ex, ey = enc
     kc = k[:, (n - ey) // 2:(n + ey) // 2, (n - ex) // 2:(n + ex) // 2]  # the central encoded lines/samples
     f = write_cartesian(tmp_path / "l.h5", [dict(data=kc[:, y], kspace_encode_step_1=y) for y in range(ey)],
-                        enc=enc, rec=(n, n))
+                        enc=enc, rec=rec)
     with caplog.at_level("WARNING"):
         assert main(["recon", str(f), "--out", str(tmp_path / "l.nii.gz"), "--method", "sense", "--no-pbar"]) == 0
     assert any("does not interpolate" in r.getMessage() for r in caplog.records)
@@ -180,23 +182,6 @@ def test_recon_matrix_larger_than_encoded_keeps_the_encoded_voxels(tmp_path, cap
 
     low = np.sqrt((np.abs(ifftc(kc, axes=(-2, -1))) ** 2).sum(0))  # the encoded k-space's coil-combined image
     assert psnr(low, np.asarray(im.dataobj).T) > 30
-
-
-def test_recon_matrix_of_coarser_voxels_keeps_the_recon_field_of_view(tmp_path, caplog):
-    """Encoded 64 x 64 over 240 mm, recon 32 x 32 over the same 240 mm (7.5 mm voxels, a scanner would
-    interpolate): the image covers the whole 240 mm at the encoded 3.75 mm voxels, said in a warning. Cropping to
-    the recon *matrix* had kept the central 120 mm without a word (a user trial)."""
-    n = 64
-    img, _, k = _case(n)
-    f = write_cartesian(tmp_path / "c.h5", [dict(data=k[:, y], kspace_encode_step_1=y) for y in range(n)],
-                        enc=(n, n), rec=(32, 32))
-    with caplog.at_level("WARNING"):
-        assert main(["recon", str(f), "--out", str(tmp_path / "c.nii.gz"), "--method", "sense", "--no-pbar"]) == 0
-    assert any("covering the recon field of view" in r.getMessage() for r in caplog.records)
-    im = nib.load(tmp_path / "c_mag.nii.gz")
-    assert im.shape == (n, n)
-    np.testing.assert_allclose(im.header.get_zooms(), (240 / n, 240 / n), rtol=1e-6)
-    assert psnr(np.abs(img), np.asarray(im.dataobj).T) > 30
 
 
 def test_slice_missing_a_frame_is_named_before_reading(tmp_path, monkeypatch, capsys):
