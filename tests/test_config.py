@@ -114,6 +114,24 @@ def test_nifti_phantom_relative_to_config(tmp_path):
         load_config(write(tmp_path, BASE + '[data]\nphantom = "gone.nii"\n'))
 
 
+def test_dictionary_file_relative_to_config_as_the_phantom(tmp_path, monkeypatch):
+    """A csc dictionary file in a config is found beside the config, whatever the working directory, and the
+    resolved config (written into the run folder) names it absolutely; a missing one is named by its key."""
+    import numpy as np
+
+    from mri_csc.prior.dictionary import load_default_dictionary
+
+    (tmp_path / "cfg").mkdir()
+    np.savez(tmp_path / "d.npz", filters=load_default_dictionary()[:4, 2:-2, 2:-2])
+    text = '[[methods]]\nname = "csc"\nparams = { dictionary = "../d.npz", max_iter = 3 }\n'
+    monkeypatch.chdir(tmp_path)  # "../d.npz" from here would be the wrong file
+    cfg = load_config(write(tmp_path / "cfg", text))
+    assert cfg["methods"][0]["params"] == {"dictionary": str((tmp_path / "d.npz").resolve()), "max_iter": 3}
+    assert load_config(write(tmp_path / "cfg", to_toml(cfg)))["methods"][0]["params"] == cfg["methods"][0]["params"]
+    with pytest.raises(ConfigError, match=r"methods\[0\]\.params\.dictionary: expected an existing dictionary file"):
+        load_config(write(tmp_path / "cfg", text.replace("../d.npz", "gone.npz")))
+
+
 @pytest.mark.parametrize("text, value", [
     ("0.01", 0.01), ("3", 3), ("true", True), ("True", True), ("False", False), ("[96, 96]", [96, 96]),
     ("(96, 96)", (96, 96)), ("None", None), ('"a b"', "a b"), (" random-lines ", "random-lines"),
