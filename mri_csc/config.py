@@ -112,7 +112,8 @@ def _is_int(v) -> bool:
 
 
 def _is_num(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
+    """A finite number (TOML's nan and inf are not: ``nan < 1`` is False, so range checks alone let them by)."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 _MAX_CONFIG_BYTES = 1 << 20

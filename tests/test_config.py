@@ -51,6 +51,10 @@ def test_wrong_type(tmp_path):
     p = write(tmp_path, BASE + "[noise]\nsnr_db = -300\n")
     with pytest.raises(ConfigError, match=r"noise\.snr_db: expected a number of dB from -20 to 200"):
         load_config(p)
+    for section, key, value in (("mask", "accel", "nan"), ("phase", "amplitude", "inf")):
+        p = write(tmp_path, BASE + f"[{section}]\n{key} = {value}\n")  # named here, not later by the simulator
+        with pytest.raises(ConfigError, match=rf"c\.toml: {section}\.{key}: expected .*; got {value}"):
+            load_config(p)
     p = write(tmp_path, BASE + '[mask]\nkind = "spiral"\n')
     with pytest.raises(ConfigError, match=r"mask\.kind: expected one of \['poisson'"):
         load_config(p)
