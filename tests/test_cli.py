@@ -389,3 +389,17 @@ def test_non_cartesian_npz_image_shape_is_read_by_recon_as_by_batch(tmp_path):
     p = cli("recon", tmp_path / "bad.npz", "--traj", tmp_path / "bad.npz", "--method", "zero-filled",
             "--out", tmp_path / "b.npy", "--no-pbar")
     assert_user_error(p, "'image_shape' must hold 2 or 3 positive integers; got [32.5, 32.0]")
+
+
+def test_a_stack_with_one_mask_per_slice_is_named_as_such_by_recon(tmp_path):
+    """recon reads a 4-D .npz as one volume (coils, nz, ny, nx), batch as a stack (slices, coils, ny, nx): a stack
+    with one mask per slice was refused with a bare shape mismatch; the message now names the ways that read it."""
+    from mri_csc.sim import make_dataset
+
+    ds = [make_dataset("shepp-logan", shape=(24, 24), n_coils=2, accel=2, seed=i, snr_db=None) for i in range(3)]
+    np.savez(tmp_path / "s.npz", kspace=np.stack([d.kspace for d in ds]).astype(np.complex64),
+             maps=np.stack([d.maps for d in ds]).astype(np.complex64), mask=np.stack([d.mask for d in ds]))
+    p = cli("recon", tmp_path / "s.npz", "--out", tmp_path / "o.npy", "--no-pbar")
+    assert_user_error(p, "one mask per slice of a stack", "--slice N", "mri-csc batch")
+    cli("recon", tmp_path / "s.npz", "--slice", 1, "--method", "zero-filled", "--out", tmp_path / "o.npy", "--no-pbar",
+        check_rc=0)
