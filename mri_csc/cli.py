@@ -321,8 +321,8 @@ def add_recon(sub) -> None:
                    "a BART .cfl from bart traj); INPUT is then (coils, *samples) k-space (.npy/.npz, or BART's "
                    "(1, readout, spokes, coils) .cfl)")
     p.add_argument("--image-shape", type=int, nargs="+", metavar="N",
-                   help="non-Cartesian k-space: the image shape (default: an ISMRMRD file's recon matrix or an "
-                        ".npz's image_shape, else the --maps'); ESPIRiT (the default without maps) needs it")
+                   help="non-Cartesian k-space: the image shape (default: an ISMRMRD file's recon matrix, else "
+                        "the --maps'); ESPIRiT (the default without maps) needs it")
     p.set_defaults(func=cmd_recon)
     p.epilog = _csc_help()
     p.formatter_class = argparse.RawDescriptionHelpFormatter
@@ -647,7 +647,7 @@ def _read_noncartesian(args):
 
     from .io import read_array  # noqa: PLC0415
     from .io.cfl import read_cfl  # noqa: PLC0415
-    from .io.trajectory import bart_noncartesian_kspace, npz_image_shape, read_trajectory  # noqa: PLC0415
+    from .io.trajectory import bart_noncartesian_kspace, read_trajectory  # noqa: PLC0415
 
     if not args.traj:  # ISMRMRD acquisitions with their trajectories
         import h5py  # noqa: PLC0415
@@ -664,22 +664,15 @@ def _read_noncartesian(args):
                 {"trajectory": f"ISMRMRD ({d['trajectory_type']}, units {d['units']})",
                  "prewhitened": d["whitened"], "_whitener": d["whitener"]})
     coord = read_trajectory(args.traj)
-    file_shape = None  # an .npz's image_shape (for ESPIRiT without maps), as batch reads it
     if str(args.input).lower().endswith((".cfl", ".hdr")):
         k = bart_noncartesian_kspace(read_cfl(str(args.input)[:-4]))
     else:
         k = np.asarray(read_array(args.input, key="kspace"))
-        if str(args.input).lower().endswith(".npz"):
-            from .io.formats import _open_npz  # noqa: PLC0415
-
-            with _open_npz(args.input) as z:
-                file_shape = npz_image_shape(args.input, z)
     samples = coord.shape[:-1]
     if k.ndim < 2 or int(np.prod(k.shape[1:])) != int(np.prod(samples)):
         raise UserError(f"{args.input}: k-space of shape {k.shape} does not hold (coils, *{samples}) samples of "
                         f"the trajectory {args.traj} (shape {coord.shape})")
-    return ([k.reshape(k.shape[0], *samples).astype(np.complex64)], [coord], file_shape, (),
-            {"trajectory": str(args.traj)})
+    return [k.reshape(k.shape[0], *samples).astype(np.complex64)], [coord], None, (), {"trajectory": str(args.traj)}
 
 
 def _check_for_image(spec, params, image_shape, noncartesian) -> None:
@@ -695,7 +688,7 @@ def _recon_noncartesian(args, params, maps_mode=None) -> int:
 
     Coil maps as for Cartesian input (``maps_mode``, :func:`resolve_maps_options`): ``--maps``, the input's own,
     else ESPIRiT (SigPy by default) on the regridded k-space centre, which needs the image shape (the ISMRMRD
-    recon matrix, an ``.npz``'s ``image_shape``, or ``--image-shape``).
+    recon matrix, or ``--image-shape``).
     """
     import numpy as np  # noqa: PLC0415
 

@@ -372,25 +372,6 @@ def test_one_coil_non_cartesian_is_a_map_of_ones_too(tmp_path):
     assert json.loads((tmp_path / "o_params.json").read_text())["maps"] == "ones (one coil)"
 
 
-def test_non_cartesian_npz_image_shape_is_read_by_recon_as_by_batch(tmp_path):
-    """An .npz's image_shape (the README's layout for ESPIRiT without maps) is the image shape for recon too: it
-    asked for --image-shape as though the file held none; a malformed one is refused by name."""
-    from mri_csc.sim import make_dataset
-    from mri_csc.sim.trajectories import make_trajectory, simulate_noncartesian
-
-    d = make_dataset("shepp-logan", shape=(32, 32), n_coils=4, mask="poisson", accel=2, seed=0, snr_db=None)
-    c = make_trajectory("golden-radial", (32, 32), 2)
-    k = simulate_noncartesian(d.image, d.maps, c, seed=1).astype(np.complex64)
-    np.savez(tmp_path / "r.npz", kspace=k, trajectory=c, image_shape=np.array([32, 32]))
-    cli("recon", tmp_path / "r.npz", "--traj", tmp_path / "r.npz", "--method", "zero-filled",
-        "--out", tmp_path / "o.npy", "--no-pbar", check_rc=0)
-    assert np.load(tmp_path / "o.npy").shape == (32, 32)
-    np.savez(tmp_path / "bad.npz", kspace=k, trajectory=c, image_shape=np.array([32.5, 32]))
-    p = cli("recon", tmp_path / "bad.npz", "--traj", tmp_path / "bad.npz", "--method", "zero-filled",
-            "--out", tmp_path / "b.npy", "--no-pbar")
-    assert_user_error(p, "'image_shape' must hold 2 or 3 positive integers; got [32.5, 32.0]")
-
-
 def test_a_stack_with_one_mask_per_slice_is_named_as_such_by_recon(tmp_path):
     """recon reads a 4-D .npz as one volume (coils, nz, ny, nx), batch as a stack (slices, coils, ny, nx): a stack
     with one mask per slice was refused with a bare shape mismatch; the message now names the ways that read it."""

@@ -113,13 +113,13 @@ def _volume(path):
 
 def _read_volume(path):
     from mri_csc.io.formats import _open_npz  # noqa: PLC0415  (member sizes checked against the budget)
-    from mri_csc.io.trajectory import npz_image_shape, read_trajectory  # noqa: PLC0415
+    from mri_csc.io.trajectory import read_trajectory  # noqa: PLC0415
 
     coord = read_trajectory(path)
     with _open_npz(path) as z:
         k = np.asarray(z["kspace"])
         maps = np.asarray(z["maps"]).astype(np.complex64) if "maps" in z else None
-        shape = npz_image_shape(path, z)
+        shape = tuple(int(n) for n in np.asarray(z["image_shape"]).ravel()) if "image_shape" in z else None
     n, mode = _layout(path, k.shape, coord.shape)
     if mode == "stars":
         from mri_csc.sim.trajectories import split_stack_of_stars  # noqa: PLC0415

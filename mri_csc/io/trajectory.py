@@ -18,8 +18,7 @@ import numpy as np
 
 from .limits import check_shape
 
-__all__ = ["read_trajectory", "bart_noncartesian_kspace", "describe_trajectory", "npz_image_shape",
-           "TRAJECTORY_KEYS"]
+__all__ = ["read_trajectory", "bart_noncartesian_kspace", "describe_trajectory", "TRAJECTORY_KEYS"]
 
 TRAJECTORY_KEYS = ("trajectory", "traj", "coord")
 
@@ -89,17 +88,6 @@ def read_trajectory(path: "str | os.PathLike", ndim: int | None = None) -> np.nd
     if not np.isfinite(coord).all():
         raise ValueError(f"{path}: trajectory contains NaN or Inf")
     return np.ascontiguousarray(coord, dtype=np.float32)
-
-
-def npz_image_shape(path, z) -> tuple[int, ...] | None:
-    """A non-Cartesian ``.npz``'s ``image_shape`` (``(ny, nx)`` or ``(nz, ny, nx)``, for ESPIRiT without maps), or
-    ``None`` when it holds none; ``z`` is the open archive. Anything but 2 or 3 positive integers is refused."""
-    if "image_shape" not in z:
-        return None
-    raw = np.asarray(z["image_shape"]).ravel()
-    if raw.size not in (2, 3) or raw.dtype.kind not in "iuf" or not np.all(raw == np.round(raw)) or np.any(raw < 1):
-        raise ValueError(f"{path}: 'image_shape' must hold 2 or 3 positive integers; got {raw.tolist()}")
-    return tuple(int(n) for n in raw)
 
 
 def bart_noncartesian_kspace(k: np.ndarray) -> np.ndarray:
