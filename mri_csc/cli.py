@@ -353,7 +353,8 @@ CSC_PARAM_HELP = {
     "rho": "the coder's ADMM penalty (None: automatic, then residual-balanced)",
     "rho_period": "coder steps between residual-balancing updates of rho",
     "relax": "ADMM over-relaxation factor of the coder (1 = none; 1.8 is the usual choice)",
-    "dictionary": "filters: an .npz file (None: the shipped 48 real 11x11 filters, 16 7x7x7 ones for volumes); "
+    "dictionary": "filters: an .npz file (its 'filters', as learn-dict writes) or an .npy array (None: the shipped "
+                  "48 real 11x11 filters, 16 7x7x7 ones for volumes); "
                   "filters not of unit l2 norm are normalised with a warning, all-zero ones refused",
     "x0": "initial image (None: the solver's own start); Python API only",
     "callback": "function called after each iteration; Python API only",

@@ -42,7 +42,7 @@ Example (all sections; omitted keys take the defaults shown)::
     [[methods]]                         # one table per method, run in this order
     name = "tv"                         # a registered method (mri-csc methods)
     label = "SigPy TV"                  # display name (default: the name); must be unique
-    params = { lam = 0.005, max_iter = 100 }
+    params = { lam = 0.005, max_iter = 100 }   # a csc dictionary file: relative to this file, as the phantom
 
     [metrics]
     crop = [112, 112]                   # score the centred h x w block (fastMRI center_crop); optional
@@ -112,7 +112,8 @@ def _is_int(v) -> bool:
 
 
 def _is_num(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
+    """A finite number (TOML's nan and inf are not: ``nan < 1`` is False, so range checks alone let them by)."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 _MAX_CONFIG_BYTES = 1 << 20
@@ -134,7 +135,7 @@ def load_config(path: "str | os.PathLike", overrides: list[str] | None = None, *
     -------
     dict
         The resolved config: every key present, defaults filled in, the
-        phantom path made absolute, plus ``"source"`` (the file).
+        phantom's and the methods' dictionary paths made absolute, plus ``"source"`` (the file).
     """
     p = Path(path)
     if not p.exists():
@@ -248,6 +249,17 @@ def _safe_name(name: str) -> str:
     return safe
 
 
+def _resolve_file(src, key: str, value: str, base: Path, expected: str) -> str:
+    """The absolute path of a file a config names: relative to the config's folder (``base``), else to the working
+    directory where only that exists (so a resolved config written into a run folder names the same file)."""
+    cand = Path(value) if Path(value).is_absolute() else base / value
+    if not cand.exists() and Path(value).exists():
+        cand = Path(value)
+    if not cand.is_file():
+        raise _err(src, key, expected, str(cand))
+    return str(cand.resolve())
+
+
 def validate_config(raw: dict, src="config") -> dict:
     """Check every key and fill in defaults; raise :class:`ConfigError` on the first problem."""
     if not isinstance(raw, dict):
@@ -270,12 +282,7 @@ def validate_config(raw: dict, src="config") -> dict:
     if ph not in PHANTOMS:
         if not ph.lower().endswith((".nii", ".nii.gz")):
             raise _err(src, "data.phantom", f"one of {list(PHANTOMS)} or a .nii/.nii.gz file", ph)
-        cand = Path(ph) if Path(ph).is_absolute() else base / ph
-        if not cand.exists() and Path(ph).exists():
-            cand = Path(ph)
-        if not cand.exists():
-            raise _err(src, "data.phantom", "an existing NIfTI file", str(cand))
-        d["phantom"] = str(cand.resolve())
+        d["phantom"] = _resolve_file(src, "data.phantom", ph, base, "an existing NIfTI file")
     if d["slice"] is not None and (not _is_int(d["slice"]) or d["slice"] < 0):
         raise _err(src, "data.slice", "a non-negative integer", d["slice"])
     sh = d["shape"]
@@ -356,7 +363,11 @@ def validate_config(raw: dict, src="config") -> dict:
         params = t.get("params", {})
         if not isinstance(params, dict):
             raise _err(src, f"{key}.params", "a table of parameters", params)
-        out_methods.append({"name": t["name"], "label": label, "params": dict(params)})
+        params = dict(params)
+        if isinstance(params.get("dictionary"), str):  # a file, found as data.phantom is
+            params["dictionary"] = _resolve_file(src, f"{key}.params.dictionary", params["dictionary"], base,
+                                                 "an existing dictionary file (.npz, .npy)")
+        out_methods.append({"name": t["name"], "label": label, "params": params})
     cfg["methods"] = out_methods
 
     mt = _section(raw, "metrics", src)

@@ -124,9 +124,32 @@ def _file_names(labels) -> list[str]:
     return out
 
 
+#: what a run writes into its folder (``recon/`` holds only ``.npy`` images)
+_RUN_ENTRIES = frozenset({"config.toml", "metrics.json", "metrics.csv", "versions.json", "grid.png",
+                          "convergence.png", "report.html", "recon"})
+
+
+def _foreign_entries(out_dir: Path) -> list[str]:
+    """What in ``out_dir`` an eval run did not write: names a run never writes, anything but ``.npy`` files in
+    ``recon/``, and a ``metrics.json`` that is not a run's (another tool's file of that common name)."""
+    foreign = [p.name for p in out_dir.iterdir() if p.name not in _RUN_ENTRIES]
+    recon = out_dir / "recon"
+    if recon.is_dir():
+        foreign += [f"recon/{p.name}" for p in recon.iterdir() if not (p.suffix == ".npy" and p.is_file())]
+    try:
+        metrics = json.loads((out_dir / "metrics.json").read_text(encoding="utf-8"))
+        is_run = isinstance(metrics, dict) and {"name", "methods", "histories"} <= set(metrics)
+    except (OSError, ValueError):
+        is_run = False
+    if not is_run:
+        foreign.append("metrics.json (missing, or not an eval run's)")
+    return sorted(foreign)
+
+
 def _prepare_out(out_dir: Path, force: bool) -> None:
-    """Refuse an output folder that holds anything, unless ``force`` and it is an earlier run's (it has the
-    ``metrics.json`` a run writes): the folder is replaced as a whole, so a folder of the user's is never."""
+    """Refuse an output folder that holds anything, unless ``force`` and it is an earlier run's (its
+    ``metrics.json`` is a run's and it holds nothing a run does not write, :func:`_foreign_entries`): the
+    folder is replaced as a whole, so a folder of the user's, or a file the user put into a run's, never is."""
     if not out_dir.resolve().name or out_dir.resolve() == Path.cwd().resolve():
         raise OutputExistsError(f"{out_dir}: the output folder must be a folder of its own (it is replaced as a "
                                 "whole), not the current folder or /; use --out runs/NAME")
@@ -137,9 +160,11 @@ def _prepare_out(out_dir: Path, force: bool) -> None:
             if not force:
                 raise OutputExistsError(f"{out_dir}: output folder exists and is not empty; use --force to replace "
                                         "it or --out to choose another")
-            if not (out_dir / "metrics.json").is_file():
-                raise OutputExistsError(f"{out_dir}: is not an earlier eval run's folder (no metrics.json), and "
-                                        "--force replaces only those: choose another --out")
+            foreign = _foreign_entries(out_dir)
+            if foreign:
+                raise OutputExistsError(f"{out_dir}: is not an earlier eval run's folder (it holds "
+                                        f"{', '.join(foreign[:5])}{', ...' if len(foreign) > 5 else ''}), and "
+                                        "--force replaces only those as a whole: choose another --out")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
 
 

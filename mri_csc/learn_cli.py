@@ -31,10 +31,16 @@ def parse_slices(specs) -> list[int] | None:
             parts = [int(p) if p else None for p in spec.split(":")]
         except ValueError:
             raise ValueError(f"--slices: expected INDEX or START:STOP[:STEP]; got {spec!r}") from None
-        if len(parts) == 1:
+        if len(parts) == 1 and parts[0] is not None:
             out.add(parts[0])
         elif len(parts) in (2, 3) and parts[0] is not None and parts[1] is not None:
-            out.update(range(*[p if p is not None else 1 for p in parts]))
+            if len(parts) == 3 and parts[2] == 0:
+                raise ValueError(f"--slices: the step of {spec!r} must not be 0")
+            picked = range(*[p if p is not None else 1 for p in parts])
+            if not picked:
+                raise ValueError(f"--slices: {spec!r} selects no slice (START:STOP[:STEP] counts from START up to, "
+                                 "not including, STOP)")
+            out.update(picked)
         else:
             raise ValueError(f"--slices: expected INDEX or START:STOP[:STEP]; got {spec!r}")
     return sorted(out)
@@ -59,22 +65,30 @@ def read_training_images(paths, *, slices=None, axis: int = 2, shape=None) -> np
         if name.endswith((".nii", ".nii.gz")):
             n = load_nifti(path).shape[axis]
             idx = slices if slices is not None else range(n // 4, 3 * n // 4, max(1, n // 16))
-            bad = [i for i in idx if not -n <= i < n]
-            if bad:
-                raise ValueError(f"{path}: slice index(es) {bad} out of range for {n} slices along axis {axis}")
+            _check_indices(path, idx, n, f"slices along axis {axis}")
             images += [nifti_slice(path, index=i, axis=axis, shape=shape) for i in idx]
         elif name.endswith(".npy"):
             arr = _load_npy(path)
             if arr.ndim not in (2, 3):
                 raise ValueError(f"{path}: expected an image (ny, nx) or a stack (n, ny, nx); got shape {arr.shape}")
             stack = arr[None] if arr.ndim == 2 else arr
+            if slices is not None:
+                _check_indices(path, slices, len(stack), "images in the stack")
             images += [np.abs(a).astype(np.float32) for a in (stack if slices is None else stack[slices])]
         else:
             raise ValueError(f"{path}: expected a NIfTI (.nii, .nii.gz) or .npy file")
     shapes = {im.shape for im in images}
     if len(shapes) != 1:
-        raise ValueError(f"training images have different shapes {sorted(shapes)}; pass --shape NY NX")
+        raise ValueError(f"training images have different shapes {sorted(shapes)}; pass --shape NY NX (it resamples "
+                         "NIfTI slices; .npy images are used as they are)")
     return np.stack(images)
+
+
+def _check_indices(path, idx, n: int, what: str) -> None:
+    """Refuse slice indices outside ``-n ... n-1`` by name (before any slice is read)."""
+    bad = [i for i in idx if not -n <= i < n]
+    if bad:
+        raise ValueError(f"{path}: slice index(es) {bad} out of range for {n} {what}")
 
 
 def add_parser(sub) -> None:

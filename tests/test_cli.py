@@ -391,3 +391,17 @@ def test_non_cartesian_npz_image_shape_is_read_and_checked(tmp_path):
                 "--out", tmp_path / "b.npy", "--no-pbar", check_rc=2)
         assert "'image_shape' must be 2 positive whole numbers" in p.stderr
         assert not (tmp_path / "b.npy").exists()
+
+
+def test_a_stack_with_one_mask_per_slice_is_named_as_such_by_recon(tmp_path):
+    """recon reads a 4-D .npz as one volume (coils, nz, ny, nx), batch as a stack (slices, coils, ny, nx): a stack
+    with one mask per slice was refused with a bare shape mismatch; the message now names the ways that read it."""
+    from mri_csc.sim import make_dataset
+
+    ds = [make_dataset("shepp-logan", shape=(24, 24), n_coils=2, accel=2, seed=i, snr_db=None) for i in range(3)]
+    np.savez(tmp_path / "s.npz", kspace=np.stack([d.kspace for d in ds]).astype(np.complex64),
+             maps=np.stack([d.maps for d in ds]).astype(np.complex64), mask=np.stack([d.mask for d in ds]))
+    p = cli("recon", tmp_path / "s.npz", "--out", tmp_path / "o.npy", "--no-pbar")
+    assert_user_error(p, "one mask per slice of a stack", "--slice N", "mri-csc batch")
+    cli("recon", tmp_path / "s.npz", "--slice", 1, "--method", "zero-filled", "--out", tmp_path / "o.npy", "--no-pbar",
+        check_rc=0)

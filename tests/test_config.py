@@ -51,6 +51,10 @@ def test_wrong_type(tmp_path):
     p = write(tmp_path, BASE + "[noise]\nsnr_db = -300\n")
     with pytest.raises(ConfigError, match=r"noise\.snr_db: expected a number of dB from -20 to 200"):
         load_config(p)
+    for section, key, value in (("mask", "accel", "nan"), ("phase", "amplitude", "inf")):
+        p = write(tmp_path, BASE + f"[{section}]\n{key} = {value}\n")  # named here, not later by the simulator
+        with pytest.raises(ConfigError, match=rf"c\.toml: {section}\.{key}: expected .*; got {value}"):
+            load_config(p)
     p = write(tmp_path, BASE + '[mask]\nkind = "spiral"\n')
     with pytest.raises(ConfigError, match=r"mask\.kind: expected one of \['poisson'"):
         load_config(p)
@@ -112,6 +116,24 @@ def test_nifti_phantom_relative_to_config(tmp_path):
     assert cfg["data"]["phantom"] == str((tmp_path / "vol.nii.gz").resolve())
     with pytest.raises(ConfigError, match=r"data\.phantom: expected an existing NIfTI file"):
         load_config(write(tmp_path, BASE + '[data]\nphantom = "gone.nii"\n'))
+
+
+def test_dictionary_file_relative_to_config_as_the_phantom(tmp_path, monkeypatch):
+    """A csc dictionary file in a config is found beside the config, whatever the working directory, and the
+    resolved config (written into the run folder) names it absolutely; a missing one is named by its key."""
+    import numpy as np
+
+    from mri_csc.prior.dictionary import load_default_dictionary
+
+    (tmp_path / "cfg").mkdir()
+    np.savez(tmp_path / "d.npz", filters=load_default_dictionary()[:4, 2:-2, 2:-2])
+    text = '[[methods]]\nname = "csc"\nparams = { dictionary = "../d.npz", max_iter = 3 }\n'
+    monkeypatch.chdir(tmp_path)  # "../d.npz" from here would be the wrong file
+    cfg = load_config(write(tmp_path / "cfg", text))
+    assert cfg["methods"][0]["params"] == {"dictionary": str((tmp_path / "d.npz").resolve()), "max_iter": 3}
+    assert load_config(write(tmp_path / "cfg", to_toml(cfg)))["methods"][0]["params"] == cfg["methods"][0]["params"]
+    with pytest.raises(ConfigError, match=r"methods\[0\]\.params\.dictionary: expected an existing dictionary file"):
+        load_config(write(tmp_path / "cfg", text.replace("../d.npz", "gone.npz")))
 
 
 @pytest.mark.parametrize("text, value", [

@@ -513,3 +513,25 @@ def test_gamma_is_recorded_as_zero_without_the_phase_term(poisson_case, caplog):
     hybrid = mri_csc.reconstruct(ds.kspace, ds.maps, mask=ds.mask, method="csc-tv", phase=False, mu=0.2, max_iter=1)
     assert hybrid.params["gamma"] == 0.0
     assert mri_csc.reconstruct(ds.kspace, ds.maps, mask=ds.mask, method="csc", max_iter=1).params["gamma"] > 0
+
+
+def test_dictionary_files_npz_and_npy_read_and_others_refused_by_name(poisson_case, tmp_path):
+    """A dictionary path may be learn-dict's .npz or a plain .npy of filters (both the same run); an .npz without
+    'filters' or a file that is not NumPy's is a ValueError naming the file (it was an internal KeyError /
+    TypeError traceback in the CLI)."""
+    from mri_csc.prior.dictionary import load_default_dictionary
+
+    ds = poisson_case
+    d = load_default_dictionary()[:8, 2:-2, 2:-2]
+    np.savez(tmp_path / "d.npz", filters=d)
+    np.save(tmp_path / "d.npy", d)
+    np.savez(tmp_path / "other.npz", weights=d)
+    (tmp_path / "notes.npy").write_text("not an array")
+    kw = dict(mask=ds.mask, method="csc", max_iter=2, tol=0)
+    a = mri_csc.reconstruct(ds.kspace, ds.maps, dictionary=str(tmp_path / "d.npz"), **kw)
+    b = mri_csc.reconstruct(ds.kspace, ds.maps, dictionary=tmp_path / "d.npy", **kw)
+    np.testing.assert_array_equal(a.image, b.image)
+    with pytest.raises(ValueError, match=r"other\.npz'.*under 'filters'.*holds \['weights'\]"):
+        mri_csc.reconstruct(ds.kspace, ds.maps, dictionary=str(tmp_path / "other.npz"), **kw)
+    with pytest.raises(ValueError, match=r"notes\.npy'.*not a NumPy"):
+        mri_csc.reconstruct(ds.kspace, ds.maps, dictionary=str(tmp_path / "notes.npy"), **kw)

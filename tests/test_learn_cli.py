@@ -58,10 +58,17 @@ def test_learn_dict_from_npy_stack_and_no_clobber(tmp_path):
         (["{nifti}", "--slices", "99"], "out of range"),
         (["{nifti}", "--slices", "a:b"], "expected INDEX or START:STOP"),
         (["{nifti}", "--out-ignored"], None),
+        (["{nifti}", "--slices", "1:5:0"], "must not be 0"),
+        (["{nifti}", "--slices", "5:2"], "selects no slice"),
+        (["{stack}", "--slices", "7"], "out of range for 3 images"),
+        (["{zeros}"], "all zero"),
     ],
 )
 def test_learn_dict_bad_input(nifti, tmp_path, args, message):
-    args = [a.replace("{nifti}", str(nifti)) for a in args]
+    np.save(tmp_path / "stack.npy", np.stack([shepp_logan((32, 32))] * 3))
+    np.save(tmp_path / "zeros.npy", np.zeros((2, 32, 32), np.float32))
+    args = [a.replace("{nifti}", str(nifti)).replace("{stack}", str(tmp_path / "stack.npy"))
+            .replace("{zeros}", str(tmp_path / "zeros.npy")) for a in args]
     r = _cli("learn-dict", *args, "--out", tmp_path / "x.npz")
     assert r.returncode == 2
     if message:

@@ -61,6 +61,19 @@ def test_force_replaces_only_an_earlier_run_folder(tmp_path, monkeypatch):
     assert again.out_dir == first.out_dir and (again.out_dir / "metrics.json").is_file()
 
 
+@pytest.mark.parametrize("litter", ["metrics.json", "notes.txt", "recon/mine.txt"])
+def test_force_keeps_a_folder_with_anything_a_run_did_not_write(tmp_path, litter):
+    """A metrics.json is no proof of a run (another tool's, e.g. a training run's, made --force delete the whole
+    folder with the user's files), nor is a run's folder with a file of the user's added: both are refused."""
+    cfg = _cfg(tmp_path)
+    out = run_eval(cfg, tmp_path / "run").out_dir if litter != "metrics.json" else tmp_path / "mine"
+    out.mkdir(exist_ok=True)
+    (out / litter).write_text('{"loss": 0.1}')
+    with pytest.raises(OutputExistsError, match=f"is not an earlier eval run's folder \\(it holds {litter}"):
+        run_eval(cfg, out, force=True)
+    assert (out / litter).read_text() == '{"loss": 0.1}'
+
+
 def test_config_name_cannot_leave_runs(tmp_path):
     cfg = _cfg(tmp_path, name="../../x")
     assert Path(cfg["output"]["dir"]) == Path("runs") / "x"

@@ -808,8 +808,13 @@ def read_kspace(path: "str | os.PathLike", *, slice: int | None = None, fmt: str
             if m0.ndim > len(img_shape) or np.broadcast_shapes(m0.shape, img_shape) != img_shape:
                 raise ValueError
         except ValueError:
+            hint = ""
+            if not stacked and k.ndim == 4 and mask.ndim == 3 and mask.shape[0] == k.shape[0] != k.shape[1]:
+                hint = ("; one mask per slice of a stack (slices, coils, ny, nx)? A 4-D array without slice= is "
+                        "one volume (coils, nz, ny, nx) here: read slice by slice (mri-csc recon --slice N, "
+                        "or mri-csc batch, which reads such stacks)")
             raise FileFormatError(f"{path}: mask of shape {mask.shape} disagrees with k-space of shape "
-                                  f"{k.shape}") from None
+                                  f"{k.shape}{hint}") from None
     out = {"kspace": k, "maps": maps, "mask": mask, "n_slices": n_slices, "stacked": stacked, "format": fmt,
            "lead_shape": (k.shape[0],) if stacked else (), "lead_axes": ("slice",) if stacked else (),
            "crop": None, "geometry": None, "affine": None}

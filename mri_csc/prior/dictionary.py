@@ -154,6 +154,9 @@ def _validate(images, n_filters, size, lam, n_iter, ndim=2):
     xp = get_xp(images)
     if not bool(xp.all(xp.isfinite(images))):
         raise ValueError("images contain NaN or Inf values")
+    if not bool(xp.any(images != 0)):
+        raise ValueError(f"images (shape {shape}) are all zero: there is nothing to learn filters from "
+                         "(the dictionary would be its random start)")
 
 
 def learn_dictionary(

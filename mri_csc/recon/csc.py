@@ -92,6 +92,7 @@ blocks directly needs no extra split.
 from __future__ import annotations
 
 import logging
+import os
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -316,8 +317,7 @@ def _load_dictionary(dictionary, image_shape: tuple):
                          f"{image_shape}: pass dictionary= with (K, {', '.join(['f'] * ndim)}) filters")
     filters = load_default_dictionary(ndim=ndim) if dictionary is None else dictionary
     if isinstance(filters, (str, bytes)) or hasattr(filters, "__fspath__"):
-        with np.load(filters) as f:
-            filters = f["filters"]
+        filters = _read_dictionary_file(filters)
     filters = check_filters(filters, "dictionary")
     if filters.ndim - 1 != ndim:
         raise ValueError(
@@ -335,6 +335,25 @@ def _load_dictionary(dictionary, image_shape: tuple):
             f"dictionary ('sense', 'l1wavelet', 'tv')"
         )
     return filters
+
+
+def _read_dictionary_file(path) -> np.ndarray:
+    """The filters in a dictionary file: an ``.npz``'s ``filters`` (as ``mri-csc learn-dict`` writes them) or an
+    ``.npy`` array; anything else is a ``ValueError`` naming the file and what it holds."""
+    name = os.fsdecode(path)
+    try:
+        data = np.load(name, allow_pickle=False)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"dictionary {name!r}: no such file") from None
+    except (OSError, ValueError) as e:
+        raise ValueError(f"dictionary {name!r}: not a NumPy .npz or .npy file of filters ({e})") from None
+    if isinstance(data, np.ndarray):
+        return data
+    with data:
+        if "filters" not in data.files:
+            raise ValueError(f"dictionary {name!r}: an .npz dictionary holds its filters under 'filters' "
+                             f"(as mri-csc learn-dict writes it); this file holds {data.files}")
+        return data["filters"]
 
 
 def _dictionary(problem: ReconProblem, dictionary):
