@@ -405,3 +405,20 @@ def test_a_stack_with_one_mask_per_slice_is_named_as_such_by_recon(tmp_path):
     assert_user_error(p, "one mask per slice of a stack", "--slice N", "mri-csc batch")
     cli("recon", tmp_path / "s.npz", "--slice", 1, "--method", "zero-filled", "--out", tmp_path / "o.npy", "--no-pbar",
         check_rc=0)
+
+
+def test_a_stack_of_slices_read_as_a_volume_is_refused_by_its_missing_kz_centre(tmp_path):
+    """An 8-slice, 4-coil stack (slices, coils, ny, nx) without maps, given to recon, was read as one volume of
+    8 coils x 4 partitions and written at 3.7-17 dB without a word (a user trial); its 'nz' axis holds coils,
+    with no k-space centre, and is refused naming --slice and batch. A true 8-partition volume passes."""
+    from mri_csc.io.formats import check_centred_kspace
+    from mri_csc.sim import make_dataset
+
+    ds = [make_dataset("brain", shape=(48, 48), n_coils=4, accel=3, seed=i, snr_db=30, slice_index=80 + 4 * i)
+          for i in range(8)]
+    np.save(tmp_path / "s.npy", np.stack([d.kspace * d.mask for d in ds]).astype(np.complex64))
+    p = cli("recon", tmp_path / "s.npy", "--method", "zero-filled", "--out", tmp_path / "o.npy", "--no-pbar")
+    assert_user_error(p, "no k-space centre along nz", "--slice N", "mri-csc batch")
+    assert not (tmp_path / "o.npy").exists()
+    vol = make_dataset("shepp-logan", shape=(8, 32, 32), n_coils=4, accel=3, seed=0, snr_db=30)
+    check_centred_kspace(vol.kspace * vol.mask, "volume")  # no error

@@ -1240,34 +1240,46 @@ def load_nifti(path):
 
 # ----------------------------------------------------------------------------- describe
 
-def _centre_energy(a) -> float:
-    """The fraction of ``|a|²`` in the central half of the last two axes (k-space: most; an image: less)."""
+def _centre_energy(a, axes=(-2, -1)) -> float:
+    """The fraction of ``|a|²`` in the central half of ``axes`` (k-space: most; an image: less)."""
     e = np.abs(np.asarray(a, np.complex64)) ** 2
-    ny, nx = e.shape[-2:]
-    c = e[..., ny // 4: ny - ny // 4, nx // 4: nx - nx // 4].sum()
-    return float(c / e.sum()) if e.sum() > 0 else 0.0
+    window = [slice(None)] * e.ndim
+    for ax in axes:
+        n = e.shape[ax]
+        window[ax] = slice(n // 4, n - n // 4)
+    total = e.sum()
+    return float(e[tuple(window)].sum() / total) if total > 0 else 0.0
 
 
-def _looks_like_image(a) -> bool:
-    """Whether a one-channel array ``(..., ny, nx)`` is an image rather than k-space.
+def _centre_fractions(a, axes=(-2, -1)) -> "tuple[float, float]":
+    """:func:`_centre_energy` over ``axes`` of ``a`` and of its centred Fourier transform along them."""
+    from ..backend import fftc  # noqa: PLC0415
+
+    a = np.asarray(a, np.complex64)
+    return _centre_energy(a, axes), _centre_energy(fftc(a, axes=axes), axes)
+
+
+def _looks_like_image(a, axes=(-2, -1)) -> bool:
+    """Whether an array is an image rather than k-space along ``axes``.
 
     k-space concentrates its energy at the centre more than its Fourier transform
     (the image) does; an image, clearly less (by a factor 0.8) than its Fourier
     transform. Noise-like arrays, with no centre either way, count as k-space.
     """
-    from ..backend import fftc  # noqa: PLC0415
-
-    return _centre_energy(a) < 0.8 * _centre_energy(fftc(np.asarray(a, np.complex64), axes=(-2, -1)))
+    own, ft = _centre_fractions(a, axes)
+    return own < 0.8 * ft
 
 
 def check_centred_kspace(kspace, what: str) -> None:
-    """Refuse an array that is not centred k-space: a 0/1 sampling pattern, an image, coil images, or k-space
-    with DC in the corner.
+    """Refuse an array that is not centred k-space: a 0/1 sampling pattern, an image, coil images, k-space
+    with DC in the corner, or a stack of 2-D slices taken for a volume.
 
     Every coil's energy summed, the centre half of the last two axes must hold more
     of it than the same window of the array's Fourier transform, by the margin of
     :func:`_looks_like_image` (measured k-space: 0.88-0.998 against 0.14-0.54 for its
-    transform; images and uncentred k-space the other way round).
+    transform; images and uncentred k-space the other way round). A volume ``(coils, nz, ny, nx)`` (more than 2
+    partitions) must pass the same test along ``nz``: a stack of 2-D slices ``(slices, coils, ny, nx)`` read
+    as a volume has its coils there, with no k-space centre (as has k-space already transformed along z).
 
     Raises
     ------
@@ -1282,12 +1294,18 @@ def check_centred_kspace(kspace, what: str) -> None:
         raise FileFormatError(f"{what}: holds only the values 0 and 1: a sampling pattern (e.g. bart poisson's), not "
                               "k-space; pass it as the mask (mri-csc recon DATA --mask FILE)")
     if _looks_like_image(k):
-        from ..backend import fftc  # noqa: PLC0415
-
-        own, ft = _centre_energy(k), _centre_energy(fftc(np.asarray(k, np.complex64), axes=(-2, -1)))
+        own, ft = _centre_fractions(k)
         raise FileFormatError(f"{what}: does not look like centred k-space ({own:.0%} of its energy in the centre "
                               f"half, {ft:.0%} for its Fourier transform): it is an image or coil images, or k-space "
                               "with DC in the corner (apply fftshift); mri_csc expects centred k-space, readout last")
+    if k.ndim == 4 and k.shape[1] > 2 and _looks_like_image(k, (1,)):
+        own, ft = _centre_fractions(k, (1,))
+        raise FileFormatError(
+            f"{what}: read as a volume (coils, nz, ny, nx) = {tuple(k.shape)}, it has no k-space centre along nz "
+            f"({own:.0%} of its energy in the central half of the {k.shape[1]} partitions, {ft:.0%} for its Fourier "
+            "transform): it looks like a stack of 2-D slices (slices, coils, ny, nx) — reconstruct one with "
+            "--slice N, or all with 'mri-csc batch' — or k-space already transformed along z (apply fftc along "
+            "that axis)")
 
 
 def _image_lines(shape, dtype, why: str) -> list[str]:
