@@ -115,6 +115,8 @@ def run(args) -> int:
     out = Path(args.out)
     if out.suffix != ".npz":
         raise ValueError(f"--out: expected a .npz path; got {args.out!r}")
+    if args.n_iter < 1:  # 0 would write the random starting filters as if they were learned
+        raise ValueError(f"--n-iter must be >= 1; got {args.n_iter}")
     check_writable(out, args.force)  # before the long work
     images = read_training_images(args.images, slices=parse_slices(args.slices), axis=args.axis,
                                   shape=tuple(args.shape) if args.shape else None)

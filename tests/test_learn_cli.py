@@ -62,6 +62,7 @@ def test_learn_dict_from_npy_stack_and_no_clobber(tmp_path):
         (["{nifti}", "--slices", "5:2"], "selects no slice"),
         (["{stack}", "--slices", "7"], "out of range for 3 images"),
         (["{zeros}"], "all zero"),
+        (["{nifti}", "--n-iter", "0"], "--n-iter must be >= 1"),
     ],
 )
 def test_learn_dict_bad_input(nifti, tmp_path, args, message):
