@@ -587,3 +587,24 @@ def test_manifest_takes_a_per_axis_parameter_as_one_setting():
     assert a == b and a["params"]["phase_width"] == "[32, 21]"
     c = _manifest("csc", {"phase_width": (32, 24), "lam": "auto"}, "espirit", 0, "npy", "auto", 24)
     assert c != a
+
+
+@pytest.mark.parametrize("suffix", ["npy", "npz"])
+def test_a_volume_is_not_read_as_a_stack_of_slices_silently(tmp_path, suffix):
+    """A volume (coils, nz, ny, nx) in an .npy/.npz, which layout 'auto' reads as (slices, coils, ny, nx), had
+    given 4 wrong images of 16 "coils" without a word (a review); its coil axis has a k-space centre, so it is
+    refused naming --layout volume. The user's own layout is taken; a real stack of slices passes."""
+    from mri_csc.batch.tasks import slice_count
+    from mri_csc.sim import make_dataset
+
+    vol = make_dataset("shepp-logan", shape=(16, 32, 32), n_coils=4, accel=3, seed=0, snr_db=30)
+    stack = np.stack([make_dataset("brain", shape=(32, 32), n_coils=8, accel=3, seed=i, snr_db=30,
+                                   slice_index=80 + 4 * i).kspace for i in range(3)])
+    for name, k in (("vol", vol.kspace * vol.mask), ("stack", stack)):
+        path = tmp_path / f"{name}.{suffix}"
+        np.save(path, k.astype(np.complex64)) if suffix == "npy" else np.savez(path, kspace=k.astype(np.complex64))
+    with pytest.raises(ValueError, match=r"looks like one 3-D volume \(coils, nz, ny, nx\); use layout 'volume'"):
+        slice_count(tmp_path / f"vol.{suffix}")
+    assert slice_count(tmp_path / f"vol.{suffix}", "volume")[:3] == (32, suffix, "volume")
+    assert slice_count(tmp_path / f"vol.{suffix}", "slices")[:3] == (4, suffix, "slices")
+    assert slice_count(tmp_path / f"stack.{suffix}")[:3] == (3, suffix, "slices")

@@ -220,15 +220,44 @@ def _ismrmrd_geometry(p, f) -> tuple[int, int, int, int]:
     return m["n_slices"], m["encoded"][2], m["width"], m["n_frames"]
 
 
+def _refuse_volume_as_stack(p, kind: str, shape) -> None:
+    """Refuse an ``.npy``/``.npz`` array ``(a, b, ny, nx)`` that ``layout="auto"`` would read as a stack of
+    slices ``(slices, coils, ny, nx)`` when its second axis holds k_z partitions
+    (:func:`mri_csc.io.formats.looks_like_partitions` on the central 16 x 16 k-space block of the first
+    slice): a volume ``(coils, nz, ny, nx)`` read so becomes ``coils`` wrong images of ``nz`` "coils"."""
+    import numpy as np  # noqa: PLC0415
+
+    from mri_csc.io.formats import _npy_open, _open_npz, looks_like_partitions  # noqa: PLC0415
+
+    ny, nx = shape[-2:]
+    block = (0, slice(None), slice(max(ny // 2 - 8, 0), ny // 2 + 8), slice(max(nx // 2 - 8, 0), nx // 2 + 8))
+    if kind == "npy":
+        first = np.asarray(_npy_open(p)[block])
+    else:
+        with _open_npz(p) as z:
+            first = np.asarray(z["kspace"][block])
+    if first.dtype.kind != "c":
+        return
+    verdict, own, ft = looks_like_partitions(first, 0)
+    if verdict:
+        raise ValueError(f"{p}: k-space {tuple(shape)} read as a stack (slices, coils, ny, nx) has a k-space centre "
+                         f"along its coil axis ({own:.0%} of its energy in the central half of the {shape[1]} "
+                         f"entries, peaking at the middle; {ft:.0%} for its Fourier transform): it looks like one "
+                         "3-D volume (coils, nz, ny, nx); use layout 'volume' (--layout volume), or 'slices' if it "
+                         "is a stack of slices after all")
+
+
 def slice_count(path, layout: str = "auto") -> tuple[int, str, str, tuple[int, ...]]:
-    """Count the 2-D slices of an input file from its header only (no k-space is read).
+    """Count the 2-D slices of an input file from its header only (no k-space is read, except, for a 4-D
+    ``.npy``/``.npz`` under ``layout="auto"``, the central block of its first slice: :func:`_refuse_volume_as_stack`).
 
     Parameters
     ----------
     path : path-like
     layout : {"auto", "slices", "volume"}
         ``"auto"`` treats every input as a stack of 2-D slices, except 3-D
-        ISMRMRD encodings and BART ``(x, y, z, coils)`` arrays, which are volumes.
+        ISMRMRD encodings and BART ``(x, y, z, coils)`` arrays, which are volumes; a 4-D
+        ``.npy``/``.npz`` whose coil axis looks like k_z partitions is refused (give the layout).
         A BART array with extra dimensions (time, echo, …) is a stack of frames.
 
     Returns
@@ -306,6 +335,8 @@ def slice_count(path, layout: str = "auto") -> tuple[int, str, str, tuple[int, .
     else:
         raise ValueError(f"{p}: unknown input type {suffix!r}; expected one of {_SUFFIXES}")
 
+    if requested == "auto" and kind in ("npy", "npz") and len(shape) == 4:
+        _refuse_volume_as_stack(p, kind, shape)
     if layout == "volume":
         if len(shape) == 5 and kind == "cfl":  # BART frames (time, echo, ...) of a 3-D volume
             return int(shape[0] * shape[-1]), kind, layout, shape

@@ -52,7 +52,7 @@ from .cfl import cfl_base
 from .limits import BudgetError, check_nbytes, check_shape
 
 __all__ = ["FileFormatError", "detect_format", "read_kspace", "read_metadata", "center_crop", "write_kspace",
-           "slice_position_order", "check_centred_kspace",
+           "slice_position_order", "check_centred_kspace", "looks_like_partitions",
            "write_image", "read_array", "load_nifti", "describe", "image_outputs", "KSPACE_FORMATS", "IMAGE_FORMATS"]
 
 log = logging.getLogger(__name__)
@@ -1268,6 +1268,26 @@ def _looks_like_image(a, axes=(-2, -1)) -> bool:
     """
     own, ft = _centre_fractions(a, axes)
     return own < 0.8 * ft
+
+
+def looks_like_partitions(kspace, axis: int) -> "tuple[bool, float, float]":
+    """Whether ``axis`` of k-space holds k_z partitions rather than coils: ``(verdict, own, ft)``.
+
+    A k-space axis has its energy peak at its middle index (``n // 2``, ±1) and most of it in its central
+    half (``own`` ≥ 0.7), clearly more than its Fourier transform along that axis does (``own`` ≥ 1.15
+    ``ft``, :func:`_centre_fractions`). Coils have neither: their energies follow the array's geometry, and
+    coil k-spaces are alike, so their transform across coils gathers at its middle (measured: volumes of 4–32
+    partitions read as coils 0.74–0.97 with ``own/ft`` 1.20–1.47; stacks of 2–32 simulated birdcage or BART
+    coils, ordered or shuffled, at most 0.61 and 1.05). Fewer than 4 entries are never called partitions.
+    """
+    k = np.asarray(kspace)
+    n = k.shape[axis]
+    if n < 4 or not k.size:
+        return False, 0.0, 0.0
+    own, ft = _centre_fractions(k, (axis,))
+    e = (np.abs(np.asarray(k, np.complex64)) ** 2).sum(axis=tuple(i for i in range(k.ndim) if i != axis % k.ndim))
+    peak_mid = abs(int(np.argmax(e)) - n // 2) <= 1
+    return bool(peak_mid and own >= 0.7 and own >= 1.15 * ft), own, ft
 
 
 def check_centred_kspace(kspace, what: str) -> None:
