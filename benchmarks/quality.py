@@ -180,8 +180,10 @@ def _calib_side(mask):
     return int(min(s.stop - s.start for s in calibration_box(mask)))
 
 
-def build_case(case: Case):
-    """``dict(kspace, maps, mask, ref, support, sigma)`` for one case (deterministic in ``case``)."""
+def build_case(case: Case, n_coils: int = N_COILS):
+    """``dict(kspace, maps, mask, ref, support, sigma)`` for one case (deterministic in ``case``), simulated with
+    ``n_coils`` coils (birdcage coils evenly spaced round the image, or BART's ``-s n_coils``; the benchmark's 8 by
+    default, ``benchmarks/fewcoil.py`` fewer)."""
     from mri_csc.backend import ifftc
     from mri_csc.sim import estimate_maps, sample_mask, simulate_kspace, support_mask
     from mri_csc.sim.coils import birdcage_maps
@@ -198,9 +200,9 @@ def build_case(case: Case):
         mag = nifti_slice(path, index=index, axis=axis, shape=SHAPE)
         phi = smooth_phase(SHAPE, "random", amplitude=np.pi, rng=rng)
         img = (mag * np.exp(1j * phi)).astype(np.complex64)
-        k_full = simulate_kspace(img, birdcage_maps(SHAPE, N_COILS), None, oversample=2)
+        k_full = simulate_kspace(img, birdcage_maps(SHAPE, n_coils), None, oversample=2)
     else:
-        k_full = _bart_phantom_kspace(spec, SHAPE, N_COILS)
+        k_full = _bart_phantom_kspace(spec, SHAPE, n_coils)
     kspace, sigma = _add_noise(k_full, mask, case.snr_db, rng)
     maps = estimate_maps(kspace, calib_width=min(24, _calib_side(mask)), method="sigpy")
     ref = np.abs((maps.conj() * ifftc(k_full, (-2, -1))).sum(axis=0)).astype(np.float32)
