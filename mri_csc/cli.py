@@ -671,11 +671,12 @@ def _read_noncartesian(args):
         k = bart_noncartesian_kspace(read_cfl(str(args.input)[:-4]))
     else:
         k = np.asarray(read_array(args.input, key="kspace"))
-        if str(args.input).lower().endswith(".npz"):
+        if str(args.input).lower().endswith(".npz") and not args.image_shape:  # --image-shape comes first
             from .io.formats import _open_npz  # noqa: PLC0415
 
+            stars = coord.ndim == 4 and coord.shape[-1] == 3  # the batch's layout: image_shape is (ny, nx)
             with _open_npz(args.input) as z:
-                shape = read_image_shape(args.input, z, coord.shape[-1])
+                shape = read_image_shape(args.input, z, coord.shape[-1], nz=coord.shape[0] if stars else None)
     samples = coord.shape[:-1]
     if k.ndim < 2 or int(np.prod(k.shape[1:])) != int(np.prod(samples)):
         raise UserError(f"{args.input}: k-space of shape {k.shape} does not hold (coils, *{samples}) samples of "

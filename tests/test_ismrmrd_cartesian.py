@@ -230,3 +230,23 @@ def test_partial_echo_with_readout_oversampling_marks_the_missing_samples(tmp_pa
     assert r["mask"][:, : n // 4].sum() == 0 and r["mask"][:, n // 4 + 2:].all()
     assert main(["recon", str(f), "--out", str(tmp_path / "k.npy"), "--no-pbar"]) == 0
     assert psnr(np.abs(img), np.abs(np.load(tmp_path / "k.npy"))) > 30
+
+
+def test_recon_matrix_within_a_voxel_of_the_recon_fov_is_kept(caplog):
+    """fastMRI's knee header: encoded 640 x 368 over 280 x 161.42 mm, recon 320 x 320 over 140 x 140 mm. The
+    encoded (0.4386 mm) and recon (0.4375 mm) voxels along y agree up to the rounding of the stated FOVs: the
+    image is the recon matrix, 320 x 320, without a warning (round(140 / 0.4386) = 319 rows had been kept, a
+    review). Encoded 64 over 240 mm, recon 32 over 240 mm still covers the recon FOV: 64 x 64."""
+    from types import SimpleNamespace as NS
+
+    from mri_csc.io.ismrmrd import _image_size
+
+    def enc(efov, rfov):
+        return NS(encodedSpace=NS(fieldOfView_mm=NS(x=efov[0], y=efov[1], z=efov[2])),
+                  reconSpace=NS(fieldOfView_mm=NS(x=rfov[0], y=rfov[1], z=rfov[2])))
+
+    with caplog.at_level("WARNING"):
+        knee = _image_size("knee.h5", enc((280.0, 161.42, 4.5), (140.0, 140.0, 3.0)), (640, 368, 1), (320, 320, 1),
+                           warn=True)
+    assert knee == (320, (320, 320)) and not caplog.records
+    assert _image_size("c.h5", enc((240.0,) * 3, (240.0,) * 3), (64, 64, 1), (32, 32, 1)) == (64, None)

@@ -425,7 +425,9 @@ def _image_size(path, e, enc, rec, warn: bool = False):
     mri_csc crops but never interpolates: the image keeps the encoded voxel size (:func:`_voxel_mm`). Along x
     and y it covers the recon field of view, :math:`n = \\operatorname{round}(\\mathrm{FOV}_{recon} /
     v_{enc})` voxels of the encoded size :math:`v_{enc} = \\mathrm{FOV}_{enc} / N_{enc}`, at most the encoded
-    matrix — the recon matrix itself when the two voxel sizes agree (readout or phase oversampling), or when a
+    matrix — the recon matrix itself when it spans the recon field of view to within one encoded voxel (the
+    two voxel sizes agree, as with readout or phase oversampling, up to the rounding of the stated fields of
+    view: fastMRI's knee headers, 368 lines over 161.42 mm and 320 over 140 mm, are 320 rows, not 319), or when a
     field of view is not given (zero). Said with ``warn`` where the image differs from the recon matrix: a
     recon matrix larger than the encoded one (zero-filled interpolation on a scanner), or a recon voxel size
     other than the encoded one (a crop to the recon *matrix* would have cut the field of view).
@@ -435,8 +437,8 @@ def _image_size(path, e, enc, rec, warn: bool = False):
     size = []
     for i in range(2):
         n = rec[i]
-        if vox is not None and rfov[i] > 0:
-            n = max(1, int(round(rfov[i] / vox[i])))
+        if vox is not None and rfov[i] > 0 and abs(rfov[i] / vox[i] - rec[i]) >= 1:
+            n = max(1, int(round(rfov[i] / vox[i])))  # within a voxel, the recon matrix is that field of view
         size.append(min(n, enc[i]))
     nx, ny = size
     if warn and (nx, ny) != (rec[0], rec[1]):

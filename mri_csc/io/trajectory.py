@@ -90,7 +90,7 @@ def read_trajectory(path: "str | os.PathLike", ndim: int | None = None) -> np.nd
     return np.ascontiguousarray(coord, dtype=np.float32)
 
 
-def read_image_shape(path, z, ndim: int) -> "tuple[int, ...] | None":
+def read_image_shape(path, z, ndim: int, nz: "int | None" = None) -> "tuple[int, ...] | None":
     """The image matrix an open non-Cartesian ``.npz`` declares (member ``image_shape``), or ``None``.
 
     Parameters
@@ -101,6 +101,9 @@ def read_image_shape(path, z, ndim: int) -> "tuple[int, ...] | None":
         The open file.
     ndim : int
         The trajectory's dimensionality (its last axis, 2 or 3): the shape must have as many entries.
+    nz : int, optional
+        A stack of stars' partitions (3-D trajectory ``(nz, spokes, readout, 3)``): a 2-entry ``(ny, nx)``,
+        the per-slice shape the batch reads from the same file, is then also accepted, as ``(nz, ny, nx)``.
 
     Raises
     ------
@@ -112,10 +115,13 @@ def read_image_shape(path, z, ndim: int) -> "tuple[int, ...] | None":
         return None
     raw = np.asarray(z["image_shape"])
     flat = raw.ravel()
+    if nz is not None and ndim == 3 and flat.size == 2:  # the batch's per-slice (ny, nx) of a stack of stars
+        flat = np.concatenate([[nz], flat])
     if raw.dtype.kind not in "iuf" or flat.size != ndim or not np.isfinite(flat).all() \
             or (flat != np.round(flat)).any() or (flat < 1).any():
-        raise ValueError(f"{path}: 'image_shape' must be {ndim} positive whole numbers for a {ndim}-D trajectory; "
-                         f"got {raw.tolist() if raw.size <= 8 else raw.shape}")
+        alt = " (or 2, its slices' (ny, nx), for a stack of stars)" if nz is not None and ndim == 3 else ""
+        raise ValueError(f"{path}: 'image_shape' must be {ndim} positive whole numbers for a {ndim}-D trajectory"
+                         f"{alt}; got {raw.tolist() if raw.size <= 8 else raw.shape}")
     shape = tuple(int(n) for n in flat)
     check_shape(shape, np.complex64, f"{path}: image_shape")
     return shape
