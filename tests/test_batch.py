@@ -598,8 +598,10 @@ def test_a_volume_is_not_read_as_a_stack_of_slices_silently(tmp_path, suffix):
     from mri_csc.sim import make_dataset
 
     vol = make_dataset("shepp-logan", shape=(16, 32, 32), n_coils=4, accel=3, seed=0, snr_db=30)
+    rng = np.random.default_rng(3)  # receivers with their own phases and gains, as real ones have
+    coil = (np.exp(2j * np.pi * rng.random(8)) * rng.uniform(0.1, 1.0, 8))[:, None, None]
     stack = np.stack([make_dataset("brain", shape=(32, 32), n_coils=8, accel=3, seed=i, snr_db=30,
-                                   slice_index=80 + 4 * i).kspace for i in range(3)])
+                                   slice_index=80 + 4 * i).kspace * coil for i in range(3)])
     for name, k in (("vol", vol.kspace * vol.mask), ("stack", stack)):
         path = tmp_path / f"{name}.{suffix}"
         np.save(path, k.astype(np.complex64)) if suffix == "npy" else np.savez(path, kspace=k.astype(np.complex64))
