@@ -56,8 +56,10 @@ __all__ = ["run_eval", "EvalResult", "versions", "RUN_FILES"]
 
 log = logging.getLogger(__name__)
 
+#: the files every eval run writes into its folder (besides one ``recon/<label>.npy`` per method, named in
+#: ``metrics.json``)
 RUN_FILES = ("config.toml", "metrics.json", "metrics.csv", "grid.png", "convergence.png", "versions.json",
-             "report.html", "recon/reference.npy")
+             "report.html", "recon/reference.npy", "recon/mask.npy")
 
 
 @dataclass
@@ -124,23 +126,23 @@ def _file_names(labels) -> list[str]:
     return out
 
 
-#: what a run writes into its folder (``recon/`` holds only ``.npy`` images)
-_RUN_ENTRIES = frozenset({"config.toml", "metrics.json", "metrics.csv", "versions.json", "grid.png",
-                          "convergence.png", "report.html", "recon"})
-
-
 def _foreign_entries(out_dir: Path) -> list[str]:
-    """What in ``out_dir`` an eval run did not write: names a run never writes, anything but ``.npy`` files in
-    ``recon/``, and a ``metrics.json`` that is not a run's (another tool's file of that common name)."""
-    foreign = [p.name for p in out_dir.iterdir() if p.name not in _RUN_ENTRIES]
-    recon = out_dir / "recon"
-    if recon.is_dir():
-        foreign += [f"recon/{p.name}" for p in recon.iterdir() if not (p.suffix == ".npy" and p.is_file())]
+    """What in ``out_dir`` an eval run did not write: anything but :data:`RUN_FILES` and the method images its
+    ``metrics.json`` names, and a ``metrics.json`` that is not a run's (another tool's file of that common name,
+    whose folder is then the user's as a whole)."""
     try:
         metrics = json.loads((out_dir / "metrics.json").read_text(encoding="utf-8"))
         is_run = isinstance(metrics, dict) and {"name", "methods", "histories"} <= set(metrics)
     except (OSError, ValueError):
         is_run = False
+    ours = set(RUN_FILES)
+    if is_run and isinstance(metrics["methods"], list):
+        ours |= {str(m["file"]) for m in metrics["methods"] if isinstance(m, dict) and "file" in m}
+    top = {f.split("/")[0] for f in ours}
+    foreign = [p.name for p in out_dir.iterdir() if p.name not in top]
+    recon = out_dir / "recon"
+    if recon.is_dir():
+        foreign += [f"recon/{p.name}" for p in recon.iterdir() if f"recon/{p.name}" not in ours or not p.is_file()]
     if not is_run:
         foreign.append("metrics.json (missing, or not an eval run's)")
     return sorted(foreign)

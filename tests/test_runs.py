@@ -61,7 +61,7 @@ def test_force_replaces_only_an_earlier_run_folder(tmp_path, monkeypatch):
     assert again.out_dir == first.out_dir and (again.out_dir / "metrics.json").is_file()
 
 
-@pytest.mark.parametrize("litter", ["metrics.json", "notes.txt", "recon/mine.txt"])
+@pytest.mark.parametrize("litter", ["metrics.json", "notes.txt", "recon/mine.txt", "recon/mine.npy"])
 def test_force_keeps_a_folder_with_anything_a_run_did_not_write(tmp_path, litter):
     """A metrics.json is no proof of a run (another tool's, e.g. a training run's, made --force delete the whole
     folder with the user's files), nor is a run's folder with a file of the user's added: both are refused."""

@@ -309,8 +309,9 @@ def gamma_in_use(gamma, phase, given: bool = True):
 
 
 def _load_dictionary(dictionary, image_shape: tuple):
-    """The dictionary's filters as given (``None``: the shipped one for the image's dimension; a path: its
-    ``filters``), checked against the image: dimension, no all-zero filter, every filter axis <= the image's."""
+    """The dictionary's filters as given (``None``: the shipped one for the image's dimension; a path: an
+    ``.npz``'s ``filters`` or an ``.npy`` array), checked against the image: dimension, no all-zero filter, every
+    filter axis <= the image's."""
     ndim = len(image_shape)
     if dictionary is None and ndim not in (2, 3):
         raise ValueError(f"the shipped dictionaries are 2-D and 3-D; the image is {ndim}-D "
