@@ -1,4 +1,4 @@
-r"""Test images: the modified Shepp–Logan phantom and slices of real NIfTI volumes.
+r"""Test images: the modified Shepp–Logan phantom, slices and slabs of real NIfTI volumes.
 
 All images are float32 magnitudes normalised to a maximum of 1, in display
 orientation (row 0 at the top of the picture).
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,9 +20,12 @@ __all__ = [
     "DEFAULT_BRAIN",
     "SHEPP_LOGAN_ELLIPSES",
     "brain_slice",
+    "brain_volume",
+    "default_slab",
     "ellipse_phantom",
     "load_ellipses",
     "nifti_slice",
+    "nifti_volume",
     "shepp_logan",
 ]
 
@@ -122,14 +126,14 @@ def shepp_logan(shape: Sequence[int] = (128, 128)) -> np.ndarray:
     return (img / img.max()).astype(np.float32)
 
 
-def _fit_to_shape(img: np.ndarray, spacing: tuple[float, float], shape: tuple[int, int]) -> np.ndarray:
-    """Resample to square pixels that fit ``shape`` (aspect kept), then centre-pad/crop."""
-    phys = (img.shape[0] * spacing[0], img.shape[1] * spacing[1])
-    pix = max(phys[0] / shape[0], phys[1] / shape[1])  # output pixel size that fits both axes
-    zoom = (spacing[0] / pix, spacing[1] / pix)
-    if not np.allclose(zoom, 1):
-        img = ndimage.zoom(img, zoom, order=1, mode="nearest", grid_mode=True)
-    out = np.zeros(shape, dtype=img.dtype)
+def _centre_fit(img: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+    """``img`` zero-padded or cropped about its centre to ``shape``, axis by axis (same number of axes).
+
+    Along an axis of input size ``n`` and output size ``m`` the input starts at output index
+    ``(m - n) // 2`` when it is smaller, and the output starts at input index ``(n - m) // 2`` when
+    it is larger.
+    """
+    out = np.zeros(tuple(shape), dtype=img.dtype)
     src, dst = [], []
     for n_in, n_out in zip(img.shape, shape):
         if n_in >= n_out:
@@ -142,6 +146,80 @@ def _fit_to_shape(img: np.ndarray, spacing: tuple[float, float], shape: tuple[in
             dst.append(slice(d, d + n_in))
     out[tuple(dst)] = img[tuple(src)]
     return out
+
+
+def _square_pixel(n_rows_cols: Sequence[int], spacing: Sequence[float], shape: Sequence[int]) -> float:
+    """The side (mm) of the square pixels that fit an image of ``n_rows_cols`` pixels of ``spacing`` into
+    ``shape`` with its aspect ratio kept: the larger of the two fields of view over the output size."""
+    return max(n * s / m for n, s, m in zip(n_rows_cols, spacing, shape))
+
+
+def _fit_to_shape(img: np.ndarray, spacing: tuple[float, float], shape: tuple[int, int]) -> np.ndarray:
+    """Resample to square pixels that fit ``shape`` (aspect kept), then centre-pad/crop."""
+    pix = _square_pixel(img.shape, spacing, shape)  # output pixel size that fits both axes
+    zoom = (spacing[0] / pix, spacing[1] / pix)
+    if not np.allclose(zoom, 1):
+        img = ndimage.zoom(img, zoom, order=1, mode="nearest", grid_mode=True)
+    return _centre_fit(img, shape)
+
+
+def _open_canonical(path: str | os.PathLike):
+    """A NIfTI file checked (:func:`mri_csc.io.formats.load_nifti`) and reoriented to RAS+; 3D or 4D."""
+    import nibabel as nib
+
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"NIfTI file {str(p)!r} does not exist")
+    from ..io.formats import load_nifti  # noqa: PLC0415  (header, size and budget checks)
+
+    raw = load_nifti(p)
+    try:
+        img = nib.as_closest_canonical(raw)
+    except Exception as exc:  # nibabel raises several types for non-NIfTI input
+        raise ValueError(f"could not read {str(p)!r} as a NIfTI image: {exc}") from exc
+    if len(img.shape) < 3:
+        raise ValueError(f"{str(p)!r} holds a {len(img.shape)}D image; a 3D (or 4D) volume is needed")
+    return img
+
+
+def _check_axis(axis) -> int:
+    if axis not in (0, 1, 2):
+        raise ValueError(f"axis must be 0 (sagittal), 1 (coronal) or 2 (axial); got {axis!r}")
+    return int(axis)
+
+
+def _check_index(index, n: int, axis: int, path) -> int:
+    """``index`` along ``axis`` (size ``n``; default the middle) checked and made non-negative."""
+    if index is None:
+        return n // 2
+    if not (-n <= int(index) < n):
+        raise ValueError(f"index {index} is out of range for axis {axis} of size {n} in {str(path)!r}")
+    return int(index) % n
+
+
+def _read_slices(img, axis: int, lo: int, hi: int, path) -> np.ndarray:
+    """Slices ``lo .. hi - 1`` along ``axis`` of a canonical image (first volume of a 4D one), that axis first."""
+    sl = [slice(None)] * 3 + [0] * (len(img.shape) - 3)
+    sl[axis] = slice(lo, hi)
+    try:
+        data = np.asarray(img.dataobj[tuple(sl)], dtype=np.float64)
+    except Exception as exc:  # noqa: BLE001  (truncated or corrupt data: EOFError, zlib.error, OSError...)
+        what = f"slice {lo}" if hi == lo + 1 else f"slices {lo}-{hi - 1}"
+        raise ValueError(f"could not read {what} of {str(path)!r}: {type(exc).__name__}: {exc}") from None
+    return np.moveaxis(data, axis, 0)
+
+
+def _display_slice(data: np.ndarray, zooms, axis: int, shape) -> np.ndarray:
+    """A canonical slice (the two remaining RAS axes, in order) in radiological display orientation, resampled
+    into ``shape`` by :func:`_fit_to_shape` when given; NaN set to 0, negative values clipped, not normalised."""
+    zooms = [z for i, z in enumerate(zooms[:3]) if i != axis]
+    # remaining axes are (first, second) in RAS order; display rows = second axis reversed
+    # (superior/anterior at the top), columns = first axis reversed (patient right on the left)
+    disp = data.T[::-1, ::-1]
+    spacing = (float(zooms[1]), float(zooms[0]))
+    if shape is not None:
+        disp = _fit_to_shape(disp, spacing, shape)
+    return np.clip(np.nan_to_num(disp), 0, None)
 
 
 def nifti_slice(
@@ -176,50 +254,122 @@ def nifti_slice(
     numpy.ndarray
         float32 image with maximum 1 (negative values clipped to 0).
     """
-    import nibabel as nib
-
     p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"NIfTI file {str(p)!r} does not exist")
-    if axis not in (0, 1, 2):
-        raise ValueError(f"axis must be 0 (sagittal), 1 (coronal) or 2 (axial); got {axis!r}")
+    axis = _check_axis(axis)
     if shape is not None:
         shape = _check_shape(shape, ndims=(2,))
-    from ..io.formats import load_nifti  # noqa: PLC0415  (header, size and budget checks)
-
-    raw = load_nifti(p)
-    try:
-        img = nib.as_closest_canonical(raw)
-    except Exception as exc:  # nibabel raises several types for non-NIfTI input
-        raise ValueError(f"could not read {str(p)!r} as a NIfTI image: {exc}") from exc
-    if len(img.shape) < 3:
-        raise ValueError(f"{str(p)!r} holds a {len(img.shape)}D image; a 3D (or 4D) volume is needed")
-    n = img.shape[axis]
-    if index is None:
-        index = n // 2
-    if not (-n <= int(index) < n):
-        raise ValueError(f"index {index} is out of range for axis {axis} of size {n} in {str(p)!r}")
-    index = int(index) % n
-    sl = [slice(None)] * 3 + [0] * (len(img.shape) - 3)
-    sl[axis] = index
-    try:
-        data = np.asarray(img.dataobj[tuple(sl)], dtype=np.float64)
-    except Exception as exc:  # noqa: BLE001  (truncated or corrupt data: EOFError, zlib.error, OSError...)
-        raise ValueError(f"could not read slice {index} of {str(p)!r}: {type(exc).__name__}: {exc}") from None
-    zooms = [z for i, z in enumerate(img.header.get_zooms()[:3]) if i != axis]
-    # remaining axes are (first, second) in RAS order; display rows = second axis reversed
-    # (superior/anterior at the top), columns = first axis reversed (patient right on the left)
-    disp = data.T[::-1, ::-1]
-    spacing = (float(zooms[1]), float(zooms[0]))
-    if shape is not None:
-        disp = _fit_to_shape(disp, spacing, shape)
-    disp = np.clip(np.nan_to_num(disp), 0, None)
+    img = _open_canonical(p)
+    index = _check_index(index, img.shape[axis], axis, p)
+    data = _read_slices(img, axis, index, index + 1, p)[0]
+    disp = _display_slice(data, img.header.get_zooms(), axis, shape)
     m = disp.max()
     if m > 0:
         disp = disp / m
     else:
         log.warning("slice %d along axis %d of %s is empty (all zero)", index, axis, p)
     return np.ascontiguousarray(disp, dtype=np.float32)
+
+
+def default_slab(nz: int) -> int:
+    """The slices of object in a volume of ``nz`` slices: all but ``ceil(nz / 10)`` empty ones at each end.
+
+    An excited slab lies inside the z field of view; a slab cut through the object at the field of
+    view's edges would wrap round in kz (e.g. 32 of 40 slices, 24 of 32; at least 1).
+    """
+    nz = int(nz)
+    return max(1, nz - 2 * math.ceil(nz / 10))
+
+
+def nifti_volume(
+    path: str | os.PathLike,
+    shape: Sequence[int],
+    index: int | None = None,
+    axis: int = 2,
+    slab: int | None = None,
+) -> np.ndarray:
+    r"""A slab of a NIfTI volume, resampled to isotropic voxels inside a ``(nz, ny, nx)`` field of view.
+
+    Each slice is what :func:`nifti_slice` shows (RAS+ reorientation, radiological display,
+    resampling to square pixels of side :math:`p` that fit ``(ny, nx)``, centre pad/crop); along
+    ``axis`` the slices are :math:`p` apart too (linear interpolation between the file's slices),
+    so the voxels are cubes of side :math:`p`. Output slice :math:`q` sits at the file's (canonical)
+    slice
+
+    .. math::  t_q = \mathrm{index} + (q - \lfloor n_z/2 \rfloor)\, p / s,
+
+    :math:`s` the file's slice spacing, for the ``slab`` slices
+    :math:`q = \lfloor n_z/2 \rfloor - \lfloor \mathrm{slab}/2 \rfloor, \dots`; the other slices
+    are zero, so the object lies inside the z field of view as an excited slab does (it does not wrap
+    round in kz). Slice ``nz // 2``, the slab's centre and the FFT centre, is the file's slice
+    ``index`` itself: it equals ``nifti_slice(path, index, axis, (ny, nx))`` up to the normalisation.
+    Positions beyond the file's first or last slice are zero.
+
+    Parameters
+    ----------
+    path : str or path
+        A ``.nii`` or ``.nii.gz`` file (a 4D one: its first volume).
+    shape : tuple of int
+        ``(nz, ny, nx)``.
+    index : int, optional
+        The slab's centre slice along ``axis`` (negative counts from the end); default the middle.
+    axis : {0, 1, 2}
+        Slicing axis in RAS+ order (0 sagittal, 1 coronal, 2 axial).
+    slab : int, optional
+        Slices of object, ``1 .. nz``; default :func:`default_slab` (``nz`` less about 10 % at each end).
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 ``(nz, ny, nx)`` with maximum 1 (negative values clipped to 0).
+    """
+    p = Path(path)
+    axis = _check_axis(axis)
+    nz, ny, nx = _check_shape(shape, ndims=(3,))
+    slab = default_slab(nz) if slab is None else slab
+    if not (isinstance(slab, (int, np.integer)) and 1 <= slab <= nz):
+        raise ValueError(f"slab must be an integer from 1 to nz = {nz}; got {slab!r}")
+    img = _open_canonical(p)
+    n = img.shape[axis]
+    index = _check_index(index, n, axis, p)
+    zooms = [float(z) for z in img.header.get_zooms()[:3]]
+    rows, cols = [i for i in range(3) if i != axis][::-1]  # display rows: the second remaining RAS axis
+    pix = _square_pixel((img.shape[rows], img.shape[cols]), (zooms[rows], zooms[cols]), (ny, nx))
+    q0 = nz // 2 - slab // 2
+    t = index + (np.arange(q0, q0 + slab) - nz // 2) * (pix / zooms[axis])
+    lo, hi = max(0, int(np.floor(t.min()))), min(n, int(np.floor(t.max())) + 2)
+    block = _read_slices(img, axis, lo, hi, p)
+    zero = np.zeros(block.shape[1:])
+
+    def at(i):
+        return block[i - lo] if lo <= i < hi else zero
+
+    out = np.zeros((nz, ny, nx), np.float64)
+    for q, tq in zip(range(q0, q0 + slab), t):
+        i0 = int(np.floor(tq))
+        w = tq - i0
+        data = at(i0) if w == 0 else (1 - w) * at(i0) + w * at(i0 + 1)
+        out[q] = _display_slice(data, zooms, axis, (ny, nx))
+    if t.min() < 0 or t.max() > n - 1:
+        log.info("nifti_volume: the slab (slices %.1f to %.1f of %d) reaches beyond %s; zero there",
+                 t.min(), t.max(), n, p)
+    m = out.max()
+    if m > 0:
+        out = out / m
+    else:
+        log.warning("the slab about slice %d along axis %d of %s is empty (all zero)", index, axis, p)
+    return np.ascontiguousarray(out, dtype=np.float32)
+
+
+def _brain_path(path):
+    """``path``, or :data:`DEFAULT_BRAIN` when ``None`` (refused clearly when it is not installed)."""
+    if path is not None:
+        return path
+    if not Path(DEFAULT_BRAIN).is_file():
+        raise FileNotFoundError(
+            f"the default brain template {DEFAULT_BRAIN!r} is not installed; install it with "
+            "'apt-get install mricron-data' or pass path= to any NIfTI volume"
+        )
+    return DEFAULT_BRAIN
 
 
 def brain_slice(
@@ -237,11 +387,23 @@ def brain_slice(
     FileNotFoundError
         If the default template is not installed (``apt-get install mricron-data``).
     """
-    if path is None:
-        path = DEFAULT_BRAIN
-        if not Path(path).is_file():
-            raise FileNotFoundError(
-                f"the default brain template {DEFAULT_BRAIN!r} is not installed; install it with "
-                "'apt-get install mricron-data' or pass path= to any NIfTI volume"
-            )
-    return nifti_slice(path, index=index, axis=axis, shape=shape)
+    return nifti_slice(_brain_path(path), index=index, axis=axis, shape=shape)
+
+
+def brain_volume(
+    shape: Sequence[int] = (32, 96, 96),
+    index: int | None = None,
+    path: str | os.PathLike | None = None,
+    axis: int = 2,
+    slab: int | None = None,
+) -> np.ndarray:
+    """An axial slab of a real T1 brain (default: the Colin 27 template ``ch2``), ``(nz, ny, nx)``.
+
+    See :func:`nifti_volume`; ``path`` defaults to :data:`DEFAULT_BRAIN`.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the default template is not installed (``apt-get install mricron-data``).
+    """
+    return nifti_volume(_brain_path(path), shape, index=index, axis=axis, slab=slab)
