@@ -14,12 +14,14 @@ from mri_csc.sim import (
     brain_slice,
     make_dataset,
     nifti_slice,
+    nifti_volume,
     sample_mask,
     shepp_logan,
     simulate_kspace,
     smooth_phase,
 )
-from mri_csc.sim.phantoms import SHEPP_LOGAN_ELLIPSES, load_ellipses
+from mri_csc.sim.phantoms import SHEPP_LOGAN_ELLIPSES, default_slab, load_ellipses
+from mri_csc.sim.simulate import phantom_affine
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -132,6 +134,80 @@ def test_nifti_slice_from_written_file(tmp_path):
         nifti_slice(f, index=10)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         nifti_slice(tmp_path / "nope.nii")
+
+
+def _ramp_nifti(path, nib):
+    """A (20, 30, 16) RAS volume, 2 x 2 x 3 mm, whose value is 10 + its axial slice index inside a box."""
+    vol = np.zeros((20, 30, 16), np.float32)
+    vol[2:18, 2:28] = 10 + np.arange(16, dtype=np.float32)
+    nib.save(nib.Nifti1Image(vol, np.diag([2.0, 2.0, 3.0, 1.0])), str(path))
+    return vol
+
+
+def test_nifti_volume_is_an_isotropic_slab_inside_the_z_field_of_view(tmp_path):
+    """Slice nz // 2 is the centre slice (as nifti_slice shows it), slices are one in-plane pixel apart
+    (linear in the file's slices), and about 10 % of the field of view at each end is empty."""
+    nib = pytest.importorskip("nibabel")
+    f = tmp_path / "ramp.nii.gz"
+    _ramp_nifti(f, nib)
+    v = nifti_volume(f, (10, 15, 10), index=7)  # 30 x 20 display at 2 mm into 15 x 10: 4 mm pixels
+    assert v.shape == (10, 15, 10) and v.dtype == np.float32 and v.max() == pytest.approx(1.0)
+    assert default_slab(10) == 8 and default_slab(40) == 32 and default_slab(1) == 1
+    filled = [q for q in range(10) if v[q].any()]
+    assert filled == list(range(1, 9))  # slab of 8 about slice 5 = nz // 2
+    np.testing.assert_allclose(v[5] / v[5].max(), nifti_slice(f, 7, shape=(15, 10)), atol=1e-6)
+    # slice q sits at file slice 7 + (q - 5) * 4 mm / 3 mm: the ramp 10 + t, linear in t
+    t = 7 + (np.arange(1, 9) - 5) * 4 / 3
+    np.testing.assert_allclose(v[1:9, 7, 5] / v[5, 7, 5], (10 + t) / 17, rtol=1e-5)
+    assert not v[0].any() and not v[9].any()
+    assert nifti_volume(f, (10, 15, 10), index=7, slab=10)[0].any()
+    with pytest.raises(ValueError, match="slab must be an integer from 1 to nz = 10; got 11"):
+        nifti_volume(f, (10, 15, 10), slab=11)
+    with pytest.raises(ValueError, match="index 16 is out of range"):
+        nifti_volume(f, (10, 15, 10), index=16)
+    with pytest.raises(ValueError, match="shape must have 3"):
+        nifti_volume(f, (15, 10))
+
+
+def test_make_dataset_3d_nifti_phantom_and_its_affine(tmp_path):
+    """A 3-D NIfTI phantom: a volume with a Poisson mask over (kz, ky), the readout fully sampled, and an
+    affine that puts a bright block of an oblique, permuted file where the file has it (2-D unchanged)."""
+    nib = pytest.importorskip("nibabel")
+    vol = np.zeros((60, 80, 20), np.float32)
+    vol[5:55, 5:75] = 0.1
+    vol[10:14, 50:54, 9:12] = 1.0
+    th = 0.2
+    rot = np.array([[np.cos(th), -np.sin(th), 0], [np.sin(th), np.cos(th), 0], [0, 0, 1]])
+    aff = np.eye(4)
+    aff[:3, :3] = rot @ np.array([[0, 0, -2.5], [-1.2, 0, 0], [0, 1.5, 0]])  # axes permuted and flipped
+    aff[:3, 3] = (40, 30, -20)
+    f = tmp_path / "ph.nii.gz"
+    nib.save(nib.Nifti1Image(vol, aff), f)
+    true = aff @ np.r_[np.argwhere(vol > 0.5).mean(0), 1]
+    k = int(round((np.linalg.inv(nib.as_closest_canonical(nib.load(f)).affine) @ true)[2]))
+    shape = (16, 48, 40)
+    k += 4  # the slab's centre 6 mm off the block: the block's slice q tests the affine's slice axis
+    ds = make_dataset(str(f), shape, n_coils=3, accel=3, seed=0, snr_db=None, slice_index=k)
+    assert ds.kspace.shape == (3, *shape) and ds.image.shape == shape
+    assert (ds.mask == ds.mask[..., :1]).all() and 2.5 < ds.acceleration < 3.5  # (kz, ky) pattern, kx full
+    assert len({tuple(ds.mask[:, :, 0][z]) for z in range(shape[0])}) > 2  # varies along kz too
+    a = phantom_affine(str(f), shape, k)
+    vox = np.linalg.norm(a[:3, :3], axis=0)
+    np.testing.assert_allclose(vox, vox[0], rtol=1e-6)  # cubic voxels
+    qyx = np.argwhere(ds.magnitude_ref > 0.6).mean(0)
+    where = a @ np.r_[qyx[::-1], 1]  # NIfTI (i, j, k) = the array's (x, y, z)
+    assert abs(qyx[0] - (shape[0] // 2 - 4)) < 0.6  # 4 slices of 1.5 mm below the centre
+    assert np.linalg.norm(where[:3] - true[:3]) < 0.5 * vox[0], (where[:3], true[:3])
+    a2 = phantom_affine(str(f), shape[1:], k)  # the 2-D rule: the file's slice thickness, slice k
+    np.testing.assert_allclose(a[:3, :2], a2[:3, :2])
+    np.testing.assert_allclose(a @ [0, 0, shape[0] // 2, 1], a2 @ [0, 0, 0, 1], atol=1e-9)
+
+
+@pytest.mark.skipif(not Path(DEFAULT_BRAIN).is_file(), reason="mricron-data not installed")
+def test_make_dataset_3d_brain():
+    ds = make_dataset("brain", (12, 40, 40), n_coils=2, accel=2, seed=0, snr_db=None)
+    assert ds.image.shape == (12, 40, 40) and ds.magnitude_ref[6].max() > 0.5
+    assert not ds.magnitude_ref[0].any() and not ds.magnitude_ref[-1].any()
 
 
 @pytest.mark.skipif(not Path(DEFAULT_BRAIN).is_file(), reason="mricron-data not installed")

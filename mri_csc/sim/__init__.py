@@ -6,7 +6,16 @@ Everything random here draws from a NumPy ``Generator`` on the CPU (``seed`` or
 
 from .coils import ESPIRIT_METHODS, birdcage_maps, estimate_maps, map_agreement
 from .masks import MASK_KINDS, calibration_region, realized_acceleration, sample_mask
-from .phantoms import DEFAULT_BRAIN, brain_slice, ellipse_phantom, load_ellipses, nifti_slice, shepp_logan
+from .phantoms import (
+    DEFAULT_BRAIN,
+    brain_slice,
+    brain_volume,
+    ellipse_phantom,
+    load_ellipses,
+    nifti_slice,
+    nifti_volume,
+    shepp_logan,
+)
 from .phase import PHASE_KINDS, smooth_phase
 from .simulate import PHANTOMS, Dataset, make_dataset, simulate_kspace, support_mask
 from .trajectories import (
@@ -29,6 +38,7 @@ __all__ = [
     "Dataset",
     "birdcage_maps",
     "brain_slice",
+    "brain_volume",
     "calibration_region",
     "ellipse_phantom",
     "estimate_maps",
@@ -36,6 +46,7 @@ __all__ = [
     "make_dataset",
     "map_agreement",
     "nifti_slice",
+    "nifti_volume",
     "realized_acceleration",
     "sample_mask",
     "shepp_logan",

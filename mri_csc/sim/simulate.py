@@ -21,9 +21,10 @@ import numpy as np
 from scipy import ndimage
 
 from ..backend import fftc, to_numpy
+from ._checks import check_image_shape
 from .coils import birdcage_maps
 from .masks import make_rng, realized_acceleration, sample_mask
-from .phantoms import brain_slice, nifti_slice, shepp_logan
+from .phantoms import brain_slice, brain_volume, nifti_slice, nifti_volume, shepp_logan
 from .phase import smooth_phase
 
 __all__ = ["PHANTOMS", "Dataset", "make_dataset", "simulate_kspace", "support_mask"]
@@ -228,11 +229,16 @@ def make_dataset(
     Parameters
     ----------
     phantom : str
-        ``"shepp-logan"``, ``"brain"`` (an axial slice of the Colin 27 T1
-        template, see :func:`~mri_csc.sim.phantoms.brain_slice`) or the path of
-        a NIfTI volume.
+        ``"shepp-logan"``, ``"brain"`` (the Colin 27 T1 template: an axial slice,
+        :func:`~mri_csc.sim.phantoms.brain_slice`, or for a 3D ``shape`` an axial slab,
+        :func:`~mri_csc.sim.phantoms.brain_volume`) or the path of a NIfTI volume (the same:
+        :func:`~mri_csc.sim.phantoms.nifti_slice`, :func:`~mri_csc.sim.phantoms.nifti_volume`).
     shape : tuple of int
-        Image shape (3D only for ``"shepp-logan"``).
+        Image shape ``(ny, nx)`` or ``(nz, ny, nx)``. A 3D brain/NIfTI phantom is an axial slab
+        of isotropic voxels (the in-plane pixel size) centred in the z field of view, with
+        about 10 % empty slices at each end (:func:`~mri_csc.sim.phantoms.default_slab`); its
+        mask is then a pattern over the phase-encoding plane (kz, ky) with the readout kx fully
+        sampled (:func:`~mri_csc.sim.masks.sample_mask`).
     n_coils : int
         Birdcage coils.
     mask : str
@@ -248,13 +254,14 @@ def make_dataset(
     seed : int, optional
         Seeds the one generator that draws mask, phase and noise in that order.
     slice_index : int, optional
-        Slice of a brain/NIfTI volume (default the middle).
+        Slice of a brain/NIfTI volume, or for a 3D ``shape`` the slab's centre slice (image slice
+        ``nz // 2``); default the middle of the volume.
     oversample : float
         See :func:`simulate_kspace`.
     rng : numpy.random.Generator, optional
         Use this generator instead of ``seed``.
     """
-    shape = tuple(int(s) for s in shape)
+    shape = check_image_shape(shape)
     if not isinstance(phantom, (str, os.PathLike)):
         raise TypeError(
             f"phantom must be 'shepp-logan', 'brain' or a NIfTI path; got {type(phantom).__name__}"
@@ -265,13 +272,9 @@ def make_dataset(
     if phantom == "shepp-logan":
         mag = shepp_logan(shape)
     elif phantom == "brain":
-        if len(shape) != 2:
-            raise ValueError(f"phantom='brain' gives 2D images; shape must be (ny, nx), got {shape}")
-        mag = brain_slice(index=slice_index, shape=shape)
+        mag = (brain_slice if len(shape) == 2 else brain_volume)(index=slice_index, shape=shape)
     elif os.path.isfile(phantom):
-        if len(shape) != 2:
-            raise ValueError(f"a NIfTI phantom gives 2D images; shape must be (ny, nx), got {shape}")
-        mag = nifti_slice(phantom, index=slice_index, shape=shape)
+        mag = (nifti_slice if len(shape) == 2 else nifti_volume)(phantom, index=slice_index, shape=shape)
     else:
         raise ValueError(
             f"phantom must be one of {PHANTOMS} or the path of an existing NIfTI file; got {phantom!r}"
@@ -313,7 +316,7 @@ def make_dataset(
 
 
 def phantom_affine(phantom: str, shape, slice_index: "int | None" = None) -> "np.ndarray | None":
-    r"""The NIfTI (RAS, mm) affine of the 2-D image :func:`make_dataset` makes from a NIfTI phantom.
+    r"""The NIfTI (RAS, mm) affine of the image :func:`make_dataset` makes from a NIfTI phantom.
 
     The image ``(ny, nx)`` is an axial slice of the phantom reoriented to RAS
     (:func:`nibabel.as_closest_canonical`, affine :math:`A`), shown radiologically
@@ -323,31 +326,36 @@ def phantom_affine(phantom: str, shape, slice_index: "int | None" = None) -> "np
     of our ``(ny, nx)`` array, the readout ``c`` first) then sits at the canonical voxel
     :math:`i = n_x - \tfrac12 - (c - o_x + \tfrac12)\,p/s_x`,
     :math:`j = n_y - \tfrac12 - (r - o_y + \tfrac12)\,p/s_y`, ``k`` the slice index, and
-    the affine is :math:`A` composed with that map. ``None`` for ``"shepp-logan"`` or a
-    non-2-D ``shape``.
+    the affine is :math:`A` composed with that map. A volume ``(nz, ny, nx)``
+    (:func:`~mri_csc.sim.phantoms.nifti_volume`) has the same in-plane map, and its slice
+    ``q`` (the NIfTI's third index) sits at :math:`k = k_0 + (q - \lfloor n_z/2 \rfloor)\,p/s_z`,
+    :math:`k_0` the slab's centre slice: cubic voxels of side ``p``. ``None`` for
+    ``"shepp-logan"`` (no geometry) or a ``shape`` of neither 2 nor 3 sizes.
     """
     import nibabel as nib  # noqa: PLC0415
 
-    from .phantoms import DEFAULT_BRAIN  # noqa: PLC0415
+    from .phantoms import DEFAULT_BRAIN, _square_pixel  # noqa: PLC0415
 
     path = DEFAULT_BRAIN if phantom == "brain" else phantom
-    if phantom == "shepp-logan" or not os.path.isfile(path) or len(shape) != 2:
+    if phantom == "shepp-logan" or not os.path.isfile(path) or len(shape) not in (2, 3):
         return None
     img = nib.as_closest_canonical(nib.load(str(path)))
-    sx, sy = (float(z) for z in img.header.get_zooms()[:2])
+    sx, sy, sz = (float(z) for z in img.header.get_zooms()[:3])
     nx0, ny0, nz0 = img.shape[:3]
     k = nz0 // 2 if slice_index is None else int(slice_index) % nz0
-    ny, nx = (int(n) for n in shape)
-    pix = max(ny0 * sy / ny, nx0 * sx / nx)  # as _fit_to_shape: square pixels that fit both axes
+    ny, nx = (int(n) for n in shape[-2:])
+    pix = _square_pixel((ny0, nx0), (sy, sx), (ny, nx))  # as _fit_to_shape: square pixels that fit both axes
     offsets = []
     for n_disp, spacing, n_out in ((nx0, sx, nx), (ny0, sy, ny)):
         n_in = int(round(n_disp * spacing / pix))  # ndimage.zoom's output size
         offsets.append((n_out - n_in) // 2 if n_in < n_out else -((n_in - n_out) // 2))
     ox, oy = offsets
-    # canonical voxel (i, j, k, 1) = V @ (c, r, 0, 1)
+    # slices: 2-D, the one slice k (the NIfTI's own thickness); 3-D, p apart with slice nz // 2 at k
+    dz, kz = (1.0, k) if len(shape) == 2 else (pix / sz, k - (int(shape[0]) // 2) * pix / sz)
+    # canonical voxel (i, j, k, 1) = V @ (c, r, q, 1)
     V = np.array([[-pix / sx, 0, 0, nx0 - 0.5 - (0.5 - ox) * pix / sx],
                   [0, -pix / sy, 0, ny0 - 0.5 - (0.5 - oy) * pix / sy],
-                  [0, 0, 1, k],
+                  [0, 0, dz, kz],
                   [0, 0, 0, 1]])
     return np.asarray(img.affine, float) @ V
 
@@ -356,8 +364,8 @@ def phantom_voxel_mm(phantom: str, shape) -> "tuple[float, float, float] | None"
     """The voxel size (mm; x, y, slice) of the image :func:`make_dataset` makes from a NIfTI phantom.
 
     The lengths of :func:`phantom_affine`'s columns: the in-plane size is the larger
-    of the field of view over ``shape``, the slice thickness the NIfTI's. ``None``
-    for ``"shepp-logan"``.
+    of the field of view over ``shape``, the slice thickness the NIfTI's for a 2-D
+    ``shape`` and the in-plane size for a 3-D one. ``None`` for ``"shepp-logan"``.
     """
     aff = phantom_affine(phantom, shape)
     if aff is None:
