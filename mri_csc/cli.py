@@ -6,7 +6,7 @@ Subcommands::
     mri-csc recon INPUT --out OUTPUT [--maps FILE | --espirit sigpy|bart | --no-espirit] [--method csc]
                   [--param key=value ...] [--slice N] [--device D] [--force]
     mri-csc batch INPUTS... --out DIR [--maps FILE | --espirit sigpy|bart | --no-espirit] [...]
-    mri-csc simulate --phantom shepp-logan|brain|FILE.nii --out FILE [--shape NY NX] [--coils N]
+    mri-csc simulate --phantom shepp-logan|brain|FILE.nii --out FILE [--shape [NZ] NY NX] [--coils N]
                   [--mask KIND] [--accel R] [--snr-db DB] [--seed S] [--force]
     mri-csc info FILE [--traj TRAJ]
     mri-csc methods
@@ -784,7 +784,8 @@ def add_simulate(sub) -> None:
     p.add_argument("--phantom", default="shepp-logan", help="shepp-logan, brain or a NIfTI file")
     p.add_argument("--out", required=True, help="output file (.npy .npz .cfl .h5 .mrd)")
     p.add_argument("--shape", type=int, nargs="+", default=[128, 128], metavar="N",
-                   help="image shape (default 128 128)")
+                   help="image shape NY NX, or NZ NY NX for a volume (a brain/NIfTI one: an axial slab of "
+                        "cubic voxels inside the z field of view; default 128 128)")
     p.add_argument("--coils", type=int, default=8, help="number of coils (default 8)")
     p.add_argument("--mask", default="poisson",
                    help="poisson, random-lines, equispaced-lines or uniform-random (default poisson)")
@@ -794,7 +795,7 @@ def add_simulate(sub) -> None:
     p.add_argument("--phase-amplitude", type=float, default=3.141592653589793)
     p.add_argument("--snr-db", type=float, default=30.0)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--slice", type=int, help="slice of a brain/NIfTI volume")
+    p.add_argument("--slice", type=int, help="slice of a brain/NIfTI volume (for NZ NY NX: the slab's centre)")
     p.add_argument("--format", choices=["npy", "npz", "cfl", "fastmri", "ismrmrd"],
                    help="force a format (default: from the extension; .h5 is fastMRI)")
     p.add_argument("--no-maps", action="store_true", help="do not write the coil maps")

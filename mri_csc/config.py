@@ -13,8 +13,8 @@ Example (all sections; omitted keys take the defaults shown)::
 
     [data]
     phantom = "shepp-logan"             # "shepp-logan", "brain" or a NIfTI file (relative to this file)
-    slice = 90                          # slice of a 3D volume (optional; default: the middle one)
-    shape = [128, 128]
+    slice = 90                          # slice of a 3D volume (optional; default: the middle one); the slab's centre
+    shape = [128, 128]                  # [ny, nx], or [nz, ny, nx]: a brain/NIfTI phantom's axial slab
     oversample = 2.0                    # simulate on a finer grid, keep the k-space centre (no inverse crime)
 
     [phase]
