@@ -67,12 +67,12 @@ FIT_GRID = tuple(2.5e-4 * 2 ** k for k in range(8))
 
 def _slab(img, shape, slab, z0):
     """``img`` (z, y, x) slices ``z0 .. z0 + slab``, cropped in-plane to its first ``ny`` rows and ``nx``
-    columns, placed centred in a zero ``shape`` field of view, scaled to max 1."""
+    columns, placed centred in a zero ``shape`` field of view, scaled to max 1 (the placement is the
+    library's, as :func:`mri_csc.sim.nifti_volume` places its slabs)."""
+    from mri_csc.sim.phantoms import _centre_fit
+
     nz, ny, nx = shape
-    out = np.zeros(shape, np.float32)
-    sub = img[z0:z0 + slab, :ny, :nx]
-    oz, oy, ox = (nz - slab) // 2, (ny - sub.shape[1]) // 2, (nx - sub.shape[2]) // 2
-    out[oz:oz + slab, oy:oy + sub.shape[1], ox:ox + sub.shape[2]] = sub
+    out = _centre_fit(img[z0:z0 + slab, :ny, :nx].astype(np.float32, copy=False), shape)
     return out / out.max()
 
 
