@@ -477,6 +477,10 @@ def cmd_recon(args) -> int:
 
     check_centred_kspace(slices[0], str(args.input))  # an image given as k-space: refused, not "reconstructed"
     _check_for_image(spec, params, slices[0].shape[1:], False)  # before ESPIRiT and the solve
+    if slices[0].ndim == 4 and args.method in ("csc", "csc-tv"):  # measured in benchmarks/RESULTS.md section 22
+        _note(f"mri-csc: note: {args.method} on a 3-D volume uses the 3-D dictionary; one 2-D problem per readout "
+              "position (what 'mri-csc batch INPUT --layout volume' runs) gave 2.0-2.5 dB more on the held-out "
+              "benchmark slab with the same coil maps, for about 4x the time")
     mask = d["mask"]
     retro = _retro_mask(args, k.shape[-2:])
     if retro is not None:
