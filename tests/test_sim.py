@@ -195,7 +195,7 @@ def test_make_dataset_3d_nifti_phantom_and_its_affine(tmp_path):
     assert len({tuple(ds.mask[:, :, 0][z]) for z in range(shape[0])}) > 2  # varies along kz too
     a = phantom_affine(str(f), shape, k)
     vox = np.linalg.norm(a[:3, :3], axis=0)
-    np.testing.assert_allclose(vox, vox[0], rtol=1e-6)  # cubic voxels
+    np.testing.assert_allclose(vox, vox[1], rtol=0.02)  # cubic to within zoom's rounding (review2)
     qyx = np.argwhere(ds.magnitude_ref > 0.6).mean(0)
     where = a @ np.r_[qyx[::-1], 1]  # NIfTI (i, j, k) = the array's (x, y, z)
     assert abs(qyx[0] - (shape[0] // 2 - 4)) < 0.6  # 4 slices of 1.5 mm below the centre
