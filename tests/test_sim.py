@@ -1,11 +1,10 @@
 """Simulation: k-space against the SENSE operator, SNR, oversampling, phantoms, phase, datasets."""
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
-import os
-
 import pytest
 
 from mri_csc.operators import Sense

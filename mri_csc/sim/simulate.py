@@ -321,15 +321,18 @@ def phantom_affine(phantom: str, shape, slice_index: "int | None" = None) -> "np
     The image ``(ny, nx)`` is an axial slice of the phantom reoriented to RAS
     (:func:`nibabel.as_closest_canonical`, affine :math:`A`), shown radiologically
     (:func:`~mri_csc.sim.phantoms.nifti_slice`: display row :math:`\rho = n_y - 1 - j`,
-    column :math:`n_x - 1 - i`), resampled to square pixels of side ``p`` edge to edge and
+    column :math:`n_x - 1 - i`), resampled towards square pixels of side ``p`` edge to edge
+    (``ndimage.zoom`` to :math:`m_x = \operatorname{round}(n_x s_x / p)` columns, so its step is
+    :math:`p_x = n_x s_x / m_x`, within that rounding of ``p``; :math:`p_y` likewise) and
     centre-padded or cropped by ``o`` pixels. Output pixel ``(c, r)`` (the NIfTI ``(i, j)``
     of our ``(ny, nx)`` array, the readout ``c`` first) then sits at the canonical voxel
-    :math:`i = n_x - \tfrac12 - (c - o_x + \tfrac12)\,p/s_x`,
-    :math:`j = n_y - \tfrac12 - (r - o_y + \tfrac12)\,p/s_y`, ``k`` the slice index, and
+    :math:`i = n_x - \tfrac12 - (c - o_x + \tfrac12)\,p_x/s_x`,
+    :math:`j = n_y - \tfrac12 - (r - o_y + \tfrac12)\,p_y/s_y`, ``k`` the slice index, and
     the affine is :math:`A` composed with that map. A volume ``(nz, ny, nx)``
     (:func:`~mri_csc.sim.phantoms.nifti_volume`) has the same in-plane map, and its slice
     ``q`` (the NIfTI's third index) sits at :math:`k = k_0 + (q - \lfloor n_z/2 \rfloor)\,p/s_z`,
-    :math:`k_0` the slab's centre slice: cubic voxels of side ``p``. ``None`` for
+    :math:`k_0` the slab's centre slice: voxels of :math:`p_x \times p_y \times p`, cubic up to the
+    rounding of :math:`m_x, m_y`. ``None`` for
     ``"shepp-logan"`` (no geometry) or a ``shape`` of neither 2 nor 3 sizes.
     """
     import nibabel as nib  # noqa: PLC0415
