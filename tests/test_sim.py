@@ -145,7 +145,7 @@ def _ramp_nifti(path, nib):
     return vol
 
 
-def test_nifti_volume_is_an_isotropic_slab_inside_the_z_field_of_view(tmp_path):
+def test_nifti_volume_is_an_isotropic_slab_inside_the_z_field_of_view(tmp_path, caplog):
     """Slice nz // 2 is the centre slice (as nifti_slice shows it), slices are one in-plane pixel apart
     (linear in the file's slices), and about 10 % of the field of view at each end is empty."""
     nib = pytest.importorskip("nibabel")
@@ -162,6 +162,9 @@ def test_nifti_volume_is_an_isotropic_slab_inside_the_z_field_of_view(tmp_path):
     np.testing.assert_allclose(v[1:9, 7, 5] / v[5, 7, 5], (10 + t) / 17, rtol=1e-5)
     assert not v[0].any() and not v[9].any()
     assert nifti_volume(f, (10, 15, 10), index=7, slab=10)[0].any()
+    with caplog.at_level("WARNING"):  # near the file's end: said, not silently zero (a review)
+        nifti_volume(f, (10, 15, 10), index=1)
+    assert any("reaches past the volume's ends" in r.getMessage() for r in caplog.records)
     with pytest.raises(ValueError, match="slab must be an integer from 1 to nz = 10; got 11"):
         nifti_volume(f, (10, 15, 10), slab=11)
     with pytest.raises(ValueError, match="index 16 is out of range"):

@@ -349,9 +349,11 @@ def nifti_volume(
         w = tq - i0
         data = at(i0) if w == 0 else (1 - w) * at(i0) + w * at(i0 + 1)
         out[q] = _display_slice(data, zooms, axis, (ny, nx))
-    if t.min() < 0 or t.max() > n - 1:
-        log.info("nifti_volume: the slab (slices %.1f to %.1f of %d) reaches beyond %s; zero there",
-                 t.min(), t.max(), n, p)
+    outside = int(((t < 0) | (t > n - 1)).sum())
+    if outside:  # said, not silent: the user asked for anatomy there (a review)
+        log.warning("the slab of %d slices about slice %d of %s (axis %d, %d slices) reaches past the volume's "
+                    "ends (slices %.1f to %.1f): %d of its slices are zero; a thinner slab, a smaller (nz) or a "
+                    "centre slice further in keeps it inside", slab, index, p, axis, n, t.min(), t.max(), outside)
     m = out.max()
     if m > 0:
         out = out / m
