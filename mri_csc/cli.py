@@ -473,6 +473,9 @@ def cmd_recon(args) -> int:
     d = read_kspace(args.input, slice=args.slice, prewhiten=False if args.no_prewhiten else None, noise=noise)
     k, stacked = d["kspace"], d["stacked"]
     slices = list(k) if stacked else [k]
+    if k.ndim == 4 and not stacked and d.get("format") in ("npy", "npz"):  # no metadata says which: say it
+        _note(f"mri-csc: note: {args.input}: {tuple(k.shape)} read as one 3-D volume (coils, nz, ny, nx); a stack "
+              "of 2-D slices (slices, coils, ny, nx) is reconstructed with --slice N, or all with 'mri-csc batch'")
     from .io.formats import check_centred_kspace  # noqa: PLC0415
 
     check_centred_kspace(slices[0], str(args.input))  # an image given as k-space: refused, not "reconstructed"

@@ -590,7 +590,7 @@ def test_manifest_takes_a_per_axis_parameter_as_one_setting():
 
 
 @pytest.mark.parametrize("suffix", ["npy", "npz"])
-def test_a_volume_is_not_read_as_a_stack_of_slices_silently(tmp_path, suffix):
+def test_a_volume_is_not_read_as_a_stack_of_slices_silently(tmp_path, suffix, capsys):
     """A volume (coils, nz, ny, nx) in an .npy/.npz, which layout 'auto' reads as (slices, coils, ny, nx), had
     given 4 wrong images of 16 "coils" without a word (a review); its coil axis has a k-space centre, so it is
     refused naming --layout volume. The user's own layout is taken; a real stack of slices passes."""
@@ -610,6 +610,16 @@ def test_a_volume_is_not_read_as_a_stack_of_slices_silently(tmp_path, suffix):
     assert slice_count(tmp_path / f"vol.{suffix}", "volume")[:3] == (32, suffix, "volume")
     assert slice_count(tmp_path / f"vol.{suffix}", "slices")[:3] == (4, suffix, "slices")
     assert slice_count(tmp_path / f"stack.{suffix}")[:3] == (3, suffix, "slices")
+    # how the stack is read is said, with the flag for the other reading (not under a layout the user gave)
+    from argparse import Namespace
+
+    from mri_csc.batch.cli import _note_layout
+
+    _note_layout(Namespace(layout="auto", inputs=[str(tmp_path / f"stack.{suffix}")]))
+    _note_layout(Namespace(layout="slices", inputs=[str(tmp_path / f"stack.{suffix}")]))
+    err = capsys.readouterr().err
+    assert err.count("read as a stack (slices, coils, ny, nx) of 3 slice(s) of 8 coils") == 1
+    assert "needs --layout volume" in err
 
 
 def test_stack_of_stars_image_shape_as_recon_reads_it(tmp_path):

@@ -487,6 +487,7 @@ def test_simulate_recon_and_eval_a_3d_nifti_phantom(tmp_path):
     p = cli("recon", tmp_path / "d.npz", "--out", tmp_path / "c.npy", "--method", "csc", "--param", "max_iter=2",
             "--no-pbar", check_rc=0)  # 3-D csc names the per-readout alternative measured in RESULTS section 22
     assert "one 2-D problem per readout position" in p.stderr and "--layout volume" in p.stderr
+    assert "read as one 3-D volume (coils, nz, ny, nx)" in p.stderr  # an .npz says nothing of its axes: said
     cfg = tmp_path / "c.toml"
     cfg.write_text('name = "v"\n[data]\nphantom = "ph.nii.gz"\nshape = [10, 20, 16]\n[coils]\ncount = 3\n'
                    '[[methods]]\nname = "zero-filled"\n[[methods]]\nname = "sense"\n')

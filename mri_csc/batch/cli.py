@@ -100,6 +100,27 @@ def _note_espirit(args) -> None:
               "--espirit bart, --maps FILE or --no-espirit to choose", file=sys.stderr, flush=True)
 
 
+def _note_layout(args) -> None:
+    """Say how a 4-D ``.npy``/``.npz`` is read under ``--layout auto`` (as a stack of slices; the same array
+    could be a volume, which ``recon`` reads it as), naming the first such input and the flag for the other."""
+    from .tasks import expand_inputs, slice_count  # noqa: PLC0415
+
+    if args.layout != "auto":
+        return
+    try:
+        stacks = [(p, slice_count(p, "auto")) for p in expand_inputs(args.inputs)
+                  if p.suffix.lower() in (".npy", ".npz")]
+    except Exception:  # noqa: BLE001  (unreadable inputs are reported by the batch itself)
+        return
+    stacks = [(p, shape) for p, (_, _, layout, shape) in stacks if layout == "slices" and len(shape) == 4]
+    if stacks:
+        p, shape = stacks[0]
+        more = f" (and {len(stacks) - 1} other input(s))" if len(stacks) > 1 else ""
+        print(f"mri-csc: note: {p.name}{more}: {tuple(shape)} read as a stack (slices, coils, ny, nx) of {shape[0]} "
+              f"slice(s) of {shape[1]} coils; a 3-D volume (coils, nz, ny, nx) needs --layout volume",
+              file=sys.stderr, flush=True)
+
+
 def run(args: argparse.Namespace) -> int:
     """Run ``mri-csc batch`` from parsed arguments; returns the exit status (1 when anything failed)."""
     from ..cli import resolve_maps_options  # noqa: PLC0415
@@ -108,6 +129,7 @@ def run(args: argparse.Namespace) -> int:
     maps = resolve_maps_options(args)
     if maps is None and not args.maps:  # the default: the inputs' own maps, else ESPIRiT, said in one line as recon
         _note_espirit(args)
+    _note_layout(args)
     try:
         report = reconstruct_batch(
             args.inputs, args.out, method=args.method, params=parse_params(args.param),
