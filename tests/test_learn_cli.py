@@ -63,13 +63,16 @@ def test_learn_dict_from_npy_stack_and_no_clobber(tmp_path):
         (["{stack}", "--slices", "7"], "out of range for 3 images"),
         (["{zeros}"], "all zero"),
         (["{nifti}", "--n-iter", "0"], "--n-iter must be >= 1"),
+        (["{const}"], "no detail once their low-pass part is removed"),
     ],
 )
 def test_learn_dict_bad_input(nifti, tmp_path, args, message):
     np.save(tmp_path / "stack.npy", np.stack([shepp_logan((32, 32))] * 3))
     np.save(tmp_path / "zeros.npy", np.zeros((2, 32, 32), np.float32))
+    np.save(tmp_path / "const.npy", np.full((2, 32, 32), 0.7, np.float32))
     args = [a.replace("{nifti}", str(nifti)).replace("{stack}", str(tmp_path / "stack.npy"))
-            .replace("{zeros}", str(tmp_path / "zeros.npy")) for a in args]
+            .replace("{zeros}", str(tmp_path / "zeros.npy")).replace("{const}", str(tmp_path / "const.npy"))
+            for a in args]
     r = _cli("learn-dict", *args, "--out", tmp_path / "x.npz")
     assert r.returncode == 2
     if message:

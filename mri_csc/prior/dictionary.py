@@ -260,6 +260,9 @@ def learn_dictionary(
     with dev.use():
         imgs = to_device(images, dev)
         s = prepare_training_images(imgs, lam_lp, ndim) if preprocess else xp.asarray(imgs, dtype=np.float32)
+        if preprocess and not bool(xp.any(xp.abs(s) > 1e-6 * float(xp.abs(imgs).max()))):
+            raise ValueError("images hold no detail once their low-pass part is removed (constant images): there "
+                             "is nothing to learn filters from (the dictionary would be its random start)")
         if s.ndim == ndim:
             s = s[None]
         C = s.shape[0]
