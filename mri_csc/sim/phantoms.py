@@ -262,12 +262,7 @@ def nifti_slice(
     index = _check_index(index, img.shape[axis], axis, p)
     data = _read_slices(img, axis, index, index + 1, p)[0]
     disp = _display_slice(data, img.header.get_zooms(), axis, shape)
-    m = disp.max()
-    if m > 0:
-        disp = disp / m
-    else:
-        log.warning("slice %d along axis %d of %s is empty (all zero)", index, axis, p)
-    return np.ascontiguousarray(disp, dtype=np.float32)
+    return _to_unit_max(disp, f"slice {index} along axis {axis} of {p}")
 
 
 def default_slab(nz: int) -> int:
@@ -354,12 +349,17 @@ def nifti_volume(
         log.warning("the slab of %d slices about slice %d of %s (axis %d, %d slices) reaches past the volume's "
                     "ends (slices %.1f to %.1f): %d of its slices are zero; a thinner slab, a smaller (nz) or a "
                     "centre slice further in keeps it inside", slab, index, p, axis, n, t.min(), t.max(), outside)
-    m = out.max()
+    return _to_unit_max(out, f"the slab about slice {index} along axis {axis} of {p}")
+
+
+def _to_unit_max(a, what: str) -> np.ndarray:
+    """``a`` scaled to maximum 1, float32; an all-zero ``a`` is returned as it is, with a warning naming ``what``."""
+    m = a.max()
     if m > 0:
-        out = out / m
+        a = a / m
     else:
-        log.warning("the slab about slice %d along axis %d of %s is empty (all zero)", index, axis, p)
-    return np.ascontiguousarray(out, dtype=np.float32)
+        log.warning("%s is empty (all zero)", what)
+    return np.ascontiguousarray(a, dtype=np.float32)
 
 
 def _brain_path(path):
@@ -399,13 +399,7 @@ def brain_volume(
     axis: int = 2,
     slab: int | None = None,
 ) -> np.ndarray:
-    """An axial slab of a real T1 brain (default: the Colin 27 template ``ch2``), ``(nz, ny, nx)``.
-
-    See :func:`nifti_volume`; ``path`` defaults to :data:`DEFAULT_BRAIN`.
-
-    Raises
-    ------
-    FileNotFoundError
-        If the default template is not installed (``apt-get install mricron-data``).
-    """
+    """An axial slab ``(nz, ny, nx)`` of a real T1 brain: :func:`nifti_volume` of ``path``, by default
+    :data:`DEFAULT_BRAIN` (the Colin 27 template ``ch2``; :func:`brain_slice` says what is raised when it is
+    not installed)."""
     return nifti_volume(_brain_path(path), shape, index=index, axis=axis, slab=slab)
