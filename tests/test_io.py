@@ -39,7 +39,14 @@ def test_kspace_round_trip(tmp_path, data, name):
 
 
 def test_ismrmrd_round_trip(tmp_path, data):
-    k, _, mask = data
+    k, _, scattered = data
+    # a pattern that leaves samples out of a readout cannot be an ISMRMRD file: its zeros would read as measured
+    with pytest.raises(ValueError, match="leaves samples out of .* readouts .* whole readout"):
+        write_kspace(tmp_path / "a.mrd", k, mask=scattered)
+    assert not (tmp_path / "a.mrd").exists()
+    mask = np.zeros_like(scattered)
+    mask[::2] = 1  # whole readouts (the last axis)
+    k = k * mask
     write_kspace(tmp_path / "a.mrd", k, mask=mask)
     d = read_kspace(tmp_path / "a.mrd")
     np.testing.assert_array_equal(d["kspace"], k)

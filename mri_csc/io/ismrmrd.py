@@ -725,7 +725,8 @@ def write_ismrmrd(tmp_path, kspace, mask=None, *, voxel_mm=(1.0, 1.0, 1.0), affi
 
     ``kspace`` is ``(coils, ny, nx)`` or ``(coils, nz, ny, nx)``, readout last;
     one acquisition is written per sampled (``kz``, ``ky``) line (sampled where
-    the mask, or the k-space, is non-zero anywhere along the readout). The field
+    the mask, or the k-space, is non-zero along the readout). A pattern that samples part of a readout is
+    refused: the file cannot say which of its samples were not measured. The field
     of view is the matrix times ``voxel_mm`` (x, y, z). A NIfTI ``affine`` of the
     image (e.g. a phantom's) gives the voxel size, the read/phase/slice directions
     and the position instead (:func:`geometry_from_affine`), so that a
@@ -739,11 +740,19 @@ def write_ismrmrd(tmp_path, kspace, mask=None, *, voxel_mm=(1.0, 1.0, 1.0), affi
         k = k[:, None]
     nc, nz, ny, nx = k.shape
     if mask is None:
-        sampled = np.any(k != 0, axis=(0, 3))
+        m = np.any(k != 0, axis=0)
     else:
-        m = np.broadcast_to(np.asarray(mask), k.shape[1:] if np.ndim(mask) == 3 else k.shape[2:])
+        m = np.broadcast_to(np.asarray(mask) != 0, k.shape[1:] if np.ndim(mask) == 3 else k.shape[2:])
         m = m if m.ndim == 3 else m[None]
-        sampled = np.any(m != 0, axis=-1)
+    sampled = np.any(m, axis=-1)
+    partial = sampled & ~np.all(m, axis=-1)
+    if partial.any():  # an acquisition is a whole readout: its unsampled samples would read as measured zeros
+        raise ValueError(f"the sampling pattern leaves samples out of {int(partial.sum())} of the "
+                         f"{int(sampled.sum())} readouts it touches (the last axis, {nx} samples): an ISMRMRD "
+                         "acquisition holds a whole readout, so the file would present those samples as measured "
+                         "zeros to every reader; write .npz, .h5 or .cfl, which keep the mask, or sample whole "
+                         "readouts (e.g. 'mri-csc simulate --accel 1', then 'mri-csc recon --accel/--mask' "
+                         "undersamples it retrospectively)")
     lines = np.argwhere(sampled)
     acqs = np.zeros(len(lines), dtype=ismrmrd.hdf5.acquisition_dtype)
     head = np.zeros(len(lines), dtype=ismrmrd.hdf5.acquisition_header_dtype)
