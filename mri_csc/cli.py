@@ -483,7 +483,7 @@ def cmd_recon(args) -> int:
     if slices[0].ndim == 4 and args.method in ("csc", "csc-tv"):  # measured in benchmarks/RESULTS.md section 22
         _note(f"mri-csc: note: {args.method} on a 3-D volume uses the 3-D dictionary; one 2-D problem per readout "
               "position (what 'mri-csc batch INPUT --layout volume' runs) gave 2.0-2.5 dB more on the held-out "
-              "benchmark slab with the same coil maps, for about 4x the time")
+              "benchmark slab with the same coil maps, for about 4.5x the time")
     mask = d["mask"]
     retro = _retro_mask(args, k.shape[-2:])
     if retro is not None:
