@@ -443,6 +443,11 @@ def test_stack_of_stars_npz_with_the_batch_image_shape_is_read_by_recon(tmp_path
     np.savez(tmp_path / "b.npz", kspace=k, trajectory=c, image_shape=np.array([16, 16, 16, 16]))
     cli("recon", tmp_path / "b.npz", "--traj", tmp_path / "b.npz", "--maps", tmp_path / "s.npz",
         "--image-shape", 4, 16, 16, "--method", "zero-filled", "--out", tmp_path / "p.npy", "--no-pbar", check_rc=0)
+    # an nz other than the stack's partitions is named by the one reader recon and batch share
+    np.savez(tmp_path / "z.npz", kspace=k, trajectory=c, image_shape=np.array([5, 16, 16]))
+    p = cli("recon", tmp_path / "z.npz", "--traj", tmp_path / "z.npz", "--method", "zero-filled",
+            "--out", tmp_path / "z.npy", "--no-pbar", check_rc=2)
+    assert "does not hold the 4 partitions of the stack of stars" in p.stderr
 
 
 def test_stack_with_receiver_phases_refused_and_few_partition_volumes_read():

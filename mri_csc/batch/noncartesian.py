@@ -122,10 +122,7 @@ def _read_volume(path):
         n, mode = _layout(path, k.shape, coord.shape)
         # each slice's (ny, nx): a stack of stars is split into 2-D slices, and may declare (nz, ny, nx) as recon reads
         shape = read_image_shape(path, z, 3, nz=n) if mode == "stars" else read_image_shape(path, z, 2)
-    if shape is not None and len(shape) == 3:
-        if shape[0] != n:
-            raise ValueError(f"{path}: 'image_shape' {list(shape)} does not hold the {n} partitions of the stack of "
-                             "stars; give (ny, nx) or (nz, ny, nx)")
+    if shape is not None and len(shape) == 3:  # a stack of stars' (nz, ny, nx), nz checked by the reader
         shape = shape[1:]
     if mode == "stars":
         from mri_csc.sim.trajectories import split_stack_of_stars  # noqa: PLC0415

@@ -1259,15 +1259,19 @@ def _centre_fractions(a, axes=(-2, -1)) -> "tuple[float, float]":
     return _centre_energy(a, axes), _centre_energy(fftc(a, axes=axes), axes)
 
 
-def _looks_like_image(a, axes=(-2, -1)) -> bool:
-    """Whether an array is an image rather than k-space along ``axes``.
+#: how much less of its energy than its Fourier transform's an image holds in its central half (k-space: more)
+_IMAGE_MARGIN = 0.8
+
+
+def _looks_like_image(a) -> bool:
+    """Whether an array ``(..., ny, nx)`` is an image rather than k-space.
 
     k-space concentrates its energy at the centre more than its Fourier transform
-    (the image) does; an image, clearly less (by a factor 0.8) than its Fourier
+    (the image) does; an image, clearly less (by a factor ``_IMAGE_MARGIN``) than its Fourier
     transform. Noise-like arrays, with no centre either way, count as k-space.
     """
-    own, ft = _centre_fractions(a, axes)
-    return own < 0.8 * ft
+    own, ft = _centre_fractions(a)
+    return own < _IMAGE_MARGIN * ft
 
 
 #: the Fourier test's margin along nz: 5-partition Shepp-Logan volumes keep 0.75 x their transform's central
@@ -1346,28 +1350,27 @@ def check_centred_kspace(kspace, what: str) -> None:
     if np.all((head == 0) | (head == 1)) and np.all((k == 0) | (k == 1)):
         raise FileFormatError(f"{what}: holds only the values 0 and 1: a sampling pattern (e.g. bart poisson's), not "
                               "k-space; pass it as the mask (mri-csc recon DATA --mask FILE)")
-    if _looks_like_image(k):
-        own, ft = _centre_fractions(k)
+    own, ft = _centre_fractions(k)
+    if own < _IMAGE_MARGIN * ft:  # as _looks_like_image, with the fractions kept for the message
         raise FileFormatError(f"{what}: does not look like centred k-space ({own:.0%} of its energy in the centre "
                               f"half, {ft:.0%} for its Fourier transform): it is an image or coil images, or k-space "
                               "with DC in the corner (apply fftshift); mri_csc expects centred k-space, readout last")
-    off = _partition_peak_offset(k) if k.ndim == 4 and k.shape[1] > 2 else 0
+    if k.ndim != 4 or k.shape[1] <= 2:
+        return
+    off = _partition_peak_offset(k)
+    own, ft = _centre_fractions(k, (1,))
     if abs(off) > 1:
-        raise FileFormatError(
-            f"{what}: read as a volume (coils, nz, ny, nx) = {tuple(k.shape)}, its k-space centre (ky, kx = 0) is "
-            f"strongest at partition {k.shape[1] // 2 + off} of {k.shape[1]}, not at kz = 0 (partition "
-            f"{k.shape[1] // 2}): it looks like a stack of 2-D slices (slices, coils, ny, nx) — reconstruct one "
-            "with --slice N, or all with 'mri-csc batch' — or k-space already transformed along z (apply fftc "
-            "along that axis)")
-    if k.ndim == 4 and k.shape[1] > 2:
-        own, ft = _centre_fractions(k, (1,))
-        if own < _NZ_MARGIN * ft:
-            raise FileFormatError(
-                f"{what}: read as a volume (coils, nz, ny, nx) = {tuple(k.shape)}, it has no k-space centre along "
-                f"nz ({own:.0%} of its energy in the central half of the {k.shape[1]} partitions, {ft:.0%} for its "
-                "Fourier transform): it looks like a stack of 2-D slices (slices, coils, ny, nx) — reconstruct one "
-                "with --slice N, or all with 'mri-csc batch' — or k-space already transformed along z (apply fftc "
-                "along that axis)")
+        why = (f"its k-space centre (ky, kx = 0) is strongest at partition {k.shape[1] // 2 + off} of {k.shape[1]}, "
+               f"not at kz = 0 (partition {k.shape[1] // 2})")
+    elif own < _NZ_MARGIN * ft:
+        why = (f"it has no k-space centre along nz ({own:.0%} of its energy in the central half of the "
+               f"{k.shape[1]} partitions, {ft:.0%} for its Fourier transform)")
+    else:
+        return
+    raise FileFormatError(
+        f"{what}: read as a volume (coils, nz, ny, nx) = {tuple(k.shape)}, {why}: it looks like a stack of 2-D "
+        "slices (slices, coils, ny, nx) — reconstruct one with --slice N, or all with 'mri-csc batch' — or k-space "
+        "already transformed along z (apply fftc along that axis)")
 
 
 def _image_lines(shape, dtype, why: str) -> list[str]:

@@ -103,13 +103,15 @@ def read_image_shape(path, z, ndim: int, nz: "int | None" = None) -> "tuple[int,
         The trajectory's dimensionality (its last axis, 2 or 3): the shape must have as many entries.
     nz : int, optional
         A stack of stars' partitions (3-D trajectory ``(nz, spokes, readout, 3)``): a 2-entry ``(ny, nx)``,
-        the per-slice shape the batch reads from the same file, is then also accepted, as ``(nz, ny, nx)``.
+        the per-slice shape the batch reads from the same file, is then also accepted, as ``(nz, ny, nx)``,
+        and a 3-entry one must have ``nz`` first.
 
     Raises
     ------
     ValueError
-        When ``image_shape`` is not ``ndim`` positive whole numbers, or allocating a complex64 image of that
-        shape would exceed the memory budget (:func:`mri_csc.io.limits.check_shape`).
+        When ``image_shape`` is not ``ndim`` positive whole numbers, its ``nz`` is not the stack's, or
+        allocating a complex64 image of that shape would exceed the memory budget
+        (:func:`mri_csc.io.limits.check_shape`).
     """
     if "image_shape" not in z:
         return None
@@ -123,6 +125,9 @@ def read_image_shape(path, z, ndim: int, nz: "int | None" = None) -> "tuple[int,
         raise ValueError(f"{path}: 'image_shape' must be {ndim} positive whole numbers for a {ndim}-D trajectory"
                          f"{alt}; got {raw.tolist() if raw.size <= 8 else raw.shape}")
     shape = tuple(int(n) for n in flat)
+    if nz is not None and ndim == 3 and shape[0] != nz:
+        raise ValueError(f"{path}: 'image_shape' {list(shape)} does not hold the {nz} partitions of the stack of "
+                         "stars; give (ny, nx) or (nz, ny, nx)")
     check_shape(shape, np.complex64, f"{path}: image_shape")
     return shape
 
