@@ -370,9 +370,9 @@ def phantom_affine(phantom: str, shape, slice_index: "int | None" = None) -> "np
 def phantom_voxel_mm(phantom: str, shape) -> "tuple[float, float, float] | None":
     """The voxel size (mm; x, y, slice) of the image :func:`make_dataset` makes from a NIfTI phantom.
 
-    The lengths of :func:`phantom_affine`'s columns: the in-plane size is the larger
-    of the field of view over ``shape``, the slice thickness the NIfTI's for a 2-D
-    ``shape`` and the in-plane size for a 3-D one. ``None`` for ``"shepp-logan"``.
+    The lengths of :func:`phantom_affine`'s columns: in-plane, the resampler's steps :math:`p_x, p_y`
+    (within its rounding of the larger field of view over ``shape``); the slice thickness the NIfTI's
+    for a 2-D ``shape`` and ``p`` for a 3-D one. ``None`` for ``"shepp-logan"``.
     """
     aff = phantom_affine(phantom, shape)
     if aff is None:
