@@ -1,4 +1,5 @@
-"""3-D CSC (the shipped 3-D dictionary) against per-case λ-tuned SigPy and BART peers, tuning and held-out volumes.
+"""CSC on volumes (its default: one 2-D problem per readout position; and ``volume="3d"``, the shipped 3-D
+dictionary) against per-case λ-tuned SigPy and BART peers, tuning and held-out volumes.
 
 Two sources, as ``benchmarks/quality.py``'s split:
 
@@ -7,7 +8,7 @@ Two sources, as ``benchmarks/quality.py``'s split:
   ``SLAB`` = 32 slices inside a (40, 96, 96) field of view; cases P4 30 dB and P6 40 dB;
 - ``--source ch2`` (**tuning**): Colin 27 (``ch2``, the dictionaries' subject) at 2 mm, the 20 axial
   slices of the range the 3-D dictionary's training blocks never entered (1 mm axial 70–110),
-  inside a (28, 96, 96) field of view; cases P4 25 dB, P6 35 dB, P4 45 dB. ``--fit`` scans CSC's λ
+  inside a (28, 96, 96) field of view; cases P4 25 dB, P6 35 dB, P4 45 dB. ``--fit`` scans 3-D CSC's λ
   there (λ ∈ 2.5e-4·2^k, μ = γ = 37.5 λ) and prints the rule ``quality.fit_rule`` fits to it — how
   :data:`mri_csc.recon.csc_defaults.RULE_3D` was chosen.
 
@@ -21,13 +22,13 @@ maps; PSNR and SSIM (slices pooled) on magnitude inside its support.
 Peers as in ``benchmarks/quality.py``: SigPy ``L1WaveletRecon`` and BART ``pics`` ℓ1-wavelet (100
 iterations each), λ tuned per case on a factor-2 grid extended until the best is interior (the TV
 peers at 300 iterations are left out in 3-D for their time: one BART TV run took over a minute on
-2 shared cores). CSC and SENSE with their defaults; CSC also at half and twice its default λ
-(μ = γ = 37.5 λ), to show how far the default (``RULE_3D``, fitted with ``--source ch2 --fit``) is
-from the best λ of each case (not used to choose anything).
+2 shared cores). CSC (``volume="auto"``: per readout position here, where the readout is fully sampled),
+``csc-3d`` (``volume="3d"``) and SENSE with their defaults; 3-D CSC also at half and twice its default λ
+(μ = γ = 37.5 λ), to show how far ``RULE_3D`` (fitted with ``--source ch2 --fit``) is from the best λ of
+each case (not used to choose anything).
 
-    python benchmarks/quality3d.py                      # held-out, 2 cases, ~15 min on 2 cores
-    python benchmarks/quality3d.py --source ch2 --fit   # tuning, 3 cases and the λ scan, ~25 min
-    python benchmarks/quality3d.py --per-readout        # also CSC per readout position (batch --layout volume)
+    python benchmarks/quality3d.py                      # held-out, 2 cases, ~20 min on 2 cores
+    python benchmarks/quality3d.py --source ch2 --fit   # tuning, 3 cases and the 3-D λ scan, ~35 min
 
 Peer evaluations are cached in ``benchmarks/results/quality3d_peers.json`` (keyed by source, case and
 ``CASE_VERSION``). Writes ``benchmarks/results/quality3d[_ch2].json``.
@@ -48,7 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, machine_info, write_json  # noqa: E402
 from learn_dictionary import SOURCE as CH2_PATH  # noqa: E402
 from learn_dictionary import TEST_RANGE  # noqa: E402
-from quality import _add_noise, _calib_side, _lam_key, _mni_path, _run, _score, fit_rule, tune_peer  # noqa: E402
+from quality import _add_noise, _calib_side, _lam_key, _mni_path, _run, fit_rule, tune_peer  # noqa: E402
 
 N_COILS = 8
 PEERS = ("l1wavelet", "bart-l1wavelet")
@@ -119,41 +120,6 @@ def build_case(accel, snr_db, seed, source="mni"):
     return dict(kspace=kspace, maps=maps, mask=mask, ref=ref, support=support_mask(ref), sigma=sigma)
 
 
-def per_readout_csc(data):
-    """CSC with its 2-D defaults on each readout position of the volume, as ``mri-csc batch --layout volume``
-    runs it: an inverse FFT along x (the fully sampled readout) leaves one independent 2-D problem
-    ``(coils, nz, ny)`` per x, reconstructed with the same coil maps' plane; planes with no map energy stay 0.
-    Returns ``(dict(psnr, ssim, time), image)``."""
-    import logging
-
-    import mri_csc
-    from mri_csc.backend import ifftc
-
-    k = data["kspace"]
-    mask = np.broadcast_to(data["mask"], k.shape[1:])
-    if not (mask == mask[..., :1]).all():
-        raise ValueError("per-readout CSC needs a fully sampled readout (the mask constant along x)")
-    hybrid = ifftc(k, axes=(-1,))
-    out = np.zeros(k.shape[1:], np.complex64)
-    t0 = time.perf_counter()
-    quiet = logging.getLogger("mri_csc.recon.csc")  # planes outside the object: "every code is zero", as expected
-    level = quiet.level
-    quiet.setLevel(logging.ERROR)
-    try:
-        for x in range(k.shape[-1]):
-            maps = np.ascontiguousarray(data["maps"][..., x])
-            if not np.abs(maps).any():
-                continue
-            r = mri_csc.reconstruct(np.ascontiguousarray(hybrid[..., x]), maps,
-                                    mask=np.ascontiguousarray(mask[..., x]), method="csc", check_maps=False)
-            out[..., x] = np.asarray(r.image)
-    finally:
-        quiet.setLevel(level)
-    t = time.perf_counter() - t0
-    p, s = _score(data, out)
-    return dict(psnr=p, ssim=s, time=t), out
-
-
 def _peer_cache():
     path = RESULTS / "quality3d_peers.json"
     return json.loads(path.read_text()) if path.is_file() else {}
@@ -168,8 +134,6 @@ def main(argv=None):
                     help="mni: the held-out MNI152 slab (default); ch2: the tuning slab of Colin 27")
     ap.add_argument("--fit", action="store_true", help="scan CSC's λ and fit the 3-D rule (tuning source only)")
     ap.add_argument("--json", default=None, help="default: benchmarks/results/quality3d[_ch2].json")
-    ap.add_argument("--per-readout", action="store_true",
-                    help="also CSC with its 2-D defaults on each readout position (what batch --layout volume runs)")
     args = ap.parse_args(argv)
     src = SOURCES[args.source]
     if args.fit and src["split"] != "tuning":
@@ -195,19 +159,23 @@ def main(argv=None):
             cache.setdefault(key, {})[peer] = evals
             write_json("quality3d_peers.json", cache)
         row["methods"]["sense"], _ = _run(data, "sense")
-        res, r = _run(data, "csc")
-        res.update(iterations=len(r.history), lam=r.params["lam"])
+        res, r = _run(data, "csc")  # the default: one 2-D problem per readout position
+        res.update(volume=r.params["volume"], planes=len(r.extras.get("planes", ())),
+                   iterations=[p["iterations"] for p in r.extras.get("planes", ()) if p["skipped"] is None])
         row["methods"]["csc"] = res
-        if args.per_readout:
-            row["methods"]["csc-per-readout"], _ = per_readout_csc(data)
-        row["csc_lam_scan"] = {}
+        res3, r3 = _run(data, "csc", volume="3d")  # one 3-D problem, the 3-D dictionary and RULE_3D
+        res3.update(iterations=len(r3.history), lam=r3.params["lam"])
+        row["methods"]["csc-3d"] = res3
+        row["csc_lam_scan"] = {}  # how far RULE_3D is from each case's best λ (3-D CSC)
         for f in (0.5, 2.0):
-            lam = f * r.params["lam"]
-            row["csc_lam_scan"][f"{f:g}x"], _ = _run(data, "csc", lam=lam, mu=37.5 * lam, gamma=37.5 * lam)
+            lam = f * r3.params["lam"]
+            row["csc_lam_scan"][f"{f:g}x"], _ = _run(data, "csc", volume="3d", lam=lam, mu=37.5 * lam,
+                                                     gamma=37.5 * lam)
         if args.fit:
             row["csc_scan"] = {}
             for lam in FIT_GRID:
-                row["csc_scan"][_lam_key(lam)], _ = _run(data, "csc", lam=lam, mu=37.5 * lam, gamma=37.5 * lam)
+                row["csc_scan"][_lam_key(lam)], _ = _run(data, "csc", volume="3d", lam=lam, mu=37.5 * lam,
+                                                         gamma=37.5 * lam)
         best = max((m for m in row["methods"] if m in PEERS), key=lambda m: row["methods"][m]["psnr"])
         row["best_peer"], row["csc_minus_best"] = best, res["psnr"] - row["methods"][best]["psnr"]
         rows.append(row)
@@ -215,10 +183,11 @@ def main(argv=None):
                 if args.fit else "")
         print(f"[{time.perf_counter() - t0:5.0f} s] {row['label']}: "
               + ", ".join(f"{m} {v['psnr']:.2f}" for m, v in row["methods"].items())
-              + "; csc at " + ", ".join(f"{k} λ {v['psnr']:.2f}" for k, v in row["csc_lam_scan"].items()) + scan,
+              + "; csc-3d at " + ", ".join(f"{k} λ {v['psnr']:.2f}" for k, v in row["csc_lam_scan"].items()) + scan,
               file=sys.stderr, flush=True)
-    methods = [m for m in ("sense", *PEERS, "csc", "csc-per-readout") if m in rows[0]["methods"]]
-    print("\n== 3-D: PSNR dB / SSIM (peers λ-tuned per case; CSC with its defaults and the shipped 3-D dictionary)")
+    methods = [m for m in ("sense", *PEERS, "csc", "csc-3d") if m in rows[0]["methods"]]
+    print("\n== 3-D: PSNR dB / SSIM (peers λ-tuned per case; CSC with its defaults: one 2-D problem per readout "
+          "position; csc-3d: volume='3d', the shipped 3-D dictionary)")
     print(f"{'case':34s}" + "".join(f"{m:>18s}" for m in methods) + f"{'csc-best':>10s}")
     for row in rows:
         print(f"{row['label']:34s}" + "".join(f"{row['methods'][m]['psnr']:>11.2f}/{row['methods'][m]['ssim']:.3f}"
@@ -227,7 +196,8 @@ def main(argv=None):
     print(f"mean csc − best peer {np.mean(d):+.2f} dB, worst {min(d):+.2f} dB")
     times = {m: np.median([r["methods"][m]["time"] for r in rows]) for m in methods}
     print("median time per run (s): " + ", ".join(f"{m} {t:.1f}" for m, t in times.items())
-          + f"; csc / l1wavelet = {times['csc'] / times['l1wavelet']:.2f}")
+          + f"; csc / l1wavelet = {times['csc'] / times['l1wavelet']:.2f}, "
+          f"csc-3d / l1wavelet = {times['csc-3d'] / times['l1wavelet']:.2f}")
     if args.fit:
         for kind, f in fit_rule(rows).items():
             print(f"fitted 3-D rule ({kind}, {f['n']} cases): λ = max({f['slope']:.4g} σ̂, {f['floor']:g}); "
@@ -236,7 +206,7 @@ def main(argv=None):
         for row in rows:
             k, v = max(row["csc_scan"].items(), key=lambda kv: kv[1]["psnr"])
             print(f"  {row['label']}: best λ {k} ({float(k) / row['sigma_hat_scaled']:.2f} σ̂) {v['psnr']:.2f} dB; "
-                  f"default λ {row['methods']['csc']['lam']:.3g} {row['methods']['csc']['psnr']:.2f} dB")
+                  f"default λ {row['methods']['csc-3d']['lam']:.3g} {row['methods']['csc-3d']['psnr']:.2f} dB")
     json_path.parent.mkdir(parents=True, exist_ok=True)
     json_path.write_text(json.dumps({"machine": machine_info(), "source": args.source, "shape": src["shape"],
                                      "rows": rows}, indent=1, default=float))

@@ -354,8 +354,11 @@ CSC_PARAM_HELP = {
     "rho_period": "coder steps between residual-balancing updates of rho",
     "relax": "ADMM over-relaxation factor of the coder (1 = none; 1.8 is the usual choice)",
     "dictionary": "filters: an .npz file (its 'filters', as learn-dict writes) or an .npy array (None: the shipped "
-                  "48 real 11x11 filters, 16 7x7x7 ones for volumes); "
+                  "48 real 11x11 filters, 16 7x7x7 ones for volumes solved as 3-D); "
                   "filters not of unit l2 norm are normalised with a warning, all-zero ones refused",
+    "volume": ("a 3-D volume: 'per-readout' (one 2-D problem per readout position, the 2-D dictionary and rule) "
+               "or '3d' (one 3-D problem, the 7x7x7 dictionary); 'auto': per readout when the mask is the same "
+               "at every readout position"),
     "x0": "initial image (None: the solver's own start); Python API only",
     "callback": "function called after each iteration; Python API only",
 }
@@ -480,10 +483,9 @@ def cmd_recon(args) -> int:
 
     check_centred_kspace(slices[0], str(args.input))  # an image given as k-space: refused, not "reconstructed"
     _check_for_image(spec, params, slices[0].shape[1:], False)  # before ESPIRiT and the solve
-    if slices[0].ndim == 4 and args.method in ("csc", "csc-tv"):  # measured in benchmarks/RESULTS.md section 22
-        _note(f"mri-csc: note: {args.method} on a 3-D volume uses the 3-D dictionary; one 2-D problem per readout "
-              "position (what 'mri-csc batch INPUT --layout volume' runs) gave 2.0-2.5 dB more on the held-out "
-              "benchmark slab with the same coil maps, for about 4.5x the time")
+    if slices[0].ndim == 4 and args.method == "csc-tv":  # measured for csc in benchmarks/RESULTS.md section 22
+        _note("mri-csc: note: csc-tv on a 3-D volume uses the 3-D dictionary; csc (one 2-D problem per readout "
+              "position) gave 2.0-2.5 dB more than 3-D CSC on the held-out benchmark slab, for about 4.5x the time")
     mask = d["mask"]
     retro = _retro_mask(args, k.shape[-2:])
     if retro is not None:
@@ -558,7 +560,8 @@ def cmd_recon(args) -> int:
         images.append(to_numpy(res.image))
         total += res.time
         ran = ran or res.params
-        runs.append((len(res.history), res.params))
+        planes = [r for r in res.extras.get("planes", ()) if r["skipped"] is None]  # csc per readout position
+        runs += [(r["iterations"], {**res.params, **r}) for r in planes] or [(len(res.history), res.params)]
     img = np.stack(images).reshape(tuple(d["lead_shape"]) + images[0].shape) if stacked else images[0]
     crop = tuple(args.crop) if args.crop else d["crop"]
     if crop is not None:
@@ -590,13 +593,21 @@ def cmd_recon(args) -> int:
                   "center_fraction": args.center_fraction, "seed": args.mask_seed,
                   "sampled": float(np.mean(retro != 0))},
               "frames": len(slices) if frames else 1, "output_shape": list(img.shape), "time_s": total}
-    written.append(_write_params(args.out, record, ran, args.force))
     unit = "frame" if frames else "slice"
+    if ran.get("volume") == "per-readout":  # one run per readout position: their iterations and weights
+        record["per_readout"] = [{k: v for k, v in p.items() if k in ("x", "iterations", "lam", "mu", "noise_std")}
+                                 for _, p in runs]
+        unit = "readout position"
+    written.append(_write_params(args.out, record, ran, args.force))
     whitened = ("; prewhitened with the noise scans (intensities are then relative to the noise std; "
                 "--no-prewhiten keeps the file's scale)") if d.get("whitened") else ""
     iterations = _iterations_note(runs, unit, args.method)
-    _note(f"{args.method}: {len(slices)} {unit}(s) in {total:.2f} s of solving{iterations}"
-          f"{whitened}; wrote {', '.join(map(str, written))}")
+    per_readout = {"per-readout": f" as {len(runs)} 2-D problems, one per readout position,",
+                   "3d": " as one 3-D problem each (volume=3d: the mask varies along the readout, a 3-D dictionary "
+                         "was given or asked for, or the 2-D filters do not fit the (nz, ny) planes),"
+                   }.get(ran.get("volume"), "")
+    _note(f"{args.method}: {len(slices)} {'frame' if frames else 'slice'}(s){per_readout} in {total:.2f} s of "
+          f"solving{iterations}{whitened}; wrote {', '.join(map(str, written))}")
     return 0
 
 
@@ -766,7 +777,8 @@ def _recon_noncartesian(args, params, maps_mode=None) -> int:
         images.append(to_numpy(res.image))
         total += res.time
         ran = ran or res.params
-        runs.append((len(res.history), res.params))
+        planes = [r for r in res.extras.get("planes", ()) if r["skipped"] is None]  # csc per readout position
+        runs += [(r["iterations"], {**res.params, **r}) for r in planes] or [(len(res.history), res.params)]
     img = np.stack(images).reshape(lead + images[0].shape) if lead else images[0]
     check_output(img, args.out, args.method)
     written = write_image(args.out, img, overwrite=args.force)

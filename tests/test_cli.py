@@ -491,8 +491,9 @@ def test_simulate_recon_and_eval_a_3d_nifti_phantom(tmp_path):
         check_rc=0)
     np.testing.assert_allclose(nib.load(tmp_path / "r_mag.nii.gz").affine, ref.affine, atol=1e-5)
     p = cli("recon", tmp_path / "d.npz", "--out", tmp_path / "c.npy", "--method", "csc", "--param", "max_iter=2",
-            "--no-pbar", check_rc=0)  # 3-D csc names the per-readout alternative measured in RESULTS section 22
-    assert "one 2-D problem per readout position" in p.stderr and "--layout volume" in p.stderr
+            "--no-pbar", check_rc=0)  # 10 slices: the 11x11 filters do not fit the (nz, ny) planes, so one 3-D problem
+    assert "as one 3-D problem each (volume=3d" in p.stderr
+    assert json.loads((tmp_path / "c_params.json").read_text())["params"]["volume"] == "3d"
     assert "read as one 3-D volume (coils, nz, ny, nx)" in p.stderr  # an .npz says nothing of its axes: said
     cfg = tmp_path / "c.toml"
     cfg.write_text('name = "v"\n[data]\nphantom = "ph.nii.gz"\nshape = [10, 20, 16]\n[coils]\ncount = 3\n'

@@ -397,16 +397,16 @@ def _volume_case():
 
 
 def test_csc_reconstructs_a_volume_with_the_shipped_3d_dictionary():
-    """(coils, nz, ny, nx) k-space: the 3-D dictionary is taken by default and beats SENSE."""
+    """(coils, nz, ny, nx) k-space with volume="3d": the 3-D dictionary, its own rule, and it beats SENSE."""
     from mri_csc.prior.dictionary import load_default_dictionary
 
     d3 = load_default_dictionary(ndim=3)
     assert d3.ndim == 4 and d3.shape[1:] == (7, 7, 7)
     assert np.allclose(np.linalg.norm(d3.reshape(len(d3), -1), axis=1), 1, atol=1e-4)
     kspace, maps, mask, mag, support = _volume_case()
-    csc = mri_csc.reconstruct(kspace, maps, mask=mask, method="csc", max_iter=40)
+    csc = mri_csc.reconstruct(kspace, maps, mask=mask, method="csc", max_iter=40, volume="3d")
     sense = mri_csc.reconstruct(kspace, maps, mask=mask, method="sense")
-    assert csc.image.shape == mag.shape
+    assert csc.image.shape == mag.shape and csc.params["volume"] == "3d"
     assert csc.params["adapt_dictionary"] == ADAPT_EVERY and csc.extras["dictionary"].shape == d3.shape  # blind
     # the 2-D rule for the phase window is not applied to volumes: 24, clipped to the 12 slices (as the window was)
     assert csc.params["phase_width"] == (12, 24, 24)
@@ -417,8 +417,49 @@ def test_csc_reconstructs_a_volume_with_the_shipped_3d_dictionary():
     p_csc = psnr(mag, np.abs(csc.image), mask=support)
     p_sense = psnr(mag, np.abs(sense.image), mask=support)
     assert p_csc > p_sense + 1.0, (p_csc, p_sense)
-    with pytest.raises(ValueError, match="2-D"):  # a 2-D dictionary on a volume is refused by name
-        mri_csc.reconstruct(kspace, maps, mask=mask, method="csc", dictionary=load_default_dictionary())
+    # a 3-D dictionary asks for the 3-D solve under volume="auto"
+    given = mri_csc.reconstruct(kspace, maps, mask=mask, method="csc", max_iter=2, dictionary=d3)
+    assert given.params["volume"] == "3d"
+
+
+def test_csc_on_a_volume_is_one_2d_problem_per_readout_position():
+    """volume="auto" on a volume whose mask is the same at every readout position: one 2-D CSC problem per x
+    after the readout iFFT, each exactly what reconstruct gives that plane alone (its own scale, noise
+    estimate and rule), and better than SENSE; a mask varying along the readout keeps the 3-D solve, and
+    asking for planes on it is refused by name."""
+    from mri_csc.backend import ifftc
+    from mri_csc.prior.dictionary import load_default_dictionary
+
+    kspace, maps, mask, mag, support = _volume_case()
+    r = mri_csc.reconstruct(kspace, maps, mask=mask, method="csc", max_iter=15)
+    assert r.params["volume"] == "per-readout" and r.params["lam"] == "auto"  # each plane resolves its own
+    planes = r.extras["planes"]
+    assert [p["x"] for p in planes] == list(range(40)) and "dictionary" not in r.extras
+    hybrid = ifftc(kspace, axes=(-1,))
+    m2 = np.broadcast_to(mask, kspace.shape[1:])[..., 0]
+    for x in (5, 20):  # the same solve as the plane on its own, in the units of the input data
+        alone = mri_csc.reconstruct(np.ascontiguousarray(hybrid[..., x]), np.ascontiguousarray(maps[..., x]),
+                                    mask=m2, method="csc", max_iter=15, check_maps=False)
+        got = np.asarray(r.image)[..., x]
+        assert np.linalg.norm(got - alone.image) <= 1e-4 * np.linalg.norm(alone.image)
+        assert planes[x]["skipped"] is None and planes[x]["lam"] == pytest.approx(alone.params["lam"])
+        assert planes[x]["noise_std"] == pytest.approx(alone.params["noise_std"], rel=1e-5)
+        assert planes[x]["iterations"] == len(alone.history)
+    assert {h["plane"] for h in r.history} == set(range(40))
+    sense = mri_csc.reconstruct(kspace, maps, mask=mask, method="sense")
+    assert psnr(mag, np.abs(r.image), mask=support) > psnr(mag, np.abs(sense.image), mask=support) + 1.0
+    # a 2-D dictionary asks for planes; with a mask varying along the readout that is refused, naming it
+    ragged = np.broadcast_to(mask, kspace.shape[1:]).copy()
+    ragged[..., ::2] = ragged[..., ::2][::-1]
+    with pytest.raises(ValueError, match="every readout position"):
+        mri_csc.reconstruct(kspace * ragged, maps, mask=ragged, method="csc", dictionary=load_default_dictionary())
+    with pytest.raises(ValueError, match="every readout position"):
+        mri_csc.reconstruct(kspace * ragged, maps, mask=ragged, method="csc", volume="per-readout")
+    assert mri_csc.reconstruct(kspace * ragged, maps, mask=ragged, method="csc",
+                               max_iter=2).params["volume"] == "3d"
+    with pytest.raises(ValueError, match="3-D Cartesian volume"):  # planes of a 2-D image: nothing to split
+        mri_csc.reconstruct(kspace[:, 0], maps[:, 0], mask=np.broadcast_to(mask, kspace.shape[1:])[0],
+                            method="csc", volume="per-readout")
 
 
 def test_a_lam_above_every_coefficient_is_no_divergence(caplog):

@@ -1,0 +1,93 @@
+r"""A 3-D Cartesian problem as one 2-D problem per readout position.
+
+When the sampling pattern of a volume is the same at every readout position :math:`k_x` (the readout
+fully sampled, the undersampling over the phase-encoding plane :math:`(k_z, k_y)`, as 3-D Cartesian
+scans acquire it), the inverse FFT along the readout separates the data term exactly:
+
+.. math::
+
+    \|M F_{zyx} S u - y\|_2^2 = \sum_x \|M_{zy} F_{zy} S_{\cdot,x}\, u_{\cdot,x} - (F_x^{-1} y)_{\cdot,x}\|_2^2,
+
+with :math:`M = M_{zy} \otimes 1_x` and :math:`F_x` unitary. A prior that is a sum over readout positions of
+2-D priors on the :math:`(z, y)` planes then splits the problem into ``nx`` independent 2-D problems
+``(coils, nz, ny)`` (each with its own data scale and noise estimate, as :func:`mri_csc.reconstruct` would
+give a 2-D slice). ``mri-csc batch --layout volume`` runs the same split as one task per plane; this module
+runs it inside one call (:func:`solve_per_readout`).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from tqdm.auto import tqdm
+
+from ..backend import ifftc
+from .problem import ReconProblem, make_problem
+
+__all__ = ["readout_separable", "solve_per_readout"]
+
+log = logging.getLogger(__name__)
+
+
+def readout_separable(problem: ReconProblem) -> bool:
+    """True for a 3-D Cartesian problem whose mask is the same at every readout position (the last axis)."""
+    if problem.ndim != 3 or getattr(problem, "trajectory", None) is not None or problem.mask is None:
+        return False
+    m = problem.xp.broadcast_to(problem.mask, problem.image_shape)
+    return bool((m == m[..., :1]).all())
+
+
+def solve_per_readout(problem: ReconProblem, solve_plane, *, x0=None, noise_std="auto", show_pbar: bool = False,
+                      desc: str = "csc"):
+    """Solve a readout-separable 3-D problem as ``nx`` 2-D problems (see the module docstring).
+
+    Parameters
+    ----------
+    problem : ReconProblem
+        3-D Cartesian, :func:`readout_separable`.
+    solve_plane : callable
+        ``solve_plane(plane, x0=..., noise_std=...) -> (image, history, params)``: one 2-D problem's solve,
+        returning its image in the plane's scaled units (as a method function does) and the parameters it
+        resolved.
+    x0 : array ``(nz, ny, nx)`` or None
+        Initial image in the units of the input data (as :func:`mri_csc.reconstruct` takes it).
+    noise_std : float or "auto"
+        The noise standard deviation in the units of the input k-space (the readout FFT is unitary, so it
+        is each plane's too), or ``"auto"``: each plane estimates its own.
+
+    Returns
+    -------
+    image : array ``(nz, ny, nx)``
+        In the problem's scaled units; zero on planes where every coil map, or every sample, is zero.
+    history : list of dict
+        Every plane's records, each with its ``"plane"`` (the readout index ``x``).
+    planes : list of dict
+        One record per readout position: ``x``, ``skipped`` (a reason, or None) and the resolved parameters
+        and iteration count of the plane's solve.
+    """
+    xp = problem.xp
+    hybrid = ifftc(problem.kspace, axes=(-1,))  # (coils, nz, ny, nx): kz, ky, x
+    mask = xp.ascontiguousarray(xp.broadcast_to(problem.mask, problem.image_shape)[..., 0])
+    if x0 is not None:  # to the problem's scaled units, each plane's input units
+        x0 = x0 * (problem.maps_gain / problem.scale)
+    if noise_std != "auto":
+        noise_std = float(noise_std) / problem.scale
+    image = xp.zeros(problem.image_shape, dtype=problem.kspace.dtype)
+    history, planes = [], []
+    nx = problem.image_shape[-1]
+    for x in tqdm(range(nx), desc=f"{desc} per readout", disable=not show_pbar, leave=False):
+        maps = xp.ascontiguousarray(problem.maps[..., x])
+        k = xp.ascontiguousarray(hybrid[..., x])
+        if not bool(xp.any(maps != 0)) or not bool(xp.any(k != 0)):
+            planes.append({"x": x, "skipped": "no coil map energy" if not bool(xp.any(maps != 0)) else "no data"})
+            continue
+        plane = make_problem(k, maps, mask, device=problem.device, scale=True, check_maps=False)
+        start = None if x0 is None else xp.ascontiguousarray(x0[..., x])
+        plane_image, plane_history, params = solve_plane(plane, x0=start, noise_std=noise_std)
+        image[..., x] = plane_image * plane_image.real.dtype.type(plane.scale / plane.maps_gain)
+        history += [{**h, "plane": x} for h in plane_history]
+        planes.append({"x": x, "skipped": None, "iterations": len(plane_history), **params})
+    if not any(p["skipped"] is None for p in planes):
+        log.warning("%s per readout: every readout position was skipped (no coil map energy or no data): the "
+                    "image is zero", desc)
+    return image, history, planes
