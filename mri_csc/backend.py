@@ -11,8 +11,10 @@ CuPy is imported lazily and only here. "CuPy imports" is not taken to mean
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -32,11 +34,13 @@ __all__ = [
     "ifftc",
     "fft_workers",
     "set_fft_workers",
+    "thread_fft_workers",
     "fftn_ortho",
     "ifftn_ortho",
 ]
 
 _FFT_WORKERS: int | None = None
+_THREAD = threading.local()  # a thread's own limit (thread_fft_workers), above the global one
 
 
 @functools.lru_cache(maxsize=1)
@@ -160,11 +164,15 @@ def to_numpy(a: Any) -> np.ndarray:
 
 
 def fft_workers() -> int:
-    """CPU threads for the FFT-bound work (env ``MRI_CSC_FFT_WORKERS``, else all usable cores).
+    """CPU threads for the FFT-bound work (this thread's :func:`thread_fft_workers` limit, else
+    :func:`set_fft_workers`'s, else env ``MRI_CSC_FFT_WORKERS``, else all usable cores).
 
     ``scipy.fft`` runs with this many workers, and the sparse coder shares its blocked
     sweep among this many threads (:class:`mri_csc.prior.sparse_coding.ConvSparseCoder`).
     """
+    own = getattr(_THREAD, "workers", None)
+    if own is not None:
+        return own
     if _FFT_WORKERS is not None:
         return _FFT_WORKERS
     env = os.environ.get("MRI_CSC_FFT_WORKERS")
@@ -179,6 +187,20 @@ def set_fft_workers(n: int | None) -> None:
     if n is not None and int(n) < 1:
         raise ValueError(f"fft workers must be >= 1; got {n}")
     _FFT_WORKERS = None if n is None else int(n)
+
+
+@contextlib.contextmanager
+def thread_fft_workers(n: int):
+    """Within the block, :func:`fft_workers` is ``n`` in this thread only (other threads keep theirs): for
+    the workers of a pool that already shares the cores among independent problems."""
+    if int(n) < 1:
+        raise ValueError(f"fft workers must be >= 1; got {n}")
+    before = getattr(_THREAD, "workers", None)
+    _THREAD.workers = int(n)
+    try:
+        yield
+    finally:
+        _THREAD.workers = before
 
 
 def _fft_module(x):

@@ -53,6 +53,40 @@ def test_fft_workers_setting():
         backend.set_fft_workers(0)
 
 
+def test_thread_fft_workers_limits_only_its_own_thread():
+    """A pool's worker takes one FFT thread while the caller (and other threads) keep theirs, and the limit is
+    undone on leaving the block, also after an error."""
+    import threading
+
+    backend.set_fft_workers(3)
+    try:
+        seen = {}
+        inside = threading.Event()
+        release = threading.Event()
+
+        def worker():
+            with backend.thread_fft_workers(1):
+                seen["worker"] = backend.fft_workers()
+                inside.set()
+                release.wait(5)
+
+        t = threading.Thread(target=worker)
+        t.start()
+        inside.wait(5)
+        seen["caller"] = backend.fft_workers()  # while the worker is inside its block
+        release.set()
+        t.join()
+        assert seen == {"worker": 1, "caller": 3}
+        with pytest.raises(RuntimeError), backend.thread_fft_workers(2):
+            assert backend.fft_workers() == 2
+            raise RuntimeError
+        assert backend.fft_workers() == 3
+        with pytest.raises(ValueError, match=">= 1"), backend.thread_fft_workers(0):
+            pass
+    finally:
+        backend.set_fft_workers(None)
+
+
 @pytest.mark.gpu
 def test_numpy_cupy_mix_raises():
     import cupy as cp
