@@ -522,7 +522,9 @@ def csc_per_readout(problem: ReconProblem, p: dict, *, show_pbar: bool = False):
     ``lam``, ``mu``, ``gamma``, ``noise_std`` (in the units of the input k-space), ``phase_width``,
     ``imag_codes``, ``adapt_dictionary``). Each plane adapts its own copy of the dictionary (blind CSC), so
     there is no single ``extras["dictionary"]``. Codes that are all zero on every plane are warned about
-    once; on some planes (those outside the object, as expected) they are logged.
+    once; on some planes (those outside the object, as expected) they are logged. A ``callback`` is called
+    in each plane's solve with that plane's iterate, from the worker threads on the CPU (several planes at
+    once), so it must be thread-safe.
     """
     def solve_plane(plane, x0, noise_std):
         q = resolve_params(plane, {**p, "x0": x0, "noise_std": noise_std, "volume": "auto"})
