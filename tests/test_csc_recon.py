@@ -576,3 +576,16 @@ def test_dictionary_files_npz_and_npy_read_and_others_refused_by_name(poisson_ca
         mri_csc.reconstruct(ds.kspace, ds.maps, dictionary=str(tmp_path / "other.npz"), **kw)
     with pytest.raises(ValueError, match=r"notes\.npy'.*not a NumPy"):
         mri_csc.reconstruct(ds.kspace, ds.maps, dictionary=str(tmp_path / "notes.npy"), **kw)
+
+
+def test_csc_per_readout_with_lam_and_mu_given_needs_no_noise_estimate():
+    """lam and mu both given: no plane estimates its noise, so each plane's noise_std stays "auto" (it used to
+    be converted with float("auto") in a plane's thread and the whole reconstruction failed)."""
+    ds = make_dataset("brain", shape=(12, 24, 16), n_coils=3, seed=1)
+    r = mri_csc.reconstruct(ds.kspace, ds.maps, mask=ds.mask, method="csc", max_iter=1, lam=0.01, mu=0.3)
+    assert r.params["volume"] == "per-readout"
+    solved = [p for p in r.extras["planes"] if p["skipped"] is None]
+    assert solved and all(p["lam"] == 0.01 and p["mu"] == 0.3 and p["noise_std"] == "auto" for p in solved)
+    given = mri_csc.reconstruct(ds.kspace, ds.maps, mask=ds.mask, method="csc", max_iter=1, lam=0.01, mu=0.3,
+                                noise_std=0.02)  # a figure given is still recorded, in the input's units
+    assert all(p["noise_std"] == pytest.approx(0.02) for p in given.extras["planes"] if p["skipped"] is None)
