@@ -589,3 +589,20 @@ def test_csc_per_readout_with_lam_and_mu_given_needs_no_noise_estimate():
     given = mri_csc.reconstruct(ds.kspace, ds.maps, mask=ds.mask, method="csc", max_iter=1, lam=0.01, mu=0.3,
                                 noise_std=0.02)  # a figure given is still recorded, in the input's units
     assert all(p["noise_std"] == pytest.approx(0.02) for p in given.extras["planes"] if p["skipped"] is None)
+
+
+def test_csc_per_readout_reads_and_normalises_a_given_dictionary_once(tmp_path, caplog):
+    """A 2-D dictionary file of filters not of unit norm on a volume solved per readout position: read and
+    normalised once, with one warning (each plane used to read the file and warn again: nx warnings)."""
+    import logging
+
+    from mri_csc.prior.dictionary import load_default_dictionary
+
+    ds = make_dataset("brain", shape=(12, 24, 8), n_coils=3, accel=2, calib=(8, 8), seed=1)
+    filters = load_default_dictionary()[:6, 3:8, 3:8]  # cut from unit-norm filters: norms below 1
+    np.save(tmp_path / "d.npy", filters)
+    with caplog.at_level(logging.WARNING):
+        r = mri_csc.reconstruct(ds.kspace, ds.maps, mask=ds.mask, method="csc", max_iter=1,
+                                dictionary=tmp_path / "d.npy")
+    assert r.params["volume"] == "per-readout" and sum(p["skipped"] is None for p in r.extras["planes"]) > 1
+    assert sum("filters have an l2 norm outside" in m for m in caplog.messages) == 1, caplog.messages

@@ -525,6 +525,10 @@ def csc_per_readout(problem: ReconProblem, p: dict, *, show_pbar: bool = False):
     there is no single ``extras["dictionary"]``. Codes that are all zero on every plane are warned about
     once; on some planes (those outside the object, as expected) they are logged.
     """
+    if p["dictionary"] is not None:  # read, checked and normalised once (its warning given once), not per plane
+        filters = to_numpy(_load_dictionary(p["dictionary"], tuple(problem.image_shape[:2])))
+        p = {**p, "dictionary": check_dictionary(filters.astype(np.float32, copy=False), "dictionary")}
+
     def solve_plane(plane, x0, noise_std):
         q = resolve_params(plane, {**p, "x0": x0, "noise_std": noise_std, "volume": "auto"})
         image, history, _ = run_csc(plane, q, desc="csc plane", warn_zero_codes=False)
