@@ -606,3 +606,16 @@ def test_csc_per_readout_reads_and_normalises_a_given_dictionary_once(tmp_path, 
                                 dictionary=tmp_path / "d.npy")
     assert r.params["volume"] == "per-readout" and sum(p["skipped"] is None for p in r.extras["planes"]) > 1
     assert sum("filters have an l2 norm outside" in m for m in caplog.messages) == 1, caplog.messages
+
+
+def test_csc_per_readout_names_a_gamma_without_phase_once(caplog):
+    """gamma given with phase=False on a volume solved per readout position: one warning, gamma 0.0 on every
+    plane (each plane used to warn again: nx identical warnings)."""
+    import logging
+
+    ds = make_dataset("brain", shape=(12, 24, 8), n_coils=3, accel=2, calib=(8, 8), seed=1)
+    with caplog.at_level(logging.WARNING):
+        r = mri_csc.reconstruct(ds.kspace, ds.maps, mask=ds.mask, method="csc", max_iter=1, phase=False, gamma=0.5)
+    solved = [p for p in r.extras["planes"] if p["skipped"] is None]
+    assert r.params["volume"] == "per-readout" and len(solved) > 1 and all(p["gamma"] == 0.0 for p in solved)
+    assert sum("has no effect with phase=False" in m for m in caplog.messages) == 1, caplog.messages
