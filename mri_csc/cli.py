@@ -609,6 +609,8 @@ def cmd_recon(args) -> int:
                    "3d": " as one 3-D problem each (volume=3d: the mask varies along the readout, a 3-D dictionary "
                          "was given or asked for, or the 2-D filters do not fit the (nz, ny) planes),"
                    }.get(ran.get("volume"), "")
+    if args.method != "csc" and ran.get("volume") == "3d":  # csc-tv: always one 3-D problem (the note above)
+        per_readout = " as one 3-D problem each,"
     _note(f"{args.method}: {len(slices)} {'frame' if frames else 'slice'}(s){per_readout} in {total:.2f} s of "
           f"solving{iterations}{whitened}; wrote {', '.join(map(str, written))}")
     return 0

@@ -521,3 +521,6 @@ def test_recon_per_readout_record_names_the_frame_of_each_readout_position(tmp_p
     assert "2 frame(s) as 16 2-D problems, one per readout position" in p.stderr
     per = json.loads((tmp_path / "x_params.json").read_text())["per_readout"]
     assert [(r["frame"], r["x"]) for r in per] == [(f, x) for f in range(2) for x in range(8)]
+    p = cli("recon", tmp_path / "k.cfl", "--maps", tmp_path / "maps.npy", "--out", tmp_path / "t.npy",
+            "--method", "csc-tv", "--param", "max_iter=1", "--no-pbar", check_rc=0)  # csc-tv: one 3-D problem
+    assert "2 frame(s) as one 3-D problem each, in" in p.stderr and "mask varies" not in p.stderr
