@@ -553,7 +553,8 @@ def cmd_recon(args) -> int:
     images, total, ran, runs = [], 0.0, None, []
     bar = tqdm(list(zip(slices, maps_list, masks, strict=True)), desc=args.method,
                unit="frame" if "frame" in d["lead_axes"] else "slice", disable=args.no_pbar or len(slices) == 1)
-    for s, m, mk in bar:
+    lead = "frame" if "frame" in d["lead_axes"] else "slice"  # names each volume's planes in per_readout
+    for i, (s, m, mk) in enumerate(bar):
         res = _reconstruct_file(args.input, s, m, mask=mk, method=args.method, device=args.device, maps_path=args.maps,
                                 show_pbar=not args.no_pbar and len(slices) == 1, check_maps=not estimated,
                                 compress_coils=args.compress_coils, precision=args.precision, **params)
@@ -561,7 +562,8 @@ def cmd_recon(args) -> int:
         total += res.time
         ran = ran or res.params
         planes = [r for r in res.extras.get("planes", ()) if r["skipped"] is None]  # csc per readout position
-        runs += [(r["iterations"], {**res.params, **r}) for r in planes] or [(len(res.history), res.params)]
+        at = {lead: i} if len(slices) > 1 else {}  # several volumes: which one each readout position is of
+        runs += [(r["iterations"], {**res.params, **r, **at}) for r in planes] or [(len(res.history), res.params)]
     img = np.stack(images).reshape(tuple(d["lead_shape"]) + images[0].shape) if stacked else images[0]
     crop = tuple(args.crop) if args.crop else d["crop"]
     if crop is not None:
@@ -595,7 +597,8 @@ def cmd_recon(args) -> int:
               "frames": len(slices) if frames else 1, "output_shape": list(img.shape), "time_s": total}
     unit = "frame" if frames else "slice"
     if ran.get("volume") == "per-readout":  # one run per readout position: their iterations and weights
-        record["per_readout"] = [{k: v for k, v in p.items() if k in ("x", "iterations", "lam", "mu", "noise_std")}
+        record["per_readout"] = [{k: v for k, v in p.items()
+                                  if k in ("frame", "slice", "x", "iterations", "lam", "mu", "noise_std")}
                                  for _, p in runs]
         unit = "readout position"
     written.append(_write_params(args.out, record, ran, args.force))
@@ -606,6 +609,8 @@ def cmd_recon(args) -> int:
                    "3d": " as one 3-D problem each (volume=3d: the mask varies along the readout, a 3-D dictionary "
                          "was given or asked for, or the 2-D filters do not fit the (nz, ny) planes),"
                    }.get(ran.get("volume"), "")
+    if args.method != "csc" and ran.get("volume") == "3d":  # csc-tv: always one 3-D problem (the note above)
+        per_readout = " as one 3-D problem each,"
     _note(f"{args.method}: {len(slices)} {'frame' if frames else 'slice'}(s){per_readout} in {total:.2f} s of "
           f"solving{iterations}{whitened}; wrote {', '.join(map(str, written))}")
     return 0

@@ -503,3 +503,24 @@ def test_simulate_recon_and_eval_a_3d_nifti_phantom(tmp_path):
     ref = np.load(tmp_path / "run" / "recon" / "reference.npy")
     assert ref.shape == np.load(tmp_path / "run" / "recon" / "sense.npy").shape == (10, 20, 16)
     assert not np.abs(ref[0]).any() and all(np.isfinite(r["psnr"]) for r in rows.values())
+
+
+def test_recon_per_readout_record_names_the_frame_of_each_readout_position(tmp_path):
+    """A BART 3-D volume with two frames (dim 10) solved per readout position: <out>_params.json's
+    per_readout holds every frame's planes, each naming its frame (x alone repeats from frame to frame)."""
+    from mri_csc.io.cfl import write_cfl
+    from mri_csc.sim import make_dataset
+
+    ds = make_dataset("brain", shape=(12, 20, 8), n_coils=3, accel=2, calib=(8, 8), seed=2)
+    k = np.stack([ds.kspace, 1.5 * ds.kspace])  # (frames, coils, nz, ny, nx)
+    bart = np.moveaxis(k, 0, -1).transpose(3, 2, 1, 0, 4)  # (x, y, z, coils, frames)
+    write_cfl(tmp_path / "k", bart.reshape(bart.shape[:4] + (1,) * 6 + bart.shape[4:]))
+    np.save(tmp_path / "maps.npy", ds.maps)
+    p = cli("recon", tmp_path / "k.cfl", "--maps", tmp_path / "maps.npy", "--out", tmp_path / "x.npy",
+            "--param", "max_iter=1", "--no-pbar", check_rc=0)
+    assert "2 frame(s) as 16 2-D problems, one per readout position" in p.stderr
+    per = json.loads((tmp_path / "x_params.json").read_text())["per_readout"]
+    assert [(r["frame"], r["x"]) for r in per] == [(f, x) for f in range(2) for x in range(8)]
+    p = cli("recon", tmp_path / "k.cfl", "--maps", tmp_path / "maps.npy", "--out", tmp_path / "t.npy",
+            "--method", "csc-tv", "--param", "max_iter=1", "--no-pbar", check_rc=0)  # csc-tv: one 3-D problem
+    assert "2 frame(s) as one 3-D problem each, in" in p.stderr and "mask varies" not in p.stderr

@@ -132,3 +132,22 @@ def test_bcd_solver_keeps_two_extra_priors_of_one_class_apart(shepp):
     assert h["tv_2"] == pytest.approx(5 * h["tv"])
     terms = ("data_fidelity", "coupling", "l1", "phase", "tv", "tv_2")
     assert h["objective"] == pytest.approx(sum(h[k] for k in terms))
+
+
+def test_csc_tv_solves_a_readout_separable_volume_as_one_3d_problem():
+    """csc's volume="auto" splits a volume whose mask is the same at every readout position into 2-D planes;
+    csc-tv (fitted as one 3-D problem) must not inherit that: it used to resolve no weight at all and fail
+    with a TypeError ("auto" times CSC_FACTOR). Per readout position is refused by name, and so is a 2-D
+    dictionary on the volume, before any solving."""
+    from mri_csc.prior.dictionary import load_default_dictionary
+
+    ds = make_dataset("brain", shape=(12, 24, 16), n_coils=3, seed=1)
+    m = np.broadcast_to(ds.mask, ds.kspace.shape[1:])
+    assert (m == m[..., :1]).all()  # the readout is fully sampled: csc would go per readout position
+    assert _recon(ds, "csc", max_iter=1).params["volume"] == "per-readout"
+    p = _recon(ds, "csc-tv", max_iter=1).params
+    assert p["volume"] == "3d" and all(isinstance(p[k], float) for k in ("lam", "mu", "lam2", "rho2"))
+    with pytest.raises(ValueError, match="volume"):
+        _recon(ds, "csc-tv", max_iter=1, volume="per-readout")
+    with pytest.raises(ValueError, match="2-D"):
+        _recon(ds, "csc-tv", max_iter=1, dictionary=load_default_dictionary())

@@ -576,3 +576,46 @@ def test_dictionary_files_npz_and_npy_read_and_others_refused_by_name(poisson_ca
         mri_csc.reconstruct(ds.kspace, ds.maps, dictionary=str(tmp_path / "other.npz"), **kw)
     with pytest.raises(ValueError, match=r"notes\.npy'.*not a NumPy"):
         mri_csc.reconstruct(ds.kspace, ds.maps, dictionary=str(tmp_path / "notes.npy"), **kw)
+
+
+def test_csc_per_readout_with_lam_and_mu_given_needs_no_noise_estimate():
+    """lam and mu both given: no plane estimates its noise, so each plane's noise_std stays "auto" (it used to
+    be converted with float("auto") in a plane's thread and the whole reconstruction failed)."""
+    ds = make_dataset("brain", shape=(12, 24, 16), n_coils=3, seed=1)
+    r = mri_csc.reconstruct(ds.kspace, ds.maps, mask=ds.mask, method="csc", max_iter=1, lam=0.01, mu=0.3)
+    assert r.params["volume"] == "per-readout"
+    solved = [p for p in r.extras["planes"] if p["skipped"] is None]
+    assert solved and all(p["lam"] == 0.01 and p["mu"] == 0.3 and p["noise_std"] == "auto" for p in solved)
+    given = mri_csc.reconstruct(ds.kspace, ds.maps, mask=ds.mask, method="csc", max_iter=1, lam=0.01, mu=0.3,
+                                noise_std=0.02)  # a figure given is still recorded, in the input's units
+    assert all(p["noise_std"] == pytest.approx(0.02) for p in given.extras["planes"] if p["skipped"] is None)
+
+
+def test_csc_per_readout_reads_and_normalises_a_given_dictionary_once(tmp_path, caplog):
+    """A 2-D dictionary file of filters not of unit norm on a volume solved per readout position: read and
+    normalised once, with one warning (each plane used to read the file and warn again: nx warnings)."""
+    import logging
+
+    from mri_csc.prior.dictionary import load_default_dictionary
+
+    ds = make_dataset("brain", shape=(12, 24, 8), n_coils=3, accel=2, calib=(8, 8), seed=1)
+    filters = load_default_dictionary()[:6, 3:8, 3:8]  # cut from unit-norm filters: norms below 1
+    np.save(tmp_path / "d.npy", filters)
+    with caplog.at_level(logging.WARNING):
+        r = mri_csc.reconstruct(ds.kspace, ds.maps, mask=ds.mask, method="csc", max_iter=1,
+                                dictionary=tmp_path / "d.npy")
+    assert r.params["volume"] == "per-readout" and sum(p["skipped"] is None for p in r.extras["planes"]) > 1
+    assert sum("filters have an l2 norm outside" in m for m in caplog.messages) == 1, caplog.messages
+
+
+def test_csc_per_readout_names_a_gamma_without_phase_once(caplog):
+    """gamma given with phase=False on a volume solved per readout position: one warning, gamma 0.0 on every
+    plane (each plane used to warn again: nx identical warnings)."""
+    import logging
+
+    ds = make_dataset("brain", shape=(12, 24, 8), n_coils=3, accel=2, calib=(8, 8), seed=1)
+    with caplog.at_level(logging.WARNING):
+        r = mri_csc.reconstruct(ds.kspace, ds.maps, mask=ds.mask, method="csc", max_iter=1, phase=False, gamma=0.5)
+    solved = [p for p in r.extras["planes"] if p["skipped"] is None]
+    assert r.params["volume"] == "per-readout" and len(solved) > 1 and all(p["gamma"] == 0.0 for p in solved)
+    assert sum("has no effect with phase=False" in m for m in caplog.messages) == 1, caplog.messages

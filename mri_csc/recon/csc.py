@@ -519,18 +519,26 @@ def csc_per_readout(problem: ReconProblem, p: dict, *, show_pbar: bool = False):
 
     Returns ``(image, history, extras)``: ``history`` every plane's records with its ``"plane"``;
     ``extras["planes"]`` one record per readout position (``x``, ``skipped``, ``iterations`` and the resolved
-    ``lam``, ``mu``, ``gamma``, ``noise_std`` (in the units of the input k-space), ``phase_width``,
+    ``lam``, ``mu``, ``gamma``, ``noise_std`` (in the units of the input k-space; ``"auto"`` when ``lam`` and ``mu`` are both given,
+    as no estimate is then made), ``phase_width``,
     ``imag_codes``, ``adapt_dictionary``). Each plane adapts its own copy of the dictionary (blind CSC), so
     there is no single ``extras["dictionary"]``. Codes that are all zero on every plane are warned about
     once; on some planes (those outside the object, as expected) they are logged. A ``callback`` is called
     in each plane's solve with that plane's iterate, from the worker threads on the CPU (several planes at
     once), so it must be thread-safe.
     """
+    if p["dictionary"] is not None:  # read, checked and normalised once (its warning given once), not per plane
+        filters = to_numpy(_load_dictionary(p["dictionary"], tuple(problem.image_shape[:2])))
+        p = {**p, "dictionary": check_dictionary(filters.astype(np.float32, copy=False), "dictionary")}
+    if p["phase"] is False and p["gamma"] != "auto":  # a gamma with no phase term: named once, 0.0 on every plane
+        p = {**p, "gamma": gamma_in_use(p["gamma"], False)}
+
     def solve_plane(plane, x0, noise_std):
         q = resolve_params(plane, {**p, "x0": x0, "noise_std": noise_std, "volume": "auto"})
         image, history, _ = run_csc(plane, q, desc="csc plane", warn_zero_codes=False)
         record = {k: q[k] for k in _PLANE_KEYS}
-        record["noise_std"] = float(q["noise_std"]) * problem.scale  # the plane's input units are the scaled data's
+        if q["noise_std"] != "auto":  # "auto" when lam and mu are given: no estimate was needed
+            record["noise_std"] = float(q["noise_std"]) * problem.scale  # the plane's input units are the scaled data's
         return image, history, record
 
     x0 = None if p["x0"] is None else to_device(p["x0"], problem.device)

@@ -78,6 +78,8 @@ SCHEMA = {
     "lam2": Param("auto", lo=0, **_AUTO),
     "rho2": Param("auto", lo=0, lo_open=True, **_AUTO),
     "tv_iter": Param(3, "int", lo=1),
+    # csc-tv solves a volume as one 3-D problem (its weights were fitted so); "per-readout" is csc's alone
+    "volume": Param("auto", "choice", choices=("3d",), also=("auto",)),
 }
 
 
@@ -104,7 +106,8 @@ def resolve_hybrid(problem: ReconProblem, params: dict) -> dict:
     """The csc parameters resolved by :func:`~mri_csc.recon.csc.resolve_params` (times
     :data:`CSC_FACTOR` where they were ``"auto"``), then ``lam2`` and ``rho2`` (idempotent)."""
     auto = {k for k in ("lam", "mu", "gamma") if params.get(k) == "auto"}
-    out = resolve_params(problem, dict(params), rules=RULE_V4)
+    out = resolve_params(problem, _one_volume(params, problem.ndim, getattr(problem, "trajectory", None) is not None),
+                         rules=RULE_V4)
     lam_rule = out["lam"]
     lines = problem.mask is not None and is_line_mask(problem.mask)
     for k in auto:
@@ -122,6 +125,19 @@ def resolve_hybrid(problem: ReconProblem, params: dict) -> dict:
     return out
 
 
+def _one_volume(params: dict, ndim: int, noncartesian: bool) -> dict:
+    """``params`` with ``volume="3d"`` on a 3-D Cartesian image: csc-tv never splits a volume into readout
+    planes (csc's ``volume="auto"`` would, and leave every weight to the planes)."""
+    if ndim == 3 and not noncartesian and params.get("volume", "auto") == "auto":
+        return {**params, "volume": "3d"}
+    return dict(params)
+
+
+def check_image_hybrid(params: dict, image_shape, noncartesian: bool = False) -> None:
+    """:func:`~mri_csc.recon.csc.check_image_params` for a volume solved as one 3-D problem."""
+    check_image_params(_one_volume(params, len(tuple(image_shape)), noncartesian), image_shape, noncartesian)
+
+
 def csc_tv(problem: ReconProblem, *, show_pbar: bool = False, **params):
     """``"csc-tv"``: the CSC prior plus isotropic TV (module docstring); returns ``(image, history, extras)``."""
     p = resolve_hybrid(problem, params)
@@ -130,4 +146,4 @@ def csc_tv(problem: ReconProblem, *, show_pbar: bool = False, **params):
 
 
 register_method("csc-tv", csc_tv, SCHEMA, "CSC prior plus isotropic total variation (hybrid)",
-                resolve=resolve_hybrid, check_image=check_image_params)
+                resolve=resolve_hybrid, check_image=check_image_hybrid)
