@@ -35,7 +35,9 @@ class ReconResult:
         ``"auto"`` values resolved (e.g. CSC's ``lam``, ``mu``, ``gamma``,
         ``imag_codes``), and :func:`reconstruct`'s own ``scale`` (the factor used,
         a float), ``compress_coils`` and ``precision``, so that
-        ``reconstruct(kspace, coil_maps, mask=mask, method=method, **params)`` repeats the run.
+        ``reconstruct(kspace, coil_maps, mask=mask, method=method, **params)`` repeats the run. ``csc`` on a
+        volume solved per readout position (``params["volume"] == "per-readout"``) keeps the data-dependent
+        values ``"auto"`` here: each plane resolves its own, recorded in ``extras["planes"]``.
     scale : float
         The data scale the k-space was divided by before solving.
     time : float
@@ -43,8 +45,9 @@ class ReconResult:
     device : str
     extras : dict
         What a method returns besides the image (``csc`` and ``csc-tv``: the dictionary in use after
-        blind CSC, ``"dictionary"``, absent when ``adapt_dictionary`` resolves to 0); empty for methods
-        with nothing else.
+        blind CSC, ``"dictionary"``, absent when ``adapt_dictionary`` resolves to 0; ``csc`` per readout
+        position: ``"planes"``, one record per readout position, see
+        :func:`mri_csc.recon.csc.csc_per_readout`); empty for methods with nothing else.
     """
 
     image: object

@@ -519,10 +519,10 @@ def csc_per_readout(problem: ReconProblem, p: dict, *, show_pbar: bool = False):
 
     Returns ``(image, history, extras)``: ``history`` every plane's records with its ``"plane"``;
     ``extras["planes"]`` one record per readout position (``x``, ``skipped``, ``iterations`` and the resolved
-    ``lam``, ``mu``, ``gamma``, ``noise_std`` (in the units of the input k-space; ``"auto"`` when ``lam`` and ``mu`` are both given,
-    as no estimate is then made), ``phase_width``,
-    ``imag_codes``, ``adapt_dictionary``). Each plane adapts its own copy of the dictionary (blind CSC), so
-    there is no single ``extras["dictionary"]``. Codes that are all zero on every plane are warned about
+    ``lam``, ``mu``, ``gamma``, ``noise_std`` (in the units of the input k-space; ``"auto"`` when ``lam`` and
+    ``mu`` are both given, as no estimate is then made), ``phase_width``, ``imag_codes``,
+    ``adapt_dictionary``). Each plane adapts its own copy of the dictionary (blind CSC), so there is no
+    single ``extras["dictionary"]``. Codes that are all zero on every plane are warned about
     once; on some planes (those outside the object, as expected) they are logged. A ``callback`` is called
     in each plane's solve with that plane's iterate, from the worker threads on the CPU (several planes at
     once), so it must be thread-safe.
