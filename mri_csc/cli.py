@@ -550,7 +550,7 @@ def cmd_recon(args) -> int:
     masks = per_slice(f"{args.input}: mask", mask, len(slices), k.ndim - 1 - stacked) if stacked \
         else [mask]
 
-    images, total, ran, runs = [], 0.0, None, []
+    images, total, ran, runs, skipped = [], 0.0, None, [], 0
     bar = tqdm(list(zip(slices, maps_list, masks, strict=True)), desc=args.method,
                unit="frame" if "frame" in d["lead_axes"] else "slice", disable=args.no_pbar or len(slices) == 1)
     lead = "frame" if "frame" in d["lead_axes"] else "slice"  # names each volume's planes in per_readout
@@ -562,6 +562,7 @@ def cmd_recon(args) -> int:
         total += res.time
         ran = ran or res.params
         planes = [r for r in res.extras.get("planes", ()) if r["skipped"] is None]  # csc per readout position
+        skipped += len(res.extras.get("planes", ())) - len(planes)
         at = {lead: i} if len(slices) > 1 else {}  # several volumes: which one each readout position is of
         runs += [(r["iterations"], {**res.params, **r, **at}) for r in planes] or [(len(res.history), res.params)]
     img = np.stack(images).reshape(tuple(d["lead_shape"]) + images[0].shape) if stacked else images[0]
@@ -605,7 +606,8 @@ def cmd_recon(args) -> int:
     whitened = ("; prewhitened with the noise scans (intensities are then relative to the noise std; "
                 "--no-prewhiten keeps the file's scale)") if d.get("whitened") else ""
     iterations = _iterations_note(runs, unit, args.method)
-    per_readout = {"per-readout": f" as {len(runs)} 2-D problems, one per readout position,",
+    left = f" ({skipped} more with no coil map energy or no data left at zero)" if skipped else ""
+    per_readout = {"per-readout": f" as {len(runs)} 2-D problems, one per readout position{left},",
                    "3d": " as one 3-D problem each (volume=3d: the mask varies along the readout, a 3-D dictionary "
                          "was given or asked for, or the 2-D filters do not fit the (nz, ny) planes),"
                    }.get(ran.get("volume"), "")
@@ -782,8 +784,7 @@ def _recon_noncartesian(args, params, maps_mode=None) -> int:
         images.append(to_numpy(res.image))
         total += res.time
         ran = ran or res.params
-        planes = [r for r in res.extras.get("planes", ()) if r["skipped"] is None]  # csc per readout position
-        runs += [(r["iterations"], {**res.params, **r}) for r in planes] or [(len(res.history), res.params)]
+        runs.append((len(res.history), res.params))
     img = np.stack(images).reshape(lead + images[0].shape) if lead else images[0]
     check_output(img, args.out, args.method)
     written = write_image(args.out, img, overwrite=args.force)

@@ -619,3 +619,23 @@ def test_csc_per_readout_names_a_gamma_without_phase_once(caplog):
     solved = [p for p in r.extras["planes"] if p["skipped"] is None]
     assert r.params["volume"] == "per-readout" and len(solved) > 1 and all(p["gamma"] == 0.0 for p in solved)
     assert sum("has no effect with phase=False" in m for m in caplog.messages) == 1, caplog.messages
+
+
+def test_a_failing_readout_position_is_named():
+    """An error in one plane's solve names its readout position (and keeps its type); the others' work is not
+    reported as a result."""
+    from mri_csc.recon.problem import make_problem
+    from mri_csc.recon.readout_planes import solve_per_readout
+
+    kspace, maps, mask, _, _ = _volume_case()
+    problem = make_problem(kspace, maps, mask)
+
+    def solve_plane(plane, x0, noise_std):
+        if plane.image_shape != (12, 40):
+            raise AssertionError(plane.image_shape)
+        if np.allclose(plane.maps * plane.maps_gain, problem.maps[..., 7]):  # the plane x = 7
+            raise ValueError("lam diverged")
+        return plane.xp.zeros(plane.image_shape, plane.kspace.dtype), [{"iter": 0}], {}
+
+    with pytest.raises(ValueError, match=r"readout position x = 7 of 40: lam diverged"):
+        solve_per_readout(problem, solve_plane)

@@ -77,6 +77,7 @@ def solve_per_readout(problem: ReconProblem, solve_plane, *, x0=None, noise_std=
         x0 = x0 * (problem.maps_gain / problem.scale)
     if noise_std != "auto":
         noise_std = float(noise_std) / problem.scale
+    nx = problem.image_shape[-1]
 
     def solve(x):
         """Readout position ``x``: ``(x, None, reason)`` when skipped, else ``(x, image, history, params)``."""
@@ -86,14 +87,16 @@ def solve_per_readout(problem: ReconProblem, solve_plane, *, x0=None, noise_std=
             return x, None, "no coil map energy"
         if not bool(xp.any(k != 0)):
             return x, None, "no data"
-        plane = make_problem(k, maps, mask, device=problem.device, scale=True, check_maps=False)
         start = None if x0 is None else xp.ascontiguousarray(x0[..., x])
-        image, history, params = solve_plane(plane, x0=start, noise_std=noise_std)
+        try:
+            plane = make_problem(k, maps, mask, device=problem.device, scale=True, check_maps=False)
+            image, history, params = solve_plane(plane, x0=start, noise_std=noise_std)
+        except (ValueError, ArithmeticError, RuntimeError) as e:  # which plane failed, in the message
+            raise _at_position(e, x, nx) from e
         return x, image * image.real.dtype.type(plane.scale / plane.maps_gain), history, params
 
     image = xp.zeros(problem.image_shape, dtype=problem.kspace.dtype)
     history, planes = [], []
-    nx = problem.image_shape[-1]
     threads = 1 if problem.device.kind != "cpu" else min(fft_workers(), nx)  # a GPU: in this thread, its context
     # the planes share the cores: BLAS (the noise estimate's SVDs) runs one thread each, as the FFTs do; under
     # load OpenBLAS's own threads on top of the planes' had made the run 3x slower (117 s against 35 s)
@@ -114,6 +117,15 @@ def solve_per_readout(problem: ReconProblem, solve_plane, *, x0=None, noise_std=
         log.warning("%s per readout: every readout position was skipped (no coil map energy or no data): the "
                     "image is zero", desc)
     return image, history, planes
+
+
+def _at_position(error: Exception, x: int, nx: int) -> Exception:
+    """``error`` with its readout position named in front of its message (the same type where it takes one
+    message; else the error as it was)."""
+    try:
+        return type(error)(f"readout position x = {x} of {nx}: {error}")
+    except TypeError:
+        return error
 
 
 def _one_thread(func, *args):
