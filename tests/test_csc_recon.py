@@ -639,3 +639,24 @@ def test_a_failing_readout_position_is_named():
 
     with pytest.raises(ValueError, match=r"readout position x = 7 of 40: lam diverged"):
         solve_per_readout(problem, solve_plane)
+
+
+def test_csc_per_readout_applies_a_weighted_mask_once():
+    """A mask of data weights w, the same at every readout position: each plane is what reconstruct gives that
+    plane alone with the same weights. The planes used to be cut from the volume's k-space, already w y, and
+    weighted again by their own make_problem (w² y): half the image at w = 0.5, and half the noise estimate."""
+    from mri_csc.backend import ifftc
+
+    ds = make_dataset("brain", shape=(12, 24, 8), n_coils=3, accel=2, calib=(8, 8), seed=1)
+    sampled = np.broadcast_to(ds.mask, ds.kspace.shape[1:]) != 0
+    weights = np.where(sampled, 0.5, 0.0).astype(np.float32)
+    k = ds.kspace * sampled
+    r = mri_csc.reconstruct(k, ds.maps, mask=weights, method="csc", max_iter=3)
+    assert r.params["volume"] == "per-readout"
+    hybrid = ifftc(k, axes=(-1,))
+    x = 3
+    alone = mri_csc.reconstruct(np.ascontiguousarray(hybrid[..., x]), np.ascontiguousarray(ds.maps[..., x]),
+                                mask=weights[..., 0], method="csc", max_iter=3, check_maps=False)
+    got = np.asarray(r.image)[..., x]
+    assert np.linalg.norm(got - alone.image) <= 1e-4 * np.linalg.norm(alone.image)
+    assert r.extras["planes"][x]["noise_std"] == pytest.approx(alone.params["noise_std"], rel=1e-5)

@@ -71,7 +71,8 @@ def solve_per_readout(problem: ReconProblem, solve_plane, *, x0=None, noise_std=
         and iteration count of the plane's solve.
     """
     xp = problem.xp
-    hybrid = ifftc(problem.kspace, axes=(-1,))  # (coils, nz, ny, nx): kz, ky, x
+    # the samples as measured (kspace is w y for a mask of weights w; each plane's make_problem applies w once)
+    hybrid = ifftc(problem.measured(), axes=(-1,))  # (coils, nz, ny, nx): kz, ky, x
     mask = xp.ascontiguousarray(xp.broadcast_to(problem.mask, problem.image_shape)[..., 0])
     if x0 is not None:  # to the problem's scaled units, each plane's input units
         x0 = x0 * (problem.maps_gain / problem.scale)
