@@ -660,3 +660,17 @@ def test_csc_per_readout_applies_a_weighted_mask_once():
     got = np.asarray(r.image)[..., x]
     assert np.linalg.norm(got - alone.image) <= 1e-4 * np.linalg.norm(alone.image)
     assert r.extras["planes"][x]["noise_std"] == pytest.approx(alone.params["noise_std"], rel=1e-5)
+
+
+def test_csc_per_readout_by_default_on_a_readout_shorter_than_the_3d_filters():
+    """volume="auto" on a readout-separable volume with nx = 4 (below the 7x7x7 filters' side) and (nz, ny) planes
+    the 2-D filters fit: solved per readout position. The check before the solve used to test the shipped 3-D
+    dictionary against the volume and refuse it ("larger than the image"), though resolve_volume picks the planes;
+    a mask that varies along the readout still meets that check when the solve starts."""
+    ds = make_dataset("brain", shape=(16, 24, 4), n_coils=3, accel=2, calib=(8, 8), seed=1)
+    r = mri_csc.reconstruct(ds.kspace, ds.maps, mask=ds.mask, method="csc", max_iter=1)
+    assert r.params["volume"] == "per-readout" and np.isfinite(r.image).all()
+    ragged = np.broadcast_to(ds.mask, ds.kspace.shape[1:]).copy()
+    ragged[..., ::2] = ragged[..., ::2][::-1]
+    with pytest.raises(ValueError, match="larger than the image"):
+        mri_csc.reconstruct(ds.kspace * ragged, ds.maps, mask=ragged, method="csc", max_iter=1)

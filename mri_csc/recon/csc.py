@@ -246,10 +246,12 @@ def check_image_params(params: dict, image_shape, noncartesian: bool = False) ->
     ``phase_width``, the dictionary (shipped or given: its filters must fit in the image, none all zero) and
     ``x0`` (the image's shape, finite values). A volume solved per readout position (``volume="per-readout"``,
     or ``"auto"`` with a 2-D dictionary) checks the dictionary and ``phase_width`` against its ``(nz, ny)``
-    planes (:func:`resolve_volume`)."""
+    planes (:func:`resolve_volume`); so does ``"auto"`` left to the mask when the shipped 2-D filters fit the
+    planes (a mask that varies along the readout then meets the 3-D checks when the solve starts)."""
     shape = tuple(image_shape)
     dictionary = params.get("dictionary")
-    planes = _wants_planes(params, shape, noncartesian) is True
+    want = _wants_planes(params, shape, noncartesian)
+    planes = want is True or (want is None and _planes_fit(shape))
     width = params.get("phase_width", "auto")
     if width != "auto":
         check_phase_width(width, shape[:2] if planes else shape, noncartesian)
@@ -280,6 +282,11 @@ def _wants_planes(params: dict, image_shape, noncartesian: bool) -> "bool | None
         raise ValueError(f"a 2-D dictionary (one 2-D problem per readout position) and a per-axis phase_width "
                          f"of three axes ({width!r}) contradict each other on a volume; give two widths (nz, ny)")
     return True if 2 in hints else False if 3 in hints else None
+
+
+def _planes_fit(image_shape) -> bool:
+    """Whether the shipped 2-D filters fit a volume's ``(nz, ny)`` planes."""
+    return all(f <= n for f, n in zip(load_default_dictionary(ndim=2).shape[1:], tuple(image_shape)[:2]))
 
 
 def resolve_volume(problem: ReconProblem, params: dict) -> str:
@@ -315,8 +322,7 @@ def resolve_volume(problem: ReconProblem, params: dict) -> str:
                              "(the mask constant along the last axis, kx); this mask varies along it: pass "
                              "volume='3d' with a 3-D dictionary")
         return "per-readout"
-    fits = all(f <= n for f, n in zip(load_default_dictionary(ndim=2).shape[1:], problem.image_shape[:2]))
-    return "per-readout" if separable and fits else "3d"
+    return "per-readout" if separable and _planes_fit(problem.image_shape) else "3d"
 
 
 def check_x0(x0, image_shape) -> None:
