@@ -7,7 +7,7 @@ from the undersampled data. PSNR on magnitude inside the support against ``ds.ma
 image, whichever the maps). Zero-filled and SENSE (30 CG iterations) for scale; no tuned peers here (see
 ``benchmarks/quality3d.py`` for those). Times in one process, side by side.
 
-    python benchmarks/volumes.py          # ~5 min on 2 cores
+    python benchmarks/volumes.py          # ~6 min on 2 cores
 """
 
 from __future__ import annotations

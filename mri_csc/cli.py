@@ -485,7 +485,7 @@ def cmd_recon(args) -> int:
     _check_for_image(spec, params, slices[0].shape[1:], False)  # before ESPIRiT and the solve
     if slices[0].ndim == 4 and args.method == "csc-tv":  # measured for csc in benchmarks/RESULTS.md section 22
         _note("mri-csc: note: csc-tv on a 3-D volume uses the 3-D dictionary; csc (one 2-D problem per readout "
-              "position) gave 2.0-2.5 dB more than 3-D CSC on the held-out benchmark slab, for about 4.5x the time")
+              "position) gave 2.0-2.5 dB more than 3-D CSC on the held-out benchmark slab, for 1.9-3.3x the time")
     mask = d["mask"]
     retro = _retro_mask(args, k.shape[-2:])
     if retro is not None:

@@ -662,6 +662,39 @@ def test_csc_per_readout_applies_a_weighted_mask_once():
     assert r.extras["planes"][x]["noise_std"] == pytest.approx(alone.params["noise_std"], rel=1e-5)
 
 
+def test_csc_per_readout_gives_the_volume_input_warnings_once(caplog):
+    """The input checks' warnings are the volume's: each plane's own make_problem repeated them (nx + 1 times)."""
+    import logging
+
+    ds = make_dataset("brain", shape=(12, 24, 8), n_coils=3, accel=2, calib=(8, 8), seed=1)
+    sampled = np.broadcast_to(ds.mask, ds.kspace.shape[1:]) != 0
+    k = ds.kspace * sampled
+    alone = {}
+    for name, mask in (("weights", np.where(sampled, 0.5, 0.0).astype(np.float32)), ("binary", sampled)):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            r = mri_csc.reconstruct(k, ds.maps, mask=mask, method="csc", max_iter=2)
+        assert r.params["volume"] == "per-readout"
+        alone[name] = [rec.getMessage() for rec in caplog.records]
+    extra = [m for m in alone["weights"] if m not in alone["binary"]]  # what the weights add: said once
+    assert len(extra) == 1 and "mask" in extra[0], alone
+
+
+def test_csc_per_readout_threads_give_the_serial_image():
+    """Two planes at a time (one FFT and one BLAS thread each) give the image of one plane at a time."""
+    from mri_csc import backend
+
+    kspace, maps, mask, _, _ = _volume_case()
+    images = {}
+    for workers in (1, 2):
+        backend.set_fft_workers(workers)
+        try:
+            images[workers] = np.asarray(mri_csc.reconstruct(kspace, maps, mask=mask, method="csc", max_iter=6).image)
+        finally:
+            backend.set_fft_workers(None)
+    assert np.linalg.norm(images[2] - images[1]) <= 1e-5 * np.linalg.norm(images[1])
+
+
 def test_csc_per_readout_by_default_on_a_readout_shorter_than_the_3d_filters():
     """volume="auto" on a readout-separable volume with nx = 4 (below the 7x7x7 filters' side) and (nz, ny) planes
     the 2-D filters fit: solved per readout position. The check before the solve used to test the shipped 3-D

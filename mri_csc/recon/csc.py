@@ -14,7 +14,14 @@ into λ and μ by the rule of :mod:`mri_csc.recon.csc_defaults` (λ ∝ σ̂ wit
 floor; μ = 37.5 λ for 2-D patterns, the softer μ = 2.34 λ for whole-line masks), fitted on the tuning split of
 ``benchmarks/quality.py``; volumes solved as one 3-D problem with a 2-D pattern take
 :data:`~mri_csc.recon.csc_defaults.RULE_3D`, fitted for the 3-D dictionary on a tuning slab
-(``benchmarks/quality3d.py --source ch2 --fit``).
+(``benchmarks/quality3d.py --source ch2 --fit``). ``gamma="auto"`` sets the phase-smoothness weight
+equal to μ; with ``phase=False`` there is no phase term, so γ is recorded as 0.0 (a nonzero γ
+given is named in a warning, :func:`gamma_in_use`). ``phase="auto"`` demodulates by the smooth phase of a
+Hann-windowed centre of k-space,
+``phase_width`` samples wide (``"auto"``: per axis 4/3 of the fully sampled centre's side within
+[16, 32] on 2-D Cartesian data, 24 otherwise; :func:`phase_window_width`).
+``LAM_2D``/``MU_2D``/``LAM_LINES``/``MU_LINES`` are the earlier fixed defaults (chosen at 30 dB on ch2),
+kept for reference.
 
 Volumes (``volume``): a 3-D Cartesian volume whose mask is the same at every readout position (the
 readout fully sampled) is solved by default as one 2-D problem per readout position
@@ -23,15 +30,10 @@ the data term separates exactly, and each ``(nz, ny)`` plane gets the 2-D dictio
 scale, noise estimate and 2-D defaults, as a 2-D slice would; the prior is then a sum of 2-D CSC priors
 over the planes. ``volume="3d"`` solves one 3-D problem with the 3-D dictionary (the only choice when the
 mask varies along the readout, or the 2-D filters do not fit the planes). :func:`resolve_volume` gives
-the rule and the figures it was chosen on (held-out slab: +1.96 / +2.54 dB over 3-D CSC, about 4.5x its
-time). ``gamma="auto"`` sets the phase-smoothness weight
-equal to μ; with ``phase=False`` there is no phase term, so γ is recorded as 0.0 (a nonzero γ
-given is named in a warning, :func:`gamma_in_use`). ``phase="auto"`` demodulates by the smooth phase of a
-Hann-windowed centre of k-space,
-``phase_width`` samples wide (``"auto"``: per axis 4/3 of the fully sampled centre's side within
-[16, 32] on 2-D Cartesian data, 24 otherwise; :func:`phase_window_width`).
-``LAM_2D``/``MU_2D``/``LAM_LINES``/``MU_LINES`` are the earlier fixed defaults (chosen at 30 dB on ch2),
-kept for reference.
+the rule and the figures it was chosen on (held-out slab: +1.96 / +2.54 dB over 3-D CSC, 1.9-3.3x its
+time on 2 cores with the planes as threads). The planes always take their own data scale: ``scale`` (and
+``result.scale``) is the volume's, so a ``lam`` given is in each plane's scaled units whatever ``scale``
+says.
 
 Non-Cartesian problems (``trajectory=``) estimate σ̂ from their readouts
 (:func:`mri_csc.recon.noise.readout_noise_std`) and use
@@ -300,7 +302,8 @@ def resolve_volume(problem: ReconProblem, params: dict) -> str:
     dictionary or a three-axis ``phase_width`` asks for ``"3d"``; a 2-D dictionary or a two-axis
     ``phase_width`` asks for ``"per-readout"``. Chosen on ``benchmarks/quality3d.py``: on the tuning slab
     (Colin 27) per readout position gained +0.26 / +0.95 / +1.38 dB over 3-D CSC, on the held-out MNI152
-    slab +1.96 / +2.54 dB, for about 4.5x the time (``benchmarks/RESULTS.md`` section 22). A volume whose
+    slab +1.96 / +2.54 dB (``benchmarks/RESULTS.md`` sections 22, 23), for 1.9-3.3x the time on 2 cores
+    (``benchmarks/volumes.py``). A volume whose
     mask varies along the readout cannot be split: ``"per-readout"`` (asked for, or implied by a 2-D
     dictionary) is then refused, naming the mask.
     """

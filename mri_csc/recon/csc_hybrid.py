@@ -78,7 +78,8 @@ SCHEMA = {
     "lam2": Param("auto", lo=0, **_AUTO),
     "rho2": Param("auto", lo=0, lo_open=True, **_AUTO),
     "tv_iter": Param(3, "int", lo=1),
-    # csc-tv solves a volume as one 3-D problem (its weights were fitted so); "per-readout" is csc's alone
+    # csc-tv solves a volume as one 3-D problem (RULE_3D times its factors; per readout was measured for csc
+    # only, and csc-tv's rule was fitted on 2-D slices); "per-readout" is csc's alone
     "volume": Param("auto", "choice", choices=("3d",), also=("auto",)),
 }
 

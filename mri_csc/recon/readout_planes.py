@@ -13,8 +13,8 @@ with :math:`M = M_{zy} \otimes 1_x` and :math:`F_x` unitary. A prior that is a s
 ``(coils, nz, ny)`` (each with its own data scale and noise estimate, as :func:`mri_csc.reconstruct` would
 give a 2-D slice). ``mri-csc batch --layout volume`` runs the same split as one task per plane; this module
 runs it inside one call (:func:`solve_per_readout`), the planes shared among :func:`~mri_csc.backend.fft_workers`
-threads on the CPU (each with one FFT thread: 1.75x faster than one plane at a time with two-thread FFTs on
-2 cores, the same image), one at a time on a GPU.
+threads on the CPU (each with one FFT thread: 1.4-2x faster than one plane at a time with two-thread FFTs on
+2 cores over four runs, the same image), one at a time on a GPU.
 """
 
 from __future__ import annotations
@@ -102,7 +102,7 @@ def solve_per_readout(problem: ReconProblem, solve_plane, *, x0=None, noise_std=
     # the planes share the cores: BLAS (the noise estimate's SVDs) runs one thread each, as the FFTs do; under
     # load OpenBLAS's own threads on top of the planes' had made the run 3x slower (117 s against 35 s)
     blas = threadpool_limits(1, user_api="blas") if threads > 1 else contextlib.nullcontext()
-    with blas, ThreadPoolExecutor(threads) as pool, \
+    with blas, _input_checks_said_once(), ThreadPoolExecutor(threads) as pool, \
             tqdm(total=nx, desc=f"{desc} per readout", disable=not show_pbar, leave=False) as bar:
         solved = map(solve, range(nx)) if threads == 1 else pool.map(lambda x: _one_thread(solve, x), range(nx))
         for x, plane_image, *out in solved:
@@ -118,6 +118,27 @@ def solve_per_readout(problem: ReconProblem, solve_plane, *, x0=None, noise_std=
         log.warning("%s per readout: every readout position was skipped (no coil map energy or no data): the "
                     "image is zero", desc)
     return image, history, planes
+
+
+#: the loggers of the input checks :func:`make_problem` runs: the volume's warnings were given once already
+_INPUT_CHECK_LOGGERS = ("mri_csc.validate", "mri_csc.recon.problem")
+
+
+@contextlib.contextmanager
+def _input_checks_said_once():
+    """Within the block, the input checks' warnings (mask values, samples that hold zero, map power) are not
+    repeated for each plane: the volume's own :func:`make_problem` gave them. Errors still propagate."""
+    def below_warning(record):
+        return record.levelno < logging.WARNING
+
+    loggers = [logging.getLogger(name) for name in _INPUT_CHECK_LOGGERS]
+    for logger in loggers:
+        logger.addFilter(below_warning)
+    try:
+        yield
+    finally:
+        for logger in loggers:
+            logger.removeFilter(below_warning)
 
 
 def _at_position(error: Exception, x: int, nx: int) -> Exception:
