@@ -551,9 +551,9 @@ def cmd_recon(args) -> int:
         else [mask]
 
     images, total, ran, runs, skipped = [], 0.0, None, [], 0
-    bar = tqdm(list(zip(slices, maps_list, masks, strict=True)), desc=args.method,
-               unit="frame" if "frame" in d["lead_axes"] else "slice", disable=args.no_pbar or len(slices) == 1)
-    lead = "frame" if "frame" in d["lead_axes"] else "slice"  # names each volume's planes in per_readout
+    lead = "frame" if "frame" in d["lead_axes"] else "slice"  # also names each volume's planes in per_readout
+    bar = tqdm(list(zip(slices, maps_list, masks, strict=True)), desc=args.method, unit=lead,
+               disable=args.no_pbar or len(slices) == 1)
     for i, (s, m, mk) in enumerate(bar):
         res = _reconstruct_file(args.input, s, m, mask=mk, method=args.method, device=args.device, maps_path=args.maps,
                                 show_pbar=not args.no_pbar and len(slices) == 1, check_maps=not estimated,
@@ -606,16 +606,25 @@ def cmd_recon(args) -> int:
     whitened = ("; prewhitened with the noise scans (intensities are then relative to the noise std; "
                 "--no-prewhiten keeps the file's scale)") if d.get("whitened") else ""
     iterations = _iterations_note(runs, unit, args.method)
-    left = f" ({skipped} more with no coil map energy or no data left at zero)" if skipped else ""
-    per_readout = {"per-readout": f" as {len(runs)} 2-D problems, one per readout position{left},",
-                   "3d": " as one 3-D problem each (volume=3d: the mask varies along the readout, a 3-D dictionary "
-                         "was given or asked for, or the 2-D filters do not fit the (nz, ny) planes),"
-                   }.get(ran.get("volume"), "")
-    if args.method != "csc" and ran.get("volume") == "3d":  # csc-tv: always one 3-D problem (the note above)
-        per_readout = " as one 3-D problem each,"
-    _note(f"{args.method}: {len(slices)} {'frame' if frames else 'slice'}(s){per_readout} in {total:.2f} s of "
+    how = _volume_note(args.method, ran, len(runs), skipped)
+    _note(f"{args.method}: {len(slices)} {'frame' if frames else 'slice'}(s){how} in {total:.2f} s of "
           f"solving{iterations}{whitened}; wrote {', '.join(map(str, written))}")
     return 0
+
+
+def _volume_note(method: str, params: dict, solved: int, skipped: int) -> str:
+    """How a volume was solved, for recon's closing line: ``solved`` 2-D problems per readout position
+    (``skipped`` more left at zero), or one 3-D problem and why; "" for 2-D images."""
+    volume = params.get("volume")
+    if volume == "per-readout":
+        left = f" ({skipped} more with no coil map energy or no data left at zero)" if skipped else ""
+        return f" as {solved} 2-D problems, one per readout position{left},"
+    if volume != "3d":
+        return ""
+    if method != "csc":  # csc-tv: always one 3-D problem (the note before the solve)
+        return " as one 3-D problem each,"
+    return (" as one 3-D problem each (volume=3d: the mask varies along the readout, a 3-D dictionary was given "
+            "or asked for, or the 2-D filters do not fit the (nz, ny) planes),")
 
 
 def _one_coil_maps(args, shapes) -> tuple[str, list]:

@@ -81,7 +81,7 @@ def solve_per_readout(problem: ReconProblem, solve_plane, *, x0=None, noise_std=
     nx = problem.image_shape[-1]
 
     def solve(x):
-        """Readout position ``x``: ``(x, None, reason)`` when skipped, else ``(x, image, history, params)``."""
+        """Readout position ``x``: ``(x, (image, history, params), None)``, or ``(x, None, reason)`` when skipped."""
         maps = xp.ascontiguousarray(problem.maps[..., x])
         k = xp.ascontiguousarray(hybrid[..., x])
         if not bool(xp.any(maps != 0)):
@@ -94,23 +94,28 @@ def solve_per_readout(problem: ReconProblem, solve_plane, *, x0=None, noise_std=
             image, history, params = solve_plane(plane, x0=start, noise_std=noise_std)
         except (ValueError, ArithmeticError, RuntimeError) as e:  # which plane failed, in the message
             raise _at_position(e, x, nx) from e
-        return x, image * image.real.dtype.type(plane.scale / plane.maps_gain), history, params
+        return x, (image * image.real.dtype.type(plane.scale / plane.maps_gain), history, params), None
 
     image = xp.zeros(problem.image_shape, dtype=problem.kspace.dtype)
     history, planes = [], []
     threads = 1 if problem.device.kind != "cpu" else min(fft_workers(), nx)  # a GPU: in this thread, its context
     # the planes share the cores: BLAS (the noise estimate's SVDs) runs one thread each, as the FFTs do; under
     # load OpenBLAS's own threads on top of the planes' had made the run 3x slower (117 s against 35 s)
-    blas = threadpool_limits(1, user_api="blas") if threads > 1 else contextlib.nullcontext()
-    with blas, _input_checks_said_once(), ThreadPoolExecutor(threads) as pool, \
-            tqdm(total=nx, desc=f"{desc} per readout", disable=not show_pbar, leave=False) as bar:
-        solved = map(solve, range(nx)) if threads == 1 else pool.map(lambda x: _one_thread(solve, x), range(nx))
-        for x, plane_image, *out in solved:
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(_input_checks_said_once())  # before the pool starts any plane
+        if threads > 1:
+            stack.enter_context(threadpool_limits(1, user_api="blas"))
+            pool = stack.enter_context(ThreadPoolExecutor(threads))
+            solved = pool.map(lambda x: _one_thread(solve, x), range(nx))
+        else:
+            solved = map(solve, range(nx))
+        bar = stack.enter_context(tqdm(total=nx, desc=f"{desc} per readout", disable=not show_pbar, leave=False))
+        for x, result, skipped in solved:
             bar.update()
-            if plane_image is None:
-                planes.append({"x": x, "skipped": out[0]})
+            if result is None:
+                planes.append({"x": x, "skipped": skipped})
                 continue
-            plane_history, params = out
+            plane_image, plane_history, params = result
             image[..., x] = plane_image
             history += [{**h, "plane": x} for h in plane_history]
             planes.append({"x": x, "skipped": None, "iterations": len(plane_history), **params})
