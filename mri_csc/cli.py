@@ -624,7 +624,7 @@ def _volume_note(method: str, params: dict, solved: int, skipped: int) -> str:
     if method != "csc":  # csc-tv: always one 3-D problem (the note before the solve)
         return " as one 3-D problem each,"
     return (" as one 3-D problem each (volume=3d: the mask varies along the readout, a 3-D dictionary was given "
-            "or asked for, or the 2-D filters do not fit the (nz, ny) planes),")
+            "or asked for, or the 2-D filters or the noise estimate do not fit the (nz, ny) planes),")
 
 
 def _one_coil_maps(args, shapes) -> tuple[str, list]:

@@ -707,3 +707,31 @@ def test_csc_per_readout_by_default_on_a_readout_shorter_than_the_3d_filters():
     ragged[..., ::2] = ragged[..., ::2][::-1]
     with pytest.raises(ValueError, match="larger than the image"):
         mri_csc.reconstruct(ds.kspace * ragged, ds.maps, mask=ragged, method="csc", max_iter=1)
+
+
+def test_csc_volume_auto_keeps_3d_where_the_planes_cannot_estimate_the_noise():
+    """A (kz, ky) calibration block too small for each plane's noise estimate (4 x 4 here) but enough for the
+    volume's (its readout adds windows): volume="auto" solves one 3-D problem instead of failing in every plane;
+    with lam and mu given no estimate is needed and the planes run; asking for them is refused by the estimate."""
+    ds = make_dataset("brain", shape=(12, 16, 16), n_coils=4, accel=4, seed=0)
+    r = mri_csc.reconstruct(ds.kspace, ds.maps, mask=ds.mask, method="csc", max_iter=2)
+    assert r.params["volume"] == "3d" and np.isfinite(r.image).all()
+    given = mri_csc.reconstruct(ds.kspace, ds.maps, mask=ds.mask, method="csc", max_iter=2, lam=0.01, mu=0.3)
+    assert given.params["volume"] == "per-readout"
+    with pytest.raises(ValueError, match="readout position x = 0 of 16: the fully sampled calibration region"):
+        mri_csc.reconstruct(ds.kspace, ds.maps, mask=ds.mask, method="csc", max_iter=2, volume="per-readout")
+
+
+@pytest.mark.gpu
+def test_csc_per_readout_gpu_parity():
+    """One 2-D problem per readout position on CuPy (planes one after another) as on NumPy (planes as threads)."""
+    from mri_csc.backend import to_numpy
+
+    kspace, maps, mask, _, _ = _volume_case()
+    cpu = mri_csc.reconstruct(kspace, maps, mask=mask, method="csc", max_iter=4)
+    gpu = mri_csc.reconstruct(kspace, maps, mask=mask, method="csc", max_iter=4, device="gpu")
+    assert cpu.params["volume"] == gpu.params["volume"] == "per-readout"
+    g = to_numpy(gpu.image)
+    assert np.linalg.norm(g - cpu.image) / np.linalg.norm(cpu.image) < 1e-3
+    assert [p["lam"] for p in gpu.extras["planes"]] == pytest.approx([p["lam"] for p in cpu.extras["planes"]],
+                                                                      rel=1e-3)

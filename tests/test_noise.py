@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import mri_csc
-from mri_csc.recon.noise import calibration_box, estimate_noise_std, mp_median, noise_std_from_samples
+from mri_csc.recon.noise import calibration_box, estimate_noise_std, mp_median, noise_estimable, noise_std_from_samples
 from mri_csc.sim import make_dataset, sample_mask
 
 
@@ -75,6 +75,23 @@ def test_no_calibration_region_is_a_clear_error(rng):
         estimate_noise_std(k)
     with pytest.raises(ValueError, match="kernel"):
         estimate_noise_std(k, kernel=0)
+
+
+@pytest.mark.parametrize("side, coils", [(2, 4), (4, 4), (5, 8), (6, 2), (8, 4), (16, 8)])
+def test_noise_estimable_says_when_the_estimate_runs(rng, side, coils):
+    """noise_estimable answers, without an SVD, whether estimate_noise_std refuses the calibration region."""
+    mask = np.zeros((32, 32), np.float32)
+    mask[::3, ::3] = 1
+    mask[16 - side // 2:16 - side // 2 + side, 16 - side // 2:16 - side // 2 + side] = 1
+    k = (rng.standard_normal((coils, 32, 32)) + 1j * rng.standard_normal((coils, 32, 32))).astype(np.complex64)
+    try:
+        estimate_noise_std(k * mask, mask, warn=False)
+        runs = True
+    except ValueError as e:
+        assert "too small" in str(e) or "no fully sampled" in str(e)
+        runs = False
+    assert noise_estimable(mask, coils) == runs
+    assert runs == (side >= 8) or side == 6  # a 4 x 4 block leaves too few window positions, 8 x 8 enough
 
 
 def test_noise_scan_samples(rng):

@@ -120,7 +120,7 @@ from ..solvers.admm import ReconSolver
 from ..solvers.csc_recon import CSCReconSolver
 from ..validate import check_array, check_finite
 from .csc_defaults import RULE, RULE_3D, RULE_NONCARTESIAN, auto_weights, resolve_noise_std
-from .noise import calibration_box
+from .noise import calibration_box, noise_estimable
 from .problem import ReconProblem
 from .readout_planes import readout_separable, solve_per_readout
 from .registry import Param, register_method
@@ -300,12 +300,14 @@ def resolve_volume(problem: ReconProblem, params: dict) -> str:
     ``"auto"`` on a 3-D Cartesian volume is ``"per-readout"`` when the mask is the same at every readout
     position (the readout fully sampled) and the 2-D filters fit the ``(nz, ny)`` planes, unless a 3-D
     dictionary or a three-axis ``phase_width`` asks for ``"3d"``; a 2-D dictionary or a two-axis
-    ``phase_width`` asks for ``"per-readout"``. Chosen on ``benchmarks/quality3d.py``: on the tuning slab
-    (Colin 27) per readout position gained +0.26 / +0.95 / +1.38 dB over 3-D CSC, on the held-out MNI152
-    slab +1.96 / +2.54 dB (``benchmarks/RESULTS.md`` sections 22, 23), for 1.9-3.3x the time on 2 cores
-    (``benchmarks/volumes.py``). A volume whose
-    mask varies along the readout cannot be split: ``"per-readout"`` (asked for, or implied by a 2-D
-    dictionary) is then refused, naming the mask.
+    ``phase_width`` asks for ``"per-readout"``; ``"auto"`` also keeps ``"3d"`` when the weights need a noise
+    estimate (``noise_std``, and ``lam`` or ``mu``, ``"auto"``) that the planes' ``(nz, ny)`` calibration
+    region is too small for (:func:`~mri_csc.recon.noise.noise_estimable`). Chosen on
+    ``benchmarks/quality3d.py``'s cases: on the tuning slab (Colin 27) per readout position gained +0.26 /
+    +0.95 / +1.38 dB over 3-D CSC, on the held-out MNI152 slab +1.96 / +2.54 dB (``benchmarks/RESULTS.md``
+    sections 22, 23), for 1.9-3.3x the time on 2 cores (``benchmarks/volumes.py``). A volume whose mask varies
+    along the readout cannot be split: ``"per-readout"`` (asked for, or implied by a 2-D dictionary) is then
+    refused, naming the mask.
     """
     volume = params.get("volume", "auto")
     noncartesian = getattr(problem, "trajectory", None) is not None
@@ -325,7 +327,15 @@ def resolve_volume(problem: ReconProblem, params: dict) -> str:
                              "(the mask constant along the last axis, kx); this mask varies along it: pass "
                              "volume='3d' with a 3-D dictionary")
         return "per-readout"
-    return "per-readout" if separable and _planes_fit(problem.image_shape) else "3d"
+    if not (separable and _planes_fit(problem.image_shape)):
+        return "3d"
+    needs_noise = params.get("noise_std", "auto") == "auto" and "auto" in (params.get("lam"), params.get("mu"))
+    plane_mask = problem.xp.broadcast_to(problem.mask, problem.image_shape)[..., 0]
+    if needs_noise and not noise_estimable(plane_mask, problem.maps.shape[0]):
+        log.info("csc: the volume's (nz, ny) calibration region is too small for each plane's noise estimate: "
+                 "one 3-D problem (volume='3d')")
+        return "3d"
+    return "per-readout"
 
 
 def check_x0(x0, image_shape) -> None:

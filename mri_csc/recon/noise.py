@@ -76,7 +76,7 @@ from ..backend import get_xp, to_numpy
 log = logging.getLogger(__name__)
 
 __all__ = ["calibration_box", "hankel_matrix", "mp_median", "mp_quantile", "estimate_noise_std",
-           "noise_std_from_samples", "readout_noise_std"]
+           "noise_estimable", "noise_std_from_samples", "readout_noise_std"]
 
 #: kernel side of the calibration matrix (per image axis)
 KERNEL = 5
@@ -200,15 +200,26 @@ def _auto_kernel(region, n_coils: int) -> int:
     nd = len(region)
     side = max(KERNEL, math.ceil((MIN_COLUMNS / n_coils) ** (1 / nd)))
 
-    def rows(k):
-        return math.prod(max(n - min(k, n) + 1, 1) for n in region)
-
     def cols(k):
         return math.prod(min(k, n) for n in region) * n_coils
 
-    while side > 3 and 2 * rows(side) < cols(side):
+    while side > 3 and 2 * _window_positions(region, side) < cols(side):
         side -= 1
     return side
+
+
+def _window_positions(region, kernel: int) -> int:
+    """Rows of the calibration matrix of a ``region``: the positions of its ``kernel``-wide windows."""
+    return math.prod(max(n - min(kernel, n) + 1, 1) for n in region)
+
+
+def noise_estimable(mask, n_coils: int) -> bool:
+    """Whether the fully sampled centre of ``mask`` is large enough for :func:`estimate_noise_std` with its
+    automatic kernel (at least 2 samples per axis, :data:`MIN_POSITIONS` window positions), without
+    estimating: e.g. to choose a solve whose noise estimate can run."""
+    box = calibration_box(to_numpy(mask) != 0)
+    region = tuple(s.stop - s.start for s in box)
+    return min(region) >= 2 and _window_positions(region, _auto_kernel(region, n_coils)) >= MIN_POSITIONS
 
 
 def _hankel_sigma(s, rows: int) -> "tuple[float, int]":
