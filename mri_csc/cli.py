@@ -596,7 +596,8 @@ def cmd_recon(args) -> int:
                   "center_fraction": args.center_fraction, "seed": args.mask_seed,
                   "sampled": float(np.mean(retro != 0))},
               "frames": len(slices) if frames else 1, "output_shape": list(img.shape), "time_s": total}
-    unit = "frame" if frames else "slice"
+    what = "frame" if frames else "volume" if slices[0].ndim == 4 else "slice"
+    unit = what
     if ran.get("volume") == "per-readout":  # one run per readout position: their iterations and weights
         record["per_readout"] = [{k: v for k, v in p.items()
                                   if k in ("frame", "slice", "x", "iterations", "lam", "mu", "noise_std")}
@@ -606,15 +607,16 @@ def cmd_recon(args) -> int:
     whitened = ("; prewhitened with the noise scans (intensities are then relative to the noise std; "
                 "--no-prewhiten keeps the file's scale)") if d.get("whitened") else ""
     iterations = _iterations_note(runs, unit, args.method)
-    how = _volume_note(args.method, ran, len(runs), skipped)
-    _note(f"{args.method}: {len(slices)} {'frame' if frames else 'slice'}(s){how} in {total:.2f} s of "
+    how = _volume_note(args.method, ran, len(runs), skipped, asked="volume" in params)
+    _note(f"{args.method}: {len(slices)} {what}(s){how} in {total:.2f} s of "
           f"solving{iterations}{whitened}; wrote {', '.join(map(str, written))}")
     return 0
 
 
-def _volume_note(method: str, params: dict, solved: int, skipped: int) -> str:
+def _volume_note(method: str, params: dict, solved: int, skipped: int, asked: bool = False) -> str:
     """How a volume was solved, for recon's closing line: ``solved`` 2-D problems per readout position
-    (``skipped`` more left at zero), or one 3-D problem and why; "" for 2-D images."""
+    (``skipped`` more left at zero), or one 3-D problem and why (``asked``: the user's ``--param volume``);
+    "" for 2-D images."""
     volume = params.get("volume")
     if volume == "per-readout":
         left = f" ({skipped} more with no coil map energy or no data left at zero)" if skipped else ""
@@ -623,6 +625,8 @@ def _volume_note(method: str, params: dict, solved: int, skipped: int) -> str:
         return ""
     if method != "csc":  # csc-tv: always one 3-D problem (the note before the solve)
         return " as one 3-D problem each,"
+    if asked:
+        return " as one 3-D problem each (--param volume=3d),"
     return (" as one 3-D problem each (volume=3d: the mask varies along the readout, a 3-D dictionary was given "
             "or asked for, or the 2-D filters or the noise estimate do not fit the (nz, ny) planes),")
 
