@@ -622,8 +622,8 @@ def test_csc_per_readout_names_a_gamma_without_phase_once(caplog):
 
 
 def test_a_failing_readout_position_is_named():
-    """An error in one plane's solve names its readout position (and keeps its type); the others' work is not
-    reported as a result."""
+    """An error in one plane's solve names its readout position (and keeps its type), raised from the whole
+    solve."""
     from mri_csc.recon.problem import make_problem
     from mri_csc.recon.readout_planes import solve_per_readout
 

@@ -546,9 +546,9 @@ def csc_per_readout(problem: ReconProblem, p: dict, *, show_pbar: bool = False):
     in each plane's solve with that plane's iterate, from the worker threads on the CPU (several planes at
     once), so it must be thread-safe.
     """
-    if p["dictionary"] is not None:  # read, checked and normalised once (its warning given once), not per plane
-        filters = to_numpy(_load_dictionary(p["dictionary"], tuple(problem.image_shape[:2])))
-        p = {**p, "dictionary": check_dictionary(filters.astype(np.float32, copy=False), "dictionary")}
+    # the shipped or given filters read, checked and normalised once (a warning given once), not per plane
+    filters = to_numpy(_load_dictionary(p["dictionary"], tuple(problem.image_shape[:2])))
+    p = {**p, "dictionary": check_dictionary(filters.astype(np.float32, copy=False), "dictionary")}
     if p["phase"] is False and p["gamma"] != "auto":  # a gamma with no phase term: named once, 0.0 on every plane
         p = {**p, "gamma": gamma_in_use(p["gamma"], False)}
 
